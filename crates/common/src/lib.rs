@@ -1,0 +1,11 @@
+//! Shared vocabulary of every Sluice crate: identifiers with units in their names, limits,
+//! and the clock abstraction that keeps state machines testable.
+//!
+//! Nothing here does I/O or knows a wire protocol.
+
+mod clock;
+mod ids;
+pub mod limits;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use ids::{Offset, PartitionId, TimestampMs};
