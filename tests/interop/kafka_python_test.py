@@ -1,0 +1,93 @@
+"""kafka-python (pure Python protocol code) against sluice: admin, keyed produce with gzip,
+group consume, commit and resume, offsets by time, delete."""
+import os
+import time
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+
+from checks import assert_per_key_order, check, finish
+
+BOOT = os.environ["BOOTSTRAP"]
+TOPIC = "kp-interop"
+COUNT, KEYS = 5000, 10
+admin = KafkaAdminClient(bootstrap_servers=BOOT)
+
+
+def create():
+    admin.create_topics([NewTopic(TOPIC, num_partitions=3, replication_factor=1)])
+    assert TOPIC in admin.list_topics()
+
+
+def produce():
+    p = KafkaProducer(bootstrap_servers=BOOT, compression_type="gzip", acks="all", linger_ms=5)
+    seq = [0] * KEYS
+    futures = []
+    for i in range(COUNT):
+        k = i % KEYS
+        futures.append(p.send(TOPIC, key=f"k{k}".encode(), value=f"k{k}|{seq[k]}".encode()))
+        seq[k] += 1
+    p.flush(60)
+    for f in futures:
+        f.get(timeout=30)
+    p.close()
+
+
+def consume_group():
+    c = KafkaConsumer(TOPIC, bootstrap_servers=BOOT, group_id="kp-group",
+                      auto_offset_reset="earliest", enable_auto_commit=False,
+                      consumer_timeout_ms=10000)
+    got = []
+    for m in c:
+        got.append((m.key.decode(), m.value.decode()))
+        if len(got) == COUNT:
+            break
+    c.commit()
+    c.close()
+    assert_per_key_order(got, COUNT, KEYS)
+
+
+def resume():
+    p = KafkaProducer(bootstrap_servers=BOOT)
+    for i in range(5):
+        p.send(TOPIC, value=f"late|{i}".encode())
+    p.flush(30)
+    p.close()
+    c = KafkaConsumer(TOPIC, bootstrap_servers=BOOT, group_id="kp-group",
+                      auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    got = [m.value.decode() for m in c]
+    c.close()
+    assert sorted(got) == [f"late|{i}" for i in range(5)], got
+
+
+def offsets():
+    c = KafkaConsumer(bootstrap_servers=BOOT)
+    parts = [TopicPartition(TOPIC, p) for p in range(3)]
+    end = c.end_offsets(parts)
+    begin = c.beginning_offsets(parts)
+    assert sum(end.values()) == COUNT + 5, end
+    assert all(v == 0 for v in begin.values()), begin
+    found = c.offsets_for_times({parts[0]: 0})
+    assert found[parts[0]].offset == 0, found
+    c.close()
+
+
+def configs_and_delete():
+    res = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, TOPIC)])
+    assert res, "describe_configs answered"
+    groups = [g[0] for g in admin.list_consumer_groups()]
+    assert "kp-group" in groups, groups
+    admin.delete_topics([TOPIC])
+    deadline = time.time() + 10
+    while TOPIC in admin.list_topics() and time.time() < deadline:
+        time.sleep(0.2)
+    assert TOPIC not in admin.list_topics()
+
+
+check("create topic", create)
+check("produce 5000 keyed, gzip", produce)
+check("consume in a group with per-key order", consume_group)
+check("group resumes after committed offsets", resume)
+check("beginning/end offsets and offsets_for_times", offsets)
+check("describe configs, list groups, delete topic", configs_and_delete)
+finish()
