@@ -46,6 +46,7 @@ pub struct Server {
     pub kafka_port: u16,
     pub admin_port: u16,
     extra_args: Vec<String>,
+    envs: Vec<(String, String)>,
     log_path: PathBuf,
 }
 
@@ -57,12 +58,21 @@ impl Server {
 
     /// Starts a server with extra command-line arguments after `server`.
     pub fn start_with(data_dir: &Path, extra_args: &[&str]) -> Server {
+        Self::start_with_env(data_dir, extra_args, &[])
+    }
+
+    /// Starts a server with extra arguments and `SLUICE_…` environment settings.
+    pub fn start_with_env(data_dir: &Path, extra_args: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut server = Server {
             child: None,
             data_dir: data_dir.to_path_buf(),
             kafka_port: free_port(),
             admin_port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log_path: data_dir.with_extension("log"),
         };
         server.spawn();
@@ -92,6 +102,7 @@ impl Server {
             .arg("--admin-listener")
             .arg(format!("127.0.0.1:{}", self.admin_port))
             .args(&self.extra_args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
