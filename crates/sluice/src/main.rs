@@ -1,1 +1,66 @@
-fn main() {}
+//! `sluice`: the one binary. `sluice server` runs the broker; every other subcommand is a
+//! command-line client that talks to a broker (Sluice or Kafka) over the Kafka protocol.
+//!
+//! Where to look: `config/` (server configuration), `server.rs` (wiring storage, broker, Kafka
+//! front door and admin HTTP; signals), `client/` (a small async Kafka client), `cli/` (the
+//! client subcommands and their output).
+
+mod cli;
+mod client;
+mod config;
+mod logging;
+#[cfg(any())]
+mod server;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::args::{Cli, Command};
+use cli::exit::{EXIT_USAGE, exit_code_for};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are "errors" to clap but succeed for the user.
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(_args) => anyhow::bail!("server not wired yet"),
+            other => {
+                cli::run(
+                    other,
+                    cli.bootstrap_server,
+                    cli.output,
+                    cli.request_timeout_ms,
+                )
+                .await
+            }
+        }
+    });
+    // Don't wait for lingering blocking tasks (e.g. a stdin reader) on the way out.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code_for(&e) as u8)
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! `GET /health`: a JSON summary for load balancers and humans. 200 while serving, 503 once
+//! shutdown has started.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::AdminServer;
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    /// "ok" or "shutting_down".
+    pub status: &'static str,
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+    pub node_id: i32,
+    pub topics: usize,
+    pub partitions: u32,
+    pub groups: usize,
+    pub data_dir: String,
+    pub kafka_listener: String,
+    pub kafka_advertised: String,
+    pub admin_listener: String,
+}
+
+pub(crate) fn health(server: &AdminServer) -> Health {
+    let info = server.broker.health();
+    Health {
+        status: if server.broker.is_shutting_down() {
+            "shutting_down"
+        } else {
+            "ok"
+        },
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: server.started.elapsed().as_secs(),
+        node_id: info.node_id,
+        topics: info.topics,
+        partitions: info.partitions,
+        groups: info.groups,
+        data_dir: server.data_dir.display().to_string(),
+        kafka_listener: server.listeners.kafka.to_string(),
+        kafka_advertised: server.listeners.kafka_advertised.clone(),
+        admin_listener: server.listeners.admin.to_string(),
+    }
+}
+
+pub(crate) async fn handler(State(server): State<AdminServer>) -> Response {
+    let h = health(&server);
+    let code = if h.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(h)).into_response()
+}

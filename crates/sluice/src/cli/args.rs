@@ -1,0 +1,327 @@
+//! Command-line grammar of the `sluice` binary (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0    success
+  1    usage or configuration error (bad flag, unknown config key, invalid value)
+  2    broker unreachable (connection refused, timed out, or dropped)
+  3    the broker answered with an error (e.g. topic already exists, unknown group)
+  4    consume: --count not reached before --timeout-ms
+  130  server: stopped by a second SIGINT/SIGTERM without finishing the graceful shutdown";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a message broker that speaks the Kafka protocol, and its command-line client",
+    after_help = EXIT_CODES_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Broker to talk to (host:port, comma-separated for several). Works with any Kafka broker.
+    #[arg(
+        long,
+        short = 'b',
+        global = true,
+        env = "SLUICE_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap_server: String,
+
+    /// Output style: human-readable tables, or JSON for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// Timeout for each request to the broker, in milliseconds.
+    #[arg(long, global = true, default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the broker (zero configuration: data in ./sluice-data, Kafka on :9092, admin on :8080).
+    Server(ServerArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Produce lines from stdin or a file, one record per line.
+    Produce(ProduceArgs),
+    /// Consume records and print them.
+    Consume(ConsumeArgs),
+    /// Inspect and manage consumer groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+#[derive(Args, Debug, Default)]
+#[command(after_help = "\
+Configuration precedence: flags > SLUICE_* environment variables > --config file > defaults.
+Every key of `--print-config` can be set with --set section.key=value (Kafka names such as
+log.retention.ms are accepted too) or with SLUICE_SECTION_KEY, e.g. SLUICE_STORAGE_DIR.")]
+pub struct ServerArgs {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Data directory (storage.dir).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// Kafka listener address (kafka.listener).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_listener: Option<String>,
+    /// Host advertised to Kafka clients (kafka.advertised_host).
+    #[arg(long, value_name = "HOST")]
+    pub advertised_host: Option<String>,
+    /// Port advertised to Kafka clients (kafka.advertised_port).
+    #[arg(long, value_name = "PORT")]
+    pub advertised_port: Option<String>,
+    /// Admin/metrics HTTP listener address (admin.listener).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub admin_listener: Option<String>,
+    /// Flush policy: async or sync (storage.flush).
+    #[arg(long, value_name = "MODE")]
+    pub flush: Option<String>,
+    /// Log format: human or json (log.format).
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Log level or filter directive (log.level).
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Set any configuration key: --set storage.segment_bytes=1048576 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        topic: String,
+        /// Number of partitions (default: the broker's num.partitions).
+        #[arg(long, short = 'p')]
+        partitions: Option<i32>,
+        /// Replication factor (default: the broker's).
+        #[arg(long, short = 'r')]
+        replication_factor: Option<i16>,
+        /// Topic config, e.g. --config retention.ms=60000 (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// Succeed if the topic already exists.
+        #[arg(long)]
+        if_not_exists: bool,
+    },
+    /// List topics.
+    List {
+        /// Include internal topics such as __consumer_offsets.
+        #[arg(long)]
+        internal: bool,
+    },
+    /// Describe topics: partitions, leaders, offsets and configs.
+    Describe {
+        #[arg(required = true)]
+        topics: Vec<String>,
+    },
+    /// Add partitions or change topic configs.
+    Alter {
+        topic: String,
+        /// New total number of partitions (can only grow).
+        #[arg(long, short = 'p')]
+        partitions: Option<i32>,
+        /// Set a topic config (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// Remove a topic config override, back to the default (repeatable).
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
+    },
+    /// Delete topics.
+    Delete {
+        #[arg(required = true)]
+        topics: Vec<String>,
+        /// Succeed if a topic does not exist.
+        #[arg(long)]
+        if_exists: bool,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressionArg {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    pub topic: String,
+    /// Read lines from this file instead of stdin (shows a progress bar).
+    #[arg(long, short = 'f')]
+    pub file: Option<PathBuf>,
+    /// Split each line into key and value at the first occurrence of this separator.
+    #[arg(long, short = 'K')]
+    pub key_separator: Option<String>,
+    /// Header to add to every record, e.g. --header source=cli (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "KEY=VALUE")]
+    pub headers: Vec<String>,
+    /// Write every record to this partition (default: by key hash, else round-robin per batch).
+    #[arg(long, short = 'p')]
+    pub partition: Option<i32>,
+    /// Acknowledgements: 0 (none), 1 (leader), all (-1).
+    #[arg(long, default_value = "all")]
+    pub acks: String,
+    /// Compression codec for record batches.
+    #[arg(long, short = 'z', value_enum, default_value_t = CompressionArg::None)]
+    pub compression: CompressionArg,
+    /// Most records per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Most bytes per batch (before compression).
+    #[arg(long, default_value_t = 512 * 1024)]
+    pub batch_bytes: usize,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// The value only.
+    Value,
+    /// key<TAB>value (see --separator).
+    KeyValue,
+    /// One JSON object per line: topic, partition, offset, timestamp, key, value, headers.
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    pub topic: String,
+    /// Where to start when there is no committed offset: earliest, latest, offset:N, timestamp:MS
+    /// (also `offset N` style via --offset / --timestamp).
+    #[arg(long, default_value = "earliest")]
+    pub from: String,
+    /// Start at this offset (same as --from offset:N).
+    #[arg(long, conflicts_with = "timestamp")]
+    pub offset: Option<i64>,
+    /// Start at the first record with a timestamp >= this (ms since epoch).
+    #[arg(long)]
+    pub timestamp: Option<i64>,
+    /// Only this partition (default: all).
+    #[arg(long, short = 'p')]
+    pub partition: Option<i32>,
+    /// Consume as a member of this consumer group (commits offsets).
+    #[arg(long, short = 'g')]
+    pub group: Option<String>,
+    /// Exit after this many records.
+    #[arg(long, short = 'n')]
+    pub count: Option<u64>,
+    /// Exit when no record arrives for this long (ms).
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Output format per record.
+    #[arg(long, short = 'F', value_enum, default_value_t = RecordFormat::Value)]
+    pub format: RecordFormat,
+    /// Separator between key and value for --format key-value.
+    #[arg(long, default_value = "\t")]
+    pub separator: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// List consumer groups.
+    List,
+    /// Show a group's state, members, and per-partition committed offset, end offset and lag.
+    Describe { group: String },
+    /// Move a group's committed offsets. Dry run unless --execute; the group must be empty.
+    ResetOffsets(ResetOffsetsArgs),
+    /// Delete consumer groups (they must have no active members).
+    Delete {
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to_earliest", "to_latest", "to_datetime", "to_offset"])))]
+pub struct ResetOffsetsArgs {
+    pub group: String,
+    /// Topic to reset (repeatable; default: every topic the group has offsets for).
+    #[arg(long = "topic", short = 't')]
+    pub topics: Vec<String>,
+    #[arg(long)]
+    pub to_earliest: bool,
+    #[arg(long)]
+    pub to_latest: bool,
+    /// RFC 3339 time (2026-11-21T12:00:00Z) or milliseconds since epoch.
+    #[arg(long, value_name = "DATETIME")]
+    pub to_datetime: Option<String>,
+    #[arg(long, value_name = "OFFSET")]
+    pub to_offset: Option<i64>,
+    /// Apply the new offsets (without it, only show them).
+    #[arg(long)]
+    pub execute: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_common_commands() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "produce",
+            "t",
+            "--key-separator",
+            ":",
+            "--header",
+            "a=b",
+            "--compression",
+            "zstd",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Produce(p) => {
+                assert_eq!(p.key_separator.as_deref(), Some(":"));
+                assert_eq!(p.compression, CompressionArg::Zstd);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "-o",
+            "json",
+            "group",
+            "reset-offsets",
+            "g",
+            "--to-offset",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(cli.output, OutputFormat::Json);
+        assert!(
+            Cli::try_parse_from(["sluice", "group", "reset-offsets", "g"]).is_err(),
+            "a target is required"
+        );
+    }
+}

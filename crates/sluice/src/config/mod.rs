@@ -1,0 +1,473 @@
+//! `sluice server` configuration: built-in defaults, overridden by a TOML file (`--config`),
+//! overridden by `SLUICE_…` environment variables, overridden by flags (`--data-dir`, `--set
+//! key=value`, …). Every key is listed once, in [`spec::KEYS`].
+//!
+//! Errors name the key, where the value came from and what is allowed, so a user can fix a
+//! typo without reading the source.
+
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use spec::{KEYS, KeySpec, Kind};
+
+/// A parsed configuration value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Bool(bool),
+    Str(String),
+}
+
+impl Value {
+    fn to_toml(&self) -> String {
+        match self {
+            Value::Int(i) => i.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Str(s) => toml::Value::String(s.clone()).to_string(),
+        }
+    }
+}
+
+/// A configuration mistake, phrased for the user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// Where overrides come from. `env` is a lookup so tests need not touch the process env.
+pub struct Sources<'a> {
+    pub file: Option<&'a Path>,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// `(key, value, origin)` in increasing precedence, e.g. `("storage.dir", "/x", "--data-dir")`.
+    pub flags: Vec<(String, String, String)>,
+}
+
+/// The effective configuration as a flat key → (value, origin) map.
+#[derive(Clone, Debug)]
+pub struct Layered {
+    values: BTreeMap<&'static str, (Value, String)>,
+}
+
+impl Layered {
+    pub fn load(sources: &Sources<'_>) -> Result<Self, ConfigError> {
+        let mut values = BTreeMap::new();
+        for spec in KEYS {
+            let parsed: toml::Value =
+                toml::from_str::<toml::Table>(&format!("v = {}", spec.default))
+                    .ok()
+                    .and_then(|mut t| t.remove("v"))
+                    .ok_or_else(|| err(format!("internal: bad default for {}", spec.key)))?;
+            let v = from_toml(spec, &parsed, "built-in default")?;
+            values.insert(spec.key, (v, "default".to_string()));
+        }
+        let mut layered = Layered { values };
+        if let Some(path) = sources.file {
+            layered.apply_file(path)?;
+        }
+        for spec in KEYS {
+            let var = spec.env_var();
+            if let Some(raw) = (sources.env)(&var) {
+                let v = from_str(spec, &raw, &format!("environment variable {var}"))?;
+                layered.values.insert(spec.key, (v, var));
+            }
+        }
+        for (key, raw, origin) in &sources.flags {
+            let spec = spec::find(key).ok_or_else(|| unknown_key(key, origin))?;
+            let v = from_str(spec, raw, origin)?;
+            layered.values.insert(spec.key, (v, origin.clone()));
+        }
+        Ok(layered)
+    }
+
+    fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| {
+            err(format!(
+                "config file {} is not valid TOML: {e}",
+                path.display()
+            ))
+        })?;
+        let origin = format!("config file {}", path.display());
+        for (top, value) in &table {
+            match value {
+                toml::Value::Table(section) if spec::sections().contains(&top.as_str()) => {
+                    for (name, v) in section {
+                        let key = format!("{top}.{name}");
+                        let spec = spec::find(&key).ok_or_else(|| unknown_key(&key, &origin))?;
+                        let parsed = from_toml(spec, v, &origin)?;
+                        self.values.insert(spec.key, (parsed, origin.clone()));
+                    }
+                }
+                _ => {
+                    // A top-level Kafka name such as "auto.create.topics.enable" = false.
+                    let spec = spec::find(top)
+                        .filter(|s| s.kafka_name == Some(top.as_str()))
+                        .ok_or_else(|| unknown_key(top, &origin))?;
+                    let parsed = from_toml(spec, value, &origin)?;
+                    self.values.insert(spec.key, (parsed, origin.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, key: &str) -> &Value {
+        match self.values.get(key) {
+            Some((v, _)) => v,
+            None => panic!("config key {key} missing from spec"),
+        }
+    }
+
+    fn int(&self, key: &str) -> i64 {
+        match self.get(key) {
+            Value::Int(i) => *i,
+            other => panic!("config key {key} is not an integer: {other:?}"),
+        }
+    }
+
+    fn bool(&self, key: &str) -> bool {
+        match self.get(key) {
+            Value::Bool(b) => *b,
+            other => panic!("config key {key} is not a bool: {other:?}"),
+        }
+    }
+
+    fn str(&self, key: &str) -> String {
+        match self.get(key) {
+            Value::Str(s) => s.clone(),
+            other => panic!("config key {key} is not a string: {other:?}"),
+        }
+    }
+
+    /// The effective configuration as a commented TOML document.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from(
+            "# Effective sluice server configuration.\n\
+             # Precedence: flags > SLUICE_* environment > config file > built-in defaults.\n",
+        );
+        for section in spec::sections() {
+            out.push_str(&format!("\n[{section}]\n"));
+            for spec in KEYS.iter().filter(|k| k.section() == section) {
+                let (value, origin) = &self.values[spec.key];
+                out.push_str(&format!("# {}\n", spec.doc));
+                let mut meta = format!("# {}; env {}", spec.kind.describe(), spec.env_var());
+                if let Some(kafka) = spec.kafka_name {
+                    meta.push_str(&format!("; Kafka: {kafka}"));
+                }
+                if origin != "default" {
+                    meta.push_str(&format!("; set by {origin}"));
+                }
+                out.push_str(&meta);
+                out.push('\n');
+                out.push_str(&format!("{} = {}\n", spec.name(), value.to_toml()));
+            }
+        }
+        out
+    }
+
+    /// The typed view the server uses.
+    pub fn server_config(&self) -> ServerConfig {
+        let opt_str = |k: &str| Some(self.str(k)).filter(|s| !s.is_empty());
+        ServerConfig {
+            kafka_listener: self.str("kafka.listener"),
+            advertised_host: opt_str("kafka.advertised_host"),
+            advertised_port: match self.int("kafka.advertised_port") {
+                0 => None,
+                p => Some(p as u16),
+            },
+            node_id: self.int("kafka.node_id") as i32,
+            idle_timeout_ms: self.int("kafka.idle_timeout_ms") as u64,
+            admin_enabled: self.bool("admin.enabled"),
+            admin_listener: self.str("admin.listener"),
+            data_dir: PathBuf::from(self.str("storage.dir")),
+            segment_bytes: self.int("storage.segment_bytes") as u64,
+            flush_sync: self.str("storage.flush") == "sync",
+            flush_interval_ms: self.int("storage.flush_interval_ms") as u64,
+            auto_create_topics: self.bool("topics.auto_create_topics_enable"),
+            num_partitions: self.int("topics.num_partitions") as i32,
+            retention_ms: self.int("topics.log_retention_ms"),
+            retention_bytes: self.int("topics.log_retention_bytes"),
+            message_max_bytes: self.int("limits.message_max_bytes") as usize,
+            max_frame_bytes: self.int("limits.max_frame_bytes") as usize,
+            max_connections: self.int("limits.max_connections") as usize,
+            max_in_flight_per_connection: self.int("limits.max_in_flight_requests_per_connection")
+                as usize,
+            session_timeout_ms_max: self.int("groups.session_timeout_ms_max") as u64,
+            initial_rebalance_delay_ms: self.int("groups.initial_rebalance_delay_ms") as u64,
+            shutdown_timeout_ms: self.int("server.shutdown_timeout_ms") as u64,
+            log_json: self.str("log.format") == "json",
+            log_level: self.str("log.level"),
+        }
+    }
+}
+
+/// Typed, validated server configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    pub kafka_listener: String,
+    pub advertised_host: Option<String>,
+    pub advertised_port: Option<u16>,
+    pub node_id: i32,
+    pub idle_timeout_ms: u64,
+    pub admin_enabled: bool,
+    pub admin_listener: String,
+    pub data_dir: PathBuf,
+    pub segment_bytes: u64,
+    pub flush_sync: bool,
+    pub flush_interval_ms: u64,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub message_max_bytes: usize,
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    pub max_in_flight_per_connection: usize,
+    pub session_timeout_ms_max: u64,
+    pub initial_rebalance_delay_ms: u64,
+    pub shutdown_timeout_ms: u64,
+    pub log_json: bool,
+    pub log_level: String,
+}
+
+impl ServerConfig {
+    /// The host clients are told to connect to: the configured one, else the listener's host,
+    /// with unspecified addresses (0.0.0.0, ::) replaced by loopback.
+    pub fn advertised_host_for(&self, bound: std::net::SocketAddr) -> String {
+        if let Some(h) = &self.advertised_host {
+            return h.clone();
+        }
+        let ip = bound.ip();
+        if ip.is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            ip.to_string()
+        }
+    }
+}
+
+fn unknown_key(key: &str, origin: &str) -> ConfigError {
+    let close: Vec<&str> = KEYS
+        .iter()
+        .filter(|k| k.name() == key.rsplit('.').next().unwrap_or(key) || similar(k.key, key))
+        .map(|k| k.key)
+        .collect();
+    let hint = if close.is_empty() {
+        "run `sluice server --print-config` to see every key".to_string()
+    } else {
+        format!("did you mean {}?", close.join(" or "))
+    };
+    err(format!(
+        "unknown configuration key `{key}` (from {origin}); {hint}"
+    ))
+}
+
+/// Typo check: edit distance of at most 2.
+fn similar(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len().abs_diff(b.len()) > 2 {
+        return false;
+    }
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()] <= 2
+}
+
+fn invalid(spec: &KeySpec, shown: &str, origin: &str) -> ConfigError {
+    err(format!(
+        "invalid value {shown} for `{}` (from {origin}): expected {}",
+        spec.key,
+        spec.kind.describe()
+    ))
+}
+
+fn from_toml(spec: &KeySpec, v: &toml::Value, origin: &str) -> Result<Value, ConfigError> {
+    let shown = v.to_string();
+    let value = match (spec.kind, v) {
+        (Kind::Int { .. }, toml::Value::Integer(i)) => Value::Int(*i),
+        (Kind::Bool, toml::Value::Boolean(b)) => Value::Bool(*b),
+        (Kind::Str | Kind::Enum(_) | Kind::Addr, toml::Value::String(s)) => Value::Str(s.clone()),
+        _ => return Err(invalid(spec, &shown, origin)),
+    };
+    check(spec, value, &shown, origin)
+}
+
+fn from_str(spec: &KeySpec, raw: &str, origin: &str) -> Result<Value, ConfigError> {
+    let shown = format!("`{raw}`");
+    let value = match spec.kind {
+        Kind::Int { .. } => Value::Int(
+            raw.trim()
+                .replace('_', "")
+                .parse()
+                .map_err(|_| invalid(spec, &shown, origin))?,
+        ),
+        Kind::Bool => Value::Bool(match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(invalid(spec, &shown, origin)),
+        }),
+        Kind::Str | Kind::Enum(_) | Kind::Addr => Value::Str(raw.to_string()),
+    };
+    check(spec, value, &shown, origin)
+}
+
+fn check(spec: &KeySpec, value: Value, shown: &str, origin: &str) -> Result<Value, ConfigError> {
+    let ok = match (&spec.kind, &value) {
+        (Kind::Int { min, max }, Value::Int(i)) => (*min..=*max).contains(i),
+        (Kind::Enum(options), Value::Str(s)) => options.contains(&s.as_str()),
+        (Kind::Addr, Value::Str(s)) => valid_addr(s),
+        (Kind::Str, Value::Str(_)) | (Kind::Bool, Value::Bool(_)) => true,
+        _ => false,
+    };
+    if ok {
+        Ok(value)
+    } else {
+        Err(invalid(spec, shown, origin))
+    }
+}
+
+fn valid_addr(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn load_with(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        flags: &[(&str, &str)],
+    ) -> Result<ServerConfig, ConfigError> {
+        let flags = flags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string(), format!("--set {k}")))
+            .collect();
+        Layered::load(&Sources { file, env, flags }).map(|l| l.server_config())
+    }
+
+    #[test]
+    fn defaults_are_zero_config() {
+        let c = load_with(None, &no_env, &[]).unwrap();
+        assert_eq!(c.kafka_listener, "0.0.0.0:9092");
+        assert_eq!(c.admin_listener, "0.0.0.0:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./sluice-data"));
+        assert!(!c.flush_sync);
+        assert!(c.auto_create_topics);
+        assert_eq!(c.num_partitions, 1);
+    }
+
+    #[test]
+    fn precedence_flags_over_env_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(
+            &path,
+            "[storage]\ndir = \"/from-file\"\nsegment_bytes = 2097152\n[topics]\nnum_partitions = 3\n",
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "SLUICE_STORAGE_DIR" => Some("/from-env".to_string()),
+            "SLUICE_TOPICS_NUM_PARTITIONS" => Some("5".to_string()),
+            _ => None,
+        };
+        let c = load_with(Some(&path), &env, &[("storage.dir", "/from-flag")]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from-flag"));
+        assert_eq!(c.num_partitions, 5);
+        assert_eq!(c.segment_bytes, 2097152);
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "[storage]\nsegmnt_bytes = 5\n").unwrap();
+        let e = load_with(Some(&path), &no_env, &[]).unwrap_err();
+        assert!(e.0.contains("storage.segmnt_bytes"), "{e}");
+        assert!(e.0.contains("storage.segment_bytes"), "{e}");
+        std::fs::write(&path, "[nope]\nx = 1\n").unwrap();
+        let e = load_with(Some(&path), &no_env, &[]).unwrap_err();
+        assert!(e.0.contains("`nope`"), "{e}");
+    }
+
+    #[test]
+    fn invalid_value_names_key_and_range() {
+        let e = load_with(None, &no_env, &[("storage.segment_bytes", "12")]).unwrap_err();
+        assert!(e.0.contains("storage.segment_bytes"), "{e}");
+        assert!(e.0.contains("1048576..=4294967296"), "{e}");
+        let e = load_with(None, &no_env, &[("storage.flush", "sometimes")]).unwrap_err();
+        assert!(e.0.contains("async, sync"), "{e}");
+        let env = |k: &str| (k == "SLUICE_KAFKA_LISTENER").then(|| "nope".to_string());
+        let e = load_with(None, &env, &[]).unwrap_err();
+        assert!(e.0.contains("SLUICE_KAFKA_LISTENER"), "{e}");
+    }
+
+    #[test]
+    fn kafka_names_are_aliases() {
+        let c = load_with(None, &no_env, &[("auto.create.topics.enable", "false")]).unwrap();
+        assert!(!c.auto_create_topics);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "\"num.partitions\" = 4\n").unwrap();
+        let c = load_with(Some(&path), &no_env, &[]).unwrap();
+        assert_eq!(c.num_partitions, 4);
+    }
+
+    #[test]
+    fn print_config_round_trips() {
+        let l = Layered::load(&Sources {
+            file: None,
+            env: &no_env,
+            flags: vec![("log.format".into(), "json".into(), "--log-format".into())],
+        })
+        .unwrap();
+        let text = l.to_toml();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, &text).unwrap();
+        let again = load_with(Some(&path), &no_env, &[]).unwrap();
+        assert_eq!(again, l.server_config());
+        assert!(text.contains("format = \"json\""));
+    }
+
+    #[test]
+    fn advertised_host_defaults_to_loopback() {
+        let c = load_with(None, &no_env, &[]).unwrap();
+        assert_eq!(
+            c.advertised_host_for("0.0.0.0:9092".parse().unwrap()),
+            "127.0.0.1"
+        );
+        assert_eq!(
+            c.advertised_host_for("10.1.2.3:9092".parse().unwrap()),
+            "10.1.2.3"
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! `sluice server`: load the configuration, open the store and the broker, bind the Kafka and
+//! admin listeners, and run until SIGINT/SIGTERM.
+//!
+//! Shutdown order (first signal): stop accepting and let in-flight requests finish (the Kafka
+//! front door watches the shutdown channel), then `broker.shutdown()` persists group state
+//! and closes the store (flush + checkpoints), then exit 0. A second signal exits at once
+//! with 130; the store recovers on the next start like after a crash.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::cli::args::ServerArgs;
+use crate::cli::exit::{EXIT_SECOND_SIGNAL, usage};
+use crate::config::{Layered, ServerConfig, Sources};
+
+/// Turns the dedicated flags and `--set` into `(key, value, origin)` overrides.
+fn flag_overrides(args: &ServerArgs) -> anyhow::Result<Vec<(String, String, String)>> {
+    let mut out = Vec::new();
+    let mut add = |key: &str, value: &Option<String>, flag: &str| {
+        if let Some(v) = value {
+            out.push((key.to_string(), v.clone(), flag.to_string()));
+        }
+    };
+    add("storage.dir", &args.data_dir, "--data-dir");
+    add("kafka.listener", &args.kafka_listener, "--kafka-listener");
+    add(
+        "kafka.advertised_host",
+        &args.advertised_host,
+        "--advertised-host",
+    );
+    add(
+        "kafka.advertised_port",
+        &args.advertised_port,
+        "--advertised-port",
+    );
+    add("admin.listener", &args.admin_listener, "--admin-listener");
+    add("storage.flush", &args.flush, "--flush");
+    add("log.format", &args.log_format, "--log-format");
+    add("log.level", &args.log_level, "--log-level");
+    for s in &args.set {
+        let Some((k, v)) = s.split_once('=') else {
+            return Err(usage(format!(
+                "--set `{s}` must look like key=value, e.g. --set storage.flush=sync"
+            )));
+        };
+        out.push((
+            k.trim().to_string(),
+            v.trim().to_string(),
+            format!("--set {}", k.trim()),
+        ));
+    }
+    Ok(out)
+}
+
+pub fn load_config(args: &ServerArgs) -> anyhow::Result<Layered> {
+    let flags = flag_overrides(args)?;
+    let env = |k: &str| std::env::var(k).ok();
+    Ok(Layered::load(&Sources {
+        file: args.config.as_deref(),
+        env: &env,
+        flags,
+    })?)
+}
+
+fn broker_config(cfg: &ServerConfig, data_dir: &Path) -> broker::BrokerConfig {
+    broker::BrokerConfig {
+        data_dir: data_dir.to_path_buf(),
+        node_id: cfg.node_id,
+        auto_create_topics: cfg.auto_create_topics,
+        default_partitions: cfg.num_partitions as u32,
+        message_max_bytes: cfg.message_max_bytes,
+        default_retention_ms: (cfg.retention_ms >= 0).then_some(cfg.retention_ms),
+        default_retention_bytes: (cfg.retention_bytes >= 0).then_some(cfg.retention_bytes as u64),
+        default_flush: if cfg.flush_sync {
+            storage::Flush::Sync
+        } else {
+            storage::Flush::Async
+        },
+        group_initial_rebalance_delay_ms: cfg.initial_rebalance_delay_ms,
+        group_max_session_timeout_ms: cfg.session_timeout_ms_max.min(i32::MAX as u64) as i32,
+        ..broker::BrokerConfig::default()
+    }
+}
+
+async fn bind(addr: &str, what: &str, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                " — another process (another sluice, or Kafka) uses it; pick a free address with {key}"
+            )
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("cannot listen for {what} on {addr}: {e}{hint}")
+    })
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
+    let layered = load_config(&args)?;
+    if args.print_config {
+        print!("{}", layered.to_toml());
+        return Ok(0);
+    }
+    let cfg = layered.server_config();
+    crate::logging::init(cfg.log_json, &cfg.log_level).map_err(|e| usage(format!("{e:#}")))?;
+
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    let data_dir: PathBuf = std::fs::canonicalize(&cfg.data_dir).unwrap_or(cfg.data_dir.clone());
+
+    let mut store_config = storage::StoreConfig::new(data_dir.join("store"));
+    store_config.segment_bytes = cfg.segment_bytes;
+    store_config.flush_interval_ms = cfg.flush_interval_ms;
+    let store = Arc::new(
+        storage::Store::open(store_config)
+            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
+    );
+    let clock: Arc<dyn common::Clock> = Arc::new(common::SystemClock);
+    let broker = broker::Broker::open(store.clone(), broker_config(&cfg, &data_dir), clock)
+        .context("cannot open the broker")?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let kafka_listener = match bind(&cfg.kafka_listener, "Kafka clients", "--kafka-listener").await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = broker.shutdown().await;
+            return Err(usage(format!("{e:#}")));
+        }
+    };
+    let kafka_addr = kafka_listener.local_addr()?;
+    let advertised_host = cfg.advertised_host_for(kafka_addr);
+    let advertised_port = cfg.advertised_port.unwrap_or(kafka_addr.port());
+    let advertised = format!("{advertised_host}:{advertised_port}");
+
+    let admin = if cfg.admin_enabled {
+        let listener = match bind(&cfg.admin_listener, "admin HTTP", "--admin-listener").await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = broker.shutdown().await;
+                return Err(usage(format!("{e:#}")));
+            }
+        };
+        let addr = listener.local_addr()?;
+        let server = admin::AdminServer::new(
+            broker.clone(),
+            data_dir.clone(),
+            admin::Listeners {
+                kafka: kafka_addr,
+                kafka_advertised: advertised.clone(),
+                admin: addr,
+            },
+        )
+        .with_storage_sampler(storage_sampler(store.clone()));
+        let task = tokio::spawn(admin::serve(listener, server, shutdown_rx.clone()));
+        Some((addr, task))
+    } else {
+        None
+    };
+
+    let kafka_config = kafka_config(&cfg, advertised_host.clone(), advertised_port);
+    let mut kafka_task = tokio::spawn(frontend_kafka::serve(
+        kafka_listener,
+        broker.clone(),
+        kafka_config,
+        shutdown_rx.clone(),
+    ));
+
+    announce(
+        &cfg,
+        &data_dir,
+        kafka_addr,
+        &advertised,
+        admin.as_ref().map(|a| a.0),
+    );
+
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    let reason = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+        r = &mut kafka_task => {
+            let _ = shutdown_tx.send(true);
+            let _ = broker.shutdown().await;
+            return match r {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the Kafka listener stopped unexpectedly")),
+                Ok(Err(e)) => Err(anyhow::anyhow!("the Kafka listener failed: {e}")),
+                Err(e) => Err(anyhow::anyhow!("the Kafka listener task failed: {e}")),
+            };
+        }
+    };
+    tracing::info!(
+        signal = reason,
+        "shutting down: no new connections, finishing in-flight requests (signal again to exit at once)"
+    );
+    // A second signal: leave now; the store recovers like after a crash.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+        eprintln!("second signal: exiting without finishing shutdown");
+        std::process::exit(EXIT_SECOND_SIGNAL);
+    });
+    let _ = shutdown_tx.send(true);
+    let grace = Duration::from_millis(cfg.shutdown_timeout_ms);
+    match tokio::time::timeout(grace, &mut kafka_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "Kafka listener ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "Kafka listener task failed"),
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = cfg.shutdown_timeout_ms,
+                "in-flight requests did not finish in time; closing anyway"
+            );
+            kafka_task.abort();
+        }
+    }
+    broker
+        .shutdown()
+        .await
+        .context("flushing the store on shutdown")?;
+    if let Some((_, task)) = admin {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+    tracing::info!("shutdown complete; data flushed");
+    Ok(0)
+}
+
+fn announce(
+    cfg: &ServerConfig,
+    data_dir: &Path,
+    kafka_addr: SocketAddr,
+    advertised: &str,
+    admin_addr: Option<SocketAddr>,
+) {
+    let admin = match admin_addr {
+        Some(a) => format!("http://{a} (/metrics, /health)"),
+        None => "disabled".to_string(),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        kafka = %kafka_addr,
+        advertised,
+        admin,
+        data_dir = %data_dir.display(),
+        flush = if cfg.flush_sync { "sync" } else { "async" },
+        "sluice server ready"
+    );
+    if !cfg.log_json {
+        println!("sluice {} ready", env!("CARGO_PKG_VERSION"));
+        println!("  kafka  {kafka_addr} (clients connect to {advertised})");
+        println!("  admin  {admin}");
+        println!("  data   {}", data_dir.display());
+        println!("  press Ctrl-C to stop");
+    }
+}
+
+fn kafka_config(
+    cfg: &ServerConfig,
+    advertised_host: String,
+    advertised_port: u16,
+) -> frontend_kafka::KafkaConfig {
+    frontend_kafka::KafkaConfig {
+        advertised_host,
+        advertised_port,
+        max_frame_bytes: cfg.max_frame_bytes,
+        max_connections: cfg.max_connections,
+        max_inflight_responses_per_connection: cfg.max_in_flight_per_connection,
+        idle_timeout_ms: cfg.idle_timeout_ms,
+        shutdown_grace_ms: cfg.shutdown_timeout_ms,
+        ..frontend_kafka::KafkaConfig::default()
+    }
+}
+
+fn storage_sampler(store: Arc<storage::Store>) -> admin::StorageSampler {
+    Arc::new(move || {
+        let s = store.stats();
+        let _ = s;
+        Vec::new()
+    })
+}
