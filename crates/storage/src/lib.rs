@@ -1,29 +1,55 @@
-//! Sluice storage engine (see `docs/storage-format.md` and `shared/DESIGN.md` §Storage).
+//! Sluice storage engine: one commit log shared by every partition, a consume queue per
+//! partition, a key/time index, group commit, crash recovery and retention. The byte-level
+//! formats are in `docs/storage-format.md`; the shape is `shared/DESIGN.md` §Storage.
 //!
-//! PUBLIC API CONTRACT (front doors and the broker code against exactly this; the
-//! implementation behind it is free). Bodies are being filled in.
+//! Reading order:
+//! - [`Store`] (`store.rs`): the public API. `append` validates Kafka v2 batches
+//!   (`batch.rs`), assigns offsets in place, writes them to the commit log
+//!   (`commit_log.rs` over `segment.rs` files, each batch behind an `entry.rs` header), and
+//!   records a fixed-size slot in the partition's consume queue (`consume_queue.rs`,
+//!   `partition.rs`) and, if enabled, per-record key/time entries (`index.rs`, decoded by
+//!   `records.rs` + `compression.rs`). `read` finds the slot by binary search and returns
+//!   zero-copy views of the mmap'd segment, checking CRCs.
+//! - Durability (`flush.rs`): `Flush::Sync` appends wait for a group-committed fdatasync;
+//!   a background thread flushes the rest, writes queue files back and checkpoints
+//!   (`checkpoint.rs`).
+//! - Opening (`recovery.rs`): checkpoint + replay of the commit-log tail; torn tails are
+//!   truncated, nothing failing a CRC is served.
+//! - Retention (`retention.rs`) and `truncate_to` (`truncate.rs`).
 //!
-//! - `Store::open(StoreConfig) -> Result<Store>`: opens or creates the store in `config.dir`,
-//!   running recovery (torn tail truncation, consume queue / index rebuild).
-//! - `Store` is `Send + Sync`; share it as `Arc<Store>`.
-//! - `store.configure_partition(PartitionId, PartitionConfig)`: creates the partition if
-//!   absent (idempotent) and sets its policies (flush, retention, index on/off).
-//! - `store.append(PartitionId, BytesMut) -> Result<Appended>` (async): the bytes are one
-//!   or more Kafka v2 record batches; CRC is verified, offsets assigned in place, written.
-//!   Resolves after the write is in the page cache (`Flush::Async`) or durable (`Flush::Sync`).
-//! - `store.read(PartitionId, Offset, max_bytes) -> Result<ReadResult>`: whole batches from
-//!   the one holding `offset`, as `Bytes` chunks borrowed from the segment files (mmap;
-//!   no copy in user space). Always returns at least one batch if one exists at or after
-//!   `offset`, even if larger than `max_bytes` (Kafka semantics).
-//! - `store.offsets(PartitionId) -> Result<PartitionOffsets>`: log start / end (next) offset.
-//! - `store.offset_for_timestamp(PartitionId, TimestampMs) -> Result<Option<(Offset, TimestampMs)>>`
-//! - `store.max_timestamp(PartitionId) -> Result<Option<(Offset, TimestampMs)>>`
-//! - `store.delete_records(PartitionId, before: Offset) -> Result<Offset>` (new log start)
-//! - `store.delete_partition(PartitionId) -> Result<()>`
-//! - `store.subscribe_appends() -> tokio::sync::watch::Receiver<u64>`: bumps on every append
-//!   (long-polling fetch waits on it instead of a timer loop).
-//! - `store.lookup_key(PartitionId, key: &[u8]) -> Result<Vec<Offset>>`,
-//!   `store.lookup_time_range(PartitionId, from, to) -> Result<Vec<Offset>>`
-//! - `store.flush() -> Result<()>`; `store.close()` flushes and writes checkpoints.
-//! - `store.truncate_to(position: u64) -> Result<()>`
-//! - `store.stats() -> StoreStats` for metrics (segments, bytes on disk, fsync count/latency).
+//! Invariants worth knowing before changing anything:
+//! - a partition's consume-queue slots are in offset order *and* in commit-log position
+//!   order; offsets are dense (each slot starts where the previous ends);
+//! - everything below the checkpoint's position is reflected in durable queue files;
+//!   everything above is rebuilt from the commit log on open;
+//! - nothing past the commit log's write position can look like a valid entry (failed
+//!   writes and truncations are zeroed), so a scan never resurrects dead bytes.
+//!
+//! Scale: no file descriptor or memory per idle partition beyond its ~250-byte state; queue
+//! files are opened through a bounded LRU (`file_cache.rs`, `fixed_files.rs`).
+
+pub mod batch;
+mod checkpoint;
+mod commit_log;
+mod compression;
+mod config;
+mod consume_queue;
+mod entry;
+mod error;
+mod file_cache;
+mod fixed_files;
+mod flush;
+mod index;
+mod partition;
+pub mod records;
+mod recovery;
+mod retention;
+mod segment;
+mod store;
+mod truncate;
+
+pub use config::{DEFAULT_RETENTION_MS, Flush, PartitionConfig, StoreConfig};
+pub use error::{Result, StorageError};
+pub use store::{Appended, PartitionOffsets, ReadResult, Store, StoreStats};
+
+pub use common::{Offset, PartitionId, TimestampMs};

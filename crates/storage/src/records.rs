@@ -1,0 +1,119 @@
+//! Decoding the records inside a v2 batch (only the index and `offset_for_timestamp` need
+//! this; the produce/fetch path treats batches as opaque).
+//!
+//! Record: `length varint | attributes i8 | timestampDelta varlong | offsetDelta varint |
+//! keyLength varint | key | valueLength varint | value | headerCount varint | headers...`
+//! (varints are zigzag, as in protobuf).
+
+use crate::batch::{BatchHeader, Compression};
+use crate::compression;
+use crate::error::{Result, StorageError};
+
+/// What the index keeps of one record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordMeta<'a> {
+    pub offset_delta: i32,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+}
+
+fn bad(what: &str) -> StorageError {
+    StorageError::InvalidBatch(format!("malformed record: {what}"))
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn varlong(&mut self) -> Result<i64> {
+        let mut v: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let byte = *self.b.get(self.at).ok_or_else(|| bad("truncated varint"))?;
+            self.at += 1;
+            if shift == 63 && byte > 1 {
+                return Err(bad("varint overflow"));
+            }
+            v |= ((byte & 0x7f) as u64) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(((v >> 1) as i64) ^ -((v & 1) as i64));
+            }
+        }
+        Err(bad("varint too long"))
+    }
+    fn varint(&mut self) -> Result<i32> {
+        let v = self.varlong()?;
+        i32::try_from(v).map_err(|_| bad("varint out of i32 range"))
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let s = self
+            .b
+            .get(self.at..self.at + n)
+            .ok_or_else(|| bad("field runs past the record"))?;
+        self.at += n;
+        Ok(s)
+    }
+    fn bytes(&mut self) -> Result<Option<&'a [u8]>> {
+        let len = self.varint()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        self.take(len as usize).map(Some)
+    }
+}
+
+/// The uncompressed records section of `batch` (decompressing with the `cap`).
+pub fn records_bytes(batch: &BatchHeader<'_>, cap: usize) -> Result<Vec<u8>> {
+    let codec = batch
+        .compression()
+        .ok_or_else(|| StorageError::InvalidBatch("unknown compression codec".into()))?;
+    match codec {
+        Compression::None => Ok(batch.records().to_vec()),
+        c => compression::decompress(c, batch.records(), cap),
+    }
+}
+
+/// Calls `f` for each record of the (uncompressed) records section `data`.
+pub fn for_each_record<'a>(
+    batch: &BatchHeader<'_>,
+    data: &'a [u8],
+    mut f: impl FnMut(RecordMeta<'a>),
+) -> Result<()> {
+    let count = batch.record_count();
+    let log_append = batch.is_log_append_time();
+    let mut c = Cursor { b: data, at: 0 };
+    for _ in 0..count {
+        let len = c.varint()?;
+        if len < 0 {
+            return Err(bad("negative length"));
+        }
+        let body = c.take(len as usize)?;
+        let mut r = Cursor { b: body, at: 0 };
+        r.take(1)?; // attributes (unused in v2)
+        let ts_delta = r.varlong()?;
+        let offset_delta = r.varint()?;
+        let key = r.bytes()?;
+        let _value = r.bytes()?;
+        let headers = r.varint()?;
+        for _ in 0..headers.max(0) {
+            let hk = r.varint()?;
+            if hk < 0 {
+                return Err(bad("null header key"));
+            }
+            r.take(hk as usize)?;
+            r.bytes()?;
+        }
+        let timestamp = if log_append {
+            batch.max_timestamp()
+        } else {
+            batch.base_timestamp().wrapping_add(ts_delta)
+        };
+        f(RecordMeta {
+            offset_delta,
+            timestamp,
+            key,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Opening a store: format check, checkpoint load, commit-log tail replay.
+//!
+//! 1. `FORMAT` names the store format version; an unknown version is refused.
+//! 2. The checkpoint gives each partition's state and the commit-log position `P` below
+//!    which consume queues and indexes are durable. Queue entries past a partition's
+//!    checkpointed `cq_end` are ignored (and overwritten by the replay).
+//! 3. From `P`, every entry is checked (header CRC, batch CRC) and dispatched to its
+//!    partition's consume queue and index as an append would. The scan ends at the first
+//!    position without a valid header (zeros or a torn write); an entry with a valid header
+//!    but a failing body is kept only if a valid entry follows it (a damaged byte, which reads
+//!    will refuse), otherwise it is the torn tail. A batch whose base offset does not continue
+//!    its partition also ends the scan. Everything from the end on is zeroed.
+//! 4. A fresh checkpoint is written, so a second crash replays less.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::PartitionId;
+use parking_lot::Mutex;
+
+use crate::batch::BatchHeader;
+use crate::checkpoint::Checkpoint;
+use crate::commit_log::CommitLog;
+use crate::config::{PartitionConfig, StoreConfig};
+use crate::consume_queue::CqEntry;
+use crate::entry::{self, ENTRY_HEADER_BYTES, EntryFault};
+use crate::error::{Result, StorageError};
+use crate::index::IndexEntry;
+use crate::partition::{Partition, QueueFiles};
+use crate::store::{Inner, index_batch};
+
+const FORMAT_MAGIC: &[u8; 8] = b"SLUICEST";
+pub const FORMAT_VERSION: u8 = 1;
+
+fn check_format(dir: &Path) -> Result<()> {
+    let path = dir.join("FORMAT");
+    match std::fs::read(&path) {
+        Ok(b) => {
+            let ok = b.len() == 16
+                && &b[0..8] == FORMAT_MAGIC
+                && crc32c::crc32c(&b[0..12]).to_le_bytes() == b[12..16];
+            if !ok {
+                return Err(StorageError::Format {
+                    path,
+                    reason: "not a Sluice store FORMAT file".into(),
+                });
+            }
+            if b[8] != FORMAT_VERSION {
+                return Err(StorageError::Format {
+                    path,
+                    reason: format!(
+                        "store format version {} (this build reads {FORMAT_VERSION})",
+                        b[8]
+                    ),
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut b = Vec::with_capacity(16);
+            b.extend_from_slice(FORMAT_MAGIC);
+            b.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
+            let crc = crc32c::crc32c(&b);
+            b.extend_from_slice(&crc.to_le_bytes());
+            std::fs::write(&path, &b).map_err(|e| StorageError::io("writing", &path, e))?;
+            crate::commit_log::sync_dir(dir)
+        }
+        Err(e) => Err(StorageError::io("reading", &path, e)),
+    }
+}
+
+/// Partition directories under `queues/` (numeric names); removes `*.deleted` leftovers.
+fn partition_dirs(root: &Path) -> Result<Vec<PartitionId>> {
+    std::fs::create_dir_all(root).map_err(|e| StorageError::io("creating dir", root, e))?;
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(root).map_err(|e| StorageError::io("listing", root, e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| StorageError::io("listing", root, e))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".deleted") {
+            let _ = std::fs::remove_dir_all(ent.path());
+        } else if let Ok(id) = name.parse::<u32>() {
+            out.push(PartitionId(id));
+        }
+    }
+    Ok(out)
+}
+
+pub fn open(cfg: StoreConfig) -> Result<Inner> {
+    let dir = cfg.dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("creating dir", &dir, e))?;
+    check_format(&dir)?;
+    let ckpt = match Checkpoint::read(&dir) {
+        Ok(c) => c,
+        Err(e @ StorageError::Format { .. }) => {
+            // Cannot happen with atomic renames short of media damage; rebuild everything
+            // from the commit log rather than refuse to start.
+            tracing::error!(error = %e, "checkpoint unreadable; rebuilding from the commit log");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let log = CommitLog::open(&dir.join("commitlog"), cfg.segment_bytes)?;
+    let files = QueueFiles::new(
+        dir.join("queues"),
+        cfg.cq_entries_per_file,
+        cfg.max_open_files,
+    );
+    let on_disk = partition_dirs(&files.root)?;
+    let mut parts: HashMap<PartitionId, Arc<Mutex<Partition>>> = HashMap::new();
+    let ckpt = ckpt.unwrap_or_default();
+    for r in &ckpt.partitions {
+        parts.insert(r.id, Arc::new(Mutex::new(r.to_partition())));
+    }
+    // A checkpointed partition whose directory is gone was deleted.
+    parts.retain(|id, _| on_disk.contains(id));
+    for id in on_disk {
+        parts
+            .entry(id)
+            .or_insert_with(|| Arc::new(Mutex::new(Partition::new(PartitionConfig::default()))));
+    }
+    let inner = Inner::new(cfg, log, files);
+    *inner.parts.write() = parts;
+    let start = ckpt.position.max(inner.log.start());
+    let end = replay(&inner, start)?;
+    if end > start {
+        tracing::info!(from = start, to = end, "replayed commit-log tail");
+    }
+    inner.log.set_end(end.max(ckpt.position))?;
+    inner.checkpoint(false)?;
+    Ok(inner)
+}
+
+/// Scans and dispatches entries from `pos`; returns the end of the valid log.
+fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
+    let cap = inner.cfg.max_decompressed_batch_bytes;
+    loop {
+        let seg = match inner.log.segment_at(pos) {
+            Some(s) => s,
+            None => match inner.log.segment_from(pos) {
+                // Between segments (the writer rolled): continue in the next one.
+                Some(s) if entry::check(s.bytes()).is_ok() => {
+                    pos = s.base;
+                    continue;
+                }
+                _ => return Ok(pos),
+            },
+        };
+        let rel = (pos - seg.base) as usize;
+        let bytes = &seg.bytes()[rel..];
+        let size = match entry::check(bytes) {
+            Ok(h) => ENTRY_HEADER_BYTES + h.batch_len as usize,
+            Err(EntryFault::BadBody) => {
+                let h = entry::check_header(bytes).map_err(|_| StorageError::Closed)?;
+                let size = ENTRY_HEADER_BYTES + h.batch_len as usize;
+                let follows = bytes.get(size..).is_some_and(|b| entry::check(b).is_ok());
+                if !follows {
+                    return Ok(pos);
+                }
+                tracing::error!(
+                    position = pos,
+                    "commit-log entry fails its batch CRC; kept, never served"
+                );
+                size
+            }
+            Err(EntryFault::BadHeader) => {
+                // End of this segment's data. If a later segment holds valid entries the
+                // writer rolled over; otherwise this is the end of the log.
+                match inner.log.segment_from(seg.end()) {
+                    Some(next) if entry::check(next.bytes()).is_ok() => {
+                        pos = next.base;
+                        continue;
+                    }
+                    _ => return Ok(pos),
+                }
+            }
+        };
+        let h = entry::check_header(bytes).map_err(|_| StorageError::Closed)?;
+        let body = &bytes[ENTRY_HEADER_BYTES..size];
+        if !dispatch(inner, h.partition, body, pos, cap) {
+            tracing::error!(position = pos, partition = %h.partition, "offset discontinuity; log ends here");
+            return Ok(pos);
+        }
+        pos += size as u64;
+    }
+}
+
+/// Adds one replayed entry to its partition; false if it does not continue the partition.
+fn dispatch(inner: &Inner, p: PartitionId, body: &[u8], pos: u64, cap: usize) -> bool {
+    let Some(part) = inner.parts.read().get(&p).cloned() else {
+        return true; // a deleted partition's leftovers
+    };
+    let Ok(h) = BatchHeader::parse(body) else {
+        return false;
+    };
+    let mut g = part.lock();
+    let fresh = g.cq_end == 0 && g.log_end == 0;
+    if fresh {
+        g.log_start = h.base_offset();
+        g.log_end = h.base_offset();
+    } else if h.base_offset() != g.log_end {
+        return false;
+    }
+    let base = h.base_offset();
+    g.push(CqEntry {
+        position: pos,
+        batch_len: body.len() as u32,
+        offset_span: h.last_offset_delta().max(0) as u32 + 1,
+        base_offset: base,
+        max_timestamp: h.max_timestamp(),
+        filter_bits: 0,
+    });
+    if g.cfg.index
+        && let Ok(entries) = index_batch(body, cap)
+    {
+        for e in entries {
+            g.push_index(IndexEntry {
+                offset: base + e.offset,
+                ..e
+            });
+        }
+    }
+    true
+}

@@ -1,0 +1,192 @@
+//! Retention: per-partition time and size limits advance the log start; commit-log segments
+//! are deleted when no partition still has a live entry in them.
+//!
+//! Time retention is also applied at read time (`expire_head`), so an expired entry of a
+//! short-retention partition is never served even while its segment must stay for others.
+
+use std::sync::Arc;
+
+use common::PartitionId;
+use parking_lot::Mutex;
+
+use crate::error::Result;
+use crate::partition::Partition;
+use crate::store::Inner;
+
+impl Inner {
+    /// Drops consume-queue entries `[cq_start, k)` and sets the log start (which must lie in
+    /// entry `k`, or equal `log_end` when `k == cq_end`).
+    pub fn advance_start_locked(
+        &self,
+        p: PartitionId,
+        g: &mut Partition,
+        k: u64,
+        log_start: i64,
+    ) -> Result<()> {
+        let mut dropped = 0u64;
+        let mut i = g.cq_start;
+        while i < k {
+            let page = self.files.cq_entries_locked(p, g, i, (k - i).min(4096))?;
+            if page.is_empty() {
+                break;
+            }
+            dropped += page.iter().map(|e| e.batch_len as u64).sum::<u64>();
+            i += page.len() as u64;
+        }
+        g.bytes = g.bytes.saturating_sub(dropped);
+        g.cq_start = k;
+        g.log_start = log_start.max(g.log_start).min(g.log_end);
+        g.start_pos = match self.files.cq_entries_locked(p, g, k, 1)?.first() {
+            Some(e) => e.position,
+            None => u64::MAX,
+        };
+        Ok(())
+    }
+
+    /// Applies time retention to the head of one partition. Returns true if it moved.
+    pub fn expire_head(&self, p: PartitionId, part: &Mutex<Partition>) -> Result<bool> {
+        let mut g = part.lock();
+        let Some(ms) = g.cfg.retention_ms else {
+            return Ok(false);
+        };
+        if ms < 0 || g.cq_start == g.cq_end {
+            return Ok(false);
+        }
+        let cutoff = self.cfg.clock.now_ms().saturating_sub(ms);
+        let mut k = g.cq_start;
+        let mut next_start = None;
+        'scan: while k < g.cq_end {
+            let page = self.files.cq_entries_locked(p, &g, k, 256)?;
+            if page.is_empty() {
+                break;
+            }
+            for e in &page {
+                if e.max_timestamp >= cutoff {
+                    next_start = Some(e.base_offset);
+                    break 'scan;
+                }
+                k += 1;
+            }
+        }
+        if k == g.cq_start {
+            return Ok(false);
+        }
+        let start = next_start.unwrap_or(g.log_end);
+        self.advance_start_locked(p, &mut g, k, start)?;
+        Ok(true)
+    }
+
+    /// Applies size retention to one partition (the newest batch is always kept).
+    fn trim_size(&self, p: PartitionId, part: &Mutex<Partition>) -> Result<bool> {
+        let mut g = part.lock();
+        let Some(limit) = g.cfg.retention_bytes else {
+            return Ok(false);
+        };
+        if g.bytes <= limit {
+            return Ok(false);
+        }
+        let mut k = g.cq_start;
+        let mut bytes = g.bytes;
+        let mut next_start = None;
+        'scan: while k + 1 < g.cq_end {
+            let page = self.files.cq_entries_locked(p, &g, k, 256)?;
+            if page.is_empty() {
+                break;
+            }
+            for e in &page {
+                if bytes <= limit || k + 1 >= g.cq_end {
+                    next_start = Some(e.base_offset);
+                    break 'scan;
+                }
+                bytes -= e.batch_len as u64;
+                k += 1;
+            }
+        }
+        if k == g.cq_start {
+            return Ok(false);
+        }
+        let start = match next_start {
+            Some(s) => s,
+            None => self
+                .files
+                .cq_entries_locked(p, &g, k, 1)?
+                .first()
+                .map(|e| e.base_offset)
+                .unwrap_or(g.log_end),
+        };
+        self.advance_start_locked(p, &mut g, k, start)?;
+        Ok(true)
+    }
+
+    /// One retention pass over every partition, then deletion of whole segments and queue
+    /// files nothing needs any more.
+    pub fn enforce_retention(&self) -> Result<()> {
+        let _admin = self.admin.lock();
+        let parts: Vec<(PartitionId, Arc<Mutex<Partition>>)> = self
+            .parts
+            .read()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (id, part) in &parts {
+            self.expire_head(*id, part)?;
+            self.trim_size(*id, part)?;
+        }
+        let min_pos = parts
+            .iter()
+            .map(|(_, p)| p.lock().start_pos)
+            .min()
+            .unwrap_or(u64::MAX);
+        let doomed = self.log.segments().iter().any(|s| s.end() <= min_pos);
+        if doomed {
+            // The advanced log starts must be durable before the bytes they skip vanish,
+            // or a crash would leave partitions pointing into deleted segments.
+            self.checkpoint(false)?;
+            self.log.delete_segments_below(min_pos)?;
+        }
+        let per_file = self.files.cq.per_file;
+        for (id, part) in &parts {
+            let (cq_start, trimmed) = {
+                let g = part.lock();
+                (g.cq_start, g.cq_trimmed)
+            };
+            if cq_start / per_file > trimmed / per_file {
+                let dir = self.files.dir(*id);
+                self.files
+                    .cq
+                    .delete_below(&self.files.cache, &dir, cq_start)?;
+                self.trim_index_files(*id, part)?;
+                part.lock().cq_trimmed = cq_start;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes index files whose every entry is below the log start.
+    fn trim_index_files(&self, p: PartitionId, part: &Mutex<Partition>) -> Result<()> {
+        let dir = self.files.dir(p);
+        let per_file = self.files.idx.per_file;
+        for (first, path) in self.files.idx.list(&dir)? {
+            let g = part.lock();
+            let last = first + per_file - 1;
+            if last >= g.idx_flushed {
+                break;
+            }
+            let Some(e) = self
+                .files
+                .idx_entries_locked(p, &g, last, 1)?
+                .first()
+                .copied()
+            else {
+                break;
+            };
+            if e.offset >= g.log_start {
+                break;
+            }
+            drop(g);
+            self.files.cache.forget(&path);
+            let _ = std::fs::remove_file(&path);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! One commit-log segment file: fixed capacity, written with `pwritev`, read through a
+//! read-only mmap of the whole capacity.
+//!
+//! Why not write through the mmap: a write fault on a full disk is a SIGBUS, not an error.
+//! Why map the whole capacity up front: the file is `set_len` to its capacity at creation
+//! (sparse), so the mapping never needs to grow and never maps past EOF.
+
+use std::fs::{File, OpenOptions};
+use std::io::IoSlice;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::Mmap;
+
+use crate::error::{Result, StorageError};
+
+pub struct Segment {
+    /// Global commit-log position of byte 0 of this file.
+    pub base: u64,
+    /// File length = bytes this segment can hold.
+    pub capacity: u64,
+    pub path: PathBuf,
+    file: File,
+    map: Arc<Mmap>,
+}
+
+/// An owner for `Bytes::from_owner`: keeps the mapping alive while a reader holds bytes.
+struct MapSlice {
+    map: Arc<Mmap>,
+    start: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len]
+    }
+}
+
+pub fn file_name(base: u64) -> String {
+    format!("{base:020}.log")
+}
+
+impl Segment {
+    /// Creates a new, zero-filled (sparse) segment.
+    pub fn create(dir: &Path, base: u64, capacity: u64) -> Result<Segment> {
+        let path = dir.join(file_name(base));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StorageError::io("creating segment", &path, e))?;
+        file.set_len(capacity)
+            .map_err(|e| StorageError::io("sizing segment", &path, e))?;
+        Self::map(base, path, file)
+    }
+
+    /// Opens an existing segment; its capacity is its file length.
+    pub fn open(path: PathBuf, base: u64) -> Result<Segment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StorageError::io("opening segment", &path, e))?;
+        Self::map(base, path, file)
+    }
+
+    fn map(base: u64, path: PathBuf, file: File) -> Result<Segment> {
+        let capacity = file
+            .metadata()
+            .map_err(|e| StorageError::io("stat segment", &path, e))?
+            .len();
+        // SAFETY: the file is only ever extended by this process at creation and shrunk
+        // never; holes are punched (which reads back as zeros) instead of truncating, so the
+        // mapping never points past EOF. Other processes must not modify the store.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| StorageError::io("mmap", &path, e))?;
+        Ok(Segment {
+            base,
+            capacity,
+            path,
+            file,
+            map: Arc::new(map),
+        })
+    }
+
+    pub fn end(&self) -> u64 {
+        self.base + self.capacity
+    }
+
+    /// The mapped bytes of the whole segment.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map[..]
+    }
+
+    /// Zero-copy `Bytes` over `[at, at+len)` (segment-relative).
+    pub fn slice(&self, at: usize, len: usize) -> Bytes {
+        Bytes::from_owner(MapSlice {
+            map: self.map.clone(),
+            start: at,
+            len,
+        })
+    }
+
+    /// Writes all of `bufs` at segment-relative `at`, retrying short writes.
+    pub fn write_all_at(&self, at: u64, bufs: &[IoSlice<'_>]) -> Result<()> {
+        let mut bufs: Vec<IoSlice<'_>> = bufs.to_vec();
+        let mut slices: &mut [IoSlice<'_>] = &mut bufs;
+        let mut pos = at;
+        while !slices.is_empty() {
+            let n = slices.len().min(1024);
+            // SAFETY: IoSlice is ABI-compatible with iovec; the fd is open for writing.
+            let r = unsafe {
+                libc::pwritev(
+                    self.file.as_raw_fd(),
+                    slices.as_ptr() as *const libc::iovec,
+                    n as libc::c_int,
+                    pos as libc::off_t,
+                )
+            };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(StorageError::io("writing segment", &self.path, e));
+            }
+            if r == 0 {
+                return Err(StorageError::io(
+                    "writing segment",
+                    &self.path,
+                    std::io::Error::from(std::io::ErrorKind::WriteZero),
+                ));
+            }
+            pos += r as u64;
+            IoSlice::advance_slices(&mut slices, r as usize);
+        }
+        Ok(())
+    }
+
+    /// Makes `[at, capacity)` read as zeros again and frees its blocks, without changing the
+    /// file length (so the mapping stays valid). Used after a torn tail, a failed write and
+    /// `truncate_to`: stale entries past the end must never be found by a later scan.
+    pub fn zero_from(&self, at: u64) -> Result<()> {
+        if at >= self.capacity {
+            return Ok(());
+        }
+        // SAFETY: plain syscall on an owned fd.
+        let r = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                at as libc::off_t,
+                (self.capacity - at) as libc::off_t,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        // Filesystems without hole punching: write zeros in 1 MiB steps.
+        let zeros = vec![0u8; 1 << 20];
+        let mut pos = at;
+        while pos < self.capacity {
+            let n = ((self.capacity - pos) as usize).min(zeros.len());
+            self.write_all_at(pos, &[IoSlice::new(&zeros[..n])])?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    pub fn sync_data(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io("fdatasync segment", &self.path, e))
+    }
+
+    /// Bytes actually allocated on disk (the file is sparse).
+    pub fn allocated_bytes(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().map(|m| m.blocks() * 512).unwrap_or(0)
+    }
+}

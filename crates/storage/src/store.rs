@@ -1,0 +1,675 @@
+//! `Store`: the public face of the engine. Owns the commit log, the partitions' state and the
+//! background threads (group-commit syncer, periodic flush/checkpoint/retention).
+//!
+//! Lock order (never take them the other way round): `admin` → `ckpt_lock` → commit-log
+//! writer → `parts` map → one partition's mutex.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use common::{Offset, PartitionId, TimestampMs};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+
+use crate::batch::{self, BatchHeader};
+use crate::commit_log::CommitLog;
+use crate::config::{Flush, PartitionConfig, StoreConfig};
+use crate::consume_queue::CqEntry;
+use crate::entry::{self, ENTRY_HEADER_BYTES};
+use crate::error::{Result, StorageError};
+use crate::flush::{GroupCommit, Stop};
+use crate::index::{self, IndexEntry};
+use crate::partition::{Partition, QueueFiles};
+use crate::records;
+
+/// Result of an append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    pub log_start_offset: Offset,
+}
+
+/// Result of a read: whole batches, zero-copy views of the segment files.
+#[derive(Clone, Debug, Default)]
+pub struct ReadResult {
+    pub chunks: Vec<Bytes>,
+    pub log_start_offset: Offset,
+    /// The next offset to be written (Kafka's high watermark on a single node).
+    pub high_watermark: Offset,
+}
+
+impl ReadResult {
+    pub fn total_bytes(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub log_start: Offset,
+    /// Next offset to be written.
+    pub log_end: Offset,
+}
+
+/// Counters for metrics.
+#[derive(Clone, Debug, Default)]
+pub struct StoreStats {
+    pub partitions: usize,
+    pub segments: usize,
+    /// Bytes allocated by commit-log segments (they are sparse files).
+    pub bytes_on_disk: u64,
+    pub fsync_count: u64,
+    pub fsync_total_micros: u64,
+    /// Consume-queue/index files currently open (bounded by `max_open_files`).
+    pub open_queue_files: usize,
+    pub write_position: u64,
+    pub synced_position: u64,
+}
+
+/// The storage engine. `Send + Sync`; share as `Arc<Store>`.
+pub struct Store {
+    inner: Arc<Inner>,
+    stop: Arc<Stop>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+pub(crate) struct Inner {
+    pub cfg: StoreConfig,
+    pub log: CommitLog,
+    pub parts: RwLock<HashMap<PartitionId, Arc<Mutex<Partition>>>>,
+    pub files: QueueFiles,
+    pub appends: watch::Sender<u64>,
+    pub group: GroupCommit,
+    pub fsync_count: AtomicU64,
+    pub fsync_micros: AtomicU64,
+    pub closed: AtomicBool,
+    pub ckpt_lock: Mutex<()>,
+    pub admin: Mutex<()>,
+    pub unsynced_files: Mutex<HashSet<PathBuf>>,
+    pub queues_dir_dirty: AtomicBool,
+}
+
+impl Inner {
+    pub fn new(cfg: StoreConfig, log: CommitLog, files: QueueFiles) -> Inner {
+        Inner {
+            cfg,
+            log,
+            parts: RwLock::new(HashMap::new()),
+            files,
+            appends: watch::Sender::new(0),
+            group: GroupCommit::default(),
+            fsync_count: AtomicU64::new(0),
+            fsync_micros: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            ckpt_lock: Mutex::new(()),
+            admin: Mutex::new(()),
+            unsynced_files: Mutex::new(HashSet::new()),
+            queues_dir_dirty: AtomicBool::new(false),
+        }
+    }
+
+    pub fn partition(&self, p: PartitionId) -> Result<Arc<Mutex<Partition>>> {
+        self.parts
+            .read()
+            .get(&p)
+            .cloned()
+            .ok_or(StorageError::UnknownPartition(p))
+    }
+
+    /// Reads and fully checks the entry of `e` (header CRC, batch CRC, partition and offset
+    /// agree with the consume queue); returns the batch as zero-copy `Bytes`.
+    pub fn load_batch(&self, p: PartitionId, e: &CqEntry) -> Result<Bytes> {
+        let corrupt = |reason| StorageError::CorruptData {
+            partition: p,
+            offset: e.base_offset,
+            position: e.position,
+            reason,
+        };
+        let seg = self
+            .log
+            .segment_at(e.position)
+            .ok_or_else(|| corrupt("segment missing"))?;
+        let at = (e.position - seg.base) as usize;
+        let len = ENTRY_HEADER_BYTES + e.batch_len as usize;
+        let bytes = seg
+            .bytes()
+            .get(at..at + len)
+            .ok_or_else(|| corrupt("entry runs past its segment"))?;
+        let h = entry::check(bytes).map_err(|f| match f {
+            entry::EntryFault::BadHeader => corrupt("entry header CRC mismatch"),
+            entry::EntryFault::BadBody => corrupt("batch CRC mismatch"),
+        })?;
+        if h.partition != p || h.batch_len != e.batch_len {
+            return Err(corrupt("entry does not match its consume-queue slot"));
+        }
+        let body = &bytes[ENTRY_HEADER_BYTES..];
+        if BatchHeader::parse(body).map(|b| b.base_offset()).ok() != Some(e.base_offset) {
+            return Err(corrupt(
+                "batch base offset does not match its consume-queue slot",
+            ));
+        }
+        Ok(seg.slice(at + ENTRY_HEADER_BYTES, e.batch_len as usize))
+    }
+}
+
+/// Decodes the records of one batch into index entries with `offset` = offset delta
+/// (rebased when the batch's offset is known). Control batches index nothing.
+pub(crate) fn index_batch(b: &[u8], cap: usize) -> Result<Vec<IndexEntry>> {
+    let h = BatchHeader::parse(b)?;
+    if h.is_control() {
+        return Ok(Vec::new());
+    }
+    let data = records::records_bytes(&h, cap)?;
+    let mut out = Vec::with_capacity(h.record_count().max(0) as usize);
+    records::for_each_record(&h, &data, |r| {
+        out.push(IndexEntry {
+            key_hash: r.key.map(index::key_hash).unwrap_or(0),
+            offset: r.offset_delta as i64,
+            timestamp: r.timestamp,
+            flags: if r.key.is_some() {
+                index::FLAG_HAS_KEY
+            } else {
+                0
+            },
+        })
+    })?;
+    Ok(out)
+}
+
+impl Store {
+    /// Opens (or creates) the store in `config.dir`, running recovery.
+    pub fn open(config: StoreConfig) -> Result<Store> {
+        let background = config.background;
+        let inner = Arc::new(crate::recovery::open(config)?);
+        let stop = Arc::new(Stop::default());
+        let mut threads = Vec::new();
+        let spawn_err = |e: std::io::Error| StorageError::io("spawning thread", PathBuf::new(), e);
+        {
+            let inner = inner.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("sluice-group-commit".into())
+                    .spawn(move || inner.group.run(&inner))
+                    .map_err(spawn_err)?,
+            );
+        }
+        if background {
+            let (inner, stop) = (inner.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("sluice-flush".into())
+                    .spawn(move || crate::flush::background(inner, stop))
+                    .map_err(spawn_err)?,
+            );
+        }
+        Ok(Store {
+            inner,
+            stop,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.cfg
+    }
+
+    /// Creates the partition if absent (idempotent) and sets its policy.
+    pub fn configure_partition(&self, p: PartitionId, cfg: PartitionConfig) -> Result<()> {
+        if let Some(part) = self.inner.parts.read().get(&p) {
+            part.lock().cfg = cfg;
+            return Ok(());
+        }
+        let mut parts = self.inner.parts.write();
+        if let Some(part) = parts.get(&p) {
+            part.lock().cfg = cfg;
+            return Ok(());
+        }
+        let dir = self.inner.files.dir(p);
+        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("creating dir", &dir, e))?;
+        // The directory entry is made durable by the next log sync, before any append to
+        // this partition is acknowledged as durable.
+        self.inner.queues_dir_dirty.store(true, Ordering::Release);
+        parts.insert(p, Arc::new(Mutex::new(Partition::new(cfg))));
+        Ok(())
+    }
+
+    pub fn partition_config(&self, p: PartitionId) -> Result<PartitionConfig> {
+        Ok(self.inner.partition(p)?.lock().cfg.clone())
+    }
+
+    pub fn partitions(&self) -> Vec<PartitionId> {
+        let mut v: Vec<_> = self.inner.parts.read().keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Appends one or more v2 record batches (see the crate docs for the contract).
+    pub async fn append(&self, p: PartitionId, mut batches: BytesMut) -> Result<Appended> {
+        let inner = &self.inner;
+        let part = inner.partition(p)?;
+        let (flush, index_on) = {
+            let g = part.lock();
+            (g.cfg.flush, g.cfg.index)
+        };
+        // Everything that can refuse the request runs before anything is written.
+        let spans = batch::validate_batches(&batches)?;
+        let indexed: Option<Vec<Vec<IndexEntry>>> = if index_on {
+            let cap = inner.cfg.max_decompressed_batch_bytes;
+            Some(
+                spans
+                    .iter()
+                    .map(|&(s, l)| index_batch(&batches[s..s + l], cap))
+                    .collect::<Result<_>>()?,
+            )
+        } else {
+            None
+        };
+        let (appended, end) = {
+            let mut w = inner.log.lock_writer();
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(StorageError::Closed);
+            }
+            let mut g = part.lock();
+            if g.deleted {
+                return Err(StorageError::UnknownPartition(p));
+            }
+            let base = g.log_end;
+            let mut next = base;
+            let mut metas = Vec::with_capacity(spans.len());
+            for &(s, l) in &spans {
+                let b = &mut batches[s..s + l];
+                batch::set_base_offset(b, next);
+                let h = BatchHeader::parse(b)?;
+                let span = h.last_offset_delta() as u32 + 1;
+                metas.push((next, span, h.max_timestamp()));
+                next += span as i64;
+            }
+            let headers: Vec<[u8; ENTRY_HEADER_BYTES]> = spans
+                .iter()
+                .map(|&(s, l)| entry::encode(p, &batches[s..s + l]))
+                .collect();
+            let entries: Vec<([u8; ENTRY_HEADER_BYTES], &[u8])> = spans
+                .iter()
+                .zip(&headers)
+                .map(|(&(s, l), h)| (*h, &batches[s..s + l]))
+                .collect();
+            let positions = inner.log.append(&mut w, &entries)?;
+            for (k, &(base_offset, span, max_ts)) in metas.iter().enumerate() {
+                g.push(CqEntry {
+                    position: positions[k],
+                    batch_len: spans[k].1 as u32,
+                    offset_span: span,
+                    base_offset,
+                    max_timestamp: max_ts,
+                    filter_bits: 0,
+                });
+                if let Some(ix) = &indexed {
+                    for e in &ix[k] {
+                        g.push_index(IndexEntry {
+                            offset: base_offset + e.offset,
+                            ..*e
+                        });
+                    }
+                }
+            }
+            let appended = Appended {
+                base_offset: base,
+                last_offset: next - 1,
+                log_start_offset: g.log_start,
+            };
+            (appended, w.pos)
+        };
+        inner.appends.send_modify(|v| *v = v.wrapping_add(1));
+        if flush == Flush::Sync {
+            let rx = inner.group.register(end)?;
+            let done = rx.await.map_err(|_| StorageError::Closed)?;
+            done.map_err(|msg| {
+                StorageError::io("group commit", &inner.log.dir, std::io::Error::other(msg))
+            })?;
+        }
+        Ok(appended)
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes` (the first batch is
+    /// always whole). A batch failing its CRC is never returned: if it is the first, the
+    /// read fails with `CorruptData`; otherwise the read stops before it.
+    pub fn read(&self, p: PartitionId, offset: Offset, max_bytes: usize) -> Result<ReadResult> {
+        let inner = &self.inner;
+        let part = inner.partition(p)?;
+        inner.expire_head(p, &part)?;
+        let (log_start, log_end) = {
+            let g = part.lock();
+            (g.log_start, g.log_end)
+        };
+        let mut out = ReadResult {
+            chunks: Vec::new(),
+            log_start_offset: log_start,
+            high_watermark: log_end,
+        };
+        if offset < log_start || offset > log_end {
+            return Err(StorageError::OffsetOutOfRange {
+                partition: p,
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        if offset == log_end {
+            return Ok(out);
+        }
+        let Some(mut i) = inner.files.find(p, &part, offset)? else {
+            return Ok(out);
+        };
+        let mut total = 0usize;
+        'pages: loop {
+            let page = inner.files.cq_entries(p, &part, i, 64)?;
+            if page.is_empty() {
+                break;
+            }
+            for e in &page {
+                if !out.chunks.is_empty() && total + e.batch_len as usize > max_bytes {
+                    break 'pages;
+                }
+                match inner.load_batch(p, e) {
+                    Ok(b) => {
+                        total += b.len();
+                        out.chunks.push(b);
+                    }
+                    Err(err) if out.chunks.is_empty() => return Err(err),
+                    Err(_) => break 'pages,
+                }
+                if total >= max_bytes {
+                    break 'pages;
+                }
+            }
+            i += page.len() as u64;
+        }
+        Ok(out)
+    }
+
+    pub fn offsets(&self, p: PartitionId) -> Result<PartitionOffsets> {
+        let part = self.inner.partition(p)?;
+        self.inner.expire_head(p, &part)?;
+        let g = part.lock();
+        Ok(PartitionOffsets {
+            log_start: g.log_start,
+            log_end: g.log_end,
+        })
+    }
+
+    /// The first record whose timestamp is `>= ts`: its offset and timestamp. Finds the first
+    /// batch whose max timestamp is `>= ts` through the consume queue, then decodes that batch
+    /// for the exact record (falling back to the batch's base offset and max timestamp if it
+    /// cannot be decoded).
+    pub fn offset_for_timestamp(
+        &self,
+        p: PartitionId,
+        ts: TimestampMs,
+    ) -> Result<Option<(Offset, TimestampMs)>> {
+        let inner = &self.inner;
+        let part = inner.partition(p)?;
+        inner.expire_head(p, &part)?;
+        let (mut i, log_start) = {
+            let g = part.lock();
+            (g.cq_start, g.log_start)
+        };
+        loop {
+            let page = inner.files.cq_entries(p, &part, i, 1024)?;
+            if page.is_empty() {
+                return Ok(None);
+            }
+            if let Some(e) = page.iter().find(|e| e.max_timestamp >= ts) {
+                let fallback = (e.base_offset.max(log_start), e.max_timestamp);
+                let Ok(bytes) = inner.load_batch(p, e) else {
+                    return Ok(Some(fallback));
+                };
+                return Ok(Some(
+                    exact_record(
+                        &bytes,
+                        ts,
+                        log_start,
+                        inner.cfg.max_decompressed_batch_bytes,
+                    )
+                    .unwrap_or(fallback),
+                ));
+            }
+            i += page.len() as u64;
+        }
+    }
+
+    /// The largest timestamp in the partition and the base offset of its batch.
+    pub fn max_timestamp(&self, p: PartitionId) -> Result<Option<(Offset, TimestampMs)>> {
+        let inner = &self.inner;
+        let part = inner.partition(p)?;
+        inner.expire_head(p, &part)?;
+        let (log_start, log_end, max_ts, max_off, mut i) = {
+            let g = part.lock();
+            (
+                g.log_start,
+                g.log_end,
+                g.max_ts,
+                g.max_ts_offset,
+                g.cq_start,
+            )
+        };
+        if log_start >= log_end {
+            return Ok(None);
+        }
+        if max_off >= 0 && max_off >= log_start {
+            return Ok(Some((max_off, max_ts)));
+        }
+        // The batch that held the maximum is gone: rescan what is left.
+        let mut best: Option<(Offset, TimestampMs)> = None;
+        loop {
+            let page = inner.files.cq_entries(p, &part, i, 1024)?;
+            if page.is_empty() {
+                break;
+            }
+            for e in &page {
+                if best.is_none_or(|(_, t)| e.max_timestamp > t) {
+                    best = Some((e.base_offset.max(log_start), e.max_timestamp));
+                }
+            }
+            i += page.len() as u64;
+        }
+        if let Some((o, t)) = best {
+            let mut g = part.lock();
+            g.max_ts = t;
+            g.max_ts_offset = o;
+        }
+        Ok(best)
+    }
+
+    /// Advances the log start to `before` (Kafka DeleteRecords); returns the new log start.
+    pub fn delete_records(&self, p: PartitionId, before: Offset) -> Result<Offset> {
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        let part = inner.partition(p)?;
+        {
+            let g = part.lock();
+            if before > g.log_end || before < 0 {
+                return Err(StorageError::OffsetOutOfRange {
+                    partition: p,
+                    offset: before,
+                    log_start: g.log_start,
+                    log_end: g.log_end,
+                });
+            }
+            if before <= g.log_start {
+                return Ok(g.log_start);
+            }
+        }
+        {
+            let mut g = part.lock();
+            let k = inner.files.find_locked(p, &g, before)?;
+            inner.advance_start_locked(p, &mut g, k, before)?;
+        }
+        inner.checkpoint(false)?;
+        Ok(before)
+    }
+
+    /// Deletes a partition: its queues and index go now; its commit-log bytes go with their
+    /// segments (when no other partition still needs them).
+    pub fn delete_partition(&self, p: PartitionId) -> Result<()> {
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        let part = inner
+            .parts
+            .write()
+            .remove(&p)
+            .ok_or(StorageError::UnknownPartition(p))?;
+        {
+            let mut g = part.lock();
+            g.deleted = true;
+            g.cq_pending = Vec::new();
+            g.idx_pending = Vec::new();
+        }
+        let dir = inner.files.dir(p);
+        let doomed = dir.with_extension("deleted");
+        inner.files.cache.forget_dir(&dir);
+        match std::fs::rename(&dir, &doomed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io("renaming", &dir, e)),
+        }
+        inner.queues_dir_dirty.store(true, Ordering::Release);
+        inner.checkpoint(false)?;
+        let _ = std::fs::remove_dir_all(&doomed);
+        Ok(())
+    }
+
+    /// A receiver whose value bumps after each append becomes readable.
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.inner.appends.subscribe()
+    }
+
+    /// Offsets of live records whose key is `key` (empty if the partition's index is off).
+    pub fn lookup_key(&self, p: PartitionId, key: &[u8]) -> Result<Vec<Offset>> {
+        let inner = &self.inner;
+        let part = inner.partition(p)?;
+        inner.expire_head(p, &part)?;
+        let (log_start, log_end) = {
+            let g = part.lock();
+            (g.log_start, g.log_end)
+        };
+        let h = index::key_hash(key);
+        let mut out = Vec::new();
+        inner.files.scan_index(p, &part, |e| {
+            if e.has_key() && e.key_hash == h && e.offset >= log_start && e.offset < log_end {
+                out.push(e.offset);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Offsets of live records with `from <= timestamp <= to`, ascending (empty if the
+    /// partition's index is off).
+    pub fn lookup_time_range(
+        &self,
+        p: PartitionId,
+        from: TimestampMs,
+        to: TimestampMs,
+    ) -> Result<Vec<Offset>> {
+        let inner = &self.inner;
+        let part = inner.partition(p)?;
+        inner.expire_head(p, &part)?;
+        let (log_start, log_end) = {
+            let g = part.lock();
+            (g.log_start, g.log_end)
+        };
+        let mut out = Vec::new();
+        inner.files.scan_index(p, &part, |e| {
+            if e.timestamp >= from
+                && e.timestamp <= to
+                && e.offset >= log_start
+                && e.offset < log_end
+            {
+                out.push(e.offset);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Makes everything appended so far durable (log, queues, index) and checkpoints.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.checkpoint(false)
+    }
+
+    /// Flushes and writes a clean checkpoint; later appends fail with `Closed`.
+    pub fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        let r = self.inner.checkpoint(true);
+        self.shutdown_threads();
+        r
+    }
+
+    /// Truncates the commit log to global `position` (an entry boundary; replication uses
+    /// it), dropping every entry at or after it from consume queues and indexes.
+    pub fn truncate_to(&self, position: u64) -> Result<()> {
+        self.inner.truncate_to(position)
+    }
+
+    /// Runs one retention pass now (also run periodically in the background).
+    pub fn enforce_retention(&self) -> Result<()> {
+        self.inner.enforce_retention()
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let inner = &self.inner;
+        let segs = inner.log.segments();
+        StoreStats {
+            partitions: inner.parts.read().len(),
+            segments: segs.len(),
+            bytes_on_disk: segs.iter().map(|s| s.allocated_bytes()).sum(),
+            fsync_count: inner.fsync_count.load(Ordering::Relaxed),
+            fsync_total_micros: inner.fsync_micros.load(Ordering::Relaxed),
+            open_queue_files: inner.files.cache.open_count(),
+            write_position: inner.log.lock_writer().pos,
+            synced_position: inner.log.synced(),
+        }
+    }
+
+    /// Test hook: while `on`, every commit-log write fails with ENOSPC.
+    #[doc(hidden)]
+    pub fn inject_disk_full(&self, on: bool) {
+        self.inner.log.inject_enospc.store(on, Ordering::Release);
+    }
+
+    fn shutdown_threads(&self) {
+        self.stop.stop();
+        self.inner.group.shutdown();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown_threads();
+    }
+}
+
+/// The first record of `batch` at or after `log_start` with timestamp `>= ts`.
+fn exact_record(
+    batch: &[u8],
+    ts: TimestampMs,
+    log_start: Offset,
+    cap: usize,
+) -> Option<(Offset, TimestampMs)> {
+    let h = BatchHeader::parse(batch).ok()?;
+    let data = records::records_bytes(&h, cap).ok()?;
+    let mut found = None;
+    records::for_each_record(&h, &data, |r| {
+        let off = h.base_offset() + r.offset_delta as i64;
+        if found.is_none() && r.timestamp >= ts && off >= log_start {
+            found = Some((off, r.timestamp));
+        }
+    })
+    .ok()?;
+    found
+}

@@ -1,0 +1,124 @@
+//! Test helpers: building Kafka v2 record batches (plain and compressed).
+#![allow(dead_code)]
+
+use bytes::BytesMut;
+use std::io::Write;
+
+pub const NONE: i16 = 0;
+pub const GZIP: i16 = 1;
+pub const SNAPPY: i16 = 2;
+pub const LZ4: i16 = 3;
+pub const ZSTD: i16 = 4;
+
+fn varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        let b = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// One record: (key, value, timestamp).
+pub type Rec<'a> = (Option<&'a [u8]>, &'a [u8], i64);
+
+pub fn records_section(recs: &[Rec<'_>], base_ts: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, (k, v, ts)) in recs.iter().enumerate() {
+        let mut r = Vec::new();
+        r.push(0);
+        varint(&mut r, ts - base_ts);
+        varint(&mut r, i as i64);
+        match k {
+            Some(k) => {
+                varint(&mut r, k.len() as i64);
+                r.extend_from_slice(k);
+            }
+            None => varint(&mut r, -1),
+        }
+        varint(&mut r, v.len() as i64);
+        r.extend_from_slice(v);
+        varint(&mut r, 0);
+        varint(&mut out, r.len() as i64);
+        out.extend_from_slice(&r);
+    }
+    out
+}
+
+pub fn compress(codec: i16, data: &[u8]) -> Vec<u8> {
+    match codec {
+        NONE => data.to_vec(),
+        GZIP => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        SNAPPY => {
+            // xerial framing, as the Java client writes it
+            let mut out = vec![
+                0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1,
+            ];
+            for chunk in data.chunks(32 * 1024) {
+                let c = snap::raw::Encoder::new().compress_vec(chunk).unwrap();
+                out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+                out.extend_from_slice(&c);
+            }
+            out
+        }
+        LZ4 => {
+            let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        ZSTD => zstd::encode_all(data, 1).unwrap(),
+        _ => panic!("codec"),
+    }
+}
+
+/// A complete v2 batch with base offset 0.
+pub fn batch_with(codec: i16, recs: &[Rec<'_>]) -> Vec<u8> {
+    let base_ts = recs.iter().map(|r| r.2).min().unwrap_or(0);
+    let max_ts = recs.iter().map(|r| r.2).max().unwrap_or(0);
+    let payload = compress(codec, &records_section(recs, base_ts));
+    let mut b = Vec::with_capacity(61 + payload.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((49 + payload.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes()); // leader epoch
+    b.push(2);
+    b.extend_from_slice(&[0; 4]); // crc
+    b.extend_from_slice(&codec.to_be_bytes());
+    b.extend_from_slice(&((recs.len() as i32 - 1).max(0)).to_be_bytes());
+    b.extend_from_slice(&base_ts.to_be_bytes());
+    b.extend_from_slice(&max_ts.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&(recs.len() as i32).to_be_bytes());
+    b.extend_from_slice(&payload);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// `n` records with values `value_len` bytes, keys `k{i}`, timestamp `ts`.
+pub fn batch(n: usize, value_len: usize, ts: i64) -> Vec<u8> {
+    let keys: Vec<Vec<u8>> = (0..n).map(|i| format!("k{i}").into_bytes()).collect();
+    let val = vec![b'v'; value_len];
+    let recs: Vec<Rec<'_>> = keys
+        .iter()
+        .map(|k| (Some(k.as_slice()), val.as_slice(), ts))
+        .collect();
+    batch_with(NONE, &recs)
+}
+
+pub fn bm(b: &[u8]) -> BytesMut {
+    BytesMut::from(b)
+}
+
+pub fn base_offset(b: &[u8]) -> i64 {
+    i64::from_be_bytes(b[0..8].try_into().unwrap())
+}
