@@ -1,1 +1,27 @@
-//! placeholder
+//! Sluice's Kafka front door: sockets, framing and the mapping between Kafka wire types
+//! (from `kafka-protocol`) and the broker core's domain API. Holds no business state.
+//!
+//! - [`serve`] (`server.rs`) — accept loop, connection limit, graceful shutdown.
+//! - `connection.rs` — one connection: frames in, responses out in request order.
+//! - `framing.rs` — length-prefixed frames, size checked before allocation.
+//! - `codec.rs` — request header parsing, response framing.
+//! - [`versions`] — the API versions implemented and advertised.
+//! - `handlers/` — one module per API family; `errors.rs` maps domain errors to codes.
+//! - [`KafkaConfig`] (`config.rs`) — listener settings.
+//!
+//! See `docs/protocol-mapping.md` for the API-by-API mapping.
+
+mod codec;
+mod config;
+mod connection;
+mod context;
+mod errors;
+mod framing;
+mod handlers;
+mod server;
+pub mod versions;
+
+pub use config::KafkaConfig;
+pub use connection::CloseReason;
+pub use framing::FrameError;
+pub use server::serve;

@@ -1,0 +1,269 @@
+//! `Broker`: the core every front door talks to. Owns the topic table, the metadata log,
+//! the group coordinator and the store handle. Its API speaks domain types only.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use common::Clock;
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use storage::Store;
+
+use crate::config::BrokerConfig;
+use crate::error::{BrokerError, Result};
+use crate::group::{CoordinatorConfig, GroupCoordinator};
+use crate::groups::GroupsCell;
+use crate::metadata_log::{MetaRecord, MetadataLog};
+use crate::metrics::BrokerMetrics;
+use crate::topic_config::TopicConfig;
+use crate::topics::{Topic, TopicRegistry};
+
+/// How often the group coordinator's timers (sessions, rebalance deadlines) are checked.
+pub const GROUP_TICK_MS: u64 = 100;
+/// Producer ids reserved per metadata record.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// Numbers for the health endpoint.
+#[derive(Clone, Debug, Serialize)]
+pub struct HealthInfo {
+    pub node_id: i32,
+    pub topics: usize,
+    pub partitions: u32,
+    pub groups: usize,
+}
+
+pub struct Broker {
+    pub(crate) store: Arc<Store>,
+    pub(crate) config: BrokerConfig,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) topics: RwLock<TopicRegistry>,
+    pub(crate) meta: Mutex<MetadataLog>,
+    pub(crate) groups: GroupsCell,
+    pub(crate) metrics: BrokerMetrics,
+    next_producer_id: AtomicI64,
+    reserved_producer_id: AtomicI64,
+    pub(crate) shutting_down: AtomicBool,
+    shutdown_tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("node_id", &self.config.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Loads the metadata image from `config.data_dir/meta`, configures every partition in
+    /// the store, restores groups and committed offsets, and (inside a tokio runtime)
+    /// starts the group timer task.
+    pub fn open(
+        store: Arc<Store>,
+        config: BrokerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Broker>> {
+        let meta = MetadataLog::open(
+            &config.data_dir.join("meta"),
+            config.metadata_snapshot_every,
+        )?;
+        let metrics = BrokerMetrics::new();
+        let mut registry = TopicRegistry::default();
+        let image = meta.image().clone();
+        for t in image.topics.values() {
+            let tc = match TopicConfig::resolve(&config, &t.configs) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(topic = %t.name, error = %e, "stored topic config invalid; using defaults");
+                    TopicConfig::resolve(&config, &Default::default())?
+                }
+            };
+            let partitions: Vec<common::PartitionId> = t
+                .partitions
+                .iter()
+                .map(|p| common::PartitionId(*p))
+                .collect();
+            for p in &partitions {
+                store.configure_partition(*p, tc.partition_config())?;
+            }
+            registry.insert(Topic {
+                name: t.name.clone(),
+                topic_id: t.topic_id,
+                partitions,
+                overrides: t.configs.clone(),
+                config: tc,
+                counters: metrics.topic_counters(&t.name),
+            });
+        }
+        registry.next_partition_id = registry.next_partition_id.max(image.next_partition_id);
+        let mut coordinator = GroupCoordinator::new(CoordinatorConfig {
+            min_session_timeout_ms: config.group_min_session_timeout_ms,
+            max_session_timeout_ms: config.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            max_members_per_group: config.group_max_size,
+            ..CoordinatorConfig::default()
+        });
+        for g in image.groups.values() {
+            coordinator.restore_group(
+                &g.group_id,
+                g.generation_id,
+                g.protocol_type.clone(),
+                g.offsets
+                    .iter()
+                    .map(|(t, p, o)| ((t.clone(), *p), o.clone())),
+            );
+        }
+        metrics.topics.set(registry.by_name.len() as i64);
+        metrics.partitions.set(i64::from(registry.partition_count));
+        metrics.groups.set(coordinator.group_count() as i64);
+        let next_pid = image.next_producer_id.max(1);
+        let (shutdown_tx, _) = tokio::sync::watch::channel(false);
+        let broker = Arc::new(Broker {
+            store,
+            clock,
+            topics: RwLock::new(registry),
+            meta: Mutex::new(meta),
+            groups: GroupsCell::new(coordinator),
+            metrics,
+            next_producer_id: AtomicI64::new(next_pid),
+            reserved_producer_id: AtomicI64::new(next_pid),
+            shutting_down: AtomicBool::new(false),
+            shutdown_tx,
+            config,
+        });
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(group_timer(
+                Arc::downgrade(&broker),
+                broker.shutdown_tx.subscribe(),
+            ));
+        }
+        Ok(broker)
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &BrokerMetrics {
+        &self.metrics
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.config.cluster_id
+    }
+
+    pub fn health(&self) -> HealthInfo {
+        let topics = self.topics.read();
+        HealthInfo {
+            node_id: self.config.node_id,
+            topics: topics.by_name.len(),
+            partitions: topics.partition_count,
+            groups: self.groups.lock().coordinator.group_count(),
+        }
+    }
+
+    /// Appends a metadata record; errors are logged and returned.
+    pub(crate) fn persist(&self, r: MetaRecord, durable: bool) -> Result<()> {
+        let res = self.meta.lock().append(r, durable);
+        if let Err(e) = &res {
+            tracing::error!(error = %e, "metadata log append failed");
+        }
+        res
+    }
+
+    /// InitProducerId: a fresh producer id (epoch 0). Ids are reserved in blocks in the
+    /// metadata log so they are never reused after a restart.
+    pub fn init_producer_id(&self) -> Result<(i64, i16)> {
+        let id = self.next_producer_id.fetch_add(1, Ordering::SeqCst);
+        if id >= self.reserved_producer_id.load(Ordering::SeqCst) {
+            let next = id + PRODUCER_ID_BLOCK;
+            self.persist(
+                MetaRecord::ProducerIdsReserved {
+                    next_producer_id: next,
+                },
+                true,
+            )?;
+            self.reserved_producer_id.fetch_max(next, Ordering::SeqCst);
+        }
+        Ok((id, 0))
+    }
+
+    /// Recomputes scrape-time gauges (group lag, counts).
+    pub fn refresh_gauges(&self) {
+        let lags = self.group_lags();
+        self.metrics.group_lag.clear();
+        for (g, t, p, lag) in lags {
+            let l = vec![
+                ("group".to_string(), g),
+                ("topic".to_string(), t),
+                ("partition".to_string(), p.to_string()),
+            ];
+            self.metrics.group_lag.get_or_create(&l).set(lag);
+        }
+        let topics = self.topics.read();
+        self.metrics.topics.set(topics.by_name.len() as i64);
+        self.metrics
+            .partitions
+            .set(i64::from(topics.partition_count));
+        drop(topics);
+        self.metrics
+            .groups
+            .set(self.groups.lock().coordinator.group_count() as i64);
+    }
+
+    /// A receiver that flips to true when shutdown starts (long polls return early).
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Persists group state and closes the store. Idempotent.
+    pub async fn shutdown(&self) -> Result<()> {
+        if self.shutting_down.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _ = self.shutdown_tx.send(true);
+        self.groups.fail_all_waiters();
+        self.meta.lock().snapshot()?;
+        self.store.close()?;
+        Ok(())
+    }
+}
+
+async fn group_timer(broker: Weak<Broker>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(GROUP_TICK_MS));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(b) = broker.upgrade() else { return };
+        if b.is_shutting_down() {
+            return;
+        }
+        b.tick_groups();
+    }
+}
+
+impl From<BrokerError> for std::io::Error {
+    fn from(e: BrokerError) -> Self {
+        std::io::Error::other(e.to_string())
+    }
+}

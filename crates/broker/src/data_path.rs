@@ -1,0 +1,174 @@
+//! Produce, fetch and offset queries: the hot path. Batches stay opaque bytes: the broker
+//! reads batch headers for size limits and counts, storage checks CRCs and assigns offsets.
+
+use bytes::{Bytes, BytesMut};
+use common::{Offset, PartitionId, TimestampMs};
+
+use crate::batch_walk;
+use crate::broker::Broker;
+use crate::error::{BrokerError, Result};
+use crate::metrics::TopicCounters;
+
+/// Result of one partition's append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Produced {
+    pub base_offset: Offset,
+    pub log_start_offset: Offset,
+}
+
+/// Result of one partition's read.
+#[derive(Clone, Debug, Default)]
+pub struct Fetched {
+    /// Whole batches (the last may exceed `max_bytes` when it is the first one).
+    pub chunks: Vec<Bytes>,
+    pub bytes: usize,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
+}
+
+/// Log start and end ("high watermark": next offset to be written).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watermarks {
+    pub log_start: Offset,
+    pub high_watermark: Offset,
+}
+
+impl Broker {
+    fn resolve(&self, topic: &str, partition: i32) -> Result<(PartitionId, usize, TopicCounters)> {
+        let topics = self.topics.read();
+        let t = topics.get(topic)?;
+        let pid = t.partition(partition)?;
+        Ok((pid, t.config.max_message_bytes, t.counters.clone()))
+    }
+
+    pub fn partition_id(&self, topic: &str, partition: i32) -> Result<PartitionId> {
+        Ok(self.resolve(topic, partition)?.0)
+    }
+
+    /// Appends Kafka v2 record batches to a partition, stored as sent.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        batches: BytesMut,
+    ) -> Result<Produced> {
+        if self.is_shutting_down() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let (pid, max_bytes, counters) = self.resolve(topic, partition)?;
+        let summaries = batch_walk::walk(&batches, true).map_err(|e| match e {
+            batch_walk::WalkError::BadMagic(_) => BrokerError::InvalidRecord(e.to_string()),
+            _ => BrokerError::CorruptMessage(e.to_string()),
+        })?;
+        if summaries.is_empty() {
+            return Err(BrokerError::InvalidRecord("no record batch".into()));
+        }
+        if let Some(big) = summaries.iter().find(|s| s.total_bytes > max_bytes) {
+            return Err(BrokerError::MessageTooLarge {
+                size: big.total_bytes,
+                max: max_bytes,
+            });
+        }
+        let records: u64 = summaries.iter().map(|s| s.record_count.max(0) as u64).sum();
+        let len = batches.len() as u64;
+        let appended = self.store.append(pid, batches).await?;
+        counters.bytes_in.inc_by(len);
+        counters.records_in.inc_by(records);
+        Ok(Produced {
+            base_offset: appended.base_offset,
+            log_start_offset: appended.log_start_offset,
+        })
+    }
+
+    /// Reads whole batches from the one holding `offset`, up to about `max_bytes`.
+    /// `offset == high watermark` returns no data; outside [log start, HW] is
+    /// `OffsetOutOfRange`.
+    pub fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> Result<Fetched> {
+        let (pid, _, counters) = self.resolve(topic, partition)?;
+        let marks = self.store.offsets(pid)?;
+        if offset < marks.log_start || offset > marks.log_end {
+            return Err(BrokerError::OffsetOutOfRange {
+                offset,
+                log_start: marks.log_start,
+                log_end: marks.log_end,
+            });
+        }
+        let mut out = Fetched {
+            chunks: Vec::new(),
+            bytes: 0,
+            high_watermark: marks.log_end,
+            log_start_offset: marks.log_start,
+        };
+        if offset == marks.log_end || max_bytes == 0 {
+            return Ok(out);
+        }
+        let read = self.store.read(pid, offset, max_bytes)?;
+        let mut records = 0u64;
+        for c in &read.chunks {
+            out.bytes += c.len();
+            if let Ok(s) = batch_walk::walk(c, false) {
+                records += s.iter().map(|b| b.record_count.max(0) as u64).sum::<u64>();
+            }
+        }
+        out.chunks = read.chunks;
+        counters.bytes_out.inc_by(out.bytes as u64);
+        counters.records_out.inc_by(records);
+        Ok(out)
+    }
+
+    pub fn watermarks(&self, topic: &str, partition: i32) -> Result<Watermarks> {
+        let (pid, _, _) = self.resolve(topic, partition)?;
+        let o = self.store.offsets(pid)?;
+        Ok(Watermarks {
+            log_start: o.log_start,
+            high_watermark: o.log_end,
+        })
+    }
+
+    /// First offset whose timestamp is >= `ts`, with that timestamp.
+    pub fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: i32,
+        ts: TimestampMs,
+    ) -> Result<Option<(Offset, TimestampMs)>> {
+        let (pid, _, _) = self.resolve(topic, partition)?;
+        Ok(self.store.offset_for_timestamp(pid, ts)?)
+    }
+
+    /// Offset and timestamp of the record with the largest timestamp.
+    pub fn max_timestamp(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<(Offset, TimestampMs)>> {
+        let (pid, _, _) = self.resolve(topic, partition)?;
+        Ok(self.store.max_timestamp(pid)?)
+    }
+
+    /// DeleteRecords: moves the log start to `before` (-1 = high watermark).
+    pub fn delete_records(&self, topic: &str, partition: i32, before: Offset) -> Result<Offset> {
+        let (pid, _, _) = self.resolve(topic, partition)?;
+        let marks = self.store.offsets(pid)?;
+        let before = if before == -1 { marks.log_end } else { before };
+        if before < 0 || before > marks.log_end {
+            return Err(BrokerError::OffsetOutOfRange {
+                offset: before,
+                log_start: marks.log_start,
+                log_end: marks.log_end,
+            });
+        }
+        Ok(self.store.delete_records(pid, before)?)
+    }
+
+    /// Bumps on every append; long-polling fetches wait on it.
+    pub fn subscribe_appends(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.store.subscribe_appends()
+    }
+}

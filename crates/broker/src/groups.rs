@@ -1,0 +1,366 @@
+//! The async side of group coordination: parks JoinGroup/SyncGroup callers on oneshot
+//! channels, feeds the state machine the clock's time, routes its completions, and
+//! persists committed offsets and generations to the metadata log.
+
+use std::collections::{BTreeSet, HashMap};
+
+use parking_lot::{Mutex, MutexGuard};
+use tokio::sync::oneshot;
+
+use crate::broker::Broker;
+use crate::error::{BrokerError, Result};
+use crate::group::{
+    CommittedOffset, Completion, GroupCoordinator, GroupDescription, GroupError, GroupListing,
+    JoinOutcome, JoinRequest, LeavingMember, Reply, SyncOutcome, SyncRequest,
+};
+use crate::metadata_log::MetaRecord;
+
+type Key = (String, String);
+type Waiter<T> = oneshot::Sender<Result<T, GroupError>>;
+
+pub struct GroupsInner {
+    pub coordinator: GroupCoordinator,
+    join_waiters: HashMap<Key, Waiter<JoinOutcome>>,
+    sync_waiters: HashMap<Key, Waiter<SyncOutcome>>,
+}
+
+pub struct GroupsCell(Mutex<GroupsInner>);
+
+impl GroupsCell {
+    pub fn new(coordinator: GroupCoordinator) -> Self {
+        Self(Mutex::new(GroupsInner {
+            coordinator,
+            join_waiters: HashMap::new(),
+            sync_waiters: HashMap::new(),
+        }))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, GroupsInner> {
+        self.0.lock()
+    }
+
+    pub fn fail_all_waiters(&self) {
+        let mut g = self.0.lock();
+        for (_, w) in g.join_waiters.drain() {
+            let _ = w.send(Err(GroupError::CoordinatorNotAvailable));
+        }
+        for (_, w) in g.sync_waiters.drain() {
+            let _ = w.send(Err(GroupError::CoordinatorNotAvailable));
+        }
+    }
+}
+
+impl GroupsInner {
+    /// Routes completions to their waiters; returns groups whose generation changed.
+    fn deliver(&mut self, out: Vec<Completion>) -> BTreeSet<String> {
+        let mut changed = BTreeSet::new();
+        for c in out {
+            match c {
+                Completion::Join {
+                    group_id,
+                    member_id,
+                    result,
+                } => {
+                    if result.is_ok() {
+                        changed.insert(group_id.clone());
+                    }
+                    if let Some(w) = self.join_waiters.remove(&(group_id, member_id)) {
+                        let _ = w.send(result);
+                    }
+                }
+                Completion::Sync {
+                    group_id,
+                    member_id,
+                    result,
+                } => {
+                    if let Some(w) = self.sync_waiters.remove(&(group_id, member_id)) {
+                        let _ = w.send(result);
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    fn generation_records(&self, groups: BTreeSet<String>) -> Vec<MetaRecord> {
+        groups
+            .into_iter()
+            .filter_map(|g| {
+                self.coordinator
+                    .generation(&g)
+                    .map(
+                        |(generation_id, protocol_type)| MetaRecord::GroupGeneration {
+                            group_id: g,
+                            generation_id,
+                            protocol_type,
+                        },
+                    )
+            })
+            .collect()
+    }
+}
+
+/// A partition's offset to commit.
+#[derive(Clone, Debug)]
+pub struct OffsetToCommit {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+impl Broker {
+    fn persist_all(&self, records: Vec<MetaRecord>) {
+        for r in records {
+            let _ = self.persist(r, false);
+        }
+    }
+
+    /// JoinGroup; waits until the rebalance completes when the member must be parked.
+    pub async fn join_group(&self, req: JoinRequest) -> Result<JoinOutcome, GroupError> {
+        if self.is_shutting_down() {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        let group_id = req.group_id.clone();
+        let now = self.now_ms();
+        let (rx, records) = {
+            let mut g = self.groups.lock();
+            let (reply, out) = g.coordinator.join(req, now);
+            let rx = match reply {
+                Reply::Now(r) => Err(r),
+                Reply::Parked { member_id } => {
+                    let (tx, rx) = oneshot::channel();
+                    g.join_waiters.insert((group_id, member_id), tx);
+                    Ok(rx)
+                }
+            };
+            let changed = g.deliver(out);
+            (rx, g.generation_records(changed))
+        };
+        self.persist_all(records);
+        match rx {
+            Err(now_result) => now_result,
+            Ok(rx) => rx.await.unwrap_or(Err(GroupError::RebalanceInProgress)),
+        }
+    }
+
+    /// SyncGroup; followers wait for the leader's assignment.
+    pub async fn sync_group(&self, req: SyncRequest) -> Result<SyncOutcome, GroupError> {
+        if self.is_shutting_down() {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        let group_id = req.group_id.clone();
+        let now = self.now_ms();
+        let rx = {
+            let mut g = self.groups.lock();
+            let (reply, out) = g.coordinator.sync(req, now);
+            let rx = match reply {
+                Reply::Now(r) => Err(r),
+                Reply::Parked { member_id } => {
+                    let (tx, rx) = oneshot::channel();
+                    g.sync_waiters.insert((group_id, member_id), tx);
+                    Ok(rx)
+                }
+            };
+            g.deliver(out);
+            rx
+        };
+        match rx {
+            Err(now_result) => now_result,
+            Ok(rx) => rx.await.unwrap_or(Err(GroupError::RebalanceInProgress)),
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> Result<(), GroupError> {
+        let now = self.now_ms();
+        self.groups.lock().coordinator.heartbeat(
+            group_id,
+            member_id,
+            group_instance_id,
+            generation_id,
+            now,
+        )
+    }
+
+    pub fn leave_group(
+        &self,
+        group_id: &str,
+        members: &[LeavingMember],
+    ) -> Vec<Result<(), GroupError>> {
+        let now = self.now_ms();
+        let (results, records) = {
+            let mut g = self.groups.lock();
+            let (results, out) = g.coordinator.leave(group_id, members, now);
+            let changed = g.deliver(out);
+            let mut changed = changed;
+            changed.insert(group_id.to_string());
+            (results, g.generation_records(changed))
+        };
+        self.persist_all(records);
+        results
+    }
+
+    /// Runs the coordinator's timers (called every `GROUP_TICK_MS` by the broker task).
+    pub fn tick_groups(&self) {
+        let now = self.now_ms();
+        let records = {
+            let mut g = self.groups.lock();
+            let out = g.coordinator.tick(now);
+            if out.is_empty() {
+                return;
+            }
+            let changed = g.deliver(out);
+            g.generation_records(changed)
+        };
+        self.persist_all(records);
+    }
+
+    /// OffsetCommit. Group-level errors fail the whole request; unknown partitions fail
+    /// only themselves.
+    pub fn commit_offsets(
+        &self,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        offsets: Vec<OffsetToCommit>,
+    ) -> Result<Vec<Result<(), BrokerError>>, GroupError> {
+        let now = self.now_ms();
+        let mut results = Vec::with_capacity(offsets.len());
+        let mut valid = Vec::with_capacity(offsets.len());
+        {
+            let topics = self.topics.read();
+            for o in offsets {
+                let known = topics
+                    .get(&o.topic)
+                    .and_then(|t| t.partition(o.partition))
+                    .is_ok();
+                if known {
+                    valid.push((
+                        o.topic,
+                        o.partition,
+                        CommittedOffset {
+                            offset: o.offset,
+                            leader_epoch: o.leader_epoch,
+                            metadata: o.metadata,
+                            commit_timestamp_ms: now,
+                        },
+                    ));
+                    results.push(Ok(()));
+                } else {
+                    results.push(Err(BrokerError::UnknownTopicOrPartition));
+                }
+            }
+        }
+        self.groups.lock().coordinator.commit_offsets(
+            group_id,
+            generation_id,
+            member_id,
+            group_instance_id,
+            valid.clone(),
+            now,
+        )?;
+        if !valid.is_empty() {
+            let _ = self.persist(
+                MetaRecord::OffsetsCommitted {
+                    group_id: group_id.to_string(),
+                    offsets: valid,
+                },
+                false,
+            );
+        }
+        Ok(results)
+    }
+
+    /// OffsetFetch; `None` = every partition the group has committed.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Vec<(String, i32, Option<CommittedOffset>)> {
+        self.groups
+            .lock()
+            .coordinator
+            .fetch_offsets(group_id, partitions)
+    }
+
+    /// OffsetDelete; `subscribed_topics` are the topics live members subscribe to (the
+    /// front door decodes them from member metadata).
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+        subscribed_topics: &[String],
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let results = self.groups.lock().coordinator.delete_offsets(
+            group_id,
+            partitions,
+            subscribed_topics,
+        )?;
+        let deleted: Vec<(String, i32)> = partitions
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(p, _)| p.clone())
+            .collect();
+        if !deleted.is_empty() {
+            let _ = self.persist(
+                MetaRecord::OffsetsDeleted {
+                    group_id: group_id.to_string(),
+                    partitions: deleted,
+                },
+                false,
+            );
+        }
+        Ok(results)
+    }
+
+    pub fn list_groups(&self) -> Vec<GroupListing> {
+        self.groups.lock().coordinator.list_groups()
+    }
+
+    pub fn describe_group(&self, group_id: &str) -> GroupDescription {
+        self.groups.lock().coordinator.describe_group(group_id)
+    }
+
+    pub fn delete_group(&self, group_id: &str) -> Result<(), GroupError> {
+        self.groups.lock().coordinator.delete_group(group_id)?;
+        let _ = self.persist(
+            MetaRecord::GroupDeleted {
+                group_id: group_id.to_string(),
+            },
+            false,
+        );
+        Ok(())
+    }
+
+    /// (group, topic, partition, high watermark - committed) for every committed offset.
+    pub fn group_lags(&self) -> Vec<(String, String, i32, i64)> {
+        let export = self.groups.lock().coordinator.export();
+        let topics = self.topics.read();
+        let mut out = Vec::new();
+        for (group, _, _, offsets) in export {
+            for ((topic, partition), o) in offsets {
+                let Ok(pid) = topics.get(&topic).and_then(|t| t.partition(partition)) else {
+                    continue;
+                };
+                if let Ok(offs) = self.store.offsets(pid) {
+                    out.push((
+                        group.clone(),
+                        topic,
+                        partition,
+                        (offs.log_end - o.offset).max(0),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,182 @@
+//! Prometheus metrics of the broker and its front doors. The admin server renders
+//! `registry` at `/metrics` (calling [`crate::Broker::refresh_gauges`] first).
+
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub type Labels = Vec<(String, String)>;
+
+fn request_histogram() -> Histogram {
+    // 100 µs .. ~52 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+/// Every metric family Sluice exports, and the registry holding them.
+pub struct BrokerMetrics {
+    pub registry: Mutex<Registry>,
+    /// `sluice_requests_total{api}`
+    pub requests: Family<Labels, Counter>,
+    /// `sluice_request_errors_total{api,error}`
+    pub request_errors: Family<Labels, Counter>,
+    /// `sluice_request_duration_seconds{api}`
+    pub request_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    /// `sluice_connections` (open now)
+    pub connections: Gauge,
+    /// `sluice_connections_total` (accepted since start)
+    pub connections_total: Counter,
+    /// `sluice_topic_bytes_in_total{topic}`
+    pub topic_bytes_in: Family<Labels, Counter>,
+    /// `sluice_topic_records_in_total{topic}`
+    pub topic_records_in: Family<Labels, Counter>,
+    /// `sluice_topic_bytes_out_total{topic}`
+    pub topic_bytes_out: Family<Labels, Counter>,
+    /// `sluice_topic_records_out_total{topic}`
+    pub topic_records_out: Family<Labels, Counter>,
+    /// `sluice_partitions`
+    pub partitions: Gauge,
+    /// `sluice_topics`
+    pub topics: Gauge,
+    /// `sluice_groups`
+    pub groups: Gauge,
+    /// `sluice_group_lag{group,topic,partition}` (refreshed by `Broker::refresh_gauges`)
+    pub group_lag: Family<Labels, Gauge>,
+}
+
+impl std::fmt::Debug for BrokerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for BrokerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BrokerMetrics {
+    pub fn new() -> Self {
+        let m = Self {
+            registry: Mutex::new(Registry::default()),
+            requests: Family::default(),
+            request_errors: Family::default(),
+            request_duration: Family::new_with_constructor(request_histogram as fn() -> Histogram),
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+            topic_bytes_in: Family::default(),
+            topic_records_in: Family::default(),
+            topic_bytes_out: Family::default(),
+            topic_records_out: Family::default(),
+            partitions: Gauge::default(),
+            topics: Gauge::default(),
+            groups: Gauge::default(),
+            group_lag: Family::default(),
+        };
+        {
+            let mut r = m.registry.lock();
+            r.register(
+                "sluice_requests",
+                "Requests handled, by API",
+                m.requests.clone(),
+            );
+            r.register(
+                "sluice_request_errors",
+                "Requests or partitions answered with an error, by API and error",
+                m.request_errors.clone(),
+            );
+            r.register(
+                "sluice_request_duration_seconds",
+                "Request handling time, by API",
+                m.request_duration.clone(),
+            );
+            r.register(
+                "sluice_connections",
+                "Open client connections",
+                m.connections.clone(),
+            );
+            r.register(
+                "sluice_connections",
+                "Client connections accepted",
+                m.connections_total.clone(),
+            );
+            r.register(
+                "sluice_topic_bytes_in",
+                "Record batch bytes appended, by topic",
+                m.topic_bytes_in.clone(),
+            );
+            r.register(
+                "sluice_topic_records_in",
+                "Records appended, by topic",
+                m.topic_records_in.clone(),
+            );
+            r.register(
+                "sluice_topic_bytes_out",
+                "Record batch bytes served to consumers, by topic",
+                m.topic_bytes_out.clone(),
+            );
+            r.register(
+                "sluice_topic_records_out",
+                "Records served to consumers, by topic",
+                m.topic_records_out.clone(),
+            );
+            r.register("sluice_partitions", "Partitions", m.partitions.clone());
+            r.register("sluice_topics", "Topics", m.topics.clone());
+            r.register("sluice_groups", "Consumer groups", m.groups.clone());
+            r.register(
+                "sluice_group_lag",
+                "High watermark minus committed offset",
+                m.group_lag.clone(),
+            );
+        }
+        m
+    }
+
+    /// Counts one request of `api` and its duration.
+    pub fn observe_request(&self, api: &'static str, seconds: f64) {
+        let labels = vec![("api".to_string(), api.to_string())];
+        self.requests.get_or_create(&labels).inc();
+        self.request_duration
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+
+    /// Counts one error answered to `api`.
+    pub fn observe_error(&self, api: &'static str, error: &str) {
+        let labels = vec![
+            ("api".to_string(), api.to_string()),
+            ("error".to_string(), error.to_string()),
+        ];
+        self.request_errors.get_or_create(&labels).inc();
+    }
+
+    pub fn topic_counters(&self, topic: &str) -> TopicCounters {
+        let l = vec![("topic".to_string(), topic.to_string())];
+        TopicCounters {
+            bytes_in: self.topic_bytes_in.get_or_create_owned(&l),
+            records_in: self.topic_records_in.get_or_create_owned(&l),
+            bytes_out: self.topic_bytes_out.get_or_create_owned(&l),
+            records_out: self.topic_records_out.get_or_create_owned(&l),
+        }
+    }
+
+    pub fn forget_topic(&self, topic: &str) {
+        let l = vec![("topic".to_string(), topic.to_string())];
+        self.topic_bytes_in.remove(&l);
+        self.topic_records_in.remove(&l);
+        self.topic_bytes_out.remove(&l);
+        self.topic_records_out.remove(&l);
+    }
+}
+
+/// Per-topic counter handles, cached in the topic so the hot path does not allocate labels.
+#[derive(Clone, Debug, Default)]
+pub struct TopicCounters {
+    pub bytes_in: Counter,
+    pub records_in: Counter,
+    pub bytes_out: Counter,
+    pub records_out: Counter,
+}

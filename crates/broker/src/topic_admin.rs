@@ -1,0 +1,336 @@
+//! Topic administration: create, delete, add partitions, describe and alter configs.
+
+use std::collections::BTreeMap;
+
+use crate::broker::Broker;
+use crate::error::{BrokerError, Result};
+use crate::metadata_log::{MetaRecord, TopicRecord};
+use crate::topic_config::{self, ACCEPTED_KEYS, ACTIVE_KEYS, ConfigEntry, ConfigOp, TopicConfig};
+use crate::topics::{Topic, TopicInfo, new_topic_id, validate_topic_name};
+
+/// A CreateTopics entry in domain terms.
+#[derive(Clone, Debug, Default)]
+pub struct NewTopic {
+    pub name: String,
+    /// None (-1 on the wire) = broker default.
+    pub partitions: Option<u32>,
+    /// None (-1 on the wire) = broker default (1). Anything but 1 is refused.
+    pub replication_factor: Option<i16>,
+    pub configs: BTreeMap<String, String>,
+}
+
+impl Broker {
+    pub fn list_topics(&self) -> Vec<TopicInfo> {
+        let mut v: Vec<TopicInfo> = self
+            .topics
+            .read()
+            .by_name
+            .values()
+            .map(Topic::info)
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn topic(&self, name: &str) -> Result<TopicInfo> {
+        Ok(self.topics.read().get(name)?.info())
+    }
+
+    pub fn topic_name_by_id(&self, topic_id: u128) -> Option<String> {
+        self.topics.read().name_of(topic_id).map(str::to_string)
+    }
+
+    /// Metadata lookup that creates the topic when auto-creation is on and `allow_create`.
+    pub fn topic_or_create(&self, name: &str, allow_create: bool) -> Result<TopicInfo> {
+        match self.topic(name) {
+            Err(BrokerError::UnknownTopicOrPartition)
+                if allow_create && self.config.auto_create_topics =>
+            {
+                validate_topic_name(name)?;
+                match self.create_topic(
+                    NewTopic {
+                        name: name.to_string(),
+                        ..Default::default()
+                    },
+                    false,
+                ) {
+                    Err(BrokerError::TopicAlreadyExists(_)) => self.topic(name),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// CreateTopics (one topic). `validate_only` checks everything and changes nothing.
+    pub fn create_topic(&self, req: NewTopic, validate_only: bool) -> Result<TopicInfo> {
+        validate_topic_name(&req.name)?;
+        if let Some(rf) = req.replication_factor
+            && rf != 1
+            && rf != -1
+        {
+            return Err(BrokerError::InvalidReplicationFactor(i32::from(rf)));
+        }
+        let n = req.partitions.unwrap_or(self.config.default_partitions);
+        if n == 0 {
+            return Err(BrokerError::InvalidPartitions("must be at least 1".into()));
+        }
+        if n > self.config.max_partitions_per_topic {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "{n} exceeds the per-topic limit {}",
+                self.config.max_partitions_per_topic
+            )));
+        }
+        let tc = TopicConfig::resolve(&self.config, &req.configs)?;
+        let mut topics = self.topics.write();
+        if topics.by_name.contains_key(&req.name) {
+            return Err(BrokerError::TopicAlreadyExists(req.name));
+        }
+        if topics.by_name.len() >= self.config.max_topics {
+            return Err(BrokerError::LimitReached(format!(
+                "{} topics",
+                self.config.max_topics
+            )));
+        }
+        if topics.partition_count.saturating_add(n) > self.config.max_partitions_total {
+            return Err(BrokerError::LimitReached(format!(
+                "{} partitions in total",
+                self.config.max_partitions_total
+            )));
+        }
+        let topic_id = new_topic_id(&req.name, self.now_ms() as u64);
+        if validate_only {
+            return Ok(TopicInfo {
+                name: req.name,
+                topic_id,
+                partitions: n,
+            });
+        }
+        let partitions = topics.allocate_partitions(n)?;
+        for p in &partitions {
+            self.store.configure_partition(*p, tc.partition_config())?;
+        }
+        self.persist(
+            MetaRecord::TopicCreated(TopicRecord {
+                name: req.name.clone(),
+                topic_id,
+                partitions: partitions.iter().map(|p| p.0).collect(),
+                configs: req.configs.clone(),
+            }),
+            true,
+        )?;
+        let topic = Topic {
+            name: req.name.clone(),
+            topic_id,
+            partitions,
+            overrides: req.configs,
+            config: tc,
+            counters: self.metrics.topic_counters(&req.name),
+        };
+        let info = topic.info();
+        topics.insert(topic);
+        self.metrics.topics.set(topics.by_name.len() as i64);
+        self.metrics
+            .partitions
+            .set(i64::from(topics.partition_count));
+        tracing::info!(topic = %info.name, partitions = info.partitions, "topic created");
+        Ok(info)
+    }
+
+    /// DeleteTopics (one topic): its partitions' data and its committed offsets go too.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let mut topics = self.topics.write();
+        topics.get(name)?;
+        self.persist(
+            MetaRecord::TopicDeleted {
+                name: name.to_string(),
+            },
+            true,
+        )?;
+        let Some(t) = topics.remove(name) else {
+            return Err(BrokerError::UnknownTopicOrPartition);
+        };
+        self.metrics.topics.set(topics.by_name.len() as i64);
+        self.metrics
+            .partitions
+            .set(i64::from(topics.partition_count));
+        drop(topics);
+        for p in &t.partitions {
+            if let Err(e) = self.store.delete_partition(*p) {
+                tracing::warn!(topic = %name, partition = %p, error = %e, "deleting partition data failed");
+            }
+        }
+        self.groups.lock().coordinator.forget_topic(name);
+        self.metrics.forget_topic(name);
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(())
+    }
+
+    /// CreatePartitions: grow the topic to `total` partitions.
+    pub fn create_partitions(&self, name: &str, total: u32, validate_only: bool) -> Result<()> {
+        let mut topics = self.topics.write();
+        let t = topics.get(name)?;
+        let current = t.partitions.len() as u32;
+        if total <= current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "topic has {current} partitions; the new count must be larger"
+            )));
+        }
+        if total > self.config.max_partitions_per_topic {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "{total} exceeds the per-topic limit {}",
+                self.config.max_partitions_per_topic
+            )));
+        }
+        let add = total - current;
+        if topics.partition_count.saturating_add(add) > self.config.max_partitions_total {
+            return Err(BrokerError::LimitReached("partitions in total".into()));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let pc = t.config.partition_config();
+        let new = topics.allocate_partitions(add)?;
+        for p in &new {
+            self.store.configure_partition(*p, pc.clone())?;
+        }
+        self.persist(
+            MetaRecord::PartitionsAdded {
+                name: name.to_string(),
+                partitions: new.iter().map(|p| p.0).collect(),
+            },
+            true,
+        )?;
+        topics.partition_count += add;
+        if let Some(t) = topics.by_name.get_mut(name) {
+            t.partitions.extend(new);
+        }
+        self.metrics
+            .partitions
+            .set(i64::from(topics.partition_count));
+        Ok(())
+    }
+
+    /// DescribeConfigs for a topic: every active key plus the accepted overrides.
+    /// `keys` None = all.
+    pub fn describe_topic_configs(
+        &self,
+        name: &str,
+        keys: Option<&[String]>,
+    ) -> Result<Vec<ConfigEntry>> {
+        let topics = self.topics.read();
+        let t = topics.get(name)?;
+        let wanted = |k: &str| keys.is_none_or(|ks| ks.iter().any(|w| w == k));
+        let mut out = Vec::new();
+        for k in ACTIVE_KEYS {
+            if wanted(k) {
+                out.push(ConfigEntry {
+                    name: k.to_string(),
+                    value: t.config.value_of(k),
+                    is_override: t.overrides.contains_key(*k),
+                    read_only: false,
+                    sensitive: false,
+                });
+            }
+        }
+        for (k, v) in &t.overrides {
+            if ACCEPTED_KEYS.contains(&k.as_str()) && wanted(k) {
+                out.push(ConfigEntry {
+                    name: k.clone(),
+                    value: Some(v.clone()),
+                    is_override: true,
+                    read_only: false,
+                    sensitive: false,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// AlterConfigs (`incremental == false`: `ops` are the complete new override set) and
+    /// IncrementalAlterConfigs.
+    pub fn alter_topic_configs(
+        &self,
+        name: &str,
+        ops: &[ConfigOp],
+        incremental: bool,
+        validate_only: bool,
+    ) -> Result<()> {
+        let mut topics = self.topics.write();
+        let t = topics.get(name)?;
+        let mut overrides = if incremental {
+            t.overrides.clone()
+        } else {
+            BTreeMap::new()
+        };
+        topic_config::apply_ops(&mut overrides, ops);
+        let tc = TopicConfig::resolve(&self.config, &overrides)?;
+        if validate_only {
+            return Ok(());
+        }
+        let pc = tc.partition_config();
+        for p in &t.partitions {
+            self.store.configure_partition(*p, pc.clone())?;
+        }
+        self.persist(
+            MetaRecord::TopicConfigsSet {
+                name: name.to_string(),
+                configs: overrides.clone(),
+            },
+            true,
+        )?;
+        if let Some(t) = topics.by_name.get_mut(name) {
+            t.overrides = overrides;
+            t.config = tc;
+        }
+        Ok(())
+    }
+
+    /// Broker-level configs for DescribeConfigs(BROKER): Kafka's names, read-only here.
+    pub fn describe_broker_configs(&self) -> Vec<ConfigEntry> {
+        let c = &self.config;
+        let e = |k: &str, v: String| ConfigEntry {
+            name: k.to_string(),
+            value: Some(v),
+            is_override: false,
+            read_only: true,
+            sensitive: false,
+        };
+        vec![
+            e("broker.id", c.node_id.to_string()),
+            e("node.id", c.node_id.to_string()),
+            e(
+                "auto.create.topics.enable",
+                c.auto_create_topics.to_string(),
+            ),
+            e("num.partitions", c.default_partitions.to_string()),
+            e("message.max.bytes", c.message_max_bytes.to_string()),
+            e(
+                "log.retention.ms",
+                c.default_retention_ms.unwrap_or(-1).to_string(),
+            ),
+            e(
+                "log.retention.bytes",
+                c.default_retention_bytes
+                    .map(|b| b as i64)
+                    .unwrap_or(-1)
+                    .to_string(),
+            ),
+            e(
+                "group.initial.rebalance.delay.ms",
+                c.group_initial_rebalance_delay_ms.to_string(),
+            ),
+            e(
+                "group.min.session.timeout.ms",
+                c.group_min_session_timeout_ms.to_string(),
+            ),
+            e(
+                "group.max.session.timeout.ms",
+                c.group_max_session_timeout_ms.to_string(),
+            ),
+            e("default.replication.factor", "1".to_string()),
+            e("offsets.topic.replication.factor", "1".to_string()),
+            e("min.insync.replicas", "1".to_string()),
+        ]
+    }
+}

@@ -1,0 +1,290 @@
+//! Topic configuration: Kafka's key names (plus `sluice.*`), validation, and the effective
+//! typed values the broker and storage act on.
+
+use std::collections::BTreeMap;
+
+use storage::{Flush, PartitionConfig};
+
+use crate::config::BrokerConfig;
+use crate::error::{BrokerError, Result};
+
+pub const RETENTION_MS: &str = "retention.ms";
+pub const RETENTION_BYTES: &str = "retention.bytes";
+pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
+pub const CLEANUP_POLICY: &str = "cleanup.policy";
+pub const FLUSH_MESSAGES: &str = "flush.messages";
+pub const SLUICE_FLUSH: &str = "sluice.flush";
+pub const SLUICE_INDEX: &str = "sluice.index";
+
+/// Keys that change behaviour.
+pub const ACTIVE_KEYS: &[&str] = &[
+    RETENTION_MS,
+    RETENTION_BYTES,
+    MAX_MESSAGE_BYTES,
+    CLEANUP_POLICY,
+    FLUSH_MESSAGES,
+    SLUICE_FLUSH,
+    SLUICE_INDEX,
+];
+
+/// Kafka topic keys accepted and stored (tools set them) but without effect here.
+pub const ACCEPTED_KEYS: &[&str] = &[
+    "compression.type",
+    "delete.retention.ms",
+    "file.delete.delay.ms",
+    "flush.ms",
+    "index.interval.bytes",
+    "local.retention.bytes",
+    "local.retention.ms",
+    "max.compaction.lag.ms",
+    "message.downconversion.enable",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.difference.max.ms",
+    "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "min.insync.replicas",
+    "preallocate",
+    "remote.storage.enable",
+    "segment.bytes",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+    "segment.ms",
+    "unclean.leader.election.enable",
+    "leader.replication.throttled.replicas",
+    "follower.replication.throttled.replicas",
+];
+
+/// Longest config value accepted.
+const MAX_VALUE_LEN: usize = 4096;
+
+/// Effective settings of one topic (defaults merged with its overrides).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<u64>,
+    pub max_message_bytes: usize,
+    pub cleanup_policy: String,
+    pub flush: Flush,
+    pub index: bool,
+}
+
+impl TopicConfig {
+    /// Validates `overrides` and merges them over the broker defaults.
+    pub fn resolve(defaults: &BrokerConfig, overrides: &BTreeMap<String, String>) -> Result<Self> {
+        let mut c = TopicConfig {
+            retention_ms: defaults.default_retention_ms,
+            retention_bytes: defaults.default_retention_bytes,
+            max_message_bytes: defaults.message_max_bytes,
+            cleanup_policy: "delete".to_string(),
+            flush: defaults.default_flush,
+            index: defaults.default_index,
+        };
+        for (k, v) in overrides {
+            c.apply(k, v)?;
+        }
+        Ok(c)
+    }
+
+    fn apply(&mut self, key: &str, value: &str) -> Result<()> {
+        let bad = || BrokerError::InvalidConfig(format!("invalid value {value:?} for {key}"));
+        if value.len() > MAX_VALUE_LEN {
+            return Err(bad());
+        }
+        match key {
+            RETENTION_MS => {
+                let v: i64 = value.trim().parse().map_err(|_| bad())?;
+                self.retention_ms = match v {
+                    -1 => None,
+                    v if v >= 0 => Some(v),
+                    _ => return Err(bad()),
+                };
+            }
+            RETENTION_BYTES => {
+                let v: i64 = value.trim().parse().map_err(|_| bad())?;
+                self.retention_bytes = match v {
+                    -1 => None,
+                    v if v >= 0 => Some(v as u64),
+                    _ => return Err(bad()),
+                };
+            }
+            MAX_MESSAGE_BYTES => {
+                let v: i64 = value.trim().parse().map_err(|_| bad())?;
+                if !(0..=i64::from(i32::MAX)).contains(&v) {
+                    return Err(bad());
+                }
+                self.max_message_bytes = v as usize;
+            }
+            CLEANUP_POLICY => {
+                let ok = value
+                    .split(',')
+                    .map(str::trim)
+                    .all(|p| p == "delete" || p == "compact");
+                if !ok || value.trim().is_empty() {
+                    return Err(bad());
+                }
+                self.cleanup_policy = value.trim().to_string();
+            }
+            FLUSH_MESSAGES => {
+                let v: i64 = value.trim().parse().map_err(|_| bad())?;
+                if v < 1 {
+                    return Err(bad());
+                }
+                self.flush = if v == 1 { Flush::Sync } else { Flush::Async };
+            }
+            SLUICE_FLUSH => {
+                self.flush = match value.trim() {
+                    "sync" => Flush::Sync,
+                    "async" => Flush::Async,
+                    _ => return Err(bad()),
+                };
+            }
+            SLUICE_INDEX => {
+                self.index = match value.trim() {
+                    "on" | "true" => true,
+                    "off" | "false" => false,
+                    _ => return Err(bad()),
+                };
+            }
+            k if ACCEPTED_KEYS.contains(&k) => {}
+            k => {
+                return Err(BrokerError::InvalidConfig(format!(
+                    "unknown topic config {k:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The policy storage applies to each partition of the topic.
+    pub fn partition_config(&self) -> PartitionConfig {
+        PartitionConfig {
+            flush: self.flush,
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            index: self.index,
+        }
+    }
+
+    /// The value of an active key as DescribeConfigs shows it.
+    pub fn value_of(&self, key: &str) -> Option<String> {
+        Some(match key {
+            RETENTION_MS => self.retention_ms.unwrap_or(-1).to_string(),
+            RETENTION_BYTES => self
+                .retention_bytes
+                .map(|b| b as i64)
+                .unwrap_or(-1)
+                .to_string(),
+            MAX_MESSAGE_BYTES => self.max_message_bytes.to_string(),
+            CLEANUP_POLICY => self.cleanup_policy.clone(),
+            FLUSH_MESSAGES => match self.flush {
+                Flush::Sync => "1".to_string(),
+                Flush::Async => i64::MAX.to_string(),
+            },
+            SLUICE_FLUSH => match self.flush {
+                Flush::Sync => "sync".to_string(),
+                Flush::Async => "async".to_string(),
+            },
+            SLUICE_INDEX => if self.index { "on" } else { "off" }.to_string(),
+            _ => return None,
+        })
+    }
+}
+
+/// One row of DescribeConfigs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    /// True when the topic overrides the broker default.
+    pub is_override: bool,
+    pub read_only: bool,
+    pub sensitive: bool,
+}
+
+/// One AlterConfigs / IncrementalAlterConfigs operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigOp {
+    Set(String, String),
+    Delete(String),
+    Append(String, String),
+    Subtract(String, String),
+}
+
+/// Applies incremental ops to an override map (list-valued keys use comma lists).
+pub fn apply_ops(overrides: &mut BTreeMap<String, String>, ops: &[ConfigOp]) {
+    for op in ops {
+        match op {
+            ConfigOp::Set(k, v) => {
+                overrides.insert(k.clone(), v.clone());
+            }
+            ConfigOp::Delete(k) => {
+                overrides.remove(k);
+            }
+            ConfigOp::Append(k, v) => {
+                let cur = overrides.get(k).cloned().unwrap_or_default();
+                let mut items: Vec<&str> = cur.split(',').filter(|s| !s.is_empty()).collect();
+                if !items.contains(&v.as_str()) {
+                    items.push(v);
+                }
+                overrides.insert(k.clone(), items.join(","));
+            }
+            ConfigOp::Subtract(k, v) => {
+                if let Some(cur) = overrides.get(k).cloned() {
+                    let items: Vec<&str> =
+                        cur.split(',').filter(|s| !s.is_empty() && s != v).collect();
+                    overrides.insert(k.clone(), items.join(","));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn resolves_overrides() {
+        let d = BrokerConfig::default();
+        let c = TopicConfig::resolve(
+            &d,
+            &map(&[
+                ("retention.ms", "-1"),
+                ("flush.messages", "1"),
+                ("sluice.index", "off"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.retention_ms, None);
+        assert_eq!(c.flush, Flush::Sync);
+        assert!(!c.index);
+        assert!(TopicConfig::resolve(&d, &map(&[("retention.ms", "x")])).is_err());
+        assert!(TopicConfig::resolve(&d, &map(&[("bogus.key", "1")])).is_err());
+        assert!(TopicConfig::resolve(&d, &map(&[("segment.bytes", "1000")])).is_ok());
+    }
+
+    #[test]
+    fn incremental_ops() {
+        let mut m = map(&[("cleanup.policy", "delete")]);
+        apply_ops(
+            &mut m,
+            &[ConfigOp::Append("cleanup.policy".into(), "compact".into())],
+        );
+        assert_eq!(m["cleanup.policy"], "delete,compact");
+        apply_ops(
+            &mut m,
+            &[ConfigOp::Subtract("cleanup.policy".into(), "delete".into())],
+        );
+        assert_eq!(m["cleanup.policy"], "compact");
+        apply_ops(&mut m, &[ConfigOp::Delete("cleanup.policy".into())]);
+        assert!(m.is_empty());
+    }
+}

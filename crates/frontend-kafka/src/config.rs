@@ -1,0 +1,46 @@
+//! Settings of the Kafka listener.
+
+/// Kafka front door settings. `Default` suits a local broker on 9092.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// Host clients are told to connect to (Metadata, FindCoordinator). Must be reachable
+    /// by clients: an IPv4 loopback address when listening on loopback.
+    pub advertised_host: String,
+    /// Port clients are told to connect to.
+    pub advertised_port: u16,
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`); checked
+    /// before any allocation.
+    pub max_frame_bytes: usize,
+    /// Response bytes queued for one connection before its reads pause (backpressure).
+    pub max_inflight_bytes_per_connection: usize,
+    /// Responses queued per connection before its reads pause.
+    pub max_inflight_responses_per_connection: usize,
+    /// Connections accepted at once; further ones are closed right away.
+    pub max_connections: usize,
+    /// A connection with no request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    pub idle_timeout_ms: u64,
+    /// Upper bound on one Fetch response, whatever the client asks.
+    pub max_fetch_response_bytes: usize,
+    /// Upper bound on Fetch `max_wait_ms`.
+    pub max_fetch_wait_ms: u64,
+    /// How long `serve` waits for connections to finish after shutdown starts.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            advertised_host: "127.0.0.1".to_string(),
+            advertised_port: 9092,
+            max_frame_bytes: common::limits::MAX_FRAME_BYTES,
+            max_inflight_bytes_per_connection: 64 * 1024 * 1024,
+            max_inflight_responses_per_connection: 64,
+            max_connections: 10_000,
+            idle_timeout_ms: 600_000,
+            max_fetch_response_bytes: 64 * 1024 * 1024,
+            max_fetch_wait_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! One client connection: read frames, handle requests one at a time in arrival order
+//! (as Kafka does, so pipelined produces keep their order), queue responses to a writer
+//! task. Reads pause while too many response bytes are queued.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broker::Broker;
+use bytes::BytesMut;
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use crate::codec::{self, HeaderPrefix};
+use crate::config::KafkaConfig;
+use crate::context::Ctx;
+use crate::framing::{self, FrameError};
+use crate::handlers::{self, api_versions};
+use crate::versions;
+
+/// Why a connection was closed by the broker (logged with the peer address).
+#[derive(Debug, thiserror::Error)]
+pub enum CloseReason {
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("idle for {0} ms")]
+    Idle(u64),
+    #[error("unknown api key {0}")]
+    UnknownApi(i16),
+    #[error("unsupported version {version} of {api:?}")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("{0}")]
+    Decode(#[from] codec::DecodeError),
+    #[error("{0}")]
+    Encode(#[from] codec::EncodeError),
+    #[error("{api:?} is {reason}")]
+    NotImplemented { api: ApiKey, reason: &'static str },
+}
+
+type Outgoing = (BytesMut, Option<OwnedSemaphorePermit>);
+
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    config: Arc<KafkaConfig>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Outgoing>(config.max_inflight_responses_per_connection.max(1));
+    let writer = tokio::spawn(write_loop(wr, rx, peer));
+    match read_loop(&mut rd, peer, &broker, &config, shutdown, tx).await {
+        Ok(()) => tracing::debug!(%peer, "connection closed"),
+        Err(reason) => tracing::warn!(%peer, %reason, "closing Kafka connection"),
+    }
+    let _ = writer.await;
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, peer: SocketAddr) {
+    while let Some((buf, permit)) = rx.recv().await {
+        if let Err(e) = wr.write_all(&buf).await {
+            tracing::debug!(%peer, error = %e, "write failed");
+            return;
+        }
+        drop(permit);
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn read_loop(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    config: &KafkaConfig,
+    mut shutdown: watch::Receiver<bool>,
+    tx: mpsc::Sender<Outgoing>,
+) -> Result<(), CloseReason> {
+    let idle = Duration::from_millis(config.idle_timeout_ms);
+    let budget = config
+        .max_inflight_bytes_per_connection
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let inflight = Arc::new(Semaphore::new(budget));
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let frame = tokio::select! {
+            r = tokio::time::timeout(idle, read_frame(rd, config.max_frame_bytes)) => match r {
+                Err(_) => return Err(CloseReason::Idle(config.idle_timeout_ms)),
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Ok(Some(f))) => f,
+                Ok(Err(FrameError::Io(e))) if is_reset(&e) => return Ok(()),
+                Ok(Err(e)) => return Err(e.into()),
+            },
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let started = Instant::now();
+        let Some(prefix) = codec::peek_prefix(&frame) else {
+            return Err(FrameError::BadLength(frame.len() as i32).into());
+        };
+        let api = ApiKey::try_from(prefix.api_key)
+            .map_err(|_| CloseReason::UnknownApi(prefix.api_key))?;
+        let version = prefix.api_version;
+        let response = if !versions::is_supported(api, version) {
+            if api != ApiKey::ApiVersions {
+                return Err(CloseReason::UnsupportedVersion { api, version });
+            }
+            // Kafka answers an unknown ApiVersions version with a v0 body listing what it
+            // supports, so the client can retry with a version both know.
+            tracing::info!(%peer, version, "ApiVersions version unsupported; answering with v0");
+            Some((ResponseKind::ApiVersions(api_versions::unsupported()), 0))
+        } else {
+            let (header, body) = codec::decode_request(frame, api, version)?;
+            let client_id = header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            let ctx = Ctx {
+                broker,
+                config,
+                client_id: &client_id,
+                peer,
+                shutdown: shutdown.clone(),
+                version,
+            };
+            handlers::dispatch(&ctx, body)
+                .await
+                .map_err(|reason| CloseReason::NotImplemented { api, reason })?
+                .map(|r| (r, version))
+        };
+        let api_name = api_name(api);
+        broker
+            .metrics()
+            .observe_request(api_name, started.elapsed().as_secs_f64());
+        if let Some((body, v)) = response {
+            let buf = codec::encode_response(prefix.correlation_id, v, &body)?;
+            let permits = buf.len().clamp(1, budget) as u32;
+            let permit = inflight.clone().acquire_many_owned(permits).await.ok();
+            if tx.send((buf, permit)).await.is_err() {
+                return Ok(());
+            }
+        }
+        log_request(peer, &prefix, api_name);
+    }
+}
+
+fn log_request(peer: SocketAddr, prefix: &HeaderPrefix, api: &str) {
+    tracing::trace!(%peer, api, version = prefix.api_version, correlation_id = prefix.correlation_id, "request handled");
+}
+
+async fn read_frame(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    max: usize,
+) -> Result<Option<bytes::Bytes>, FrameError> {
+    let Some(len) = framing::read_length(rd, max).await? else {
+        return Ok(None);
+    };
+    framing::read_body(rd, len).await.map(Some)
+}
+
+fn is_reset(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+    )
+}
+
+/// Stable metric label of an API.
+pub fn api_name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        _ => "Other",
+    }
+}

@@ -1,0 +1,58 @@
+//! Domain errors → Kafka error codes (the only place that knows both).
+
+use broker::BrokerError;
+use broker::group::GroupError;
+use kafka_protocol::ResponseError as E;
+
+pub const NONE: i16 = 0;
+
+pub fn broker_code(e: &BrokerError) -> i16 {
+    let code = match e {
+        BrokerError::UnknownTopicOrPartition => E::UnknownTopicOrPartition,
+        BrokerError::UnknownTopicId => E::UnknownTopicId,
+        BrokerError::TopicAlreadyExists(_) => E::TopicAlreadyExists,
+        BrokerError::InvalidTopic(_) => E::InvalidTopicException,
+        BrokerError::InvalidPartitions(_) => E::InvalidPartitions,
+        BrokerError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor,
+        BrokerError::InvalidConfig(_) => E::InvalidConfig,
+        BrokerError::MessageTooLarge { .. } => E::MessageTooLarge,
+        BrokerError::CorruptMessage(_) => E::CorruptMessage,
+        BrokerError::InvalidRecord(_) => E::InvalidRecord,
+        BrokerError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
+        BrokerError::LimitReached(_) => E::PolicyViolation,
+        BrokerError::Storage(storage::StorageError::DiskFull { .. }) => E::KafkaStorageError,
+        BrokerError::Storage(_) => E::KafkaStorageError,
+        BrokerError::Metadata(_) => E::KafkaStorageError,
+        BrokerError::Group(g) => return group_code(g),
+        BrokerError::ShuttingDown => E::NotLeaderOrFollower,
+    };
+    code.code()
+}
+
+pub fn group_code(e: &GroupError) -> i16 {
+    let code = match e {
+        GroupError::UnknownMemberId => E::UnknownMemberId,
+        GroupError::IllegalGeneration => E::IllegalGeneration,
+        GroupError::RebalanceInProgress => E::RebalanceInProgress,
+        GroupError::InconsistentGroupProtocol => E::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout => E::InvalidSessionTimeout,
+        GroupError::MemberIdRequired(_) => E::MemberIdRequired,
+        GroupError::FencedInstanceId => E::FencedInstanceId,
+        GroupError::GroupIdNotFound => E::GroupIdNotFound,
+        GroupError::NonEmptyGroup => E::NonEmptyGroup,
+        GroupError::GroupMaxSizeReached => E::GroupMaxSizeReached,
+        GroupError::InvalidGroupId => E::InvalidGroupId,
+        GroupError::GroupSubscribedToTopic => E::GroupSubscribedToTopic,
+        GroupError::OffsetMetadataTooLarge => E::OffsetMetadataTooLarge,
+        GroupError::UnknownTopicOrPartition => E::UnknownTopicOrPartition,
+        GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+    };
+    code.code()
+}
+
+/// Short label of an error code for metrics.
+pub fn code_name(code: i16) -> String {
+    E::try_from_code(code)
+        .map(|e| format!("{e:?}"))
+        .unwrap_or_else(|| code.to_string())
+}

@@ -1,0 +1,169 @@
+//! Fetch with long polling: answer when `min_bytes` are available, or at `max_wait_ms`,
+//! woken by appends (the store's append counter), not by a timer loop. Sessionless
+//! (session id 0): clients send full fetch requests, as KIP-227 allows.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+
+use crate::context::{Ctx, topic_name};
+use crate::errors::{NONE, broker_code, code_name};
+
+struct Wanted {
+    wire_name: String,
+    topic_id: uuid::Uuid,
+    name: Option<String>,
+    partitions: Vec<(i32, i64, i32)>,
+}
+
+pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
+    let mut appends = ctx.broker.subscribe_appends();
+    let mut shutdown = ctx.shutdown.clone();
+    let wait_ms = (req.max_wait_ms.max(0) as u64).min(ctx.config.max_fetch_wait_ms);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let max_bytes = if ctx.version >= 3 {
+        req.max_bytes.max(0) as usize
+    } else {
+        usize::MAX
+    }
+    .min(ctx.config.max_fetch_response_bytes);
+    let wanted: Vec<Wanted> = req
+        .topics
+        .iter()
+        .map(|t| Wanted {
+            wire_name: t.topic.0.to_string(),
+            topic_id: t.topic_id,
+            name: if ctx.version >= 13 {
+                ctx.broker.topic_name_by_id(t.topic_id.as_u128())
+            } else {
+                Some(t.topic.0.to_string())
+            },
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| (p.partition, p.fetch_offset, p.partition_max_bytes))
+                .collect(),
+        })
+        .collect();
+    drop(req);
+    loop {
+        appends.borrow_and_update();
+        let (resp, bytes, any_error) = read_all(ctx, &wanted, max_bytes);
+        let expired = tokio::time::Instant::now() >= deadline;
+        if bytes >= min_bytes.max(1) || any_error || expired || *shutdown.borrow() {
+            count_out(ctx, &resp);
+            return resp;
+        }
+        tokio::select! {
+            changed = appends.changed() => {
+                if changed.is_err() {
+                    return resp;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+fn count_out(ctx: &Ctx<'_>, resp: &FetchResponse) {
+    for t in &resp.responses {
+        for p in &t.partitions {
+            if p.error_code != NONE {
+                ctx.broker
+                    .metrics()
+                    .observe_error("Fetch", &code_name(p.error_code));
+            }
+        }
+    }
+}
+
+/// One pass over every requested partition. Returns (response, record bytes, any error).
+fn read_all(ctx: &Ctx<'_>, wanted: &[Wanted], max_bytes: usize) -> (FetchResponse, usize, bool) {
+    let mut remaining = max_bytes;
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut topics = Vec::with_capacity(wanted.len());
+    for t in wanted {
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for &(index, offset, part_max) in &t.partitions {
+            let mut pd = PartitionData::default()
+                .with_partition_index(index)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1);
+            let Some(name) = &t.name else {
+                any_error = true;
+                parts.push(pd.with_error_code(ResponseError::UnknownTopicId.code()));
+                continue;
+            };
+            let budget = (part_max.max(0) as usize).min(remaining);
+            match ctx.broker.fetch(name, index, offset, budget) {
+                Ok(f) => {
+                    // Only the first non-empty partition may exceed the budget (one
+                    // oversized batch, so consumers always progress).
+                    let keep = f.bytes > 0 && (total == 0 || f.bytes <= remaining);
+                    pd = pd
+                        .with_error_code(NONE)
+                        .with_high_watermark(f.high_watermark)
+                        .with_last_stable_offset(f.high_watermark)
+                        .with_log_start_offset(f.log_start_offset)
+                        .with_aborted_transactions(Some(Vec::new()));
+                    if keep {
+                        total += f.bytes;
+                        remaining = remaining.saturating_sub(f.bytes);
+                        pd = pd.with_records(Some(concat(f.chunks, f.bytes)));
+                    } else {
+                        pd = pd.with_records(Some(Bytes::new()));
+                    }
+                }
+                Err(e) => {
+                    any_error = true;
+                    let code = broker_code(&e);
+                    if let broker::BrokerError::OffsetOutOfRange {
+                        log_start, log_end, ..
+                    } = e
+                    {
+                        pd = pd
+                            .with_high_watermark(log_end)
+                            .with_last_stable_offset(log_end)
+                            .with_log_start_offset(log_start);
+                    }
+                    pd = pd.with_error_code(code).with_records(Some(Bytes::new()));
+                }
+            }
+            parts.push(pd);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic_name(if ctx.version >= 13 {
+                    String::new()
+                } else {
+                    t.wire_name.clone()
+                }))
+                .with_topic_id(t.topic_id)
+                .with_partitions(parts),
+        );
+    }
+    let resp = FetchResponse::default()
+        .with_error_code(NONE)
+        .with_session_id(0)
+        .with_responses(topics);
+    (resp, total, any_error)
+}
+
+/// One `Bytes` for the records field: no copy when storage returned a single chunk.
+fn concat(mut chunks: Vec<Bytes>, total: usize) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut buf = BytesMut::with_capacity(total);
+    for c in chunks {
+        buf.extend_from_slice(&c);
+    }
+    buf.freeze()
+}

@@ -1,0 +1,71 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4, same
+//! as earliest here), latest tiered (-5, none here) and by timestamp.
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::context::Ctx;
+use crate::errors::{NONE, broker_code, code_name};
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let b = ctx.broker;
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let base = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_leader_epoch(0);
+                    let result: broker::Result<(i64, i64)> = match p.timestamp {
+                        LATEST => b
+                            .watermarks(&name, p.partition_index)
+                            .map(|w| (w.high_watermark, -1)),
+                        EARLIEST | EARLIEST_LOCAL => b
+                            .watermarks(&name, p.partition_index)
+                            .map(|w| (w.log_start, -1)),
+                        LATEST_TIERED => b.watermarks(&name, p.partition_index).map(|_| (-1, -1)),
+                        MAX_TIMESTAMP => b
+                            .max_timestamp(&name, p.partition_index)
+                            .map(|o| o.map(|(off, ts)| (off, ts)).unwrap_or((-1, -1))),
+                        ts if ts >= 0 => b
+                            .offset_for_timestamp(&name, p.partition_index, ts)
+                            .map(|o| o.map(|(off, ts)| (off, ts)).unwrap_or((-1, -1))),
+                        _ => Err(broker::BrokerError::InvalidRecord(
+                            "invalid timestamp".into(),
+                        )),
+                    };
+                    match result {
+                        Ok((offset, ts)) => base
+                            .with_error_code(NONE)
+                            .with_offset(offset)
+                            .with_timestamp(ts),
+                        Err(e) => {
+                            let code = broker_code(&e);
+                            b.metrics().observe_error("ListOffsets", &code_name(code));
+                            base.with_error_code(code)
+                                .with_offset(-1)
+                                .with_timestamp(-1)
+                        }
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

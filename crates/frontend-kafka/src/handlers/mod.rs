@@ -1,0 +1,56 @@
+//! One module per API family; `dispatch` routes a decoded request to its handler.
+
+pub mod api_versions;
+mod configs;
+mod coordinator;
+mod fetch;
+mod groups;
+mod list_offsets;
+mod metadata;
+mod offsets;
+mod produce;
+mod topics;
+
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+
+use crate::context::Ctx;
+
+/// Handles one request. `None`: no response is sent (Produce with acks=0).
+/// `Err(name)`: a request kind this front door does not implement (never advertised).
+pub async fn dispatch(
+    ctx: &Ctx<'_>,
+    req: RequestKind,
+) -> Result<Option<ResponseKind>, &'static str> {
+    use RequestKind as Q;
+    use ResponseKind as R;
+    Ok(Some(match req {
+        Q::ApiVersions(_) => R::ApiVersions(api_versions::response(0)),
+        Q::Metadata(r) => R::Metadata(metadata::handle(ctx, r)),
+        Q::Produce(r) => return Ok(produce::handle(ctx, r).await.map(R::Produce)),
+        Q::Fetch(r) => R::Fetch(fetch::handle(ctx, r).await),
+        Q::ListOffsets(r) => R::ListOffsets(list_offsets::handle(ctx, r)),
+        Q::CreateTopics(r) => R::CreateTopics(topics::create_topics(ctx, r)),
+        Q::DeleteTopics(r) => R::DeleteTopics(topics::delete_topics(ctx, r)),
+        Q::CreatePartitions(r) => R::CreatePartitions(topics::create_partitions(ctx, r)),
+        Q::DeleteRecords(r) => R::DeleteRecords(topics::delete_records(ctx, r)),
+        Q::DescribeConfigs(r) => R::DescribeConfigs(configs::describe(ctx, r)),
+        Q::AlterConfigs(r) => R::AlterConfigs(configs::alter(ctx, r)),
+        Q::IncrementalAlterConfigs(r) => {
+            R::IncrementalAlterConfigs(configs::incremental_alter(ctx, r))
+        }
+        Q::FindCoordinator(r) => R::FindCoordinator(coordinator::find_coordinator(ctx, r)),
+        Q::DescribeCluster(r) => R::DescribeCluster(coordinator::describe_cluster(ctx, r)),
+        Q::InitProducerId(r) => R::InitProducerId(coordinator::init_producer_id(ctx, r)),
+        Q::JoinGroup(r) => R::JoinGroup(groups::join(ctx, r).await),
+        Q::SyncGroup(r) => R::SyncGroup(groups::sync(ctx, r).await),
+        Q::Heartbeat(r) => R::Heartbeat(groups::heartbeat(ctx, r)),
+        Q::LeaveGroup(r) => R::LeaveGroup(groups::leave(ctx, r)),
+        Q::ListGroups(r) => R::ListGroups(groups::list(ctx, r)),
+        Q::DescribeGroups(r) => R::DescribeGroups(groups::describe(ctx, r)),
+        Q::DeleteGroups(r) => R::DeleteGroups(groups::delete(ctx, r)),
+        Q::OffsetCommit(r) => R::OffsetCommit(offsets::commit(ctx, r)),
+        Q::OffsetFetch(r) => R::OffsetFetch(offsets::fetch(ctx, r)),
+        Q::OffsetDelete(r) => R::OffsetDelete(offsets::delete(ctx, r)),
+        _ => return Err("not implemented"),
+    }))
+}

@@ -1,0 +1,77 @@
+//! The accept loop: connection limit, one task per connection, graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker::Broker;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::KafkaConfig;
+use crate::connection;
+
+/// Serves the Kafka protocol on `listener` until `shutdown` becomes true (or its sender
+/// is dropped). Then it stops accepting, lets each connection finish the request it is
+/// handling (long polls return early) and send its responses, closes the connections
+/// (waiting at most `shutdown_grace_ms`), and returns.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    config: KafkaConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let config = Arc::new(config);
+    let mut tasks = JoinSet::new();
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, advertised = %format!("{}:{}", config.advertised_host, config.advertised_port), "Kafka listener ready");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if tasks.len() >= config.max_connections {
+                        tracing::warn!(%peer, limit = config.max_connections, "connection limit reached; closing new connection");
+                        drop(stream);
+                        continue;
+                    }
+                    let metrics = broker.metrics();
+                    metrics.connections.inc();
+                    metrics.connections_total.inc();
+                    let (b, c, s) = (broker.clone(), config.clone(), shutdown.clone());
+                    tasks.spawn(async move {
+                        connection::run(stream, peer, b.clone(), c, s).await;
+                        b.metrics().connections.dec();
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    tracing::info!(connections = tasks.len(), "Kafka listener stopping");
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = tasks.len(),
+            "connections still open after the grace period; aborting them"
+        );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    Ok(())
+}
