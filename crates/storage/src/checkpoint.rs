@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::PartitionId;
 
-use crate::config::{Flush, PartitionConfig};
+use crate::config::PartitionConfig;
 use crate::error::{Result, StorageError};
 use crate::partition::Partition;
 
@@ -91,20 +91,7 @@ impl Checkpoint {
         b.extend_from_slice(&[0, 0, 0, 0]);
         for r in &self.partitions {
             b.extend_from_slice(&r.id.0.to_le_bytes());
-            let mut flags = 0u8;
-            if r.cfg.flush == Flush::Sync {
-                flags |= 1;
-            }
-            if r.cfg.index {
-                flags |= 2;
-            }
-            if r.cfg.retention_ms.is_some() {
-                flags |= 4;
-            }
-            if r.cfg.retention_bytes.is_some() {
-                flags |= 8;
-            }
-            b.extend_from_slice(&[flags, 0, 0, 0]);
+            b.extend_from_slice(&[r.cfg.flags(), 0, 0, 0]);
             b.extend_from_slice(&r.cfg.retention_ms.unwrap_or(0).to_le_bytes());
             b.extend_from_slice(&r.cfg.retention_bytes.unwrap_or(0).to_le_bytes());
             for v in [r.log_start, r.log_end] {
@@ -151,16 +138,7 @@ impl Checkpoint {
             let at = HEADER_BYTES + k * RECORD_BYTES;
             let id = u32::from_le_bytes(body[at..at + 4].try_into().unwrap_or([0; 4]));
             let flags = body[at + 4];
-            let cfg = PartitionConfig {
-                flush: if flags & 1 != 0 {
-                    Flush::Sync
-                } else {
-                    Flush::Async
-                },
-                index: flags & 2 != 0,
-                retention_ms: (flags & 4 != 0).then(|| i64_at(at + 8)),
-                retention_bytes: (flags & 8 != 0).then(|| u64_at(at + 16)),
-            };
+            let cfg = PartitionConfig::from_flags(flags, i64_at(at + 8), u64_at(at + 16));
             partitions.push(PartitionRecord {
                 id: PartitionId(id),
                 cfg,

@@ -25,6 +25,9 @@ pub struct CommitLog {
     writer: Mutex<Writer>,
     /// Everything below this position is known durable (fdatasync returned).
     synced: AtomicU64,
+    /// Serialises `sync` calls: a second caller must not report a position durable while the
+    /// first is still inside the fdatasync that covers it.
+    sync_lock: Mutex<()>,
     /// Test hook: fail writes with ENOSPC while set.
     pub(crate) inject_enospc: std::sync::atomic::AtomicBool,
 }
@@ -68,6 +71,7 @@ impl CommitLog {
                 dirty: Vec::new(),
             }),
             synced: AtomicU64::new(0),
+            sync_lock: Mutex::new(()),
             inject_enospc: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -237,6 +241,7 @@ impl CommitLog {
     /// Runs without the writer lock except for taking the snapshot, so appends continue while
     /// the disk works (that is what makes group commit batch).
     pub fn sync(&self) -> Result<u64> {
+        let _one_at_a_time = self.sync_lock.lock();
         let (pos, dirty) = {
             let mut w = self.writer.lock();
             (w.pos, std::mem::take(&mut w.dirty))
@@ -257,10 +262,14 @@ impl CommitLog {
 
     /// Like [`CommitLog::sync`] for a caller already holding the writer.
     pub fn sync_locked(&self, w: &mut Writer) -> Result<u64> {
-        for seg in &w.dirty {
-            seg.sync_data()?;
+        // A concurrent `sync` may hold segments taken from `dirty` mid-fsync, so sync every
+        // segment that may hold undurable bytes rather than trusting `dirty`.
+        let synced = self.synced();
+        for seg in self.segments() {
+            if seg.end() > synced && seg.base < w.pos {
+                seg.sync_data()?;
+            }
         }
-        w.dirty.clear();
         self.synced.fetch_max(w.pos, Ordering::AcqRel);
         Ok(w.pos)
     }

@@ -104,3 +104,64 @@ impl Default for PartitionConfig {
         }
     }
 }
+
+/// The `config` file in a partition's directory (format in `docs/storage-format.md`):
+/// written whenever `configure_partition` changes the policy, so a restart before the next
+/// checkpoint keeps it.
+pub(crate) const PARTITION_CONFIG_BYTES: usize = 24;
+
+impl PartitionConfig {
+    pub(crate) fn encode(&self) -> [u8; PARTITION_CONFIG_BYTES] {
+        let mut b = [0u8; PARTITION_CONFIG_BYTES];
+        b[0] = 1; // version
+        b[1] = self.flags();
+        b[4..12].copy_from_slice(&self.retention_ms.unwrap_or(0).to_le_bytes());
+        b[12..20].copy_from_slice(&self.retention_bytes.unwrap_or(0).to_le_bytes());
+        let crc = crc32c::crc32c(&b[..20]);
+        b[20..24].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Option<PartitionConfig> {
+        if b.len() != PARTITION_CONFIG_BYTES || b[0] != 1 {
+            return None;
+        }
+        if crc32c::crc32c(&b[..20]).to_le_bytes() != b[20..24] {
+            return None;
+        }
+        let ms = i64::from_le_bytes(b[4..12].try_into().ok()?);
+        let bytes = u64::from_le_bytes(b[12..20].try_into().ok()?);
+        Some(Self::from_flags(b[1], ms, bytes))
+    }
+
+    /// bit 0 flush=sync, bit 1 index, bit 2 retention_ms set, bit 3 retention_bytes set.
+    pub(crate) fn flags(&self) -> u8 {
+        let mut f = 0;
+        if self.flush == Flush::Sync {
+            f |= 1;
+        }
+        if self.index {
+            f |= 2;
+        }
+        if self.retention_ms.is_some() {
+            f |= 4;
+        }
+        if self.retention_bytes.is_some() {
+            f |= 8;
+        }
+        f
+    }
+
+    pub(crate) fn from_flags(f: u8, retention_ms: i64, retention_bytes: u64) -> PartitionConfig {
+        PartitionConfig {
+            flush: if f & 1 != 0 {
+                Flush::Sync
+            } else {
+                Flush::Async
+            },
+            index: f & 2 != 0,
+            retention_ms: (f & 4 != 0).then_some(retention_ms),
+            retention_bytes: (f & 8 != 0).then_some(retention_bytes),
+        }
+    }
+}

@@ -44,6 +44,9 @@ pub struct Partition {
     pub start_pos: u64,
     /// Sum of `batch_len` over live entries (for `retention_bytes`).
     pub bytes: u64,
+    /// Max timestamp of entry `cq_start` (`i64::MIN`: unknown), so the read-time retention
+    /// check is one comparison.
+    pub head_max_ts: i64,
     /// Queue files below this entry index have been deleted.
     pub cq_trimmed: u64,
 }
@@ -67,6 +70,7 @@ impl Partition {
             start_pos: u64::MAX,
             bytes: 0,
             cq_trimmed: 0,
+            head_max_ts: i64::MIN,
         }
     }
 
@@ -74,6 +78,7 @@ impl Partition {
     pub fn push(&mut self, e: CqEntry) {
         if self.cq_start == self.cq_end {
             self.start_pos = e.position;
+            self.head_max_ts = e.max_timestamp;
             self.log_start = self.log_start.max(e.base_offset);
         }
         self.cq_pending.push(e);

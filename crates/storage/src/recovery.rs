@@ -117,9 +117,17 @@ pub fn open(cfg: StoreConfig) -> Result<Inner> {
     // A checkpointed partition whose directory is gone was deleted.
     parts.retain(|id, _| on_disk.contains(id));
     for id in on_disk {
-        parts
+        // The partition's own `config` file is the latest policy (the checkpoint's copy may
+        // predate a change).
+        let cfg = std::fs::read(files.dir(id).join("config"))
+            .ok()
+            .and_then(|b| PartitionConfig::decode(&b));
+        let part = parts
             .entry(id)
             .or_insert_with(|| Arc::new(Mutex::new(Partition::new(PartitionConfig::default()))));
+        if let Some(cfg) = cfg {
+            part.lock().cfg = cfg;
+        }
     }
     let inner = Inner::new(cfg, log, files);
     *inner.parts.write() = parts;
@@ -155,7 +163,11 @@ fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
             Err(EntryFault::BadBody) => {
                 let h = entry::check_header(bytes).map_err(|_| StorageError::Closed)?;
                 let size = ENTRY_HEADER_BYTES + h.batch_len as usize;
-                let follows = bytes.get(size..).is_some_and(|b| entry::check(b).is_ok());
+                let follows = bytes.get(size..).is_some_and(|b| entry::check(b).is_ok())
+                    || inner
+                        .log
+                        .segment_from(seg.end())
+                        .is_some_and(|next| entry::check(next.bytes()).is_ok());
                 if !follows {
                     return Ok(pos);
                 }

@@ -36,9 +36,9 @@ impl Inner {
         g.bytes = g.bytes.saturating_sub(dropped);
         g.cq_start = k;
         g.log_start = log_start.max(g.log_start).min(g.log_end);
-        g.start_pos = match self.files.cq_entries_locked(p, g, k, 1)?.first() {
-            Some(e) => e.position,
-            None => u64::MAX,
+        (g.start_pos, g.head_max_ts) = match self.files.cq_entries_locked(p, g, k, 1)?.first() {
+            Some(e) => (e.position, e.max_timestamp),
+            None => (u64::MAX, i64::MIN),
         };
         Ok(())
     }
@@ -53,6 +53,9 @@ impl Inner {
             return Ok(false);
         }
         let cutoff = self.cfg.clock.now_ms().saturating_sub(ms);
+        if g.head_max_ts >= cutoff {
+            return Ok(false);
+        }
         let mut k = g.cq_start;
         let mut next_start = None;
         'scan: while k < g.cq_end {
@@ -69,6 +72,9 @@ impl Inner {
             }
         }
         if k == g.cq_start {
+            if let Some(e) = self.files.cq_entries_locked(p, &g, k, 1)?.first() {
+                g.head_max_ts = e.max_timestamp;
+            }
             return Ok(false);
         }
         let start = next_start.unwrap_or(g.log_end);

@@ -112,6 +112,12 @@ impl Inner {
         }
     }
 
+    /// Persists a partition's policy in its directory (`config`, 24 bytes).
+    pub fn write_partition_config(&self, p: PartitionId, cfg: &PartitionConfig) -> Result<()> {
+        let path = self.files.dir(p).join("config");
+        std::fs::write(&path, cfg.encode()).map_err(|e| StorageError::io("writing", &path, e))
+    }
+
     pub fn partition(&self, p: PartitionId) -> Result<Arc<Mutex<Partition>>> {
         self.parts
             .read()
@@ -219,8 +225,13 @@ impl Store {
 
     /// Creates the partition if absent (idempotent) and sets its policy.
     pub fn configure_partition(&self, p: PartitionId, cfg: PartitionConfig) -> Result<()> {
-        if let Some(part) = self.inner.parts.read().get(&p) {
-            part.lock().cfg = cfg;
+        let existing = self.inner.parts.read().get(&p).cloned();
+        if let Some(part) = existing {
+            let mut g = part.lock();
+            if g.cfg != cfg {
+                self.inner.write_partition_config(p, &cfg)?;
+                g.cfg = cfg;
+            }
             return Ok(());
         }
         let mut parts = self.inner.parts.write();
@@ -230,6 +241,7 @@ impl Store {
         }
         let dir = self.inner.files.dir(p);
         std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("creating dir", &dir, e))?;
+        self.inner.write_partition_config(p, &cfg)?;
         // The directory entry is made durable by the next log sync, before any append to
         // this partition is acknowledged as durable.
         self.inner.queues_dir_dirty.store(true, Ordering::Release);

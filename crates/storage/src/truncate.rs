@@ -69,6 +69,7 @@ impl Inner {
             g.cq_start = g.cq_end;
             g.start_pos = u64::MAX;
         }
+        g.head_max_ts = i64::MIN;
         // Index entries are in offset order: drop those at or past the new end.
         let (mut lo, mut hi) = (0u64, g.idx_end);
         while lo < hi {

@@ -1,6 +1,6 @@
-mod common;
+mod kit;
 
-use common::*;
+use kit::*;
 use sluice_storage::{Flush, PartitionConfig, PartitionId, StorageError, Store, StoreConfig};
 
 const P0: PartitionId = PartitionId(0);
