@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,7 @@ const SNAPSHOT_VERSION: u32 = 1;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TopicRecord {
     pub name: String,
+    #[serde(with = "hex_u128")]
     pub topic_id: u128,
     pub partitions: Vec<u32>,
     pub configs: BTreeMap<String, String>,
@@ -32,6 +33,20 @@ pub struct GroupRecord {
     pub generation_id: i32,
     pub protocol_type: Option<String>,
     pub offsets: Vec<(String, i32, CommittedOffset)>,
+}
+
+/// u128 as a 32-digit hex string (JSON numbers cannot hold it).
+mod hex_u128 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:032x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let s = String::deserialize(d)?;
+        u128::from_str_radix(&s, 16).map_err(serde::de::Error::custom)
+    }
 }
 
 /// One change to the metadata image.
@@ -195,33 +210,27 @@ impl MetadataLog {
         };
         let log_path = dir.join("metadata.log");
         let mut count = 0;
-        if let Ok(f) = File::open(&log_path) {
-            let lines: Vec<String> = BufReader::new(f)
-                .lines()
-                .collect::<std::io::Result<_>>()
-                .map_err(|e| io_err("read", &log_path, e))?;
-            let n = lines.len();
-            for (i, line) in lines.into_iter().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<MetaRecord>(&line) {
-                    Ok(r) => {
-                        image.apply(r);
-                        count += 1;
-                    }
-                    Err(e) if i + 1 == n => {
-                        tracing::warn!(path = %log_path.display(), error = %e, "ignoring torn last metadata record");
-                    }
-                    Err(e) => {
-                        return Err(BrokerError::Metadata(format!(
-                            "{} line {}: {e}",
-                            log_path.display(),
-                            i + 1
-                        )));
-                    }
-                }
+        let bytes = match fs::read(&log_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err("read", &log_path, e)),
+        };
+        let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+        // The piece after the last newline is a record whose write did not finish.
+        if let Some(torn) = lines.pop()
+            && !torn.is_empty()
+        {
+            tracing::warn!(path = %log_path.display(), bytes = torn.len(), "ignoring torn last metadata record");
+        }
+        for (i, line) in lines.into_iter().enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
             }
+            let r = serde_json::from_slice::<MetaRecord>(line).map_err(|e| {
+                BrokerError::Metadata(format!("{} line {}: {e}", log_path.display(), i + 1))
+            })?;
+            image.apply(r);
+            count += 1;
         }
         let log = OpenOptions::new()
             .create(true)

@@ -34,8 +34,12 @@ pub enum CloseReason {
     UnsupportedVersion { api: ApiKey, version: i16 },
     #[error("{0}")]
     Decode(#[from] codec::DecodeError),
-    #[error("{0}")]
-    Encode(#[from] codec::EncodeError),
+    #[error("cannot encode {api:?} v{version} response: {error}")]
+    Encode {
+        api: ApiKey,
+        version: i16,
+        error: codec::EncodeError,
+    },
     #[error("{api:?} is {reason}")]
     NotImplemented { api: ApiKey, reason: &'static str },
 }
@@ -138,7 +142,8 @@ async fn read_loop(
             .metrics()
             .observe_request(api_name, started.elapsed().as_secs_f64());
         if let Some((body, v)) = response {
-            let buf = codec::encode_response(prefix.correlation_id, v, &body)?;
+            let buf = codec::encode_response(prefix.correlation_id, v, &body)
+                .map_err(|error| CloseReason::Encode { api, version: v, error })?;
             let permits = buf.len().clamp(1, budget) as u32;
             let permit = inflight.clone().acquire_many_owned(permits).await.ok();
             if tx.send((buf, permit)).await.is_err() {

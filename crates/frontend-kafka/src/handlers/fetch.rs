@@ -111,7 +111,11 @@ fn read_all(ctx: &Ctx<'_>, wanted: &[Wanted], max_bytes: usize) -> (FetchRespons
                         .with_error_code(NONE)
                         .with_high_watermark(f.high_watermark)
                         .with_last_stable_offset(f.high_watermark)
-                        .with_log_start_offset(f.log_start_offset)
+                        .with_log_start_offset(if ctx.version >= 5 {
+                            f.log_start_offset
+                        } else {
+                            -1
+                        })
                         .with_aborted_transactions(Some(Vec::new()));
                     if keep {
                         total += f.bytes;
@@ -131,7 +135,7 @@ fn read_all(ctx: &Ctx<'_>, wanted: &[Wanted], max_bytes: usize) -> (FetchRespons
                         pd = pd
                             .with_high_watermark(log_end)
                             .with_last_stable_offset(log_end)
-                            .with_log_start_offset(log_start);
+                            .with_log_start_offset(if ctx.version >= 5 { log_start } else { -1 });
                     }
                     pd = pd.with_error_code(code).with_records(Some(Bytes::new()));
                 }

@@ -50,7 +50,7 @@ pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
         Ok(o) => JoinGroupResponse::default()
             .with_error_code(NONE)
             .with_generation_id(o.generation_id)
-            .with_protocol_type(o.protocol_type.map(s))
+            .with_protocol_type(if legacy { None } else { o.protocol_type.map(s) })
             .with_protocol_name(match (o.protocol_name, legacy) {
                 (Some(n), _) => Some(s(n)),
                 (None, true) => Some(s("")),
@@ -64,7 +64,11 @@ pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
                     .map(|m| {
                         JoinGroupResponseMember::default()
                             .with_member_id(s(m.member_id))
-                            .with_group_instance_id(m.group_instance_id.map(s))
+                            .with_group_instance_id(if ctx.version >= 5 {
+                                m.group_instance_id.map(s)
+                            } else {
+                                None
+                            })
                             .with_metadata(m.metadata)
                     })
                     .collect(),
@@ -99,11 +103,17 @@ pub async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
             .collect(),
     };
     match ctx.broker.sync_group(domain).await {
-        Ok(o) => SyncGroupResponse::default()
-            .with_error_code(NONE)
-            .with_protocol_type(o.protocol_type.map(s))
-            .with_protocol_name(o.protocol_name.map(s))
-            .with_assignment(o.assignment),
+        Ok(o) => {
+            let r = SyncGroupResponse::default()
+                .with_error_code(NONE)
+                .with_assignment(o.assignment);
+            if ctx.version >= 5 {
+                r.with_protocol_type(o.protocol_type.map(s))
+                    .with_protocol_name(o.protocol_name.map(s))
+            } else {
+                r
+            }
+        }
         Err(e) => {
             ctx.broker
                 .metrics()
@@ -176,8 +186,8 @@ pub fn list(ctx: &Ctx<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
             ListedGroup::default()
                 .with_group_id(GroupId(s(g.group_id)))
                 .with_protocol_type(s(g.protocol_type))
-                .with_group_state(s(g.state.as_str()))
-                .with_group_type(s("classic"))
+                .with_group_state(if ctx.version >= 4 { s(g.state.as_str()) } else { s("") })
+                .with_group_type(if ctx.version >= 5 { s("classic") } else { s("") })
         })
         .collect();
     ListGroupsResponse::default()
@@ -204,7 +214,11 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGroupsResp
                         .map(|m| {
                             DescribedGroupMember::default()
                                 .with_member_id(s(m.member_id))
-                                .with_group_instance_id(m.group_instance_id.map(s))
+                                .with_group_instance_id(if ctx.version >= 4 {
+                                    m.group_instance_id.map(s)
+                                } else {
+                                    None
+                                })
                                 .with_client_id(s(m.client_id))
                                 .with_client_host(s(m.client_host))
                                 .with_member_metadata(m.metadata)

@@ -28,7 +28,7 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
                 .map(|p| {
                     let base = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index)
-                        .with_leader_epoch(0);
+                        .with_leader_epoch(if ctx.version >= 4 { 0 } else { -1 });
                     let result: broker::Result<(i64, i64)> = match p.timestamp {
                         LATEST => b
                             .watermarks(&name, p.partition_index)

@@ -55,8 +55,8 @@ pub fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
                 .with_host(s(ctx.config.advertised_host.clone()))
                 .with_port(i32::from(ctx.config.advertised_port)),
         ])
-        .with_cluster_id(Some(s(b.cluster_id())))
-        .with_controller_id(BrokerId(b.node_id()))
+        .with_cluster_id((ctx.version >= 2).then(|| s(b.cluster_id())))
+        .with_controller_id(BrokerId(if ctx.version >= 1 { b.node_id() } else { -1 }))
         .with_topics(topics)
         .with_cluster_authorized_operations(OPS_OMITTED)
 }
@@ -66,7 +66,11 @@ fn topic_ok(ctx: &Ctx<'_>, t: &TopicInfo) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_error_code(NONE)
         .with_name(Some(topic_name(t.name.clone())))
-        .with_topic_id(uuid(t.topic_id))
+        .with_topic_id(if ctx.version >= 10 {
+            uuid(t.topic_id)
+        } else {
+            uuid::Uuid::nil()
+        })
         .with_is_internal(false)
         .with_topic_authorized_operations(OPS_OMITTED)
         .with_partitions(
@@ -76,7 +80,7 @@ fn topic_ok(ctx: &Ctx<'_>, t: &TopicInfo) -> MetadataResponseTopic {
                         .with_error_code(NONE)
                         .with_partition_index(p)
                         .with_leader_id(node)
-                        .with_leader_epoch(0)
+                        .with_leader_epoch(if ctx.version >= 7 { 0 } else { -1 })
                         .with_replica_nodes(vec![node])
                         .with_isr_nodes(vec![node])
                 })

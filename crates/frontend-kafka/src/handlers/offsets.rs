@@ -97,9 +97,13 @@ fn fetch_group(ctx: &Ctx<'_>, group: &str, topics: Option<Vec<(String, Vec<i32>)
     out
 }
 
-fn parts_of(o: Option<CommittedOffset>) -> (i64, i32, String) {
+fn parts_of(o: Option<CommittedOffset>, version: i16) -> (i64, i32, String) {
     match o {
-        Some(c) => (c.offset, c.leader_epoch, c.metadata.unwrap_or_default()),
+        Some(c) => (
+            c.offset,
+            if version >= 5 { c.leader_epoch } else { -1 },
+            c.metadata.unwrap_or_default(),
+        ),
         None => (-1, -1, String::new()),
     }
 }
@@ -124,7 +128,7 @@ pub fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
                             .with_partitions(
                                 ps.into_iter()
                                     .map(|(p, o)| {
-                                        let (off, epoch, meta) = parts_of(o);
+                                        let (off, epoch, meta) = parts_of(o, ctx.version);
                                         OffsetFetchResponsePartitions::default()
                                             .with_partition_index(p)
                                             .with_committed_offset(off)
@@ -158,7 +162,7 @@ pub fn fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
                 .with_partitions(
                     ps.into_iter()
                         .map(|(p, o)| {
-                            let (off, epoch, meta) = parts_of(o);
+                            let (off, epoch, meta) = parts_of(o, ctx.version);
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(off)

@@ -55,14 +55,17 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceRespons
                         let bytes = BytesMut::from(records);
                         match ctx.broker.produce(name, p.index, bytes).await {
                             Ok(done) => {
-                                r = r
-                                    .with_base_offset(done.base_offset)
-                                    .with_log_start_offset(done.log_start_offset);
+                                r = r.with_base_offset(done.base_offset);
+                                if ctx.version >= 5 {
+                                    r = r.with_log_start_offset(done.log_start_offset);
+                                }
                                 NONE
                             }
                             Err(e) => {
                                 tracing::debug!(peer = %ctx.peer, topic = %name, partition = p.index, error = %e, "produce rejected");
-                                r = r.with_error_message(Some(s(e.to_string())));
+                                if ctx.version >= 8 {
+                                    r = r.with_error_message(Some(s(e.to_string())));
+                                }
                                 broker_code(&e)
                             }
                         }

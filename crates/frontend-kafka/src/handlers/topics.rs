@@ -70,11 +70,15 @@ pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsRes
             };
             match b.create_topic(new, req.validate_only) {
                 Ok(info) => {
-                    let mut r = base
-                        .with_error_code(NONE)
-                        .with_topic_id(uuid(info.topic_id))
-                        .with_num_partitions(info.partitions as i32)
-                        .with_replication_factor(1);
+                    let mut r = base.with_error_code(NONE);
+                    if ctx.version >= 7 {
+                        r = r.with_topic_id(uuid(info.topic_id));
+                    }
+                    if ctx.version >= 5 {
+                        r = r
+                            .with_num_partitions(info.partitions as i32)
+                            .with_replication_factor(1);
+                    }
                     if ctx.version >= 5 && !req.validate_only {
                         r = r.with_configs(b.describe_topic_configs(&name, None).ok().map(
                             |entries| {
@@ -132,14 +136,17 @@ pub fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsRes
             let Some(n) = resolved else {
                 return r.with_error_code(ResponseError::UnknownTopicId.code());
             };
-            if let Ok(info) = b.topic(&n) {
+            if ctx.version >= 6
+                && let Ok(info) = b.topic(&n)
+            {
                 r = r.with_topic_id(uuid(info.topic_id));
             }
             match b.delete_topic(&n) {
                 Ok(()) => r.with_name(Some(topic_name(n))).with_error_code(NONE),
-                Err(e) => r
+                Err(e) if ctx.version >= 5 => r
                     .with_error_code(broker_code(&e))
                     .with_error_message(err_msg(&e)),
+                Err(e) => r.with_error_code(broker_code(&e)),
             }
         })
         .collect();
