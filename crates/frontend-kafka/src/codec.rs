@@ -32,8 +32,6 @@ pub enum DecodeError {
         version: i16,
         reason: String,
     },
-    #[error("{0} trailing bytes after the request body")]
-    Trailing(usize),
 }
 
 /// Decodes header and body of a supported (api, version). The body's `Bytes` fields
@@ -52,7 +50,9 @@ pub fn decode_request(
         reason: format!("{e:#}"),
     })?;
     if !frame.is_empty() {
-        return Err(DecodeError::Trailing(frame.len()));
+        // Kafka's own parser ignores bytes after the body; some clients send them (e.g.
+        // librdkafka 2.16 on Metadata v13). Log and carry on.
+        tracing::debug!(?api, version, trailing = frame.len(), bytes = ?&frame[..frame.len().min(16)], "ignoring trailing request bytes");
     }
     Ok((header, body))
 }
