@@ -142,8 +142,13 @@ async fn read_loop(
             .metrics()
             .observe_request(api_name, started.elapsed().as_secs_f64());
         if let Some((body, v)) = response {
-            let buf = codec::encode_response(prefix.correlation_id, v, &body)
-                .map_err(|error| CloseReason::Encode { api, version: v, error })?;
+            let buf = codec::encode_response(prefix.correlation_id, v, &body).map_err(|error| {
+                CloseReason::Encode {
+                    api,
+                    version: v,
+                    error,
+                }
+            })?;
             let permits = buf.len().clamp(1, budget) as u32;
             let permit = inflight.clone().acquire_many_owned(permits).await.ok();
             if tx.send((buf, permit)).await.is_err() {

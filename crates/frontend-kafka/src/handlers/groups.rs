@@ -186,8 +186,16 @@ pub fn list(ctx: &Ctx<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
             ListedGroup::default()
                 .with_group_id(GroupId(s(g.group_id)))
                 .with_protocol_type(s(g.protocol_type))
-                .with_group_state(if ctx.version >= 4 { s(g.state.as_str()) } else { s("") })
-                .with_group_type(if ctx.version >= 5 { s("classic") } else { s("") })
+                .with_group_state(if ctx.version >= 4 {
+                    s(g.state.as_str())
+                } else {
+                    s("")
+                })
+                .with_group_type(if ctx.version >= 5 {
+                    s("classic")
+                } else {
+                    s("")
+                })
         })
         .collect();
     ListGroupsResponse::default()
