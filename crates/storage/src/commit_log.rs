@@ -241,6 +241,11 @@ impl CommitLog {
     /// Runs without the writer lock except for taking the snapshot, so appends continue while
     /// the disk works (that is what makes group commit batch).
     pub fn sync(&self) -> Result<u64> {
+        self.sync_counted().map(|(pos, _)| pos)
+    }
+
+    /// [`CommitLog::sync`], also returning how many fdatasync calls it made.
+    pub fn sync_counted(&self) -> Result<(u64, usize)> {
         let _one_at_a_time = self.sync_lock.lock();
         let (pos, dirty) = {
             let mut w = self.writer.lock();
@@ -257,7 +262,7 @@ impl CommitLog {
             }
         }
         self.synced.fetch_max(pos, Ordering::AcqRel);
-        Ok(pos)
+        Ok((pos, dirty.len()))
     }
 
     /// Like [`CommitLog::sync`] for a caller already holding the writer.

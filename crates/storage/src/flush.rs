@@ -139,10 +139,12 @@ impl Inner {
             self.queues_dir_dirty.store(true, Ordering::Release);
             return Err(e);
         }
-        let pos = self.log.sync()?;
-        self.fsync_count.fetch_add(1, Ordering::Relaxed);
-        self.fsync_micros
-            .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let (pos, fsyncs) = self.log.sync_counted()?;
+        if fsyncs > 0 {
+            self.fsync_count.fetch_add(fsyncs as u64, Ordering::Relaxed);
+            self.fsync_micros
+                .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
         Ok(pos)
     }
 

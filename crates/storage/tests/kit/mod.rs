@@ -122,3 +122,63 @@ pub fn bm(b: &[u8]) -> BytesMut {
 pub fn base_offset(b: &[u8]) -> i64 {
     i64::from_be_bytes(b[0..8].try_into().unwrap())
 }
+
+/// A deterministic batch for sequence number `seq` (base offset 0): 1..5 records with
+/// key `s{seq}`, values of varying length, timestamp `seq`.
+pub fn batch_for_seq(seq: u64) -> Vec<u8> {
+    let n = 1 + (seq % 5) as usize;
+    let key = format!("s{seq}").into_bytes();
+    let val: Vec<u8> = (0..(50 + seq % 300))
+        .map(|i| (seq as u8).wrapping_add(i as u8))
+        .collect();
+    let recs: Vec<Rec<'_>> = (0..n)
+        .map(|_| (Some(key.as_slice()), val.as_slice(), seq as i64))
+        .collect();
+    batch_with(NONE, &recs)
+}
+
+/// `b` with its base offset set to `base`.
+pub fn with_base(mut b: Vec<u8>, base: i64) -> Vec<u8> {
+    b[0..8].copy_from_slice(&base.to_be_bytes());
+    b
+}
+
+/// A tiny deterministic RNG (xorshift64*), so failures reproduce from the printed seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0.max(1);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Reads every batch of `p` from its log start; returns them (offsets checked dense).
+pub fn read_all(s: &sluice_storage::Store, p: sluice_storage::PartitionId) -> Vec<bytes::Bytes> {
+    let o = s.offsets(p).unwrap();
+    let mut out = Vec::new();
+    let mut off = o.log_start;
+    while off < o.log_end {
+        let r = s.read(p, off, 1 << 20).unwrap();
+        assert!(!r.chunks.is_empty(), "nothing at {off} < {}", o.log_end);
+        for c in r.chunks {
+            let h = sluice_storage::batch::BatchHeader::parse(&c).unwrap();
+            assert!(
+                h.base_offset() <= off && off <= h.last_offset(),
+                "offsets not dense at {off}"
+            );
+            h.verify_crc(0).unwrap();
+            off = h.last_offset() + 1;
+            out.push(c);
+        }
+    }
+    assert_eq!(off, o.log_end);
+    out
+}
