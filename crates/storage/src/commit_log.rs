@@ -237,14 +237,10 @@ impl CommitLog {
         Ok(seg)
     }
 
-    /// fdatasyncs every segment written since the last call; returns the position now durable.
-    /// Runs without the writer lock except for taking the snapshot, so appends continue while
-    /// the disk works (that is what makes group commit batch).
-    pub fn sync(&self) -> Result<u64> {
-        self.sync_counted().map(|(pos, _)| pos)
-    }
-
-    /// [`CommitLog::sync`], also returning how many fdatasync calls it made.
+    /// fdatasyncs every segment written since the last call; returns the durable position and
+    /// how many fdatasync calls that took. Runs without the writer lock except for taking the
+    /// snapshot, so appends continue while the disk works (that is what makes group commit
+    /// batch).
     pub fn sync_counted(&self) -> Result<(u64, usize)> {
         let _one_at_a_time = self.sync_lock.lock();
         let (pos, dirty) = {

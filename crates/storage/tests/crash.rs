@@ -69,10 +69,15 @@ fn crash_child() {
                 }
             }));
         }
-        for t in tasks {
-            t.await.unwrap();
-        }
+        // The tasks loop until the parent kills this process.
+        futures_join(tasks).await;
     });
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
 }
 
 #[test]
