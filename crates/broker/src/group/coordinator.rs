@@ -50,6 +50,14 @@ pub struct GroupCoordinator {
 
 type Out = Vec<Completion>;
 
+/// (group id, generation, protocol type, committed offsets) of one group.
+pub type GroupExport = (
+    String,
+    i32,
+    Option<String>,
+    Vec<((String, i32), CommittedOffset)>,
+);
+
 impl GroupCoordinator {
     pub fn new(config: CoordinatorConfig) -> Self {
         Self {
@@ -522,15 +530,8 @@ impl GroupCoordinator {
         g.offsets.extend(offsets);
     }
 
-    /// (generation, protocol type, offsets) of every group, for snapshots.
-    pub fn export(
-        &self,
-    ) -> Vec<(
-        String,
-        i32,
-        Option<String>,
-        Vec<((String, i32), CommittedOffset)>,
-    )> {
+    /// (generation, protocol type, offsets) of every group, for snapshots and lag.
+    pub fn export(&self) -> Vec<GroupExport> {
         self.groups
             .values()
             .map(|g| {

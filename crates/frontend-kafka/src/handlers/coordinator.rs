@@ -83,7 +83,7 @@ pub fn init_producer_id(ctx: &Ctx<'_>, req: InitProducerIdRequest) -> InitProduc
     } else {
         (-1, -1)
     };
-    if pid >= 0 && epoch >= 0 && epoch < i16::MAX {
+    if pid >= 0 && (0..i16::MAX).contains(&epoch) {
         return base
             .with_error_code(NONE)
             .with_producer_id(ProducerId(pid))

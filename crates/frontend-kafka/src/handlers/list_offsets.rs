@@ -39,10 +39,10 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
                         LATEST_TIERED => b.watermarks(&name, p.partition_index).map(|_| (-1, -1)),
                         MAX_TIMESTAMP => b
                             .max_timestamp(&name, p.partition_index)
-                            .map(|o| o.map(|(off, ts)| (off, ts)).unwrap_or((-1, -1))),
+                            .map(|o| o.unwrap_or((-1, -1))),
                         ts if ts >= 0 => b
                             .offset_for_timestamp(&name, p.partition_index, ts)
-                            .map(|o| o.map(|(off, ts)| (off, ts)).unwrap_or((-1, -1))),
+                            .map(|o| o.unwrap_or((-1, -1))),
                         _ => Err(broker::BrokerError::InvalidRecord(
                             "invalid timestamp".into(),
                         )),

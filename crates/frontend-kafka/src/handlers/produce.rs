@@ -16,7 +16,7 @@ struct Part {
 
 pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
     let acks = req.acks;
-    let acks_valid = matches!(acks, 0 | 1 | -1);
+    let acks_valid = (-1..=1).contains(&acks);
     // Take the records out and drop the request, so a lone records slice can become
     // mutable without a copy.
     let mut topics: Vec<(String, uuid::Uuid, Option<String>, Vec<Part>)> =

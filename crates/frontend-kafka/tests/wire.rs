@@ -1,0 +1,558 @@
+//! In-process integration test: a real Store in a tempdir, `serve` on 127.0.0.1:0, and
+//! requests encoded with kafka-protocol's client side over a real TcpStream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broker::{Broker, BrokerConfig};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use sluice_frontend_kafka::{KafkaConfig, serve};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+struct Server {
+    addr: std::net::SocketAddr,
+    broker: Arc<Broker>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn start_in(
+    dir: &std::path::Path,
+    broker_cfg: BrokerConfig,
+) -> (
+    std::net::SocketAddr,
+    Arc<Broker>,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let store =
+        Arc::new(storage::Store::open(storage::StoreConfig::new(dir.join("store"))).unwrap());
+    let cfg = BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        group_initial_rebalance_delay_ms: 0,
+        ..broker_cfg
+    };
+    let broker = Broker::open(store, cfg, Arc::new(common::SystemClock)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let kafka = KafkaConfig {
+        advertised_port: addr.port(),
+        max_frame_bytes: 4 * 1024 * 1024,
+        ..KafkaConfig::default()
+    };
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(serve(listener, broker.clone(), kafka, rx));
+    (addr, broker, stop, task)
+}
+
+async fn start(cfg: BrokerConfig) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, broker, stop, task) = start_in(dir.path(), cfg).await;
+    Server {
+        addr,
+        broker,
+        stop,
+        task,
+        _dir: Some(dir),
+    }
+}
+
+impl Server {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap().unwrap();
+        self.broker.shutdown().await.unwrap();
+    }
+}
+
+struct Client {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Client {
+    async fn connect(addr: std::net::SocketAddr) -> Self {
+        Self {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            correlation: 0,
+        }
+    }
+
+    async fn send_only<R: Request>(&mut self, req: &R, version: i16) -> i32 {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("wire-test")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .unwrap();
+        req.encode(&mut body, version).unwrap();
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).await.unwrap();
+        self.correlation
+    }
+
+    async fn recv<R: Request>(&mut self, correlation: i32, version: i16) -> R::Response {
+        let len = self.stream.read_i32().await.unwrap();
+        let mut buf = vec![0u8; len as usize];
+        self.stream.read_exact(&mut buf).await.unwrap();
+        let mut buf = Bytes::from(buf);
+        let header =
+            ResponseHeader::decode(&mut buf, R::Response::header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, correlation);
+        R::Response::decode(&mut buf, version).unwrap()
+    }
+
+    async fn call<R: Request>(&mut self, req: &R, version: i16) -> R::Response {
+        let c = self.send_only(req, version).await;
+        self.recv::<R>(c, version).await
+    }
+
+    /// True if the server closed the connection.
+    async fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+/// Record timestamps start here (recent, so default retention keeps them).
+fn base_ts() -> i64 {
+    use std::sync::OnceLock;
+    static T: OnceLock<i64> = OnceLock::new();
+    *T.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            - 60_000
+    })
+}
+
+fn batch(values: &[&str], compression: Compression) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: base_ts() + i as i64,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(v.to_string())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+fn produce_req(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(records)),
+                ]),
+        ])
+}
+
+fn fetch_req(topic: &str, offset: i64, max_wait_ms: i32, min_bytes: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(1024 * 1024)
+        .with_topics(vec![
+            fetch_request::FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![
+                    fetch_request::FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1024 * 1024),
+                ]),
+        ])
+}
+
+async fn create_topic(c: &mut Client, name: &str, partitions: i32) -> i16 {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.into())))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1),
+        ]);
+    c.call(&req, 7).await.topics[0].error_code
+}
+
+fn values_of(records: Bytes) -> Vec<String> {
+    let mut buf = records;
+    let mut out = Vec::new();
+    while buf.has_remaining() {
+        let set = RecordBatchDecoder::decode(&mut buf).unwrap();
+        out.extend(
+            set.records
+                .into_iter()
+                .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap()),
+        );
+    }
+    out
+}
+
+fn offsets_of(records: Bytes) -> Vec<i64> {
+    let mut buf = records;
+    let mut out = Vec::new();
+    while buf.has_remaining() {
+        let set = RecordBatchDecoder::decode(&mut buf).unwrap();
+        out.extend(set.records.into_iter().map(|r| r.offset));
+    }
+    out
+}
+
+#[tokio::test]
+async fn api_versions_and_unsupported_version() {
+    let s = start(BrokerConfig::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    for v in [0, 3, 4] {
+        let r = c.call(&ApiVersionsRequest::default(), v).await;
+        assert_eq!(r.error_code, 0);
+        assert!(
+            r.api_keys
+                .iter()
+                .any(|k| k.api_key == ApiKey::Produce as i16 && k.max_version >= 9)
+        );
+        assert!(
+            r.api_keys
+                .iter()
+                .any(|k| k.api_key == ApiKey::JoinGroup as i16)
+        );
+    }
+    // A version from the future: UNSUPPORTED_VERSION with a v0 body (header v0).
+    let corr = c.send_only(&ApiVersionsRequest::default(), 2).await;
+    let _ = c.recv::<ApiVersionsRequest>(corr, 2).await;
+    let mut raw = BytesMut::new();
+    raw.put_i32(0);
+    raw.put_i16(ApiKey::ApiVersions as i16);
+    raw.put_i16(99);
+    raw.put_i32(77);
+    raw.put_i16(-1);
+    let len = (raw.len() - 4) as i32;
+    raw[..4].copy_from_slice(&len.to_be_bytes());
+    c.stream.write_all(&raw).await.unwrap();
+    let r = c.recv::<ApiVersionsRequest>(77, 0).await;
+    assert_eq!(r.error_code, 35);
+    assert!(!r.api_keys.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn create_produce_fetch_list_offsets() {
+    let s = start(BrokerConfig {
+        auto_create_topics: false,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(s.addr).await;
+    assert_eq!(create_topic(&mut c, "orders", 3).await, 0);
+    assert_eq!(
+        create_topic(&mut c, "orders", 3).await,
+        36,
+        "TOPIC_ALREADY_EXISTS"
+    );
+    let md = c
+        .call(&MetadataRequest::default().with_topics(None), 12)
+        .await;
+    let t = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("orders"))
+        .unwrap();
+    assert_eq!(t.partitions.len(), 3);
+    assert_eq!(md.brokers[0].port, i32::from(s.addr.port()));
+
+    for (i, comp) in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Zstd,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = c
+            .call(&produce_req("orders", 0, batch(&["a", "b"], comp), 1), 9)
+            .await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0);
+        assert_eq!(p.base_offset, 2 * i as i64);
+    }
+    let f = c.call(&fetch_req("orders", 0, 0, 1), 12).await;
+    let p = &f.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!(p.high_watermark, 8);
+    assert_eq!(
+        values_of(p.records.clone().unwrap()),
+        vec!["a", "b", "a", "b", "a", "b", "a", "b"]
+    );
+    // Fetching from the middle of a batch returns the batch holding the offset.
+    let f = c.call(&fetch_req("orders", 3, 0, 1), 12).await;
+    let offsets = offsets_of(f.responses[0].partitions[0].records.clone().unwrap());
+    assert!(offsets[0] <= 3 && offsets.contains(&3), "{offsets:?}");
+    assert_eq!(offsets.last(), Some(&7));
+    // Out of range.
+    let f = c.call(&fetch_req("orders", 100, 0, 1), 12).await;
+    assert_eq!(
+        f.responses[0].partitions[0].error_code, 1,
+        "OFFSET_OUT_OF_RANGE"
+    );
+
+    let lo = |ts: i64| {
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("orders")))
+                    .with_partitions(vec![
+                        list_offsets_request::ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(ts),
+                    ]),
+            ])
+    };
+    assert_eq!(c.call(&lo(-2), 7).await.topics[0].partitions[0].offset, 0);
+    assert_eq!(c.call(&lo(-1), 7).await.topics[0].partitions[0].offset, 8);
+    let by_ts = c.call(&lo(base_ts() + 1), 7).await;
+    assert_eq!(by_ts.topics[0].partitions[0].offset, 1);
+
+    // Errors: unknown topic (auto-create off), bad acks, corrupt CRC, oversized batch.
+    let r = c
+        .call(
+            &produce_req("nope", 0, batch(&["x"], Compression::None), 1),
+            9,
+        )
+        .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 3);
+    let r = c
+        .call(
+            &produce_req("orders", 0, batch(&["x"], Compression::None), 2),
+            9,
+        )
+        .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 21);
+    let mut bad = BytesMut::from(&batch(&["x"], Compression::None)[..]);
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let r = c.call(&produce_req("orders", 0, bad.freeze(), 1), 9).await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code, 2,
+        "CORRUPT_MESSAGE"
+    );
+    let big = "x".repeat(1536 * 1024);
+    let big_batch = batch(&[&big], Compression::None);
+    let r = c.call(&produce_req("orders", 0, big_batch, 1), 9).await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code, 10,
+        "MESSAGE_TOO_LARGE"
+    );
+    assert_eq!(
+        c.call(&lo(-1), 7).await.topics[0].partitions[0].offset,
+        8,
+        "nothing written"
+    );
+
+    // acks=0: no response; the next request's response still comes back in order.
+    c.send_only(
+        &produce_req("orders", 1, batch(&["q"], Compression::None), 0),
+        9,
+    )
+    .await;
+    let f = c.call(&fetch_req("orders", 0, 0, 1), 12).await;
+    assert_eq!(f.responses[0].partitions[0].error_code, 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn long_poll_fetch_wakes_on_append() {
+    let s = start(BrokerConfig::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    assert_eq!(create_topic(&mut c, "lp", 1).await, 0);
+    let addr = s.addr;
+    let started = Instant::now();
+    let waiter = tokio::spawn(async move {
+        let mut c2 = Client::connect(addr).await;
+        c2.call(&fetch_req("lp", 0, 10_000, 1), 12).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.call(
+        &produce_req("lp", 0, batch(&["wake"], Compression::None), -1),
+        9,
+    )
+    .await;
+    let f = waiter.await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "woken by the append, not the timeout: {elapsed:?}"
+    );
+    assert_eq!(
+        values_of(f.responses[0].partitions[0].records.clone().unwrap()),
+        vec!["wake"]
+    );
+    // Nothing new: waits max_wait_ms, then answers empty.
+    let started = Instant::now();
+    let f = c.call(&fetch_req("lp", 1, 300, 1), 12).await;
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(
+        f.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .map(|r| r.len()),
+        Some(0)
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_frames_close_only_their_connection() {
+    let s = start(BrokerConfig::default()).await;
+    let mut good = Client::connect(s.addr).await;
+    assert_eq!(
+        good.call(&ApiVersionsRequest::default(), 3)
+            .await
+            .error_code,
+        0
+    );
+
+    // Over the 4 MiB frame limit: closed before the body is read.
+    let mut c = Client::connect(s.addr).await;
+    c.stream
+        .write_all(&(64 * 1024 * 1024_i32).to_be_bytes())
+        .await
+        .unwrap();
+    assert!(c.closed().await);
+    // Negative length.
+    let mut c = Client::connect(s.addr).await;
+    c.stream.write_all(&(-5_i32).to_be_bytes()).await.unwrap();
+    assert!(c.closed().await);
+    // Unknown API key.
+    let mut c = Client::connect(s.addr).await;
+    c.stream
+        .write_all(&[0, 0, 0, 10, 0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xff])
+        .await
+        .unwrap();
+    assert!(c.closed().await);
+    // Unsupported version of a known API.
+    let mut c = Client::connect(s.addr).await;
+    c.stream
+        .write_all(&[0, 0, 0, 10, 0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff])
+        .await
+        .unwrap();
+    assert!(c.closed().await);
+    // Garbage body for a supported request.
+    let mut c = Client::connect(s.addr).await;
+    let mut g = vec![0, 0, 0, 3, 0, 0, 0, 9, 0xff, 0xff];
+    g.extend_from_slice(&[0x7f; 20]);
+    let mut framed = (g.len() as i32).to_be_bytes().to_vec();
+    framed.extend(g);
+    c.stream.write_all(&framed).await.unwrap();
+    assert!(c.closed().await);
+    // Truncated frame, then the client goes away.
+    let mut c = Client::connect(s.addr).await;
+    c.stream.write_all(&[0, 0, 0, 50, 0, 18]).await.unwrap();
+    drop(c);
+
+    // The first connection is unaffected.
+    assert_eq!(
+        good.call(&ApiVersionsRequest::default(), 3)
+            .await
+            .error_code,
+        0
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn topics_and_offsets_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (addr, broker, stop, task) = start_in(dir.path(), BrokerConfig::default()).await;
+        let mut c = Client::connect(addr).await;
+        assert_eq!(create_topic(&mut c, "durable", 2).await, 0);
+        c.call(
+            &produce_req("durable", 1, batch(&["one", "two"], Compression::None), -1),
+            9,
+        )
+        .await;
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g1")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("durable")))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(1)
+                            .with_committed_offset(2),
+                    ]),
+            ]);
+        let r = c.call(&commit, 8).await;
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+        let _ = stop.send(true);
+        task.await.unwrap().unwrap();
+        broker.shutdown().await.unwrap();
+    }
+    let (addr, broker, stop, task) = start_in(dir.path(), BrokerConfig::default()).await;
+    let mut c = Client::connect(addr).await;
+    let md = c
+        .call(&MetadataRequest::default().with_topics(None), 12)
+        .await;
+    assert_eq!(md.topics.len(), 1);
+    assert_eq!(md.topics[0].partitions.len(), 2);
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g1")))
+        .with_topics(None);
+    let r = c.call(&fetch, 7).await;
+    assert_eq!(r.topics[0].partitions[0].committed_offset, 2);
+    let f = c.call(&fetch_req("durable", 0, 0, 1), 12).await;
+    assert_eq!(f.responses[0].partitions[0].high_watermark, 0);
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    broker.shutdown().await.unwrap();
+}
