@@ -75,8 +75,9 @@ def offsets():
 def configs_and_delete():
     res = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, TOPIC)])
     assert res, "describe_configs answered"
-    groups = [g[0] for g in admin.list_consumer_groups()]
-    assert "kp-group" in groups, groups
+    groups = admin.list_groups()
+    names = [g["group_id"] if isinstance(g, dict) else g[0] for g in groups]
+    assert "kp-group" in names, groups
     admin.delete_topics([TOPIC])
     deadline = time.time() + 10
     while TOPIC in admin.list_topics() and time.time() < deadline:
