@@ -316,7 +316,13 @@ fn offsets_for_times_finds_the_exact_record() {
     let server = Server::start(&dir.path().join("data"));
     let bootstrap = server.bootstrap();
     let rt = runtime();
-    let base_ms: i64 = 1_700_000_000_000;
+    // Recent enough that the default 7-day retention (which, as in Kafka, goes by record
+    // timestamps) keeps them.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let base_ms: i64 = now_ms - 3_600_000;
     rt.block_on(async {
         create_topic(&admin(&bootstrap), "timed", 1).await;
         let p = producer(&bootstrap, "none");
