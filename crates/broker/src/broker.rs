@@ -16,11 +16,14 @@ use crate::group::{CoordinatorConfig, GroupCoordinator};
 use crate::groups::GroupsCell;
 use crate::metadata_log::{MetaRecord, MetadataLog};
 use crate::metrics::BrokerMetrics;
+use crate::producer_state::ProducerStateTable;
 use crate::topic_config::TopicConfig;
 use crate::topics::{Topic, TopicRegistry};
 
 /// How often the group coordinator's timers (sessions, rebalance deadlines) are checked.
 pub const GROUP_TICK_MS: u64 = 100;
+/// How often idempotent-producer state is snapshotted (bounds the log scan after a crash).
+pub const PRODUCER_SNAPSHOT_INTERVAL_MS: u64 = 30_000;
 /// Producer ids reserved per metadata record.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -43,6 +46,7 @@ pub struct Broker {
     pub(crate) metrics: BrokerMetrics,
     next_producer_id: AtomicI64,
     reserved_producer_id: AtomicI64,
+    pub(crate) producers: ProducerStateTable,
     pub(crate) shutting_down: AtomicBool,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
 }
@@ -118,6 +122,16 @@ impl Broker {
         metrics.partitions.set(i64::from(registry.partition_count));
         metrics.groups.set(coordinator.group_count() as i64);
         let next_pid = image.next_producer_id.max(1);
+        let producers = ProducerStateTable::new(
+            &config.data_dir.join("meta"),
+            config.producer_id_expiration_ms,
+        );
+        let all_partitions: Vec<common::PartitionId> = registry
+            .by_name
+            .values()
+            .flat_map(|t| t.partitions.iter().copied())
+            .collect();
+        producers.rebuild(&store, &all_partitions, clock.now_ms())?;
         let (shutdown_tx, _) = tokio::sync::watch::channel(false);
         let broker = Arc::new(Broker {
             store,
@@ -128,12 +142,17 @@ impl Broker {
             metrics,
             next_producer_id: AtomicI64::new(next_pid),
             reserved_producer_id: AtomicI64::new(next_pid),
+            producers,
             shutting_down: AtomicBool::new(false),
             shutdown_tx,
             config,
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(group_timer(
+                Arc::downgrade(&broker),
+                broker.shutdown_tx.subscribe(),
+            ));
+            handle.spawn(producer_snapshot_timer(
                 Arc::downgrade(&broker),
                 broker.shutdown_tx.subscribe(),
             ));
@@ -241,8 +260,55 @@ impl Broker {
         let _ = self.shutdown_tx.send(true);
         self.groups.fail_all_waiters();
         self.meta.lock().snapshot()?;
+        if let Err(e) = self.snapshot_producers() {
+            tracing::warn!(error = %e, "producer state snapshot failed at shutdown");
+        }
         self.store.close()?;
         Ok(())
+    }
+}
+
+impl Broker {
+    /// Snapshots idempotent-producer state (after expiring idle producers).
+    pub(crate) fn snapshot_producers(&self) -> Result<()> {
+        self.producers.expire(self.clock.now_ms());
+        // Log ends first: the snapshot must not claim appends whose state it lacks.
+        let partitions: Vec<common::PartitionId> = self
+            .topics
+            .read()
+            .by_name
+            .values()
+            .flat_map(|t| t.partitions.iter().copied())
+            .collect();
+        let mut ends = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            if let Ok(o) = self.store.offsets(p) {
+                ends.push((p, o.log_end));
+            }
+        }
+        self.producers.snapshot(&ends)
+    }
+}
+
+async fn producer_snapshot_timer(
+    broker: Weak<Broker>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut interval = tokio::time::interval(Duration::from_millis(PRODUCER_SNAPSHOT_INTERVAL_MS));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(b) = broker.upgrade() else { return };
+        if b.is_shutting_down() {
+            return;
+        }
+        if let Err(e) = b.snapshot_producers() {
+            tracing::warn!(error = %e, "producer state snapshot failed");
+        }
     }
 }
 

@@ -45,6 +45,9 @@ pub struct BrokerConfig {
     pub max_partitions_total: u32,
     /// Metadata log records before it is compacted into a snapshot.
     pub metadata_snapshot_every: usize,
+    /// Idle time after which an idempotent producer's sequence state is forgotten (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -69,6 +72,7 @@ impl Default for BrokerConfig {
             max_partitions_per_topic: 10_000,
             max_partitions_total: 200_000,
             metadata_snapshot_every: 10_000,
+            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
         }
     }
 }

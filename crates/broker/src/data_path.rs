@@ -8,6 +8,7 @@ use crate::batch_walk;
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::metrics::TopicCounters;
+use crate::producer_state::{BatchIdentity, Verdict};
 
 /// Result of one partition's append.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,7 +72,30 @@ impl Broker {
         }
         let records: u64 = summaries.iter().map(|s| s.record_count.max(0) as u64).sum();
         let len = batches.len() as u64;
+        let ids = producer_identities(&batches);
+        if ids.is_empty() {
+            let appended = self.store.append(pid, batches).await?;
+            counters.bytes_in.inc_by(len);
+            counters.records_in.inc_by(records);
+            return Ok(Produced {
+                base_offset: appended.base_offset,
+                log_start_offset: appended.log_start_offset,
+            });
+        }
+        // Idempotent producer: check, append and remember under the partition's lock so
+        // two in-flight requests cannot both pass the sequence check.
+        let lock = self.producers.partition_lock(pid);
+        let _guard = lock.lock().await;
+        if let Verdict::Duplicate { base_offset } = self.producers.check(pid, &ids)? {
+            let log_start_offset = self.store.offsets(pid)?.log_start;
+            return Ok(Produced {
+                base_offset,
+                log_start_offset,
+            });
+        }
         let appended = self.store.append(pid, batches).await?;
+        self.producers
+            .record(pid, &ids, appended.base_offset, self.clock.now_ms());
         counters.bytes_in.inc_by(len);
         counters.records_in.inc_by(records);
         Ok(Produced {
@@ -171,4 +195,20 @@ impl Broker {
     pub fn subscribe_appends(&self) -> tokio::sync::watch::Receiver<u64> {
         self.store.subscribe_appends()
     }
+}
+
+/// Producer identities of the batches, or none when the first batch is not from an
+/// idempotent producer (producer id -1).
+fn producer_identities(batches: &[u8]) -> Vec<BatchIdentity> {
+    let mut ids = Vec::new();
+    let mut rest = batches;
+    while let Ok(header) = storage::batch::BatchHeader::parse(rest) {
+        let id = BatchIdentity::of(&header);
+        if id.producer_id < 0 || id.first_seq < 0 {
+            return Vec::new();
+        }
+        ids.push(id);
+        rest = &rest[header.total_len().min(rest.len())..];
+    }
+    ids
 }

@@ -38,6 +38,10 @@ pub enum BrokerError {
     Metadata(String),
     #[error(transparent)]
     Group(#[from] GroupError),
+    #[error("out of order sequence number: {0}")]
+    OutOfOrderSequence(String),
+    #[error("producer fenced: {0}")]
+    ProducerFenced(String),
     #[error("broker is shutting down")]
     ShuttingDown,
 }

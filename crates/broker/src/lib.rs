@@ -10,6 +10,7 @@
 //! - `metadata_log.rs` — topics, configs, offsets persisted as JSON records + snapshot.
 //! - [`topic_config`] — topic config keys, validation, effective values.
 //! - [`metrics`] — Prometheus families.
+//! - [`producer_state`] — idempotent producers: sequence checks, retries, snapshot + rebuild.
 //! - `batch_walk.rs` — record batch header walking (sizes, counts) without decoding.
 
 mod batch_walk;
@@ -21,6 +22,7 @@ pub mod group;
 mod groups;
 mod metadata_log;
 pub mod metrics;
+pub mod producer_state;
 mod topic_admin;
 pub mod topic_config;
 mod topics;

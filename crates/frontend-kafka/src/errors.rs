@@ -24,6 +24,8 @@ pub fn broker_code(e: &BrokerError) -> i16 {
         BrokerError::Storage(_) => E::KafkaStorageError,
         BrokerError::Metadata(_) => E::KafkaStorageError,
         BrokerError::Group(g) => return group_code(g),
+        BrokerError::OutOfOrderSequence(_) => E::OutOfOrderSequenceNumber,
+        BrokerError::ProducerFenced(_) => E::InvalidProducerEpoch,
         BrokerError::ShuttingDown => E::NotLeaderOrFollower,
     };
     code.code()
