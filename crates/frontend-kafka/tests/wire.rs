@@ -493,6 +493,15 @@ async fn bad_frames_close_only_their_connection() {
     framed.extend(g);
     c.stream.write_all(&framed).await.unwrap();
     assert!(c.closed().await);
+    // A 19-byte Metadata v12 claiming ~4 billion topics: refused without allocating for
+    // them (this once aborted the process; see vendor/kafka-protocol/SLUICE-PATCH.md).
+    let mut c = Client::connect(s.addr).await;
+    let mut g = vec![0, 3, 0, 12, 0, 0, 0, 1, 0, 1, b'x', 0];
+    g.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1, 0, 0]);
+    let mut framed = (g.len() as i32).to_be_bytes().to_vec();
+    framed.extend(g);
+    c.stream.write_all(&framed).await.unwrap();
+    assert!(c.closed().await);
     // Truncated frame, then the client goes away.
     let mut c = Client::connect(s.addr).await;
     c.stream.write_all(&[0, 0, 0, 50, 0, 18]).await.unwrap();
