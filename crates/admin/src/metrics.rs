@@ -17,6 +17,10 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 pub enum SampleKind {
     Gauge,
     Counter,
+    /// A summary without quantiles: `value` is the sum, this the count (e.g. fsync time).
+    Summary {
+        count: u64,
+    },
 }
 
 /// One number sampled at scrape time, e.g. `sluice_storage_segments`.
@@ -39,6 +43,15 @@ impl Sample {
         }
     }
 
+    pub fn summary(name: &'static str, help: &'static str, sum: f64, count: u64) -> Self {
+        Sample {
+            name,
+            help,
+            kind: SampleKind::Summary { count },
+            value: sum,
+        }
+    }
+
     pub fn counter(name: &'static str, help: &'static str, value: f64) -> Self {
         Sample {
             name,
@@ -52,13 +65,21 @@ impl Sample {
 /// Appends `samples` in OpenMetrics text (without the final `# EOF`).
 pub(crate) fn encode_samples(out: &mut String, samples: &[Sample]) -> std::fmt::Result {
     for s in samples {
-        let (kind, suffix) = match s.kind {
-            SampleKind::Gauge => ("gauge", ""),
-            SampleKind::Counter => ("counter", "_total"),
+        let kind = match s.kind {
+            SampleKind::Gauge => "gauge",
+            SampleKind::Counter => "counter",
+            SampleKind::Summary { .. } => "summary",
         };
         writeln!(out, "# HELP {} {}", s.name, s.help)?;
         writeln!(out, "# TYPE {} {kind}", s.name)?;
-        writeln!(out, "{}{suffix} {}", s.name, format_value(s.value))?;
+        match s.kind {
+            SampleKind::Gauge => writeln!(out, "{} {}", s.name, format_value(s.value))?,
+            SampleKind::Counter => writeln!(out, "{}_total {}", s.name, format_value(s.value))?,
+            SampleKind::Summary { count } => {
+                writeln!(out, "{}_sum {}", s.name, format_value(s.value))?;
+                writeln!(out, "{}_count {count}", s.name)?;
+            }
+        }
     }
     Ok(())
 }
@@ -78,13 +99,11 @@ pub(crate) fn render(server: &AdminServer) -> Result<String, std::fmt::Error> {
         let registry = server.broker.metrics().registry.lock();
         encode_registry(&mut out, &registry)?;
     }
-    let mut samples = vec![
-        Sample::gauge(
-            "sluice_uptime_seconds",
-            "Seconds since the server started",
-            server.started.elapsed().as_secs_f64().floor(),
-        ),
-    ];
+    let mut samples = vec![Sample::gauge(
+        "sluice_uptime_seconds",
+        "Seconds since the server started",
+        server.started.elapsed().as_secs_f64().floor(),
+    )];
     if let Some(sampler) = &server.storage {
         samples.extend(sampler());
     }
@@ -123,12 +142,14 @@ mod tests {
             &[
                 Sample::gauge("sluice_storage_segments", "Segments", 3.0),
                 Sample::counter("sluice_storage_fsyncs", "Fsyncs", 10.0),
-                Sample::counter("sluice_storage_fsync_seconds", "Time", 0.25),
+                Sample::summary("sluice_storage_fsync_seconds", "Time", 0.25, 4),
             ],
         )
         .unwrap();
         assert!(out.contains("# TYPE sluice_storage_segments gauge\nsluice_storage_segments 3\n"));
         assert!(out.contains("sluice_storage_fsyncs_total 10\n"));
-        assert!(out.contains("sluice_storage_fsync_seconds_total 0.25\n"));
+        assert!(out.contains(
+            "sluice_storage_fsync_seconds_sum 0.25\nsluice_storage_fsync_seconds_count 4\n"
+        ));
     }
 }

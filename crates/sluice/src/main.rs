@@ -9,7 +9,6 @@ mod cli;
 mod client;
 mod config;
 mod logging;
-#[cfg(any())]
 mod server;
 
 use std::process::ExitCode;
@@ -42,7 +41,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Server(_args) => anyhow::bail!("server not wired yet"),
+            Command::Server(args) => server::run(args).await,
             other => {
                 cli::run(
                     other,

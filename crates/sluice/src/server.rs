@@ -281,9 +281,46 @@ fn kafka_config(
 }
 
 fn storage_sampler(store: Arc<storage::Store>) -> admin::StorageSampler {
+    use admin::Sample;
     Arc::new(move || {
         let s = store.stats();
-        let _ = s;
-        Vec::new()
+        vec![
+            Sample::gauge(
+                "sluice_storage_segments",
+                "Commit-log segment files",
+                s.segments as f64,
+            ),
+            Sample::gauge(
+                "sluice_storage_bytes",
+                "Bytes allocated on disk by commit-log segments",
+                s.bytes_on_disk as f64,
+            ),
+            Sample::gauge(
+                "sluice_storage_partitions",
+                "Partitions in the store",
+                s.partitions as f64,
+            ),
+            Sample::gauge(
+                "sluice_storage_open_queue_files",
+                "Consume-queue and index files open now",
+                s.open_queue_files as f64,
+            ),
+            Sample::gauge(
+                "sluice_storage_unsynced_bytes",
+                "Commit-log bytes written but not yet fsynced",
+                s.write_position.saturating_sub(s.synced_position) as f64,
+            ),
+            Sample::counter(
+                "sluice_storage_fsyncs",
+                "fsync/fdatasync calls on the commit log",
+                s.fsync_count as f64,
+            ),
+            Sample::summary(
+                "sluice_storage_fsync_seconds",
+                "Time spent in fsync/fdatasync of the commit log",
+                s.fsync_total_micros as f64 / 1e6,
+                s.fsync_count,
+            ),
+        ]
     })
 }

@@ -75,21 +75,21 @@ pub fn format_record(
             lossy(r.value.as_ref()).unwrap_or_default()
         ),
         RecordFormat::Json => {
+            // Fields in a fixed, readable order (serde_json maps sort keys).
             let headers: serde_json::Map<String, serde_json::Value> = r
                 .headers
                 .iter()
                 .map(|(k, v)| (k.to_string(), json!(lossy(v.as_ref()))))
                 .collect();
-            json!({
-                "topic": topic,
-                "partition": partition,
-                "offset": r.offset,
-                "timestamp": r.timestamp,
-                "key": lossy(r.key.as_ref()),
-                "value": lossy(r.value.as_ref()),
-                "headers": headers,
-            })
-            .to_string()
+            format!(
+                "{{\"topic\":{},\"partition\":{partition},\"offset\":{},\"timestamp\":{},\"key\":{},\"value\":{},\"headers\":{}}}",
+                json!(topic),
+                r.offset,
+                r.timestamp,
+                json!(lossy(r.key.as_ref())),
+                json!(lossy(r.value.as_ref())),
+                serde_json::Value::Object(headers)
+            )
         }
     }
 }

@@ -258,7 +258,9 @@ impl Producer {
                     .into());
                 }
                 tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
-                let md = client.metadata(Some(&[self.topic.clone()]), false).await?;
+                let md = client
+                    .metadata(Some(std::slice::from_ref(&self.topic)), false)
+                    .await?;
                 if let Ok(ps) = partitions_in(&md, &self.topic) {
                     self.partitions = ps;
                 }

@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -73,10 +73,6 @@ impl Connection {
         Ok(conn)
     }
 
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
     async fn negotiate(&mut self) -> Result<(), ClientError> {
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("sluice-cli"))
@@ -84,7 +80,12 @@ impl Connection {
         let mut version = 3;
         for _ in 0..2 {
             let raw = self
-                .round_trip(ApiKey::ApiVersions as i16, version, 0, &request)
+                .round_trip(
+                    ApiKey::ApiVersions as i16,
+                    version,
+                    ApiVersionsRequest::header_version(version),
+                    &request,
+                )
                 .await?;
             // A broker that does not support `version` answers at v0 (KIP-511).
             let response = match ApiVersionsResponse::decode(&mut raw.clone(), version) {
@@ -203,7 +204,12 @@ impl Connection {
         header
             .encode(&mut buf, header_version)
             .and_then(|_| request.encode(&mut buf, version))
-            .map_err(|e| self.protocol(format!("cannot encode request: {e}")))?;
+            .map_err(|e| {
+                self.protocol(format!(
+                    "cannot encode {:?} v{version} request (header v{header_version}): {e}",
+                    ApiKey::try_from(key)
+                ))
+            })?;
         let len = (buf.len() - 4) as u32;
         buf[..4].copy_from_slice(&len.to_be_bytes());
         Ok(buf.freeze())

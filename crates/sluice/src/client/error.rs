@@ -36,13 +36,6 @@ impl ClientError {
             _ => None,
         }
     }
-
-    pub fn is_connection(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Unreachable { .. } | ClientError::Disconnected { .. }
-        )
-    }
 }
 
 /// Kafka's name for an error code, e.g. `TOPIC_ALREADY_EXISTS`.

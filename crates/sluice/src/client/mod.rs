@@ -83,12 +83,6 @@ impl Client {
         Ok(self.conns.get_mut(addr).expect("inserted above"))
     }
 
-    /// Drops a connection after an I/O error so the next use reconnects.
-    pub fn forget(&mut self, addr: &str) {
-        self.conns.remove(addr);
-        self.coordinators.retain(|_, a| a != addr);
-    }
-
     /// Forgets the cached coordinator of `group` (after NOT_COORDINATOR).
     pub fn forget_coordinator(&mut self, group: &str) {
         self.coordinators.remove(group);
@@ -98,10 +92,6 @@ impl Client {
     pub async fn any(&mut self) -> Result<&mut Connection> {
         let addr = self.bootstrap_addr.clone();
         self.conn(&addr).await
-    }
-
-    pub fn broker_addr(&self, node: i32) -> Option<&String> {
-        self.brokers.get(&node)
     }
 
     pub fn brokers(&self) -> &HashMap<i32, String> {

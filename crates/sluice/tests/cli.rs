@@ -1,0 +1,441 @@
+//! End-to-end: the real `sluice` binary as server and as CLI — topic, produce, consume and
+//! group commands, output formats and exit codes.
+
+mod support;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use support::{Server, stderr, stdout};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn topic_create_list_describe_alter_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+
+    let out = s.ok(&[
+        "topic",
+        "create",
+        "orders",
+        "--partitions",
+        "3",
+        "--config",
+        "retention.ms=3600000",
+    ]);
+    assert!(
+        out.contains("created topic orders with 3 partitions"),
+        "{out}"
+    );
+
+    // Creating it again is a broker error (exit 3) that says what to do...
+    let again = s.cli(&["topic", "create", "orders"]);
+    assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("TOPIC_ALREADY_EXISTS"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(
+        stderr(&again).contains("--if-not-exists"),
+        "{}",
+        stderr(&again)
+    );
+    // ...unless asked to tolerate it.
+    s.ok(&["topic", "create", "orders", "--if-not-exists"]);
+    s.ok(&["topic", "create", "payments"]);
+
+    let table = s.ok(&["topic", "list"]);
+    assert!(table.starts_with("TOPIC"), "{table}");
+    assert!(
+        table.contains("orders") && table.contains("payments"),
+        "{table}"
+    );
+    let list = s.json(&["topic", "list"]);
+    let orders = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["topic"] == "orders")
+        .expect("orders listed");
+    assert_eq!(orders["partitions"], 3);
+
+    let d = s.json(&["topic", "describe", "orders"]);
+    assert_eq!(d["partitions"].as_array().unwrap().len(), 3);
+    let retention = d["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "retention.ms")
+        .expect("retention.ms described");
+    assert_eq!(retention["value"], "3600000");
+    assert_eq!(retention["overridden"], true);
+    let human = s.ok(&["topic", "describe", "orders"]);
+    assert!(
+        human.contains("PARTITION") && human.contains("retention.ms"),
+        "{human}"
+    );
+
+    s.ok(&[
+        "topic",
+        "alter",
+        "orders",
+        "--partitions",
+        "5",
+        "--config",
+        "retention.ms=7200000",
+    ]);
+    let d = s.json(&["topic", "describe", "orders"]);
+    assert_eq!(d["partitions"].as_array().unwrap().len(), 5);
+    let retention = d["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "retention.ms")
+        .unwrap()
+        .clone();
+    assert_eq!(retention["value"], "7200000");
+
+    let nothing = s.cli(&["topic", "alter", "orders"]);
+    assert_eq!(nothing.status.code(), Some(1), "usage error");
+
+    let out = s.ok(&["topic", "delete", "payments"]);
+    assert!(out.contains("deleted topic payments"), "{out}");
+    let list = s.json(&["topic", "list"]);
+    assert!(!list.to_string().contains("payments"), "{list}");
+    let missing = s.cli(&["topic", "delete", "payments"]);
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(stderr(&missing).contains("UNKNOWN_TOPIC_OR_PARTITION"));
+    s.ok(&["topic", "delete", "payments", "--if-exists"]);
+    let missing = s.cli(&["topic", "describe", "nope"]);
+    assert_eq!(missing.status.code(), Some(3));
+}
+
+#[test]
+fn produce_stdin_and_consume_in_every_format_and_start_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    s.ok(&["topic", "create", "events", "--partitions", "1"]);
+
+    let before = now_ms();
+    let input: String = (0..10).map(|i| format!("k{i}:value {i}\n")).collect();
+    let out = s.cli_stdin(
+        &[
+            "produce",
+            "events",
+            "--key-separator",
+            ":",
+            "--header",
+            "source=test",
+            "--header",
+            "n=1",
+        ],
+        &input,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("produced 10 records"),
+        "{}",
+        stderr(&out)
+    );
+
+    let values = s.ok(&["consume", "events", "--from", "earliest", "--count", "10"]);
+    let expected: Vec<String> = (0..10).map(|i| format!("value {i}")).collect();
+    assert_eq!(values.lines().collect::<Vec<_>>(), expected);
+
+    let kv = s.ok(&[
+        "consume",
+        "events",
+        "--count",
+        "2",
+        "--format",
+        "key-value",
+        "--separator",
+        "=",
+    ]);
+    assert_eq!(kv, "k0=value 0\nk1=value 1\n");
+
+    let json = s.ok(&["consume", "events", "--count", "1", "--format", "json"]);
+    let rec: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(rec["topic"], "events");
+    assert_eq!(rec["partition"], 0);
+    assert_eq!(rec["offset"], 0);
+    assert_eq!(rec["key"], "k0");
+    assert_eq!(rec["value"], "value 0");
+    assert_eq!(rec["headers"]["source"], "test");
+    assert_eq!(rec["headers"]["n"], "1");
+    assert!(rec["timestamp"].as_i64().unwrap() >= before - 1000);
+
+    // From an offset, both spellings.
+    let from7 = s.ok(&["consume", "events", "--from", "offset:7", "--count", "3"]);
+    assert_eq!(from7, "value 7\nvalue 8\nvalue 9\n");
+    let from8 = s.ok(&["consume", "events", "--offset", "8", "--count", "2"]);
+    assert_eq!(from8, "value 8\nvalue 9\n");
+
+    // From a timestamp: records produced after `mark` only.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mark = now_ms();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    s.ok_stdin(&["produce", "events"], "late 1\nlate 2\n");
+    let late = s.ok(&[
+        "consume",
+        "events",
+        "--timestamp",
+        &mark.to_string(),
+        "--count",
+        "2",
+    ]);
+    assert_eq!(late, "late 1\nlate 2\n");
+    let late = s.ok(&[
+        "consume",
+        "events",
+        "--from",
+        &format!("timestamp:{mark}"),
+        "--count",
+        "2",
+    ]);
+    assert_eq!(late, "late 1\nlate 2\n");
+
+    // From latest: nothing new arrives, so the timeout ends it; with --count unmet that is
+    // exit code 4, without --count it is success.
+    let none = s.cli(&[
+        "consume",
+        "events",
+        "--from",
+        "latest",
+        "--count",
+        "1",
+        "--timeout-ms",
+        "700",
+    ]);
+    assert_eq!(none.status.code(), Some(4), "{}", stderr(&none));
+    assert_eq!(stdout(&none), "");
+    let all = s.ok(&["consume", "events", "--timeout-ms", "1500"]);
+    assert_eq!(all.lines().count(), 12);
+}
+
+#[test]
+fn produce_file_with_each_compression_and_partitioning() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    s.ok(&["topic", "create", "bulk", "--partitions", "4"]);
+    let file = dir.path().join("lines.txt");
+    let body: String = (0..2000)
+        .map(|i| format!("key{}\tline {i}\n", i % 50))
+        .collect();
+    std::fs::write(&file, body).unwrap();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let out = s.json(&[
+            "produce",
+            "bulk",
+            "--file",
+            file.to_str().unwrap(),
+            "--key-separator",
+            "\t",
+            "--compression",
+            codec,
+            "--batch-size",
+            "300",
+        ]);
+        assert_eq!(out["acknowledged"], 2000, "{codec}: {out}");
+        assert!(out["error"].is_null(), "{codec}: {out}");
+    }
+    let d = s.json(&["topic", "describe", "bulk"]);
+    let total: i64 = d["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["records"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 10_000);
+    // Keys hash to partitions like Kafka's partitioner: each key lives in one partition.
+    let all = s.ok(&["consume", "bulk", "--count", "10000", "--format", "json"]);
+    let mut home = std::collections::HashMap::new();
+    for line in all.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = r["key"].as_str().unwrap().to_string();
+        let p = r["partition"].as_i64().unwrap();
+        assert_eq!(*home.entry(key).or_insert(p), p, "a key spans partitions");
+    }
+    assert_eq!(home.len(), 50);
+    // An explicit partition.
+    s.ok_stdin(
+        &["produce", "bulk", "--partition", "2", "--acks", "1"],
+        "pinned\n",
+    );
+    let pinned = s.ok(&[
+        "consume",
+        "bulk",
+        "--partition",
+        "2",
+        "--from",
+        "latest",
+        "--timeout-ms",
+        "300",
+    ]);
+    assert_eq!(pinned, "", "latest starts after the pinned record");
+    let d = s.json(&["topic", "describe", "bulk"]);
+    let p2 = &d["partitions"][2];
+    let end = p2["log_end_offset"].as_i64().unwrap();
+    let last = s.ok(&[
+        "consume",
+        "bulk",
+        "--partition",
+        "2",
+        "--offset",
+        &(end - 1).to_string(),
+        "--count",
+        "1",
+    ]);
+    assert_eq!(last, "pinned\n");
+}
+
+#[test]
+fn consumer_group_consume_describe_reset_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    s.ok(&["topic", "create", "jobs", "--partitions", "2"]);
+    let input: String = (0..20).map(|i| format!("{}:job {i}\n", i % 4)).collect();
+    s.ok_stdin(&["produce", "jobs", "--key-separator", ":"], &input);
+
+    let first = s.ok(&["consume", "jobs", "--group", "workers", "--count", "8"]);
+    assert_eq!(first.lines().count(), 8, "{first}");
+    // The group resumes where it stopped: the other 12 come next, none repeated.
+    let rest = s.ok(&[
+        "consume",
+        "jobs",
+        "--group",
+        "workers",
+        "--count",
+        "12",
+        "--timeout-ms",
+        "10000",
+    ]);
+    let mut seen: Vec<&str> = first.lines().chain(rest.lines()).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 20, "first: {first}\nrest: {rest}");
+
+    let groups = s.json(&["group", "list"]);
+    assert!(
+        groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["group"] == "workers"),
+        "{groups}"
+    );
+    let table = s.ok(&["group", "list"]);
+    assert!(table.contains("workers"), "{table}");
+
+    let d = s.json(&["group", "describe", "workers"]);
+    assert_eq!(d["total_lag"], 0, "{d}");
+    assert_eq!(d["partitions"].as_array().unwrap().len(), 2, "{d}");
+
+    // Three more records: lag 3.
+    s.ok_stdin(&["produce", "jobs", "--partition", "0"], "a\nb\nc\n");
+    let d = s.json(&["group", "describe", "workers"]);
+    assert_eq!(d["total_lag"], 3, "{d}");
+    let human = s.ok(&["group", "describe", "workers"]);
+    assert!(
+        human.contains("LAG") && human.contains("Total lag: 3"),
+        "{human}"
+    );
+
+    // Dry run changes nothing.
+    let dry = s.ok(&["group", "reset-offsets", "workers", "--to-earliest"]);
+    assert!(dry.contains("dry run"), "{dry}");
+    assert_eq!(s.json(&["group", "describe", "workers"])["total_lag"], 3);
+    let plan = s.json(&["group", "reset-offsets", "workers", "--to-earliest"]);
+    assert_eq!(plan["executed"], false);
+    assert!(
+        plan["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["new_offset"] == 0)
+    );
+    // Execute.
+    s.ok(&[
+        "group",
+        "reset-offsets",
+        "workers",
+        "--topic",
+        "jobs",
+        "--to-earliest",
+        "--execute",
+    ]);
+    assert_eq!(s.json(&["group", "describe", "workers"])["total_lag"], 23);
+    s.ok(&[
+        "group",
+        "reset-offsets",
+        "workers",
+        "--to-latest",
+        "--execute",
+    ]);
+    assert_eq!(s.json(&["group", "describe", "workers"])["total_lag"], 0);
+    s.ok(&[
+        "group",
+        "reset-offsets",
+        "workers",
+        "--to-offset",
+        "1",
+        "--execute",
+    ]);
+    let d = s.json(&["group", "describe", "workers"]);
+    assert!(
+        d["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["committed_offset"] == 1),
+        "{d}"
+    );
+    s.ok(&[
+        "group",
+        "reset-offsets",
+        "workers",
+        "--to-datetime",
+        "2000-01-01T00:00:00Z",
+        "--execute",
+    ]);
+    assert_eq!(s.json(&["group", "describe", "workers"])["total_lag"], 23);
+
+    let out = s.ok(&["group", "delete", "workers"]);
+    assert!(out.contains("deleted group workers"), "{out}");
+    let gone = s.cli(&["group", "describe", "workers"]);
+    assert_eq!(gone.status.code(), Some(3), "{}", stdout(&gone));
+}
+
+#[test]
+fn unreachable_broker_exits_2_with_a_hint() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = support::cli(&format!("127.0.0.1:{port}"), &["topic", "list"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("no broker at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(err.contains("sluice server"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_1_and_help_documents_exit_codes() {
+    let out = support::cli("127.0.0.1:1", &["topic", "frobnicate"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let help = support::cli("127.0.0.1:1", &["--help"], None);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(stdout(&help).contains("Exit codes:"), "{}", stdout(&help));
+    assert!(stdout(&help).contains("broker unreachable"));
+}
