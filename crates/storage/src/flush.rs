@@ -114,7 +114,7 @@ pub fn background(inner: Arc<Inner>, stop: Arc<Stop>) {
             inner.write_back_all()?;
             if last_ckpt.elapsed() >= ckpt_every {
                 last_ckpt = Instant::now();
-                inner.checkpoint(false)?;
+                inner.checkpoint_if_changed()?;
             }
             if last_retention.elapsed() >= retention_every {
                 last_retention = Instant::now();
@@ -203,12 +203,29 @@ impl Inner {
     /// Writes a checkpoint: a consistent cut of every partition's state at the current
     /// commit-log end, after the log up to there and all queue files are durable.
     pub fn checkpoint(&self, clean: bool) -> Result<()> {
+        self.checkpoint_if(clean, true)
+    }
+
+    /// A checkpoint only if something changed since the last one (the periodic one: with
+    /// 100,000 partitions a checkpoint is ~10 MB).
+    pub fn checkpoint_if_changed(&self) -> Result<()> {
+        self.checkpoint_if(false, false)
+    }
+
+    fn checkpoint_if(&self, clean: bool, always: bool) -> Result<()> {
         let _one_at_a_time = self.ckpt_lock.lock();
+        let version = self.state_version.load(Ordering::Acquire);
         let cut = {
             let w = self.log.lock_writer();
+            if !always && *self.last_checkpoint.lock() == Some((w.pos, version)) {
+                return Ok(());
+            }
             self.cut(w.pos)
         };
-        self.finish_checkpoint(cut, clean)
+        let position = cut.position;
+        self.finish_checkpoint(cut, clean)?;
+        *self.last_checkpoint.lock() = Some((position, version));
+        Ok(())
     }
 
     /// The cut: partition records as of commit-log position `pos` (caller holds the writer

@@ -5,6 +5,8 @@
 //! keyLength varint | key | valueLength varint | value | headerCount varint | headers...`
 //! (varints are zigzag, as in protobuf).
 
+use std::borrow::Cow;
+
 use crate::batch::{BatchHeader, Compression};
 use crate::compression;
 use crate::error::{Result, StorageError};
@@ -63,14 +65,15 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// The uncompressed records section of `batch` (decompressing with the `cap`).
-pub fn records_bytes(batch: &BatchHeader<'_>, cap: usize) -> Result<Vec<u8>> {
+/// The uncompressed records section of `batch` (decompressing with the `cap`); borrowed
+/// when the batch is not compressed.
+pub fn records_bytes<'a>(batch: &BatchHeader<'a>, cap: usize) -> Result<Cow<'a, [u8]>> {
     let codec = batch
         .compression()
         .ok_or_else(|| StorageError::InvalidBatch("unknown compression codec".into()))?;
     match codec {
-        Compression::None => Ok(batch.records().to_vec()),
-        c => compression::decompress(c, batch.records(), cap),
+        Compression::None => Ok(Cow::Borrowed(batch.records())),
+        c => compression::decompress(c, batch.records(), cap).map(Cow::Owned),
     }
 }
 

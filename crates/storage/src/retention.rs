@@ -23,6 +23,7 @@ impl Inner {
         k: u64,
         log_start: i64,
     ) -> Result<()> {
+        self.changed();
         let mut dropped = 0u64;
         let mut i = g.cq_start;
         while i < k {

@@ -91,6 +91,12 @@ pub(crate) struct Inner {
     pub admin: Mutex<()>,
     pub unsynced_files: Mutex<HashSet<PathBuf>>,
     pub queues_dir_dirty: AtomicBool,
+    /// Bumped by every change a checkpoint records other than appends (config, log start,
+    /// truncation, deletion); with the write position it tells whether a checkpoint would
+    /// say anything new.
+    pub state_version: AtomicU64,
+    /// (write position, state_version) of the last checkpoint written.
+    pub last_checkpoint: Mutex<Option<(u64, u64)>>,
 }
 
 impl Inner {
@@ -109,11 +115,18 @@ impl Inner {
             admin: Mutex::new(()),
             unsynced_files: Mutex::new(HashSet::new()),
             queues_dir_dirty: AtomicBool::new(false),
+            state_version: AtomicU64::new(0),
+            last_checkpoint: Mutex::new(None),
         }
     }
 
     /// Persists a partition's policy in its directory (`config`, 24 bytes).
+    pub fn changed(&self) {
+        self.state_version.fetch_add(1, Ordering::AcqRel);
+    }
+
     pub fn write_partition_config(&self, p: PartitionId, cfg: &PartitionConfig) -> Result<()> {
+        self.changed();
         let path = self.files.dir(p).join("config");
         std::fs::write(&path, cfg.encode()).map_err(|e| StorageError::io("writing", &path, e))
     }
@@ -537,6 +550,7 @@ impl Store {
         {
             let mut g = part.lock();
             g.deleted = true;
+            inner.changed();
             g.cq_pending = Vec::new();
             g.idx_pending = Vec::new();
         }

@@ -43,6 +43,7 @@ impl Inner {
         let Some(first) = self.files.cq_entries_locked(p, g, k, 1)?.first().copied() else {
             return Ok(());
         };
+        self.changed();
         let mut dropped = 0u64;
         let mut i = k;
         while i < g.cq_end {

@@ -1,0 +1,499 @@
+//! Storage benchmarks (release mode; each prints the figures that go into
+//! `docs/benchmarks.md`). Ratios are taken inside one run, because absolute disk figures on a
+//! shared machine move by 10× (see research/limits.md).
+//!
+//! ```text
+//! cargo run -p sluice-storage --release --example storage_bench -- <bench> [dir]
+//!   append       16 KiB batches, one appender, vs plain sequential write() of the same bytes
+//!   sync         64 concurrent Flush::Sync appenders vs 64 Flush::Async appenders
+//!   partitions   10,000 partitions round-robin vs 8
+//!   open         open time of a large store: clean stop, kill -9, no checkpoint at all
+//!   memory       RSS per idle partition at 100,000 partitions
+//! ```
+//! Sizes are scaled by SLUICE_BENCH_MB (default per bench below).
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use sluice_storage::{Flush, PartitionConfig, PartitionId, Store, StoreConfig};
+
+fn env_mb(default: u64) -> u64 {
+    std::env::var("SLUICE_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A v2 batch of `n` records of `value_len` bytes each (uncompressed), base offset 0.
+fn make_batch(n: usize, value_len: usize) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        loop {
+            let b = (z & 0x7f) as u8;
+            z >>= 7;
+            if z == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let mut recs = Vec::new();
+    for i in 0..n {
+        let mut r = vec![0u8];
+        varint(&mut r, 0);
+        varint(&mut r, i as i64);
+        let key = format!("key-{i}");
+        varint(&mut r, key.len() as i64);
+        r.extend_from_slice(key.as_bytes());
+        varint(&mut r, value_len as i64);
+        r.extend((0..value_len).map(|j| (i * 7 + j) as u8));
+        varint(&mut r, 0);
+        varint(&mut recs, r.len() as i64);
+        recs.extend_from_slice(&r);
+    }
+    let now = 1_700_000_000_000i64;
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((49 + recs.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(n as i32 - 1).to_be_bytes());
+    b.extend_from_slice(&now.to_be_bytes());
+    b.extend_from_slice(&now.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&(n as i32).to_be_bytes());
+    b.extend_from_slice(&recs);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// A ~16 KiB batch: 16 records of 1000 bytes.
+fn batch_16k() -> Vec<u8> {
+    make_batch(16, 1000)
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+fn keep(flush: Flush, index: bool) -> PartitionConfig {
+    PartitionConfig {
+        flush,
+        retention_ms: None,
+        retention_bytes: None,
+        index,
+    }
+}
+
+fn fresh(dir: &Path, name: &str) -> PathBuf {
+    let d = dir.join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rt(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Plain sequential write() of `total` bytes in `chunk`-sized writes, then fdatasync.
+fn plain_write(path: &Path, chunk: &[u8], total: u64) -> (Duration, Duration) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let t = Instant::now();
+    let mut n = 0;
+    while n < total {
+        f.write_all(chunk).unwrap();
+        n += chunk.len() as u64;
+    }
+    let written = t.elapsed();
+    f.sync_data().unwrap();
+    (written, t.elapsed())
+}
+
+fn store_append(
+    dir: &Path,
+    batch: &[u8],
+    total: u64,
+    index: bool,
+    flush_ms: u64,
+) -> (Duration, Duration) {
+    let mut cfg = StoreConfig::new(dir);
+    cfg.flush_interval_ms = flush_ms;
+    cfg.retention_check_interval_ms = 3_600_000;
+    let store = Store::open(cfg).unwrap();
+    store
+        .configure_partition(PartitionId(0), keep(Flush::Async, index))
+        .unwrap();
+    let rt = rt(1);
+    // The request buffers exist before the clock starts (they come from the network in the
+    // broker); the plain write does not copy either.
+    let bufs: Vec<BytesMut> = (0..total.div_ceil(batch.len() as u64))
+        .map(|_| BytesMut::from(batch))
+        .collect();
+    let t = Instant::now();
+    rt.block_on(async {
+        for b in bufs {
+            store.append(PartitionId(0), b).await.unwrap();
+        }
+    });
+    let written = t.elapsed();
+    store.flush().unwrap();
+    let flushed = t.elapsed();
+    store.close().unwrap();
+    (written, flushed)
+}
+
+/// Lets the disk settle between runs: the filesystem is mounted with `discard`, so deleting a
+/// just-written file costs the next run if it is not given time.
+fn settle(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    // SAFETY: plain syscall.
+    unsafe { libc::sync() };
+    std::thread::sleep(Duration::from_secs(2));
+}
+
+fn bench_append(dir: &Path) {
+    let total = env_mb(512) << 20;
+    let b = batch_16k();
+    println!(
+        "## append: {} MiB in {}-byte batches, one appender, Flush::Async",
+        total >> 20,
+        b.len()
+    );
+    let d = dir.join("append");
+    let mut rows = Vec::new();
+    for round in 0..3 {
+        settle(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let (pw, pf) = plain_write(&d.join("plain.dat"), &b, total);
+        settle(&d);
+        let (nw, nf) = store_append(&d.join("s"), &b, total, false, 3_600_000);
+        settle(&d);
+        let (sw, sf) = store_append(&d.join("s"), &b, total, false, 1000);
+        settle(&d);
+        let (iw, iff) = store_append(&d.join("s"), &b, total, true, 1000);
+        println!(
+            "round {round}: plain write() {:.0} MB/s, +final fdatasync {:.0} | store, no periodic flush {:.0}, +final flush {:.0} | store, 1 s flush {:.0}, +final {:.0} | store, 1 s flush, index on {:.0}, +final {:.0}",
+            mbps(total, pw),
+            mbps(total, pf),
+            mbps(total, nw),
+            mbps(total, nf),
+            mbps(total, sw),
+            mbps(total, sf),
+            mbps(total, iw),
+            mbps(total, iff)
+        );
+        rows.push([pw, pf, nw, nf, sw, sf, iw, iff]);
+    }
+    for r in rows {
+        let pct = |a: Duration, b: Duration| 100.0 * b.as_secs_f64() / a.as_secs_f64();
+        println!(
+            "store/plain: no periodic flush {:.0}% (page cache) {:.0}% (durable at end) | 1 s flush {:.0}% / {:.0}% | 1 s flush + index {:.0}% / {:.0}%",
+            pct(r[2], r[0]),
+            pct(r[3], r[1]),
+            pct(r[4], r[0]),
+            pct(r[5], r[1]),
+            pct(r[6], r[0]),
+            pct(r[7], r[1])
+        );
+    }
+    settle(&d);
+}
+
+fn concurrent(dir: &Path, flush: Flush, appenders: usize, total: u64) -> (Duration, Duration, u64) {
+    let mut cfg = StoreConfig::new(dir);
+    cfg.retention_check_interval_ms = 3_600_000;
+    let store = Arc::new(Store::open(cfg).unwrap());
+    store
+        .configure_partition(PartitionId(0), keep(flush, false))
+        .unwrap();
+    let b = batch_16k();
+    let per = total / appenders as u64 / b.len() as u64;
+    let rt = rt(2);
+    let fs0 = store.stats().fsync_count;
+    let t = Instant::now();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..appenders {
+            let (store, b) = (store.clone(), b.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..per {
+                    store
+                        .append(PartitionId(0), BytesMut::from(&b[..]))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let appended = t.elapsed();
+    store.flush().unwrap();
+    let durable = t.elapsed();
+    let fsyncs = store.stats().fsync_count - fs0;
+    store.close().unwrap();
+    (appended, durable, fsyncs)
+}
+
+fn bench_sync(dir: &Path) {
+    let total = env_mb(512) << 20;
+    println!(
+        "## sync vs async: 64 concurrent appenders, {} MiB of 16 KiB batches",
+        total >> 20
+    );
+    for round in 0..3 {
+        let d = fresh(dir, "sync");
+        let (aw, ad, _) = concurrent(&d.join("a"), Flush::Async, 64, total);
+        let d = fresh(dir, "sync");
+        let (sw, _, fsyncs) = concurrent(&d.join("s"), Flush::Sync, 64, total);
+        println!(
+            "round {round}: async {:.0} MB/s in page cache, {:.0} MB/s durable at the end | sync {:.0} MB/s ({} fdatasyncs, {:.1} batches each) | sync/async {:.0}% (page cache), {:.0}% (durable)",
+            mbps(total, aw),
+            mbps(total, ad),
+            mbps(total, sw),
+            fsyncs,
+            (total / 16_600) as f64 / fsyncs.max(1) as f64,
+            100.0 * aw.as_secs_f64() / sw.as_secs_f64(),
+            100.0 * ad.as_secs_f64() / sw.as_secs_f64()
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir.join("sync"));
+}
+
+fn round_robin(dir: &Path, partitions: u32, appends: u64, b: &[u8]) -> Duration {
+    let mut cfg = StoreConfig::new(dir);
+    cfg.retention_check_interval_ms = 3_600_000;
+    let store = Store::open(cfg).unwrap();
+    for p in 0..partitions {
+        store
+            .configure_partition(PartitionId(p), keep(Flush::Async, false))
+            .unwrap();
+    }
+    let rt = rt(1);
+    let t = Instant::now();
+    rt.block_on(async {
+        for i in 0..appends {
+            let p = PartitionId((i % partitions as u64) as u32);
+            store.append(p, BytesMut::from(b)).await.unwrap();
+        }
+    });
+    let d = t.elapsed();
+    store.close().unwrap();
+    d
+}
+
+fn bench_partitions(dir: &Path) {
+    let b = make_batch(4, 200); // ~1 KiB: per-append overhead dominates
+    let appends = env_mb(256) * 1024;
+    println!(
+        "## round-robin appends of {}-byte batches: {appends} appends",
+        b.len()
+    );
+    for round in 0..3 {
+        let d = fresh(dir, "parts");
+        let t8 = round_robin(&d.join("p8"), 8, appends, &b);
+        let d = fresh(dir, "parts");
+        let t10k = round_robin(&d.join("p10k"), 10_000, appends, &b);
+        let r8 = appends as f64 / t8.as_secs_f64();
+        let r10k = appends as f64 / t10k.as_secs_f64();
+        println!(
+            "round {round}: 8 partitions {:.0} appends/s | 10,000 partitions {:.0} appends/s | ratio {:.0}%",
+            r8,
+            r10k,
+            100.0 * r10k / r8
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir.join("parts"));
+}
+
+/// Drops our own files from the page cache (clean pages only), for cold-open figures
+/// without disturbing anyone else's cache.
+fn evict(dir: &Path) {
+    fn walk(p: &Path) {
+        let Ok(rd) = std::fs::read_dir(p) else { return };
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path);
+            } else if let Ok(f) = std::fs::File::open(&path) {
+                // SAFETY: plain syscall on an owned fd.
+                unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            }
+        }
+    }
+    walk(dir);
+}
+
+fn timed_open(dir: &Path, label: &str) {
+    for cold in [false, true] {
+        if cold {
+            evict(dir);
+        }
+        let t = Instant::now();
+        let store = Store::open(StoreConfig::new(dir)).unwrap();
+        let d = t.elapsed();
+        let st = store.stats();
+        println!(
+            "open after {label} ({}): {:.2} s — {} partitions, {} segments, {:.2} GiB",
+            if cold {
+                "our files evicted from page cache"
+            } else {
+                "warm page cache"
+            },
+            d.as_secs_f64(),
+            st.partitions,
+            st.segments,
+            st.write_position as f64 / (1u64 << 30) as f64
+        );
+        // Leave the store as found: no close (a close would write a clean checkpoint and
+        // change what the next measurement sees); drop only stops threads.
+        drop(store);
+    }
+}
+
+fn bench_open(dir: &Path) {
+    let gib = env_mb(10 * 1024) as f64 / 1024.0;
+    let total = (gib * (1u64 << 30) as f64) as u64;
+    let d = dir.join("open");
+    let exe = std::env::current_exe().unwrap();
+    if std::env::var("SLUICE_BENCH_CHILD").is_ok() {
+        // Child: fill, then die by SIGKILL in the middle of appending.
+        let store = Store::open(StoreConfig::new(&d)).unwrap();
+        let b = batch_16k();
+        let rt = rt(1);
+        rt.block_on(async {
+            for i in 0..(256u64 << 20) / b.len() as u64 {
+                let p = PartitionId((i % 10_000) as u32);
+                store.append(p, BytesMut::from(&b[..])).await.unwrap();
+            }
+        });
+        // SAFETY: plain syscall.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        unreachable!();
+    }
+    let _ = std::fs::remove_dir_all(&d);
+    println!("## open time: {gib:.1} GiB, 10,000 partitions, 16 KiB batches round-robin");
+    let t = Instant::now();
+    {
+        let store = Store::open(StoreConfig::new(&d)).unwrap();
+        for p in 0..10_000 {
+            store
+                .configure_partition(PartitionId(p), keep(Flush::Async, true))
+                .unwrap();
+        }
+        let b = batch_16k();
+        let rt = rt(1);
+        rt.block_on(async {
+            for i in 0..total / b.len() as u64 {
+                let p = PartitionId((i % 10_000) as u32);
+                store.append(p, BytesMut::from(&b[..])).await.unwrap();
+            }
+        });
+        store.close().unwrap();
+    }
+    println!("filled in {:.1} s", t.elapsed().as_secs_f64());
+    timed_open(&d, "clean stop");
+    let st = std::process::Command::new(&exe)
+        .args(["open", dir.to_str().unwrap()])
+        .env("SLUICE_BENCH_CHILD", "1")
+        .status()
+        .unwrap();
+    println!("child appended 256 MiB more and was killed: {st}");
+    timed_open(&d, "kill -9 (checkpoint every 10 s)");
+    std::fs::remove_file(d.join("checkpoint")).unwrap();
+    timed_open(&d, "kill -9 with no checkpoint at all (full replay)");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = s.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+fn bench_memory(dir: &Path) {
+    let n = 100_000u32;
+    let d = fresh(dir, "memory");
+    println!("## memory of {n} idle partitions (one 1 KiB batch each)");
+    let b = make_batch(4, 200);
+    let base = rss_bytes();
+    {
+        let store = Store::open(StoreConfig::new(&d)).unwrap();
+        let opened = rss_bytes();
+        let t = Instant::now();
+        for p in 0..n {
+            store
+                .configure_partition(PartitionId(p), keep(Flush::Async, true))
+                .unwrap();
+        }
+        let rt = rt(1);
+        rt.block_on(async {
+            for p in 0..n {
+                store
+                    .append(PartitionId(p), BytesMut::from(&b[..]))
+                    .await
+                    .unwrap();
+            }
+        });
+        store.flush().unwrap(); // write back queues: the partitions are now idle
+        let made = rss_bytes();
+        println!(
+            "created + 1 append each + flush in {:.1} s: RSS {} -> {} MiB, {} bytes per partition; open queue files {}",
+            t.elapsed().as_secs_f64(),
+            opened >> 20,
+            made >> 20,
+            (made - opened) / n as u64,
+            store.stats().open_queue_files
+        );
+        store.close().unwrap();
+    }
+    let before = rss_bytes();
+    let t = Instant::now();
+    let store = Store::open(StoreConfig::new(&d)).unwrap();
+    let after = rss_bytes();
+    println!(
+        "reopened in {:.2} s: RSS {} -> {} MiB, {} bytes per idle partition (process baseline {} MiB)",
+        t.elapsed().as_secs_f64(),
+        before >> 20,
+        after >> 20,
+        (after.saturating_sub(before)) / n as u64,
+        base >> 20
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let which = args.get(1).map(String::as_str).unwrap_or("");
+    let dir = PathBuf::from(
+        args.get(2)
+            .cloned()
+            .unwrap_or_else(|| "/tmp/sluice-storage-bench".into()),
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    match which {
+        "append" => bench_append(&dir),
+        "sync" => bench_sync(&dir),
+        "partitions" => bench_partitions(&dir),
+        "open" => bench_open(&dir),
+        "memory" => bench_memory(&dir),
+        _ => eprintln!("usage: storage_bench append|sync|partitions|open|memory [dir]"),
+    }
+}
