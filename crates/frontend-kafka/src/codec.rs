@@ -1,8 +1,11 @@
 //! Request header parsing and response framing around `kafka-protocol`'s generated types.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+use crate::segmented::SegmentedBuf;
 
 /// The fixed first 8 bytes of every request header (all header versions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +114,32 @@ fn body_size(body: &ResponseKind, version: i16) -> Result<usize, EncodeError> {
         OffsetDelete,
         DescribeCluster
     )
+}
+
+/// Encodes a Fetch response as segments: inline bytes with the storage chunks spliced in
+/// where their placeholders are (no copy of record bytes).
+pub fn encode_fetch_segments(
+    correlation_id: i32,
+    version: i16,
+    body: &FetchResponse,
+    splices: Vec<Vec<Bytes>>,
+) -> Result<Vec<Bytes>, EncodeError> {
+    let header_version = <FetchResponse as HeaderVersion>::header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let size = header.compute_size(header_version).map_err(wrap)?
+        + body.compute_size(version).map_err(wrap)?;
+    let mut buf = SegmentedBuf::new(splices);
+    buf.put_i32(i32::try_from(size).map_err(wrap)?);
+    header.encode(&mut buf, header_version).map_err(wrap)?;
+    body.encode(&mut buf, version).map_err(wrap)?;
+    if buf.len() != size + 4 {
+        return Err(EncodeError(format!(
+            "fetch response is {} bytes, expected {}",
+            buf.len(),
+            size + 4
+        )));
+    }
+    buf.finish().map_err(EncodeError)
 }
 
 /// A response failed to encode (a bug: the handler built a field the version lacks).

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broker::Broker;
-use bytes::BytesMut;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -18,7 +20,7 @@ use crate::codec::{self, HeaderPrefix};
 use crate::config::KafkaConfig;
 use crate::context::Ctx;
 use crate::framing::{self, FrameError};
-use crate::handlers::{self, api_versions};
+use crate::handlers::{self, Reply, api_versions};
 use crate::versions;
 
 /// Why a connection was closed by the broker (logged with the peer address).
@@ -44,7 +46,12 @@ pub enum CloseReason {
     NotImplemented { api: ApiKey, reason: &'static str },
 }
 
-type Outgoing = (BytesMut, Option<OwnedSemaphorePermit>);
+/// One response as segments (inline bytes and uncopied storage chunks) and the in-flight
+/// budget it holds until written.
+type Outgoing = (Vec<Bytes>, Option<OwnedSemaphorePermit>);
+
+/// Segments handed to one vectored write.
+const MAX_IOVECS: usize = 64;
 
 pub async fn run(
     stream: TcpStream,
@@ -65,14 +72,45 @@ pub async fn run(
 }
 
 async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, peer: SocketAddr) {
-    while let Some((buf, permit)) = rx.recv().await {
-        if let Err(e) = wr.write_all(&buf).await {
+    while let Some((segments, permit)) = rx.recv().await {
+        if let Err(e) = write_segments(&mut wr, segments).await {
             tracing::debug!(%peer, error = %e, "write failed");
             return;
         }
         drop(permit);
     }
     let _ = wr.shutdown().await;
+}
+
+/// Writes every segment with vectored writes (the kernel copies straight from the mmap'd
+/// storage chunks).
+async fn write_segments(wr: &mut OwnedWriteHalf, mut segments: Vec<Bytes>) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < segments.len() {
+        let slices: Vec<IoSlice<'_>> = segments[first..]
+            .iter()
+            .take(MAX_IOVECS)
+            .map(|s| IoSlice::new(s))
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && first < segments.len() {
+            let len = segments[first].len();
+            if n >= len {
+                n -= len;
+                first += 1;
+            } else {
+                segments[first].advance(n);
+                n = 0;
+            }
+        }
+        while first < segments.len() && segments[first].is_empty() {
+            first += 1;
+        }
+    }
+    Ok(())
 }
 
 async fn read_loop(
@@ -116,7 +154,10 @@ async fn read_loop(
             // Kafka answers an unknown ApiVersions version with a v0 body listing what it
             // supports, so the client can retry with a version both know.
             tracing::info!(%peer, version, "ApiVersions version unsupported; answering with v0");
-            Some((ResponseKind::ApiVersions(api_versions::unsupported()), 0))
+            (
+                Reply::Body(ResponseKind::ApiVersions(api_versions::unsupported())),
+                0,
+            )
         } else {
             let (header, body) = codec::decode_request(frame, api, version)?;
             let client_id = header
@@ -124,6 +165,9 @@ async fn read_loop(
                 .as_ref()
                 .map(|c| c.to_string())
                 .unwrap_or_default();
+            // The header borrows the frame; dropping it lets a lone produce payload become
+            // mutable without a copy.
+            drop(header);
             let ctx = Ctx {
                 broker,
                 config,
@@ -134,22 +178,34 @@ async fn read_loop(
             };
             handlers::dispatch(&ctx, body)
                 .await
-                .map_err(|reason| CloseReason::NotImplemented { api, reason })?
-                .map(|r| (r, version))
+                .map_err(|reason| CloseReason::NotImplemented { api, reason })
+                .map(|r| (r, version))?
         };
         let api_name = api_name(api);
         broker
             .metrics()
             .observe_request(api_name, started.elapsed().as_secs_f64());
-        if let Some((body, v)) = response {
-            let buf = codec::encode_response(prefix.correlation_id, v, &body).map_err(|error| {
-                CloseReason::Encode {
-                    api,
-                    version: v,
-                    error,
-                }
+        let (reply, v) = response;
+        let encoded = match reply {
+            Reply::Silent => None,
+            Reply::Body(body) => Some(
+                codec::encode_response(prefix.correlation_id, v, &body).map(|b| vec![b.freeze()]),
+            ),
+            Reply::Fetch((body, splices)) => Some(codec::encode_fetch_segments(
+                prefix.correlation_id,
+                v,
+                &body,
+                splices,
+            )),
+        };
+        if let Some(encoded) = encoded {
+            let buf = encoded.map_err(|error| CloseReason::Encode {
+                api,
+                version: v,
+                error,
             })?;
-            let permits = buf.len().clamp(1, budget) as u32;
+            let size: usize = buf.iter().map(Bytes::len).sum();
+            let permits = size.clamp(1, budget) as u32;
             let permit = inflight.clone().acquire_many_owned(permits).await.ok();
             if tx.send((buf, permit)).await.is_err() {
                 return Ok(());

@@ -5,6 +5,7 @@
 //! - `connection.rs` — one connection: frames in, responses out in request order.
 //! - `framing.rs` — length-prefixed frames, size checked before allocation.
 //! - `codec.rs` — request header parsing, response framing.
+//! - `segmented.rs` — zero-copy Fetch encoding (storage chunks spliced, not copied).
 //! - [`versions`] — the API versions implemented and advertised.
 //! - `handlers/` — one module per API family; `errors.rs` maps domain errors to codes.
 //! - [`KafkaConfig`] (`config.rs`) — listener settings.
@@ -18,6 +19,7 @@ mod context;
 mod errors;
 mod framing;
 mod handlers;
+mod segmented;
 mod server;
 pub mod versions;
 

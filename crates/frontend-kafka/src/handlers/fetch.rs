@@ -11,6 +11,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use crate::context::{Ctx, topic_name};
 use crate::errors::{NONE, broker_code, code_name};
+use crate::segmented;
 
 struct Wanted {
     wire_name: String,
@@ -19,7 +20,11 @@ struct Wanted {
     partitions: Vec<(i32, i64, i32)>,
 }
 
-pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
+/// A Fetch response and, in encode order, the storage chunks each placeholder records
+/// field stands for (see `segmented.rs`).
+pub type FetchReply = (FetchResponse, Vec<Vec<Bytes>>);
+
+pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchReply {
     let mut appends = ctx.broker.subscribe_appends();
     let mut shutdown = ctx.shutdown.clone();
     let wait_ms = (req.max_wait_ms.max(0) as u64).min(ctx.config.max_fetch_wait_ms);
@@ -55,7 +60,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
         let (resp, bytes, any_error) = read_all(ctx, &wanted, max_bytes);
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= min_bytes.max(1) || any_error || expired || *shutdown.borrow() {
-            count_out(ctx, &resp);
+            count_out(ctx, &resp.0);
             return resp;
         }
         tokio::select! {
@@ -83,7 +88,8 @@ fn count_out(ctx: &Ctx<'_>, resp: &FetchResponse) {
 }
 
 /// One pass over every requested partition. Returns (response, record bytes, any error).
-fn read_all(ctx: &Ctx<'_>, wanted: &[Wanted], max_bytes: usize) -> (FetchResponse, usize, bool) {
+fn read_all(ctx: &Ctx<'_>, wanted: &[Wanted], max_bytes: usize) -> (FetchReply, usize, bool) {
+    let mut splices = Vec::new();
     let mut remaining = max_bytes;
     let mut total = 0usize;
     let mut any_error = false;
@@ -120,7 +126,13 @@ fn read_all(ctx: &Ctx<'_>, wanted: &[Wanted], max_bytes: usize) -> (FetchRespons
                     if keep {
                         total += f.bytes;
                         remaining = remaining.saturating_sub(f.bytes);
-                        pd = pd.with_records(Some(concat(f.chunks, f.bytes)));
+                        pd = pd.with_records(Some(match segmented::placeholder(f.bytes) {
+                            Some(p) => {
+                                splices.push(f.chunks);
+                                p
+                            }
+                            None => concat(f.chunks, f.bytes),
+                        }));
                     } else {
                         pd = pd.with_records(Some(Bytes::new()));
                     }
@@ -157,7 +169,7 @@ fn read_all(ctx: &Ctx<'_>, wanted: &[Wanted], max_bytes: usize) -> (FetchRespons
         .with_error_code(NONE)
         .with_session_id(0)
         .with_responses(topics);
-    (resp, total, any_error)
+    ((resp, splices), total, any_error)
 }
 
 /// One `Bytes` for the records field: no copy when storage returned a single chunk.

@@ -15,19 +15,29 @@ use kafka_protocol::messages::{RequestKind, ResponseKind};
 
 use crate::context::Ctx;
 
-/// Handles one request. `None`: no response is sent (Produce with acks=0).
-/// `Err(name)`: a request kind this front door does not implement (never advertised).
-pub async fn dispatch(
-    ctx: &Ctx<'_>,
-    req: RequestKind,
-) -> Result<Option<ResponseKind>, &'static str> {
+/// What a handler answers.
+pub enum Reply {
+    /// No response at all (Produce with acks=0).
+    Silent,
+    Body(ResponseKind),
+    /// A Fetch response whose records are spliced in at encode time, uncopied.
+    Fetch(fetch::FetchReply),
+}
+
+/// Handles one request. `Err(reason)`: a request kind this front door does not implement
+/// (never advertised).
+pub async fn dispatch(ctx: &Ctx<'_>, req: RequestKind) -> Result<Reply, &'static str> {
     use RequestKind as Q;
     use ResponseKind as R;
-    Ok(Some(match req {
+    Ok(Reply::Body(match req {
         Q::ApiVersions(_) => R::ApiVersions(api_versions::response(0)),
         Q::Metadata(r) => R::Metadata(metadata::handle(ctx, r)),
-        Q::Produce(r) => return Ok(produce::handle(ctx, r).await.map(R::Produce)),
-        Q::Fetch(r) => R::Fetch(fetch::handle(ctx, r).await),
+        Q::Produce(r) => {
+            return Ok(produce::handle(ctx, r)
+                .await
+                .map_or(Reply::Silent, |p| Reply::Body(R::Produce(p))));
+        }
+        Q::Fetch(r) => return Ok(Reply::Fetch(fetch::handle(ctx, r).await)),
         Q::ListOffsets(r) => R::ListOffsets(list_offsets::handle(ctx, r)),
         Q::CreateTopics(r) => R::CreateTopics(topics::create_topics(ctx, r)),
         Q::DeleteTopics(r) => R::DeleteTopics(topics::delete_topics(ctx, r)),
