@@ -254,13 +254,12 @@ fn announce(
         flush = if cfg.flush_sync { "sync" } else { "async" },
         "sluice server ready"
     );
-    if !cfg.log_json {
-        println!("sluice {} ready", env!("CARGO_PKG_VERSION"));
-        println!("  kafka  {kafka_addr} (clients connect to {advertised})");
-        println!("  admin  {admin}");
-        println!("  data   {}", data_dir.display());
-        println!("  press Ctrl-C to stop");
-    }
+    // The banner goes to stdout whatever the log format (logs go to stderr).
+    println!("sluice {} ready", env!("CARGO_PKG_VERSION"));
+    println!("  kafka  {kafka_addr} (clients connect to {advertised})");
+    println!("  admin  {admin}");
+    println!("  data   {}", data_dir.display());
+    println!("  press Ctrl-C to stop");
 }
 
 fn kafka_config(

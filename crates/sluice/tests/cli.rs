@@ -413,6 +413,19 @@ fn consumer_group_consume_describe_reset_delete() {
 }
 
 #[test]
+fn bootstrap_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let out = std::process::Command::new(support::BIN)
+        .args(["topic", "create", "via-env"])
+        .env("SLUICE_BOOTSTRAP", &s.kafka)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(s.ok(&["topic", "list"]).contains("via-env"));
+}
+
+#[test]
 fn unreachable_broker_exits_2_with_a_hint() {
     // A port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
