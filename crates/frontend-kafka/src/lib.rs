@@ -12,12 +12,12 @@
 //!
 //! See `docs/protocol-mapping.md` for the API-by-API mapping.
 
-mod codec;
+pub mod codec;
 mod config;
 mod connection;
 mod context;
 mod errors;
-mod framing;
+pub mod framing;
 mod handlers;
 mod segmented;
 mod server;

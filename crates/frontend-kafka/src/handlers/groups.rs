@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 };
 
 use crate::context::{Ctx, s};
-use crate::errors::{NONE, group_code};
+use crate::errors::{NONE, code_name, group_code};
 
 fn opt(v: &Option<kafka_protocol::protocol::StrBytes>) -> Option<String> {
     v.as_ref().map(|x| x.to_string())
@@ -76,7 +76,7 @@ pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
         Err(e) => {
             ctx.broker
                 .metrics()
-                .observe_error("JoinGroup", &format!("{e:?}"));
+                .observe_error("JoinGroup", &code_name(group_code(&e)));
             let member_id = match &e {
                 GroupError::MemberIdRequired(id) => s(id.clone()),
                 _ => req.member_id.clone(),
@@ -117,7 +117,7 @@ pub async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
         Err(e) => {
             ctx.broker
                 .metrics()
-                .observe_error("SyncGroup", &format!("{e:?}"));
+                .observe_error("SyncGroup", &code_name(group_code(&e)));
             SyncGroupResponse::default().with_error_code(group_code(&e))
         }
     }

@@ -1,6 +1,11 @@
 //! Produce: batches are appended as sent (storage checks CRCs and assigns offsets).
 //! acks=0 gets no response; acks other than 0, 1, -1 gets INVALID_REQUIRED_ACKS.
+//! Partitions of one request are appended concurrently, so with `flush = sync` one group
+//! commit covers them all.
 
+use std::sync::Arc;
+
+use broker::{Broker, BrokerError, Produced};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -9,79 +14,66 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use crate::context::{Ctx, s, topic_name};
 use crate::errors::{NONE, broker_code, code_name};
 
-struct Part {
-    index: i32,
-    records: Option<Bytes>,
+/// One partition's outcome, before it becomes a wire response.
+enum Outcome {
+    Code(i16),
+    Done(Result<Produced, BrokerError>),
+}
+
+struct Append {
+    slot: usize,
+    topic: String,
+    partition: i32,
+    records: Bytes,
 }
 
 pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
     let acks = req.acks;
     let acks_valid = (-1..=1).contains(&acks);
-    // Take the records out and drop the request, so a lone records slice can become
-    // mutable without a copy.
-    let mut topics: Vec<(String, uuid::Uuid, Option<String>, Vec<Part>)> =
-        Vec::with_capacity(req.topic_data.len());
+    // Response skeleton (topic, id, partition indexes) and the appends to run.
+    let mut shape: Vec<(String, uuid::Uuid, Vec<i32>)> = Vec::with_capacity(req.topic_data.len());
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut appends: Vec<Append> = Vec::new();
     for t in req.topic_data {
         let name = if ctx.version >= 13 {
             ctx.broker.topic_name_by_id(t.topic_id.as_u128())
         } else {
             Some(t.name.0.to_string())
         };
-        let parts = t
-            .partition_data
-            .into_iter()
-            .map(|p| Part {
-                index: p.index,
-                records: p.records,
-            })
-            .collect();
-        topics.push((t.name.0.to_string(), t.topic_id, name, parts));
-    }
-    let mut responses = Vec::with_capacity(topics.len());
-    for (wire_name, topic_id, name, parts) in topics {
-        let mut prs = Vec::with_capacity(parts.len());
-        for p in parts {
-            let mut r = PartitionProduceResponse::default()
-                .with_index(p.index)
-                .with_base_offset(-1)
-                .with_log_append_time_ms(-1)
-                .with_log_start_offset(-1);
-            let code = if !acks_valid {
-                ResponseError::InvalidRequiredAcks.code()
-            } else if let Some(name) = &name {
-                match p.records {
-                    None => ResponseError::InvalidRecord.code(),
-                    Some(records) => {
-                        let bytes = BytesMut::from(records);
-                        match ctx.broker.produce(name, p.index, bytes).await {
-                            Ok(done) => {
-                                r = r.with_base_offset(done.base_offset);
-                                if ctx.version >= 5 {
-                                    r = r.with_log_start_offset(done.log_start_offset);
-                                }
-                                NONE
-                            }
-                            Err(e) => {
-                                tracing::debug!(peer = %ctx.peer, topic = %name, partition = p.index, error = %e, "produce rejected");
-                                if ctx.version >= 8 {
-                                    r = r.with_error_message(Some(s(e.to_string())));
-                                }
-                                broker_code(&e)
-                            }
-                        }
-                    }
+        let mut indexes = Vec::with_capacity(t.partition_data.len());
+        for p in t.partition_data {
+            indexes.push(p.index);
+            let slot = outcomes.len();
+            outcomes.push(match (&name, p.records) {
+                _ if !acks_valid => Outcome::Code(ResponseError::InvalidRequiredAcks.code()),
+                (None, _) => Outcome::Code(ResponseError::UnknownTopicId.code()),
+                (Some(_), None) => Outcome::Code(ResponseError::InvalidRecord.code()),
+                (Some(n), Some(records)) => {
+                    appends.push(Append {
+                        slot,
+                        topic: n.clone(),
+                        partition: p.index,
+                        records,
+                    });
+                    Outcome::Code(NONE)
                 }
-            } else {
-                ResponseError::UnknownTopicId.code()
-            };
-            if code != NONE {
-                ctx.broker
-                    .metrics()
-                    .observe_error("Produce", &code_name(code));
-            }
-            prs.push(r.with_error_code(code));
+            });
         }
-        responses.push(
+        shape.push((t.name.0.to_string(), t.topic_id, indexes));
+    }
+    run_appends(ctx.broker, appends, &mut outcomes).await;
+    if acks == 0 {
+        count_errors(ctx, &outcomes);
+        return None;
+    }
+    let mut outcomes = outcomes.into_iter();
+    let responses = shape
+        .into_iter()
+        .map(|(wire_name, topic_id, indexes)| {
+            let prs = indexes
+                .into_iter()
+                .map(|index| partition_response(ctx, index, outcomes.next()))
+                .collect();
             TopicProduceResponse::default()
                 .with_name(topic_name(if ctx.version >= 13 {
                     String::new()
@@ -89,11 +81,98 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceRespons
                     wire_name
                 }))
                 .with_topic_id(topic_id)
-                .with_partition_responses(prs),
-        );
-    }
-    if acks == 0 {
-        return None;
-    }
+                .with_partition_responses(prs)
+        })
+        .collect();
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// Runs the appends, concurrently when there are several.
+async fn run_appends(broker: &Arc<Broker>, appends: Vec<Append>, outcomes: &mut [Outcome]) {
+    if appends.len() <= 1 {
+        for a in appends {
+            let r = broker
+                .produce(&a.topic, a.partition, BytesMut::from(a.records))
+                .await;
+            outcomes[a.slot] = Outcome::Done(r);
+        }
+        return;
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for a in appends {
+        let b = broker.clone();
+        set.spawn(async move {
+            let r = b
+                .produce(&a.topic, a.partition, BytesMut::from(a.records))
+                .await;
+            (a.slot, r)
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((slot, r)) => outcomes[slot] = Outcome::Done(r),
+            // A panicking append is a bug; its slot keeps the storage error below.
+            Err(e) => tracing::error!(error = %e, "produce task failed"),
+        }
+    }
+    for o in outcomes.iter_mut() {
+        if matches!(o, Outcome::Code(NONE)) {
+            *o = Outcome::Code(ResponseError::KafkaStorageError.code());
+        }
+    }
+}
+
+fn count_errors(ctx: &Ctx<'_>, outcomes: &[Outcome]) {
+    for o in outcomes {
+        let code = match o {
+            Outcome::Code(c) => *c,
+            Outcome::Done(Ok(_)) => NONE,
+            Outcome::Done(Err(e)) => broker_code(e),
+        };
+        if code != NONE {
+            ctx.broker
+                .metrics()
+                .observe_error("Produce", &code_name(code));
+        }
+    }
+}
+
+fn partition_response(
+    ctx: &Ctx<'_>,
+    index: i32,
+    outcome: Option<Outcome>,
+) -> PartitionProduceResponse {
+    let r = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1);
+    let (r, code) = match outcome {
+        Some(Outcome::Done(Ok(done))) => {
+            let r = r.with_base_offset(done.base_offset);
+            let r = if ctx.version >= 5 {
+                r.with_log_start_offset(done.log_start_offset)
+            } else {
+                r
+            };
+            (r, NONE)
+        }
+        Some(Outcome::Done(Err(e))) => {
+            tracing::debug!(peer = %ctx.peer, partition = index, error = %e, "produce rejected");
+            let r = if ctx.version >= 8 {
+                r.with_error_message(Some(s(e.to_string())))
+            } else {
+                r
+            };
+            (r, broker_code(&e))
+        }
+        Some(Outcome::Code(c)) => (r, c),
+        None => (r, ResponseError::UnknownServerError.code()),
+    };
+    if code != NONE {
+        ctx.broker
+            .metrics()
+            .observe_error("Produce", &code_name(code));
+    }
+    r.with_error_code(code)
 }
