@@ -217,6 +217,19 @@ fn produce_stdin_and_consume_in_every_format_and_start_position() {
     assert_eq!(stdout(&none), "");
     let all = s.ok(&["consume", "events", "--timeout-ms", "1500"]);
     assert_eq!(all.lines().count(), 12);
+
+    // Past the end: the consumer says so and waits at the end instead of replaying.
+    let past = s.cli(&["consume", "events", "--offset", "999", "--timeout-ms", "800"]);
+    assert!(past.status.success(), "{}", stderr(&past));
+    assert_eq!(stdout(&past), "");
+    assert!(stderr(&past).contains("out of range"), "{}", stderr(&past));
+
+    // --output json makes JSON lines the default record format.
+    let json_lines = s.ok(&["-o", "json", "consume", "events", "--count", "2"]);
+    for line in json_lines.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(r["topic"], "events");
+    }
 }
 
 #[test]

@@ -232,9 +232,9 @@ pub struct ConsumeArgs {
     /// Exit when no record arrives for this long (ms).
     #[arg(long)]
     pub timeout_ms: Option<u64>,
-    /// Output format per record.
-    #[arg(long, short = 'F', value_enum, default_value_t = RecordFormat::Value)]
-    pub format: RecordFormat,
+    /// Output format per record [default: value; json with --output json].
+    #[arg(long, short = 'F', value_enum)]
+    pub format: Option<RecordFormat>,
     /// Separator between key and value for --format key-value.
     #[arg(long, default_value = "\t")]
     pub separator: String,

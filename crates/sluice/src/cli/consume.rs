@@ -10,10 +10,12 @@ use kafka_protocol::records::Record;
 use serde_json::json;
 
 use super::Ctx;
-use super::args::{ConsumeArgs, RecordFormat};
+use super::args::{ConsumeArgs, OutputFormat, RecordFormat};
 use super::exit::{EXIT_TIMEOUT, usage};
 use crate::client::consumer_group::{GroupMember, Offsets, fetch_offsets};
-use crate::client::ops::{EARLIEST, LATEST, PartitionInfo, fetch, list_offsets, topic_partitions};
+use crate::client::ops::{
+    EARLIEST, LATEST, PartitionInfo, fetch, list_offsets, topic_partitions, watermarks,
+};
 use crate::client::{Client, ClientError};
 
 /// Where to start reading a partition that has no committed offset.
@@ -118,7 +120,11 @@ pub async fn run(ctx: &Ctx, args: ConsumeArgs) -> anyhow::Result<i32> {
     let all = topic_partitions(&mut client, &args.topic).await?;
     let mut consumer = Consumer {
         topic: args.topic.clone(),
-        format: args.format,
+        format: args.format.unwrap_or(if ctx.output == OutputFormat::Json {
+            RecordFormat::Json
+        } else {
+            RecordFormat::Value
+        }),
         separator: args.separator.clone(),
         positions: BTreeMap::new(),
         max_bytes: BTreeMap::new(),
@@ -338,7 +344,8 @@ impl Consumer {
                 match f.error_code {
                     0 => {}
                     1 => {
-                        // OFFSET_OUT_OF_RANGE: records were deleted; restart at the log start.
+                        // OFFSET_OUT_OF_RANGE: before the log start (deleted by retention)
+                        // or past the end: move to the nearest valid offset.
                         let info: Vec<PartitionInfo> = self
                             .partitions
                             .iter()
@@ -346,8 +353,16 @@ impl Consumer {
                             .copied()
                             .collect();
                         drop(out);
-                        let start = self.resolve(client, &info, StartFrom::Earliest).await?;
-                        self.positions.extend(start);
+                        let marks = watermarks(client, &self.topic, &info).await?;
+                        if let Some(&(start, end)) = marks.get(&f.partition) {
+                            let pos = self.positions[&f.partition];
+                            let moved = pos.clamp(start, end);
+                            eprintln!(
+                                "offset {pos} of {}/{} is out of range {start}..{end}; continuing at {moved}",
+                                self.topic, f.partition
+                            );
+                            self.positions.insert(f.partition, moved);
+                        }
                         out = stdout.lock();
                         continue;
                     }
