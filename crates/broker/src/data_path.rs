@@ -23,6 +23,8 @@ pub struct Fetched {
     /// Whole batches (the last may exceed `max_bytes` when it is the first one).
     pub chunks: Vec<Bytes>,
     pub bytes: usize,
+    /// Records in `chunks` (from batch headers).
+    pub records: u64,
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
 }
@@ -114,7 +116,7 @@ impl Broker {
         offset: Offset,
         max_bytes: usize,
     ) -> Result<Fetched> {
-        let (pid, _, counters) = self.resolve(topic, partition)?;
+        let (pid, _, _) = self.resolve(topic, partition)?;
         let marks = self.store.offsets(pid)?;
         if offset < marks.log_start || offset > marks.log_end {
             return Err(BrokerError::OffsetOutOfRange {
@@ -126,6 +128,7 @@ impl Broker {
         let mut out = Fetched {
             chunks: Vec::new(),
             bytes: 0,
+            records: 0,
             high_watermark: marks.log_end,
             log_start_offset: marks.log_start,
         };
@@ -141,9 +144,17 @@ impl Broker {
             }
         }
         out.chunks = read.chunks;
-        counters.bytes_out.inc_by(out.bytes as u64);
-        counters.records_out.inc_by(records);
+        out.records = records;
         Ok(out)
+    }
+
+    /// Counts what a front door actually sent from `fetch` results (a long poll may read
+    /// several times before answering).
+    pub fn count_fetched(&self, topic: &str, bytes: u64, records: u64) {
+        if let Ok(t) = self.topics.read().get(topic) {
+            t.counters.bytes_out.inc_by(bytes);
+            t.counters.records_out.inc_by(records);
+        }
     }
 
     pub fn watermarks(&self, topic: &str, partition: i32) -> Result<Watermarks> {

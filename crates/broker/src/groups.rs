@@ -16,10 +16,15 @@ use crate::group::{
 use crate::metadata_log::MetaRecord;
 
 type Key = (String, String);
+
+/// How often committed offsets are checked for expiry.
+const OFFSET_EXPIRY_CHECK_MS: i64 = 60_000;
 type Waiter<T> = oneshot::Sender<Result<T, GroupError>>;
 
 pub struct GroupsInner {
     pub coordinator: GroupCoordinator,
+    /// When committed offsets were last checked against `offsets_retention_ms`.
+    last_offset_expiry_ms: i64,
     join_waiters: HashMap<Key, Waiter<JoinOutcome>>,
     sync_waiters: HashMap<Key, Waiter<SyncOutcome>>,
 }
@@ -30,6 +35,7 @@ impl GroupsCell {
     pub fn new(coordinator: GroupCoordinator) -> Self {
         Self(Mutex::new(GroupsInner {
             coordinator,
+            last_offset_expiry_ms: 0,
             join_waiters: HashMap::new(),
             sync_waiters: HashMap::new(),
         }))
@@ -210,6 +216,7 @@ impl Broker {
     /// Runs the coordinator's timers (called every `GROUP_TICK_MS` by the broker task).
     pub fn tick_groups(&self) {
         let now = self.now_ms();
+        self.expire_offsets(now);
         let records = {
             let mut g = self.groups.lock();
             let out = g.coordinator.tick(now);
@@ -220,6 +227,34 @@ impl Broker {
             g.generation_records(changed)
         };
         self.persist_all(records);
+    }
+
+    /// Applies `offsets_retention_ms` at most once per `OFFSET_EXPIRY_CHECK_MS`.
+    fn expire_offsets(&self, now: i64) {
+        let Some(retention) = self.config.offsets_retention_ms else {
+            return;
+        };
+        let (dropped, forgotten) = {
+            let mut g = self.groups.lock();
+            if now - g.last_offset_expiry_ms < OFFSET_EXPIRY_CHECK_MS {
+                return;
+            }
+            g.last_offset_expiry_ms = now;
+            g.coordinator.expire_offsets(now, retention)
+        };
+        for (group_id, partitions) in dropped {
+            tracing::info!(group = %group_id, partitions = partitions.len(), "committed offsets expired");
+            let _ = self.persist(
+                MetaRecord::OffsetsDeleted {
+                    group_id,
+                    partitions,
+                },
+                false,
+            );
+        }
+        for group_id in forgotten {
+            let _ = self.persist(MetaRecord::GroupDeleted { group_id }, false);
+        }
     }
 
     /// OffsetCommit. Group-level errors fail the whole request; unknown partitions fail

@@ -50,6 +50,9 @@ pub struct GroupCoordinator {
 
 type Out = Vec<Completion>;
 
+/// (group id, partitions whose committed offsets expired).
+pub type ExpiredOffsets = (String, Vec<(String, i32)>);
+
 /// (group id, generation, protocol type, committed offsets) of one group.
 pub type GroupExport = (
     String,
@@ -433,6 +436,42 @@ impl GroupCoordinator {
                 Ok(())
             })
             .collect())
+    }
+
+    /// Kafka's offset retention: in groups with no members, committed offsets older than
+    /// `retention_ms` are dropped, and a group left with nothing is forgotten. Returns the
+    /// dropped (group, partitions) and the forgotten groups.
+    pub fn expire_offsets(
+        &mut self,
+        now_ms: TimestampMs,
+        retention_ms: i64,
+    ) -> (Vec<ExpiredOffsets>, Vec<String>) {
+        let mut dropped = Vec::new();
+        let mut forgotten = Vec::new();
+        for g in self.groups.values_mut() {
+            if g.state != GroupState::Empty {
+                continue;
+            }
+            let old: Vec<(String, i32)> = g
+                .offsets
+                .iter()
+                .filter(|(_, o)| now_ms.saturating_sub(o.commit_timestamp_ms) > retention_ms)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &old {
+                g.offsets.remove(k);
+            }
+            if !old.is_empty() {
+                dropped.push((g.group_id.clone(), old));
+                if g.offsets.is_empty() && g.pending_members.is_empty() {
+                    forgotten.push(g.group_id.clone());
+                }
+            }
+        }
+        for id in &forgotten {
+            self.groups.remove(id);
+        }
+        (dropped, forgotten)
     }
 
     /// Drops every committed offset of a deleted topic.

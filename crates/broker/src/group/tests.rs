@@ -429,3 +429,36 @@ fn invalid_session_timeout() {
         Reply::Now(Err(GroupError::InvalidSessionTimeout))
     ));
 }
+
+#[test]
+fn offsets_of_empty_groups_expire() {
+    let clock = ManualClock::new(1_000);
+    let mut c = coordinator(0);
+    let o = |offset, ts| {
+        vec![(
+            "t".to_string(),
+            0,
+            CommittedOffset {
+                offset,
+                leader_epoch: -1,
+                metadata: None,
+                commit_timestamp_ms: ts,
+            },
+        )]
+    };
+    c.commit_offsets("old", -1, "", None, o(1, 1_000), clock.now_ms())
+        .unwrap();
+    let (a, generation) = single_stable_member(&mut c, &clock);
+    c.commit_offsets("g", generation, &a, None, o(2, 1_000), clock.now_ms())
+        .unwrap();
+    clock.advance_ms(10_000);
+    let (dropped, forgotten) = c.expire_offsets(clock.now_ms(), 5_000);
+    assert_eq!(
+        dropped,
+        vec![("old".to_string(), vec![("t".to_string(), 0)])]
+    );
+    assert_eq!(forgotten, vec!["old".to_string()]);
+    assert_eq!(c.describe_group("old").state, GroupState::Dead);
+    // The live group keeps its offsets.
+    assert_eq!(c.fetch_offsets("g", None).len(), 1);
+}

@@ -57,16 +57,17 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchReply {
     drop(req);
     loop {
         appends.borrow_and_update();
-        let (resp, bytes, any_error) = read_all(ctx, &wanted, max_bytes);
+        let (pass, bytes, any_error) = read_all(ctx, &wanted, max_bytes);
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= min_bytes.max(1) || any_error || expired || *shutdown.borrow() {
-            count_out(ctx, &resp.0);
-            return resp;
+            count_out(ctx, &pass);
+            return pass.reply;
         }
         tokio::select! {
             changed = appends.changed() => {
                 if changed.is_err() {
-                    return resp;
+                    count_out(ctx, &pass);
+                    return pass.reply;
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {}
@@ -75,8 +76,17 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchReply {
     }
 }
 
-fn count_out(ctx: &Ctx<'_>, resp: &FetchResponse) {
-    for t in &resp.responses {
+/// One read of every partition: the reply and what it would send, per topic.
+struct Pass {
+    reply: FetchReply,
+    sent: Vec<(String, u64, u64)>,
+}
+
+fn count_out(ctx: &Ctx<'_>, pass: &Pass) {
+    for (topic, bytes, records) in &pass.sent {
+        ctx.broker.count_fetched(topic, *bytes, *records);
+    }
+    for t in &pass.reply.0.responses {
         for p in &t.partitions {
             if p.error_code != NONE {
                 ctx.broker
@@ -88,8 +98,9 @@ fn count_out(ctx: &Ctx<'_>, resp: &FetchResponse) {
 }
 
 /// One pass over every requested partition. Returns (response, record bytes, any error).
-fn read_all(ctx: &Ctx<'_>, wanted: &[Wanted], max_bytes: usize) -> (FetchReply, usize, bool) {
+fn read_all(ctx: &Ctx<'_>, wanted: &[Wanted], max_bytes: usize) -> (Pass, usize, bool) {
     let mut splices = Vec::new();
+    let mut sent: Vec<(String, u64, u64)> = Vec::new();
     let mut remaining = max_bytes;
     let mut total = 0usize;
     let mut any_error = false;
@@ -124,6 +135,7 @@ fn read_all(ctx: &Ctx<'_>, wanted: &[Wanted], max_bytes: usize) -> (FetchReply, 
                         })
                         .with_aborted_transactions(Some(Vec::new()));
                     if keep {
+                        sent.push((name.clone(), f.bytes as u64, f.records));
                         total += f.bytes;
                         remaining = remaining.saturating_sub(f.bytes);
                         pd = pd.with_records(Some(match segmented::placeholder(f.bytes) {
@@ -169,7 +181,14 @@ fn read_all(ctx: &Ctx<'_>, wanted: &[Wanted], max_bytes: usize) -> (FetchReply, 
         .with_error_code(NONE)
         .with_session_id(0)
         .with_responses(topics);
-    ((resp, splices), total, any_error)
+    (
+        Pass {
+            reply: (resp, splices),
+            sent,
+        },
+        total,
+        any_error,
+    )
 }
 
 /// One `Bytes` for the records field: no copy when storage returned a single chunk.

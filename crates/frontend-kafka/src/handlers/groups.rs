@@ -16,6 +16,22 @@ use kafka_protocol::messages::{
 use crate::context::{Ctx, s};
 use crate::errors::{NONE, code_name, group_code};
 
+/// A parked JoinGroup/SyncGroup gives up when the server shuts down, so connections can
+/// close promptly (the client retries against the restarted broker).
+async fn until_shutdown<T>(
+    ctx: &Ctx<'_>,
+    fut: impl std::future::Future<Output = Result<T, GroupError>>,
+) -> Result<T, GroupError> {
+    let mut shutdown = ctx.shutdown.clone();
+    if *shutdown.borrow() {
+        return Err(GroupError::CoordinatorNotAvailable);
+    }
+    tokio::select! {
+        r = fut => r,
+        _ = shutdown.changed() => Err(GroupError::CoordinatorNotAvailable),
+    }
+}
+
 fn opt(v: &Option<kafka_protocol::protocol::StrBytes>) -> Option<String> {
     v.as_ref().map(|x| x.to_string())
 }
@@ -46,7 +62,7 @@ pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
     };
     let legacy = ctx.version < 7;
     let base = JoinGroupResponse::default().with_generation_id(-1);
-    match ctx.broker.join_group(domain).await {
+    match until_shutdown(ctx, ctx.broker.join_group(domain)).await {
         Ok(o) => JoinGroupResponse::default()
             .with_error_code(NONE)
             .with_generation_id(o.generation_id)
@@ -102,7 +118,7 @@ pub async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect(),
     };
-    match ctx.broker.sync_group(domain).await {
+    match until_shutdown(ctx, ctx.broker.sync_group(domain)).await {
         Ok(o) => {
             let r = SyncGroupResponse::default()
                 .with_error_code(NONE)
