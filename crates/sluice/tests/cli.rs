@@ -219,7 +219,14 @@ fn produce_stdin_and_consume_in_every_format_and_start_position() {
     assert_eq!(all.lines().count(), 12);
 
     // Past the end: the consumer says so and waits at the end instead of replaying.
-    let past = s.cli(&["consume", "events", "--offset", "999", "--timeout-ms", "800"]);
+    let past = s.cli(&[
+        "consume",
+        "events",
+        "--offset",
+        "999",
+        "--timeout-ms",
+        "800",
+    ]);
     assert!(past.status.success(), "{}", stderr(&past));
     assert_eq!(stdout(&past), "");
     assert!(stderr(&past).contains("out of range"), "{}", stderr(&past));

@@ -152,9 +152,10 @@ async fn describe(ctx: &Ctx, client: &mut Client, group: &str) -> anyhow::Result
             });
         }
     }
+    // Like kafka-consumer-groups: partitions with no committed offset have no lag ("-").
     let total_lag: i64 = rows
         .iter()
-        .map(|r| (r.end - r.committed.unwrap_or(0)).max(0))
+        .filter_map(|r| r.committed.map(|c| (r.end - c).max(0)))
         .sum();
     let value = json!({
         "group": group,

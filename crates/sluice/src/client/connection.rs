@@ -162,6 +162,20 @@ impl Connection {
         Ok((response, version))
     }
 
+    /// Like [`send`](Self::send) for requests the broker may hold for long (JoinGroup waits
+    /// for every member to rejoin): waits at least `at_least` for the response.
+    pub async fn send_patiently<R: Request>(
+        &mut self,
+        request: &R,
+        at_least: Duration,
+    ) -> Result<(R::Response, i16), ClientError> {
+        let normal = self.timeout;
+        self.timeout = normal.max(at_least);
+        let result = self.send(request).await;
+        self.timeout = normal;
+        result
+    }
+
     /// Sends `request` at `version` and decodes the response.
     pub async fn send_at<R: Request>(
         &mut self,

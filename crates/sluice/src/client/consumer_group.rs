@@ -24,6 +24,8 @@ use super::{Client, ClientError, Result, group_id, str_bytes, topic_name};
 const SESSION_TIMEOUT_MS: i32 = 10_000;
 const REBALANCE_TIMEOUT_MS: i32 = 30_000;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// How long a JoinGroup may be held: Java/librdkafka members ask for up to 300 s.
+const JOIN_WAIT_MAX: Duration = Duration::from_secs(310);
 
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const ILLEGAL_GENERATION: i16 = 22;
@@ -131,7 +133,11 @@ impl GroupMember {
         sync.protocol_type = Some(str_bytes("consumer"));
         sync.protocol_name = response.protocol_name.clone().or(Some(str_bytes("range")));
         sync.assignments = assignments;
-        let (sync_response, _) = client.coordinator(&self.group).await?.send(&sync).await?;
+        let (sync_response, _) = client
+            .coordinator(&self.group)
+            .await?
+            .send_patiently(&sync, JOIN_WAIT_MAX)
+            .await?;
         if sync_response.error_code != 0 {
             return Err(ClientError::broker(
                 format!("sync group {}", self.group),
