@@ -8,6 +8,7 @@
 mod cli;
 mod client;
 mod config;
+mod data_dir_lock;
 mod logging;
 mod server;
 

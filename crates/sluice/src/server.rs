@@ -114,6 +114,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let data_dir: PathBuf = std::fs::canonicalize(&cfg.data_dir).unwrap_or(cfg.data_dir.clone());
+    let _lock = crate::data_dir_lock::DataDirLock::acquire(&data_dir)
+        .map_err(|e| usage(format!("{e:#}")))?;
 
     let mut store_config = storage::StoreConfig::new(data_dir.join("store"));
     store_config.segment_bytes = cfg.segment_bytes;

@@ -145,6 +145,27 @@ fn listener_in_use_is_a_clear_error() {
 }
 
 #[test]
+fn one_server_per_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let out = server_cmd(
+        &[
+            "--data-dir",
+            s.data_dir.to_str().unwrap(),
+            "--kafka-listener",
+            "127.0.0.1:0",
+            "--admin-listener",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("in use by another sluice server"), "{err}");
+    assert!(err.contains(&format!("pid {}", s.pid())), "{err}");
+}
+
+#[test]
 fn metrics_and_health_endpoints() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path());

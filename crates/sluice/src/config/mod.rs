@@ -164,7 +164,11 @@ impl Layered {
             for spec in KEYS.iter().filter(|k| k.section() == section) {
                 let (value, origin) = &self.values[spec.key];
                 out.push_str(&format!("# {}\n", spec.doc));
-                let mut meta = format!("# {}; env {}", spec.kind.describe(), spec.env_var());
+                let mut meta = format!(
+                    "# allowed: {}; env {}",
+                    spec.kind.describe(),
+                    spec.env_var()
+                );
                 if let Some(kafka) = spec.kafka_name {
                     meta.push_str(&format!("; Kafka: {kafka}"));
                 }
