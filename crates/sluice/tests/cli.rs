@@ -472,3 +472,112 @@ fn usage_errors_exit_1_and_help_documents_exit_codes() {
     assert!(stdout(&help).contains("Exit codes:"), "{}", stdout(&help));
     assert!(stdout(&help).contains("broker unreachable"));
 }
+
+#[test]
+fn two_group_members_split_the_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    s.ok(&["topic", "create", "shared", "--partitions", "4"]);
+    let spawn = || {
+        std::process::Command::new(support::BIN)
+            .args([
+                "--bootstrap-server",
+                &s.kafka,
+                "consume",
+                "shared",
+                "--group",
+                "pair",
+                "--from",
+                "latest",
+                "--timeout-ms",
+                "6000",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    // Wait until both are members with two partitions each.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = s.cli(&["-o", "json", "group", "describe", "pair"]);
+        let d: serde_json::Value = if out.status.success() {
+            serde_json::from_slice(&out.stdout).unwrap()
+        } else {
+            serde_json::Value::Null
+        };
+        let owners: std::collections::HashSet<String> = d["partitions"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| p["member_id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if d["members"].as_array().map(Vec::len) == Some(2) && owners.len() == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group never settled: {d}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let input: String = (0..400).map(|i| format!("key{i}:v{i}\n")).collect();
+    s.ok_stdin(&["produce", "shared", "--key-separator", ":"], &input);
+    let out_a = support::wait_output(a, std::time::Duration::from_secs(60));
+    let out_b = support::wait_output(b, std::time::Duration::from_secs(60));
+    let (la, lb) = (stdout(&out_a), stdout(&out_b));
+    assert!(!la.is_empty() && !lb.is_empty(), "both members got records");
+    let mut all: Vec<&str> = la.lines().chain(lb.lines()).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 400);
+    assert_eq!(s.json(&["group", "describe", "pair"])["total_lag"], 0);
+}
+
+#[test]
+fn sigterm_stops_a_group_consumer_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    s.ok(&["topic", "create", "calm", "--partitions", "1"]);
+    s.ok_stdin(&["produce", "calm"], "1\n2\n3\n4\n5\n");
+    let consumer = std::process::Command::new(support::BIN)
+        .args([
+            "--bootstrap-server",
+            &s.kafka,
+            "consume",
+            "calm",
+            "--group",
+            "calm-g",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = s.cli(&["-o", "json", "group", "describe", "calm-g"]);
+        if out.status.success() {
+            let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if d["partitions"][0]["committed_offset"] == 5 {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "consumer never committed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(consumer.id() as libc::pid_t, libc::SIGTERM) };
+    let out = support::wait_output(consumer, std::time::Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "1\n2\n3\n4\n5\n");
+    // It left the group instead of waiting out its session.
+    let d = s.json(&["group", "describe", "calm-g"]);
+    assert_eq!(d["members"].as_array().unwrap().len(), 0, "{d}");
+    assert_eq!(d["total_lag"], 0);
+}

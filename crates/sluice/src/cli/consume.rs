@@ -158,8 +158,8 @@ pub async fn run(ctx: &Ctx, args: ConsumeArgs) -> anyhow::Result<i32> {
 
     let timeout = args.timeout_ms.map(Duration::from_millis);
     let mut last_record = Instant::now();
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let stop = super::interrupted();
+    tokio::pin!(stop);
     let outcome: anyhow::Result<i32> = loop {
         if consumer.done() {
             break Ok(0);
@@ -182,7 +182,11 @@ pub async fn run(ctx: &Ctx, args: ConsumeArgs) -> anyhow::Result<i32> {
             .unwrap_or(500);
         let round = tokio::select! {
             r = consumer.fetch_round(&mut client, wait_ms) => r,
-            _ = &mut ctrl_c => break Ok(0),
+            _ = &mut stop => {
+                // The fetch was abandoned mid-request: start the goodbye on fresh connections.
+                client.reset_connections();
+                break Ok(0);
+            }
         };
         match round {
             Ok(0) => {}

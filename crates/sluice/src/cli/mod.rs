@@ -48,6 +48,23 @@ pub async fn run(
     }
 }
 
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM, so long-running commands can finish cleanly.
+pub async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let on_term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = on_term => {}
+    }
+}
+
 /// Splits `key=value`.
 pub fn parse_kv(s: &str, what: &str) -> anyhow::Result<(String, String)> {
     match s.split_once('=') {

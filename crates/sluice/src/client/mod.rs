@@ -83,6 +83,12 @@ impl Client {
         Ok(self.conns.get_mut(addr).expect("inserted above"))
     }
 
+    /// Closes every connection (after a request was abandoned half-way, e.g. on Ctrl-C, a
+    /// connection may hold an unread response). The next request reconnects.
+    pub fn reset_connections(&mut self) {
+        self.conns.clear();
+    }
+
     /// Forgets the cached coordinator of `group` (after NOT_COORDINATOR).
     pub fn forget_coordinator(&mut self, group: &str) {
         self.coordinators.remove(group);
