@@ -111,6 +111,7 @@ pub struct ServerArgs {
 pub enum TopicCommand {
     /// Create a topic.
     Create {
+        /// Name of the new topic.
         topic: String,
         /// Number of partitions (default: the broker's num.partitions).
         #[arg(long, short = 'p')]
@@ -133,11 +134,13 @@ pub enum TopicCommand {
     },
     /// Describe topics: partitions, leaders, offsets and configs.
     Describe {
+        /// Topics to describe.
         #[arg(required = true)]
         topics: Vec<String>,
     },
     /// Add partitions or change topic configs.
     Alter {
+        /// Topic to change.
         topic: String,
         /// New total number of partitions (can only grow).
         #[arg(long, short = 'p')]
@@ -151,6 +154,7 @@ pub enum TopicCommand {
     },
     /// Delete topics.
     Delete {
+        /// Topics to delete.
         #[arg(required = true)]
         topics: Vec<String>,
         /// Succeed if a topic does not exist.
@@ -170,6 +174,7 @@ pub enum CompressionArg {
 
 #[derive(Args, Debug)]
 pub struct ProduceArgs {
+    /// Topic to write (created on first use if the broker auto-creates topics).
     pub topic: String,
     /// Read lines from this file instead of stdin (shows a progress bar).
     #[arg(long, short = 'f')]
@@ -209,9 +214,10 @@ pub enum RecordFormat {
 
 #[derive(Args, Debug)]
 pub struct ConsumeArgs {
+    /// Topic to read.
     pub topic: String,
-    /// Where to start when there is no committed offset: earliest, latest, offset:N, timestamp:MS
-    /// (also `offset N` style via --offset / --timestamp).
+    /// Where to start without a committed offset: earliest, latest, offset:N or timestamp:MS
+    /// (milliseconds since the epoch).
     #[arg(long, default_value = "earliest")]
     pub from: String,
     /// Start at this offset (same as --from offset:N).
@@ -245,11 +251,15 @@ pub enum GroupCommand {
     /// List consumer groups.
     List,
     /// Show a group's state, members, and per-partition committed offset, end offset and lag.
-    Describe { group: String },
+    Describe {
+        /// Consumer group to describe.
+        group: String,
+    },
     /// Move a group's committed offsets. Dry run unless --execute; the group must be empty.
     ResetOffsets(ResetOffsetsArgs),
     /// Delete consumer groups (they must have no active members).
     Delete {
+        /// Consumer groups to delete.
         #[arg(required = true)]
         groups: Vec<String>,
     },
@@ -258,17 +268,21 @@ pub enum GroupCommand {
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["to_earliest", "to_latest", "to_datetime", "to_offset"])))]
 pub struct ResetOffsetsArgs {
+    /// Consumer group whose offsets to move.
     pub group: String,
     /// Topic to reset (repeatable; default: every topic the group has offsets for).
     #[arg(long = "topic", short = 't')]
     pub topics: Vec<String>,
+    /// Move to the log start offset of each partition.
     #[arg(long)]
     pub to_earliest: bool,
+    /// Move to the log end offset of each partition (skip everything there now).
     #[arg(long)]
     pub to_latest: bool,
     /// RFC 3339 time (2026-11-21T12:00:00Z) or milliseconds since epoch.
     #[arg(long, value_name = "DATETIME")]
     pub to_datetime: Option<String>,
+    /// Move to this offset (clamped to each partition's log start..end).
     #[arg(long, value_name = "OFFSET")]
     pub to_offset: Option<i64>,
     /// Apply the new offsets (without it, only show them).
