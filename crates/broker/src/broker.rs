@@ -19,6 +19,8 @@ use crate::metrics::BrokerMetrics;
 use crate::producer_state::ProducerStateTable;
 use crate::topic_config::TopicConfig;
 use crate::topics::{Topic, TopicRegistry};
+use crate::txn::coordinator::TxnCoordinator;
+use crate::txn::partition_txns::PartitionTxnIndex;
 
 /// How often the group coordinator's timers (sessions, rebalance deadlines) are checked.
 pub const GROUP_TICK_MS: u64 = 100;
@@ -47,6 +49,8 @@ pub struct Broker {
     next_producer_id: AtomicI64,
     reserved_producer_id: AtomicI64,
     pub(crate) producers: ProducerStateTable,
+    pub(crate) txns: Mutex<TxnCoordinator>,
+    pub(crate) txn_index: PartitionTxnIndex,
     pub(crate) shutting_down: AtomicBool,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
 }
@@ -132,6 +136,10 @@ impl Broker {
             .flat_map(|t| t.partitions.iter().copied())
             .collect();
         producers.rebuild(&store, &all_partitions, clock.now_ms())?;
+        let txn_index = PartitionTxnIndex::new(&config.data_dir.join("meta"));
+        txn_index.rebuild(&store, &all_partitions)?;
+        let mut txns = TxnCoordinator::new();
+        txns.restore(image.transactions.values().cloned());
         let (shutdown_tx, _) = tokio::sync::watch::channel(false);
         let broker = Arc::new(Broker {
             store,
@@ -143,6 +151,8 @@ impl Broker {
             next_producer_id: AtomicI64::new(next_pid),
             reserved_producer_id: AtomicI64::new(next_pid),
             producers,
+            txns: Mutex::new(txns),
+            txn_index,
             shutting_down: AtomicBool::new(false),
             shutdown_tx,
             config,
@@ -153,6 +163,10 @@ impl Broker {
                 broker.shutdown_tx.subscribe(),
             ));
             handle.spawn(producer_snapshot_timer(
+                Arc::downgrade(&broker),
+                broker.shutdown_tx.subscribe(),
+            ));
+            handle.spawn(crate::txn::txn_timer(
                 Arc::downgrade(&broker),
                 broker.shutdown_tx.subscribe(),
             ));
@@ -281,11 +295,14 @@ impl Broker {
             .flat_map(|t| t.partitions.iter().copied())
             .collect();
         let mut ends = Vec::with_capacity(partitions.len());
+        let mut txn_ends = Vec::with_capacity(partitions.len());
         for p in partitions {
             if let Ok(o) = self.store.offsets(p) {
                 ends.push((p, o.log_end));
+                txn_ends.push((p, o.log_start, o.log_end));
             }
         }
+        self.txn_index.snapshot(&txn_ends)?;
         self.producers.snapshot(&ends)
     }
 }

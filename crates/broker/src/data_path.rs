@@ -95,7 +95,14 @@ impl Broker {
                 log_start_offset,
             });
         }
-        let appended = self.store.append(pid, batches).await?;
+        // Transactional batches must belong to their producer's open transaction.
+        let opened = match crate::txn::transactional_producer(&batches) {
+            Some(producer) => self.txn_before_append(pid, topic, partition, producer)?,
+            None => None,
+        };
+        let appended = self.store.append(pid, batches).await;
+        self.txn_appended(pid, opened, appended.as_ref().ok().map(|a| a.base_offset));
+        let appended = appended?;
         self.producers
             .record(pid, &ids, appended.base_offset, self.clock.now_ms());
         counters.bytes_in.inc_by(len);

@@ -44,6 +44,8 @@ pub enum BrokerError {
     ProducerFenced(String),
     #[error("broker is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    Txn(crate::txn::TxnError),
 }
 
 impl From<storage::StorageError> for BrokerError {

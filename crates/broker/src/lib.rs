@@ -12,6 +12,7 @@
 //! - [`metrics`] — Prometheus families.
 //! - [`producer_state`] — idempotent producers: sequence checks, retries, snapshot + rebuild.
 //! - `batch_walk.rs` — record batch header walking (sizes, counts) without decoding.
+//! - [`txn`] — transactions: coordinator, last stable offset, markers, read_committed.
 
 mod batch_walk;
 mod broker;
@@ -26,6 +27,7 @@ pub mod producer_state;
 mod topic_admin;
 pub mod topic_config;
 mod topics;
+pub mod txn;
 
 pub use broker::{Broker, GROUP_TICK_MS, HealthInfo};
 pub use config::BrokerConfig;

@@ -84,6 +84,8 @@ pub enum MetaRecord {
     ProducerIdsReserved {
         next_producer_id: i64,
     },
+    /// A transactional id's whole state after a transition.
+    TxnUpdated(crate::txn::coordinator::TxnRecord),
 }
 
 /// The whole metadata image.
@@ -94,6 +96,9 @@ pub struct MetaImage {
     pub groups: BTreeMap<String, GroupRecord>,
     pub next_partition_id: u32,
     pub next_producer_id: i64,
+    /// Transaction coordinator state by transactional id.
+    #[serde(default)]
+    pub transactions: BTreeMap<String, crate::txn::coordinator::TxnRecord>,
 }
 
 impl MetaImage {
@@ -164,6 +169,9 @@ impl MetaImage {
             }
             MetaRecord::ProducerIdsReserved { next_producer_id } => {
                 self.next_producer_id = self.next_producer_id.max(next_producer_id);
+            }
+            MetaRecord::TxnUpdated(t) => {
+                self.transactions.insert(t.transactional_id.clone(), t);
             }
         }
     }

@@ -235,6 +235,19 @@ impl ProducerStateTable {
         self.partition_locks.lock().remove(&p.0);
     }
 
+    /// (producer id, epoch, last sequence, last seen) of the producers of `p`.
+    pub fn describe(&self, p: PartitionId) -> Vec<(i64, i16, i32, TimestampMs)> {
+        self.entries
+            .lock()
+            .iter()
+            .filter(|((part, _), _)| *part == p.0)
+            .map(|((_, id), e)| {
+                let last_seq = e.batches.back().map_or(-1, |b| b.last_seq);
+                (*id, e.epoch, last_seq, e.last_seen_ms)
+            })
+            .collect()
+    }
+
     pub fn producer_count(&self) -> usize {
         self.entries.lock().len()
     }

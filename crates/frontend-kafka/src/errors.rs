@@ -27,6 +27,20 @@ pub fn broker_code(e: &BrokerError) -> i16 {
         BrokerError::OutOfOrderSequence(_) => E::OutOfOrderSequenceNumber,
         BrokerError::ProducerFenced(_) => E::InvalidProducerEpoch,
         BrokerError::ShuttingDown => E::NotLeaderOrFollower,
+        BrokerError::Txn(t) => return txn_code(t),
+    };
+    code.code()
+}
+
+pub fn txn_code(e: &broker::txn::TxnError) -> i16 {
+    use broker::txn::TxnError as T;
+    let code = match e {
+        T::ProducerFenced(_) => E::ProducerFenced,
+        T::InvalidProducerIdMapping => E::InvalidProducerIdMapping,
+        T::InvalidTxnState(_) => E::InvalidTxnState,
+        T::ConcurrentTransactions => E::ConcurrentTransactions,
+        T::InvalidTransactionTimeout(_) => E::InvalidTransactionTimeout,
+        T::TransactionalIdNotFound => E::TransactionalIdNotFound,
     };
     code.code()
 }

@@ -6,6 +6,8 @@ use kafka_protocol::messages::ApiKey;
 
 /// (api, min version, max version). Notes on the caps:
 /// - OffsetCommit/OffsetFetch stop at 9: v10 addresses topics by id.
+/// - Transactions stop at the versions before KIP-890 part 2 (AddPartitionsToTxn v4+ is
+///   broker-to-broker; EndTxn/AddOffsetsToTxn/TxnOffsetCommit v4+ change error semantics).
 /// - Fetch stops at 16 and ListOffsets at 9 (later versions add replica/tiered-storage
 ///   fields with no meaning here).
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
@@ -34,6 +36,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 0),
 ];
 
 /// The supported range of `key`, if the API is implemented.

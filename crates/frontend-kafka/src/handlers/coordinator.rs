@@ -15,10 +15,10 @@ use crate::errors::{NONE, broker_code};
 const KEY_GROUP: i8 = 0;
 
 fn key_error(key_type: i8) -> i16 {
-    if key_type == KEY_GROUP {
+    if key_type == KEY_GROUP || key_type == super::txn::KEY_TRANSACTION {
         NONE
     } else {
-        // Transactions and share groups are not implemented.
+        // Share groups are not implemented.
         ResponseError::CoordinatorNotAvailable.code()
     }
 }
@@ -69,20 +69,31 @@ pub fn describe_cluster(ctx: &Ctx<'_>, _req: DescribeClusterRequest) -> Describe
 }
 
 /// Idempotent producers get a fresh id (epoch 0), or their epoch bumped when they send
-/// their current id (v3+). v0-v2 carry no id/epoch: treated as -1. Transactions are not
-/// implemented.
-pub fn init_producer_id(ctx: &Ctx<'_>, req: InitProducerIdRequest) -> InitProducerIdResponse {
+/// their current id (v3+). v0-v2 carry no id/epoch: treated as -1. A transactional id
+/// goes to the transaction coordinator (same id, bumped epoch, older producer fenced).
+pub async fn init_producer_id(ctx: &Ctx<'_>, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let base = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if req.transactional_id.is_some() {
-        return base.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
-    }
     let (pid, epoch) = if ctx.version >= 3 {
         (req.producer_id.0, req.producer_epoch)
     } else {
         (-1, -1)
     };
+    if let Some(tid) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+        let expected = (pid >= 0).then_some((pid, epoch));
+        return match ctx
+            .broker
+            .init_transactional_producer(&tid.0, req.transaction_timeout_ms, expected)
+            .await
+        {
+            Ok((id, epoch)) => base
+                .with_error_code(NONE)
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch),
+            Err(e) => base.with_error_code(broker_code(&e)),
+        };
+    }
     if pid >= 0 && (0..i16::MAX).contains(&epoch) {
         return base
             .with_error_code(NONE)

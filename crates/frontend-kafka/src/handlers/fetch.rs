@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 
 use crate::context::{Ctx, topic_name};
 use crate::errors::{NONE, broker_code, code_name};
@@ -54,10 +56,13 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchReply {
                 .collect(),
         })
         .collect();
+    // read_committed (v4+): data only below the last stable offset, with the aborted
+    // transactions in range.
+    let read_committed = ctx.version >= 4 && req.isolation_level == 1;
     drop(req);
     loop {
         appends.borrow_and_update();
-        let (pass, bytes, any_error) = read_all(ctx, &wanted, max_bytes);
+        let (pass, bytes, any_error) = read_all(ctx, &wanted, max_bytes, read_committed);
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= min_bytes.max(1) || any_error || expired || *shutdown.borrow() {
             count_out(ctx, &pass);
@@ -98,7 +103,12 @@ fn count_out(ctx: &Ctx<'_>, pass: &Pass) {
 }
 
 /// One pass over every requested partition. Returns (response, record bytes, any error).
-fn read_all(ctx: &Ctx<'_>, wanted: &[Wanted], max_bytes: usize) -> (Pass, usize, bool) {
+fn read_all(
+    ctx: &Ctx<'_>,
+    wanted: &[Wanted],
+    max_bytes: usize,
+    read_committed: bool,
+) -> (Pass, usize, bool) {
     let mut splices = Vec::new();
     let mut sent: Vec<(String, u64, u64)> = Vec::new();
     let mut remaining = max_bytes;
@@ -119,21 +129,34 @@ fn read_all(ctx: &Ctx<'_>, wanted: &[Wanted], max_bytes: usize) -> (Pass, usize,
                 continue;
             };
             let budget = (part_max.max(0) as usize).min(remaining);
-            match ctx.broker.fetch(name, index, offset, budget) {
-                Ok(f) => {
+            match ctx
+                .broker
+                .fetch_isolated(name, index, offset, budget, read_committed)
+            {
+                Ok(iso) => {
+                    let f = iso.fetched;
+                    let aborted = iso
+                        .aborted
+                        .into_iter()
+                        .map(|(producer_id, first_offset)| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(producer_id))
+                                .with_first_offset(first_offset)
+                        })
+                        .collect();
                     // Only the first non-empty partition may exceed the budget (one
                     // oversized batch, so consumers always progress).
                     let keep = f.bytes > 0 && (total == 0 || f.bytes <= remaining);
                     pd = pd
                         .with_error_code(NONE)
                         .with_high_watermark(f.high_watermark)
-                        .with_last_stable_offset(f.high_watermark)
+                        .with_last_stable_offset(iso.last_stable_offset)
                         .with_log_start_offset(if ctx.version >= 5 {
                             f.log_start_offset
                         } else {
                             -1
                         })
-                        .with_aborted_transactions(Some(Vec::new()));
+                        .with_aborted_transactions(Some(aborted));
                     if keep {
                         sent.push((name.clone(), f.bytes as u64, f.records));
                         total += f.bytes;

@@ -17,6 +17,8 @@ const LATEST_TIERED: i64 = -5;
 
 pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let b = ctx.broker;
+    // read_committed (v2+): "latest" is the last stable offset.
+    let read_committed = ctx.version >= 2 && req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -30,6 +32,9 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
                         .with_partition_index(p.partition_index)
                         .with_leader_epoch(if ctx.version >= 4 { 0 } else { -1 });
                     let result: broker::Result<(i64, i64)> = match p.timestamp {
+                        LATEST if read_committed => b
+                            .last_stable_offset(&name, p.partition_index)
+                            .map(|o| (o, -1)),
                         LATEST => b
                             .watermarks(&name, p.partition_index)
                             .map(|w| (w.high_watermark, -1)),

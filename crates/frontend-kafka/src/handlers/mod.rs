@@ -10,6 +10,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod topics;
+mod txn;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 
@@ -50,7 +51,7 @@ pub async fn dispatch(ctx: &Ctx<'_>, req: RequestKind) -> Result<Reply, &'static
         }
         Q::FindCoordinator(r) => R::FindCoordinator(coordinator::find_coordinator(ctx, r)),
         Q::DescribeCluster(r) => R::DescribeCluster(coordinator::describe_cluster(ctx, r)),
-        Q::InitProducerId(r) => R::InitProducerId(coordinator::init_producer_id(ctx, r)),
+        Q::InitProducerId(r) => R::InitProducerId(coordinator::init_producer_id(ctx, r).await),
         Q::JoinGroup(r) => R::JoinGroup(groups::join(ctx, r).await),
         Q::SyncGroup(r) => R::SyncGroup(groups::sync(ctx, r).await),
         Q::Heartbeat(r) => R::Heartbeat(groups::heartbeat(ctx, r)),
@@ -61,6 +62,13 @@ pub async fn dispatch(ctx: &Ctx<'_>, req: RequestKind) -> Result<Reply, &'static
         Q::OffsetCommit(r) => R::OffsetCommit(offsets::commit(ctx, r)),
         Q::OffsetFetch(r) => R::OffsetFetch(offsets::fetch(ctx, r)),
         Q::OffsetDelete(r) => R::OffsetDelete(offsets::delete(ctx, r)),
+        Q::AddPartitionsToTxn(r) => R::AddPartitionsToTxn(txn::add_partitions(ctx, r)),
+        Q::AddOffsetsToTxn(r) => R::AddOffsetsToTxn(txn::add_offsets(ctx, r)),
+        Q::TxnOffsetCommit(r) => R::TxnOffsetCommit(txn::txn_offset_commit(ctx, r)),
+        Q::EndTxn(r) => R::EndTxn(txn::end_txn(ctx, r).await),
+        Q::ListTransactions(r) => R::ListTransactions(txn::list_transactions(ctx, r)),
+        Q::DescribeTransactions(r) => R::DescribeTransactions(txn::describe_transactions(ctx, r)),
+        Q::DescribeProducers(r) => R::DescribeProducers(txn::describe_producers(ctx, r)),
         _ => return Err("not implemented"),
     }))
 }

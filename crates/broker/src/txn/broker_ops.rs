@@ -1,0 +1,517 @@
+//! The broker side of transactions: runs the coordinator under its lock, persists what it
+//! returns (inside the lock, so records reach the metadata log in the order they were
+//! made), writes markers, applies committed offsets, and serves the read_committed view.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use common::{Offset, PartitionId};
+use serde::Serialize;
+
+use crate::broker::Broker;
+use crate::data_path::Fetched;
+use crate::error::{BrokerError, Result};
+use crate::group::CommittedOffset;
+use crate::metadata_log::MetaRecord;
+use crate::txn::control;
+use crate::txn::coordinator::{EndOutcome, EndPlan, TxnError, TxnRecord, TxnState};
+
+/// How often transaction timeouts (and unfinished completions) are checked.
+pub const TXN_TICK_MS: u64 = 1_000;
+
+/// A fetch as one isolation level sees it.
+#[derive(Clone, Debug, Default)]
+pub struct IsolatedFetch {
+    pub fetched: Fetched,
+    pub last_stable_offset: Offset,
+    /// (producer id, first offset) of aborted transactions overlapping the data.
+    pub aborted: Vec<(i64, Offset)>,
+}
+
+/// DescribeTransactions' view of one transactional id.
+#[derive(Clone, Debug, Serialize)]
+pub struct TxnDescription {
+    pub transactional_id: String,
+    pub state: &'static str,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub timeout_ms: i32,
+    pub start_ms: i64,
+    pub partitions: Vec<(String, i32)>,
+}
+
+/// DescribeProducers' view of one producer on one partition.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProducerListing {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp_ms: i64,
+    pub current_txn_start_offset: Offset,
+}
+
+impl Broker {
+    fn persist_txn(&self, rec: &TxnRecord) -> Result<()> {
+        self.persist(MetaRecord::TxnUpdated(rec.clone()), false)
+    }
+
+    /// InitProducerId with a transactional id. Fences the previous producer and aborts its
+    /// open transaction before answering.
+    pub async fn init_transactional_producer(
+        &self,
+        transactional_id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16)> {
+        if self.is_shutting_down() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let now = self.now_ms();
+        let outcome = {
+            let mut c = self.txns.lock();
+            let outcome =
+                c.init_producer(transactional_id, timeout_ms, expected, now, || {
+                    self.init_producer_id().map(|(id, _)| id)
+                })??;
+            self.persist_txn(&outcome.record)?;
+            outcome
+        };
+        if let Some(plan) = outcome.abort {
+            self.execute_plan(plan).await?;
+        }
+        Ok((outcome.producer_id, outcome.producer_epoch))
+    }
+
+    /// AddPartitionsToTxn; partitions of unknown topics fail the request.
+    pub fn add_partitions_to_txn(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Result<()> {
+        {
+            let topics = self.topics.read();
+            for (t, p) in partitions {
+                topics.get(t)?.partition(*p)?;
+            }
+        }
+        let now = self.now_ms();
+        let mut c = self.txns.lock();
+        if let Some(rec) =
+            c.add_partitions(transactional_id, producer_id, epoch, partitions, now)?
+        {
+            self.persist_txn(&rec)?;
+        }
+        Ok(())
+    }
+
+    pub fn add_offsets_to_txn(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        group_id: &str,
+    ) -> Result<()> {
+        let now = self.now_ms();
+        let mut c = self.txns.lock();
+        if let Some(rec) = c.add_offsets(transactional_id, producer_id, epoch, group_id, now)? {
+            self.persist_txn(&rec)?;
+        }
+        Ok(())
+    }
+
+    /// TxnOffsetCommit: (topic, partition, offset, leader epoch, metadata). The offsets
+    /// become visible to OffsetFetch when the transaction commits.
+    pub fn txn_offset_commit(
+        &self,
+        transactional_id: &str,
+        group_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        offsets: Vec<(String, i32, i64, i32, Option<String>)>,
+    ) -> Result<()> {
+        let now = self.now_ms();
+        let offsets = offsets
+            .into_iter()
+            .map(|(t, p, offset, leader_epoch, metadata)| {
+                (
+                    t,
+                    p,
+                    CommittedOffset {
+                        offset,
+                        leader_epoch,
+                        metadata,
+                        commit_timestamp_ms: now,
+                    },
+                )
+            })
+            .collect();
+        let mut c = self.txns.lock();
+        let rec =
+            c.txn_offset_commit(transactional_id, producer_id, epoch, group_id, offsets, now)?;
+        self.persist_txn(&rec)
+    }
+
+    /// EndTxn: writes the markers and completes before answering.
+    pub async fn end_txn(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<()> {
+        if self.is_shutting_down() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let now = self.now_ms();
+        let plan = {
+            let mut c = self.txns.lock();
+            match c.end_txn(transactional_id, producer_id, epoch, commit, now)? {
+                EndOutcome::AlreadyDone => return Ok(()),
+                EndOutcome::Plan(plan, rec) => {
+                    self.persist_txn(&rec)?;
+                    plan
+                }
+            }
+        };
+        self.execute_plan(plan).await
+    }
+
+    /// Appends a marker to every partition of the transaction, applies its offsets when it
+    /// commits, then marks it complete. On failure the transaction stays prepared and the
+    /// timer retries.
+    async fn execute_plan(&self, plan: EndPlan) -> Result<()> {
+        let result = self.write_markers(&plan).await;
+        if let Err(e) = &result {
+            tracing::warn!(transactional_id = %plan.transactional_id, error = %e, "writing transaction markers failed; will retry");
+            self.txns.lock().retry_later(&plan.transactional_id);
+            return result;
+        }
+        if plan.commit && !plan.offsets.is_empty() {
+            self.apply_txn_offsets(&plan);
+        }
+        let now = self.now_ms();
+        let mut c = self.txns.lock();
+        if let Some(rec) = c.complete(&plan.transactional_id, plan.producer_epoch, now) {
+            self.persist_txn(&rec)?;
+        }
+        Ok(())
+    }
+
+    async fn write_markers(&self, plan: &EndPlan) -> Result<()> {
+        for (topic, partition) in &plan.partitions {
+            let pid = match self.partition_id(topic, *partition) {
+                Ok(p) => p,
+                // The topic was deleted: nothing left to mark.
+                Err(BrokerError::UnknownTopicOrPartition) => continue,
+                Err(e) => return Err(e),
+            };
+            self.write_marker(pid, plan.producer_id, plan.producer_epoch, plan.commit)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Under the partition's producer lock, so a transactional append that passed its
+    /// check lands before the marker, never after it.
+    async fn write_marker(
+        &self,
+        pid: PartitionId,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<()> {
+        let batch = control::marker_batch(producer_id, epoch, commit, 0, self.now_ms());
+        let lock = self.producers.partition_lock(pid);
+        let _guard = lock.lock().await;
+        let appended = self.store.append(pid, batch).await?;
+        self.txn_index
+            .end(pid, producer_id, commit, appended.base_offset);
+        Ok(())
+    }
+
+    fn apply_txn_offsets(&self, plan: &EndPlan) {
+        let mut by_group: std::collections::BTreeMap<&str, Vec<(String, i32, CommittedOffset)>> =
+            Default::default();
+        for o in &plan.offsets {
+            by_group.entry(&o.group_id).or_default().push((
+                o.topic.clone(),
+                o.partition,
+                o.offset.clone(),
+            ));
+        }
+        for (group_id, offsets) in by_group {
+            {
+                let mut g = self.groups.lock();
+                let (generation, protocol_type) =
+                    g.coordinator.generation(group_id).unwrap_or((0, None));
+                g.coordinator.restore_group(
+                    group_id,
+                    generation,
+                    protocol_type,
+                    offsets.iter().map(|(t, p, o)| ((t.clone(), *p), o.clone())),
+                );
+            }
+            let _ = self.persist(
+                MetaRecord::OffsetsCommitted {
+                    group_id: group_id.to_string(),
+                    offsets,
+                },
+                false,
+            );
+        }
+    }
+
+    /// Produce-path check of a transactional batch (call under the partition's producer
+    /// lock), then opens its transaction in the partition index. Returns the producer id
+    /// when this append opened it (pass to [`Broker::txn_appended`]).
+    pub(crate) fn txn_before_append(
+        &self,
+        pid: PartitionId,
+        topic: &str,
+        partition: i32,
+        producer: (i64, i16),
+    ) -> Result<Option<i64>> {
+        let (producer_id, epoch) = producer;
+        if let Err(e) = self
+            .txns
+            .lock()
+            .verify_produce(producer_id, epoch, topic, partition)
+        {
+            return Err(match e {
+                TxnError::ProducerFenced(m) => BrokerError::ProducerFenced(m),
+                other => other.into(),
+            });
+        }
+        let log_end = self.store.offsets(pid)?.log_end;
+        Ok(self
+            .txn_index
+            .begin(pid, producer_id, log_end)
+            .then_some(producer_id))
+    }
+
+    /// After the append of a transactional batch: records where its transaction starts
+    /// (or forgets it when the append failed).
+    pub(crate) fn txn_appended(
+        &self,
+        pid: PartitionId,
+        opened: Option<i64>,
+        base_offset: Option<Offset>,
+    ) {
+        let Some(producer_id) = opened else { return };
+        match base_offset {
+            Some(o) => self.txn_index.fix_first(pid, producer_id, o),
+            None => self.txn_index.cancel(pid, producer_id),
+        }
+    }
+
+    /// Fetch at an isolation level: read_committed stops at the last stable offset and
+    /// lists the aborted transactions in the range.
+    pub fn fetch_isolated(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: Offset,
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> Result<IsolatedFetch> {
+        let pid = self.partition_id(topic, partition)?;
+        let hw = self.store.offsets(pid)?.log_end;
+        let lso = self.txn_index.last_stable_offset(pid, hw);
+        if !read_committed {
+            let fetched = self.fetch(topic, partition, offset, max_bytes)?;
+            let lso = self
+                .txn_index
+                .last_stable_offset(pid, fetched.high_watermark);
+            return Ok(IsolatedFetch {
+                fetched,
+                last_stable_offset: lso,
+                aborted: Vec::new(),
+            });
+        }
+        let budget = if offset >= lso { 0 } else { max_bytes };
+        let mut fetched = self.fetch(topic, partition, offset, budget)?;
+        let before = fetched.chunks.len();
+        fetched.chunks.retain(|c| {
+            storage::batch::BatchHeader::parse(c).map_or(true, |h| h.last_offset() < lso)
+        });
+        if fetched.chunks.len() != before {
+            fetched.bytes = fetched.chunks.iter().map(|c| c.len()).sum();
+            fetched.records = fetched
+                .chunks
+                .iter()
+                .filter_map(|c| storage::batch::BatchHeader::parse(c).ok())
+                .map(|h| h.record_count().max(0) as u64)
+                .sum();
+        }
+        let aborted = if fetched.chunks.is_empty() {
+            Vec::new()
+        } else {
+            self.txn_index.aborted_between(pid, offset, lso)
+        };
+        Ok(IsolatedFetch {
+            fetched,
+            last_stable_offset: lso,
+            aborted,
+        })
+    }
+
+    /// ListOffsets latest under read_committed.
+    pub fn last_stable_offset(&self, topic: &str, partition: i32) -> Result<Offset> {
+        let pid = self.partition_id(topic, partition)?;
+        let hw = self.store.offsets(pid)?.log_end;
+        Ok(self.txn_index.last_stable_offset(pid, hw))
+    }
+
+    /// ListTransactions: (transactional id, producer id, state), filtered by state names
+    /// and producer ids (empty filter = all).
+    pub fn list_transactions(
+        &self,
+        states: &[String],
+        producer_ids: &[i64],
+    ) -> Vec<(String, i64, &'static str)> {
+        self.txns
+            .lock()
+            .records()
+            .filter(|r| states.is_empty() || states.iter().any(|s| s == r.state.as_str()))
+            .filter(|r| producer_ids.is_empty() || producer_ids.contains(&r.producer_id))
+            .map(|r| (r.transactional_id.clone(), r.producer_id, r.state.as_str()))
+            .collect()
+    }
+
+    pub fn describe_transaction(&self, transactional_id: &str) -> Result<TxnDescription> {
+        let c = self.txns.lock();
+        let r = c
+            .get(transactional_id)
+            .ok_or(TxnError::TransactionalIdNotFound)?;
+        Ok(TxnDescription {
+            transactional_id: r.transactional_id.clone(),
+            state: r.state.as_str(),
+            producer_id: r.producer_id,
+            producer_epoch: r.producer_epoch,
+            timeout_ms: r.timeout_ms,
+            start_ms: r.started_ms,
+            partitions: r.partitions.iter().cloned().collect(),
+        })
+    }
+
+    /// DescribeProducers: producers with state on the partition and, for those with an
+    /// open transaction, where it starts.
+    pub fn describe_producers(&self, topic: &str, partition: i32) -> Result<Vec<ProducerListing>> {
+        let pid = self.partition_id(topic, partition)?;
+        let open = self.txn_index.ongoing(pid);
+        let mut out: Vec<ProducerListing> = self
+            .producers
+            .describe(pid)
+            .into_iter()
+            .map(
+                |(producer_id, producer_epoch, last_sequence, last_timestamp_ms)| ProducerListing {
+                    producer_id,
+                    producer_epoch,
+                    last_sequence,
+                    last_timestamp_ms,
+                    current_txn_start_offset: open
+                        .iter()
+                        .find(|(id, _)| *id == producer_id)
+                        .map_or(-1, |(_, o)| *o),
+                },
+            )
+            .collect();
+        for (producer_id, first) in open {
+            if !out.iter().any(|p| p.producer_id == producer_id) {
+                out.push(ProducerListing {
+                    producer_id,
+                    producer_epoch: -1,
+                    last_sequence: -1,
+                    last_timestamp_ms: -1,
+                    current_txn_start_offset: first,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Timer work: aborts timed-out transactions, retries unfinished completions.
+    pub async fn tick_transactions(&self) {
+        let now = self.now_ms();
+        let plans = {
+            let mut c = self.txns.lock();
+            let plans = c.tick(now);
+            for (_, rec) in &plans {
+                let _ = self.persist_txn(rec);
+            }
+            plans
+        };
+        for (plan, _) in plans {
+            tracing::info!(transactional_id = %plan.transactional_id, commit = plan.commit, "completing transaction from the timer");
+            let _ = self.execute_plan(plan).await;
+        }
+    }
+
+    /// At open: an open transaction the index found in the log that no coordinator record
+    /// owns (its Ongoing record was lost in a crash) would hold the LSO forever; abort it.
+    pub(crate) async fn abort_orphaned_transactions(&self) {
+        let partitions: Vec<(String, i32, PartitionId)> = self
+            .topics
+            .read()
+            .by_name
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (t.name.clone(), i as i32, *p))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (topic, partition, pid) in partitions {
+            for (producer_id, _) in self.txn_index.ongoing(pid) {
+                let owned = {
+                    let c = self.txns.lock();
+                    c.transactional_id_of(producer_id)
+                        .and_then(|id| c.get(id))
+                        .is_some_and(|r| {
+                            r.state != TxnState::Empty
+                                && r.partitions.contains(&(topic.clone(), partition))
+                        })
+                };
+                if !owned {
+                    tracing::warn!(%topic, partition, producer_id, "aborting an orphaned open transaction");
+                    if let Err(e) = self.write_marker(pid, producer_id, i16::MAX, false).await {
+                        tracing::warn!(error = %e, "orphan abort failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl From<TxnError> for BrokerError {
+    fn from(e: TxnError) -> Self {
+        BrokerError::Txn(e)
+    }
+}
+
+/// Checks transaction timeouts every `TXN_TICK_MS`; first clears orphaned transactions.
+pub(crate) async fn txn_timer(
+    broker: Weak<Broker>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Some(b) = broker.upgrade() {
+        b.abort_orphaned_transactions().await;
+    }
+    let mut interval = tokio::time::interval(Duration::from_millis(TXN_TICK_MS));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(b) = broker.upgrade() else { return };
+        if b.is_shutting_down() {
+            return;
+        }
+        b.tick_transactions().await;
+    }
+}

@@ -1,0 +1,293 @@
+//! Per-partition transaction state the read path needs: the first offset of every open
+//! transaction (the last stable offset is the smallest, else the high watermark) and the
+//! aborted transactions (producer id, first offset, marker offset) that read_committed
+//! fetches report so clients drop their records.
+//!
+//! Derived state, like the idempotence table: rebuilt at open from a snapshot
+//! (`meta/txn_index.json`) plus a scan of each partition's log past what it covers; the
+//! scan sees transactional batches open transactions and markers close them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use common::{Offset, PartitionId};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use storage::batch::BatchHeader;
+
+use crate::error::{BrokerError, Result};
+use crate::txn::control;
+
+const SNAPSHOT_FILE: &str = "txn_index.json";
+/// Without a snapshot entry, the rebuild scans at most this many offsets back.
+const REBUILD_SCAN_WINDOW: Offset = 1_000_000;
+const REBUILD_READ_BYTES: usize = 4 << 20;
+
+/// One aborted transaction in one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: Offset,
+    /// Offset of its abort marker.
+    pub last_offset: Offset,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct PartitionTxns {
+    /// Open transactions: producer id → first offset (a lower bound while its first
+    /// append is in flight).
+    ongoing: BTreeMap<i64, Offset>,
+    /// Ordered by marker offset.
+    aborted: Vec<AbortedTxn>,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Snapshot {
+    covered_to: HashMap<u32, Offset>,
+    partitions: Vec<(u32, PartitionTxns)>,
+}
+
+pub struct PartitionTxnIndex {
+    parts: Mutex<HashMap<u32, PartitionTxns>>,
+    dir: PathBuf,
+}
+
+impl PartitionTxnIndex {
+    pub fn new(meta_dir: &Path) -> Self {
+        Self {
+            parts: Mutex::new(HashMap::new()),
+            dir: meta_dir.to_path_buf(),
+        }
+    }
+
+    /// Registers an open transaction of `producer_id` before its first batch is appended,
+    /// at `lower_bound` (the log end before the append). Returns true when this call
+    /// opened it (the caller then fixes or cancels it).
+    pub fn begin(&self, p: PartitionId, producer_id: i64, lower_bound: Offset) -> bool {
+        let mut parts = self.parts.lock();
+        let ongoing = &mut parts.entry(p.0).or_default().ongoing;
+        if ongoing.contains_key(&producer_id) {
+            return false;
+        }
+        ongoing.insert(producer_id, lower_bound);
+        true
+    }
+
+    /// The first append landed at `first_offset`.
+    pub fn fix_first(&self, p: PartitionId, producer_id: i64, first_offset: Offset) {
+        if let Some(t) = self.parts.lock().get_mut(&p.0)
+            && let Some(o) = t.ongoing.get_mut(&producer_id)
+        {
+            *o = (*o).max(first_offset);
+        }
+    }
+
+    /// The first append failed: nothing is open after all.
+    pub fn cancel(&self, p: PartitionId, producer_id: i64) {
+        if let Some(t) = self.parts.lock().get_mut(&p.0) {
+            t.ongoing.remove(&producer_id);
+        }
+    }
+
+    /// A marker of `producer_id` was written at `offset`.
+    pub fn end(&self, p: PartitionId, producer_id: i64, commit: bool, offset: Offset) {
+        let mut parts = self.parts.lock();
+        let t = parts.entry(p.0).or_default();
+        if let Some(first) = t.ongoing.remove(&producer_id)
+            && !commit
+        {
+            t.aborted.push(AbortedTxn {
+                producer_id,
+                first_offset: first,
+                last_offset: offset,
+            });
+        }
+    }
+
+    /// Applies one stored batch (log scan at open).
+    fn observe(&self, p: PartitionId, h: &BatchHeader<'_>) {
+        if !h.is_transactional() || h.producer_id() < 0 {
+            return;
+        }
+        if h.is_control() {
+            if let Some(commit) = control::marker_kind(h) {
+                self.end(p, h.producer_id(), commit, h.base_offset());
+            }
+        } else {
+            self.begin(p, h.producer_id(), h.base_offset());
+        }
+    }
+
+    /// Last stable offset: the first offset of the oldest open transaction, else `hw`.
+    pub fn last_stable_offset(&self, p: PartitionId, hw: Offset) -> Offset {
+        self.parts
+            .lock()
+            .get(&p.0)
+            .and_then(|t| t.ongoing.values().min().copied())
+            .map_or(hw, |first| first.min(hw))
+    }
+
+    /// Aborted transactions overlapping offsets `from..to`: (producer id, first offset).
+    pub fn aborted_between(&self, p: PartitionId, from: Offset, to: Offset) -> Vec<(i64, Offset)> {
+        let parts = self.parts.lock();
+        let Some(t) = parts.get(&p.0) else {
+            return Vec::new();
+        };
+        let start = t.aborted.partition_point(|a| a.last_offset < from);
+        t.aborted[start..]
+            .iter()
+            .filter(|a| a.first_offset < to)
+            .map(|a| (a.producer_id, a.first_offset))
+            .collect()
+    }
+
+    /// Open transactions of `p`: (producer id, first offset).
+    pub fn ongoing(&self, p: PartitionId) -> Vec<(i64, Offset)> {
+        self.parts
+            .lock()
+            .get(&p.0)
+            .map(|t| t.ongoing.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn forget_partition(&self, p: PartitionId) {
+        self.parts.lock().remove(&p.0);
+    }
+
+    /// Writes the snapshot atomically; `log_ends` must be read before the call. Aborted
+    /// entries below each partition's log start are dropped first.
+    pub fn snapshot(&self, log_ends: &[(PartitionId, Offset, Offset)]) -> Result<()> {
+        let partitions = {
+            let mut parts = self.parts.lock();
+            for (p, start, _) in log_ends {
+                if let Some(t) = parts.get_mut(&p.0) {
+                    t.aborted.retain(|a| a.last_offset >= *start);
+                }
+            }
+            parts.retain(|_, t| !t.ongoing.is_empty() || !t.aborted.is_empty());
+            parts.iter().map(|(p, t)| (*p, t.clone())).collect()
+        };
+        let snap = Snapshot {
+            covered_to: log_ends.iter().map(|(p, _, end)| (p.0, *end)).collect(),
+            partitions,
+        };
+        let bytes = serde_json::to_vec(&snap).map_err(|e| BrokerError::Metadata(e.to_string()))?;
+        let io = |e: std::io::Error| BrokerError::Metadata(format!("txn index snapshot: {e}"));
+        let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+        std::fs::write(&tmp, &bytes).map_err(io)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE)).map_err(io)?;
+        Ok(())
+    }
+
+    /// Loads the snapshot and scans every partition's log past what it covers.
+    pub fn rebuild(&self, store: &storage::Store, partitions: &[PartitionId]) -> Result<()> {
+        let snap: Snapshot = match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "txn index snapshot unreadable; rebuilding from the log");
+                Snapshot::default()
+            }),
+            Err(_) => Snapshot::default(),
+        };
+        self.parts.lock().extend(snap.partitions);
+        for &p in partitions {
+            let offsets = store.offsets(p)?;
+            let mut from = snap
+                .covered_to
+                .get(&p.0)
+                .copied()
+                .unwrap_or(offsets.log_end - REBUILD_SCAN_WINDOW)
+                .max(offsets.log_start);
+            while from < offsets.log_end {
+                let read = store.read(p, from, REBUILD_READ_BYTES)?;
+                let before = from;
+                for chunk in &read.chunks {
+                    let mut rest: &[u8] = chunk;
+                    while let Ok(h) = BatchHeader::parse(rest) {
+                        self.observe(p, &h);
+                        from = from.max(h.last_offset() + 1);
+                        rest = &rest[h.total_len().min(rest.len())..];
+                    }
+                }
+                if from == before {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: PartitionId = PartitionId(3);
+
+    /// Batches need a recent timestamp, or retention expires them at once.
+    fn now_ms() -> i64 {
+        use common::Clock;
+        common::SystemClock.now_ms()
+    }
+
+    /// A one-record transactional data batch of `producer_id` (a marker without the
+    /// control bit).
+    fn data_batch(producer_id: i64) -> bytes::BytesMut {
+        let mut b = control::marker_batch(producer_id, 0, true, 0, now_ms());
+        b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+        b[53..57].copy_from_slice(&0i32.to_be_bytes());
+        let crc = BatchHeader::parse(&b).unwrap().computed_crc();
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn lso_follows_the_oldest_open_transaction() {
+        let idx = PartitionTxnIndex::new(Path::new("/nonexistent"));
+        assert_eq!(idx.last_stable_offset(P, 10), 10);
+        assert!(idx.begin(P, 1, 10));
+        idx.fix_first(P, 1, 12);
+        assert!(!idx.begin(P, 1, 20));
+        assert!(idx.begin(P, 2, 15));
+        assert_eq!(idx.last_stable_offset(P, 30), 12);
+        idx.end(P, 1, true, 30);
+        assert_eq!(idx.last_stable_offset(P, 31), 15);
+        idx.end(P, 2, false, 31);
+        assert_eq!(idx.last_stable_offset(P, 32), 32);
+        assert_eq!(idx.aborted_between(P, 0, 32), vec![(2, 15)]);
+        assert_eq!(idx.aborted_between(P, 32, 40), vec![]);
+        assert_eq!(idx.aborted_between(P, 0, 15), vec![]);
+    }
+
+    #[test]
+    fn rebuilt_from_the_log_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = storage::Store::open(storage::StoreConfig::new(dir.path().join("s"))).unwrap();
+        store
+            .configure_partition(P, storage::PartitionConfig::default())
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // pid 7 writes and aborts; pid 8 writes and is still open at the "crash".
+        rt.block_on(store.append(P, data_batch(7))).unwrap();
+        rt.block_on(store.append(P, data_batch(8))).unwrap();
+        rt.block_on(store.append(P, control::marker_batch(7, 0, false, 0, now_ms())))
+            .unwrap();
+        let idx = PartitionTxnIndex::new(dir.path());
+        idx.rebuild(&store, &[P]).unwrap();
+        assert_eq!(idx.last_stable_offset(P, 3), 1);
+        assert_eq!(idx.aborted_between(P, 0, 3), vec![(7, 0)]);
+        assert_eq!(idx.ongoing(P), vec![(8, 1)]);
+        // Snapshot, then the commit of pid 8 is only in the log: the scan applies it.
+        idx.snapshot(&[(P, 0, 3)]).unwrap();
+        rt.block_on(store.append(P, control::marker_batch(8, 0, true, 0, now_ms())))
+            .unwrap();
+        let again = PartitionTxnIndex::new(dir.path());
+        again.rebuild(&store, &[P]).unwrap();
+        assert_eq!(again.last_stable_offset(P, 4), 4);
+        assert_eq!(again.aborted_between(P, 0, 4), vec![(7, 0)]);
+    }
+}
