@@ -321,7 +321,8 @@ impl GroupCoordinator {
             let expired: Vec<String> = group
                 .members
                 .values()
-                .filter(|m| !m.awaiting_join && m.session_expired(now_ms))
+                // A parked JoinGroup/SyncGroup keeps its member alive (as in Kafka).
+                .filter(|m| !m.awaiting_join && !m.awaiting_sync && m.session_expired(now_ms))
                 .map(|m| m.member_id.clone())
                 .collect();
             for id in &expired {

@@ -462,3 +462,27 @@ fn offsets_of_empty_groups_expire() {
     // The live group keeps its offsets.
     assert_eq!(c.fetch_offsets("g", None).len(), 1);
 }
+
+#[test]
+fn leader_that_never_syncs_is_expired_and_followers_rejoin() {
+    let clock = ManualClock::new(1_000);
+    let mut c = coordinator(0);
+    let (a, _) = single_stable_member(&mut c, &clock);
+    let b = get_member_id(&mut c, &clock);
+    c.join(join_req(&b, None, &["range"]), clock.now_ms());
+    let (_, out) = c.join(join_req(&a, None, &["range"]), clock.now_ms());
+    let gen2 = join_outcomes(&out)[0].1.generation_id;
+    // The follower waits for the leader's assignment, which never comes.
+    let (reply, _) = c.sync(sync_req(&b, gen2, vec![]), clock.now_ms());
+    assert!(matches!(reply, Reply::Parked { .. }));
+    clock.advance_ms(i64::from(SESSION_MS) + 1);
+    let out = c.tick(clock.now_ms());
+    assert!(out.iter().any(|o| matches!(o,
+        Completion::Sync { member_id, result: Err(GroupError::RebalanceInProgress), .. } if *member_id == b)));
+    assert_eq!(
+        c.heartbeat("g", &a, None, gen2, clock.now_ms()),
+        Err(GroupError::UnknownMemberId)
+    );
+    let (_, out) = c.join(join_req(&b, None, &["range"]), clock.now_ms());
+    assert_eq!(join_outcomes(&out)[0].1.leader_id, b);
+}
