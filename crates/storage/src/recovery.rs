@@ -115,7 +115,8 @@ pub fn open(cfg: StoreConfig) -> Result<Inner> {
         parts.insert(r.id, Arc::new(Mutex::new(r.to_partition())));
     }
     // A checkpointed partition whose directory is gone was deleted.
-    parts.retain(|id, _| on_disk.contains(id));
+    let present: std::collections::HashSet<PartitionId> = on_disk.iter().copied().collect();
+    parts.retain(|id, _| present.contains(id));
     for id in on_disk {
         // After a crash the partition's own `config` file is the latest policy (the
         // checkpoint's copy may predate a change); after a clean close the checkpoint is
