@@ -391,7 +391,7 @@ impl Broker {
                         group.clone(),
                         topic,
                         partition,
-                        (offs.log_end - o.offset).max(0),
+                        offs.log_end.saturating_sub(o.offset).max(0),
                     ));
                 }
             }
