@@ -17,6 +17,10 @@ use crate::group::CommittedOffset;
 
 /// Kafka `transaction.max.timeout.ms`.
 pub const TXN_MAX_TIMEOUT_MS: i32 = 900_000;
+/// A Prepare state older than this has lost its writer (its request was cancelled, say,
+/// when the client vanished): `tick` writes its markers again. Markers are idempotent for
+/// readers: a second marker of a finished transaction changes nothing.
+pub const PREPARE_RETRY_MS: i64 = 5_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnState {
@@ -450,6 +454,12 @@ impl TxnCoordinator {
                 rec.state = TxnState::PrepareAbort;
                 rec.updated_ms = now_ms;
                 out.push((rec.plan(false), rec.clone()));
+            } else if matches!(rec.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
+                && now_ms - rec.updated_ms > PREPARE_RETRY_MS
+                && !self.needs_completion.contains(&rec.transactional_id)
+            {
+                rec.updated_ms = now_ms;
+                out.push((rec.plan(rec.state == TxnState::PrepareCommit), rec.clone()));
             }
         }
         for id in std::mem::take(&mut self.needs_completion) {
@@ -688,8 +698,11 @@ mod tests {
         // Until completed, a failed write is retried.
         again.retry_later("a");
         assert_eq!(again.tick(2).len(), 1);
+        // A Prepare state whose writer vanished is retried after PREPARE_RETRY_MS.
+        assert!(again.tick(3).is_empty());
+        assert_eq!(again.tick(3 + PREPARE_RETRY_MS + 1).len(), 1);
         again.complete("a", 0, 3).unwrap();
-        assert!(again.tick(4).is_empty());
+        assert!(again.tick(10 * PREPARE_RETRY_MS).is_empty());
     }
 
     #[test]
