@@ -1,5 +1,6 @@
 """confluent-kafka (librdkafka 2.16 bundled) against sluice: admin, keyed produce with
-compression, a consumer group of three, commit and resume, offsets by time, delete."""
+compression, a consumer group of three, commit and resume, offsets by time, delete,
+transactions (committed and aborted; read_committed vs read_uncommitted)."""
 import os
 import threading
 import time
@@ -127,6 +128,51 @@ def configs_and_delete():
     assert TOPIC not in admin.list_topics(timeout=10).topics
 
 
+def transactions_read_committed():
+    """Committed and aborted transactions: read_committed sees only the committed ones."""
+    topic = "cf-txn"
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(30)
+    p = Producer({"bootstrap.servers": BOOT, "transactional.id": "cf-txn-1", "linger.ms": 5})
+    p.init_transactions(30)
+    committed = set()
+    for t in range(6):
+        p.begin_transaction()
+        for i in range(5):
+            value = f"t{t}-{i}"
+            p.produce(topic, value=value, partition=i % 2)
+            if t % 2 == 0:
+                committed.add(value)
+        if t % 2 == 0:
+            p.commit_transaction(30)
+        else:
+            p.flush(30)
+            p.abort_transaction(30)
+
+    def read(isolation, want):
+        c = Consumer({"bootstrap.servers": BOOT, "group.id": f"cf-txn-{isolation}",
+                      "auto.offset.reset": "earliest", "isolation.level": isolation,
+                      "enable.auto.commit": False})
+        c.assign([TopicPartition(topic, 0, 0), TopicPartition(topic, 1, 0)])
+        got, deadline, quiet = [], time.time() + 30, None
+        while time.time() < deadline:
+            m = c.poll(0.2)
+            if m is None:
+                if len(got) >= want and quiet and time.time() - quiet > 1.5:
+                    break
+                continue
+            if m.error():
+                raise KafkaException(m.error())
+            got.append(m.value().decode())
+            quiet = time.time()
+        c.close()
+        return got
+
+    rc = read("read_committed", 15)
+    assert sorted(rc) == sorted(committed), rc
+    ru = read("read_uncommitted", 30)
+    assert len(ru) == 30, len(ru)
+
+
 def groups_listed():
     groups = admin.list_consumer_groups().result(30)
     assert "cf-group" in [g.group_id for g in groups.valid], groups.valid
@@ -138,5 +184,6 @@ check("consume in a group of 3 with per-key order", consume_group_of_three)
 check("group resumes after committed offsets", resume_after_commit)
 check("watermarks and offsets_for_times", offsets_and_watermarks)
 check("list consumer groups", groups_listed)
+check("transactions: read_committed sees only committed", transactions_read_committed)
 check("describe configs, add partitions, delete topic", configs_and_delete)
 finish()

@@ -69,6 +69,12 @@ pub struct ProduceArgs {
     /// Fixed total rate in records/s for latency runs (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Send inside Kafka transactions (one transactional.id per producer client).
+    #[arg(long)]
+    transactional: bool,
+    /// Records per transaction with --transactional.
+    #[arg(long, default_value_t = 100)]
+    records_per_txn: u64,
 }
 
 #[derive(clap::Args)]
@@ -213,6 +219,8 @@ struct Feed<'a> {
     deadline: Option<Instant>,
     payload: Vec<u8>,
     stamp: bool,
+    /// Commit a transaction every this many records (0: not transactional).
+    records_per_txn: u64,
 }
 
 fn feed(
@@ -224,7 +232,11 @@ fn feed(
     let mut payload = f.payload.clone();
     let mut sent = 0u64;
     let mut key = String::new();
+    let txn_timeout = Duration::from_secs(60);
     while sent < f.count && f.deadline.is_none_or(|d| Instant::now() < d) {
+        if f.records_per_txn > 0 && sent.is_multiple_of(f.records_per_txn) {
+            producer.begin_transaction()?;
+        }
         if f.rate > 0 {
             let due = (started.elapsed().as_secs_f64() * f.rate as f64) as u64;
             if sent >= due {
@@ -258,9 +270,15 @@ fn feed(
             }
         }
         sent += 1;
+        if f.records_per_txn > 0 && sent.is_multiple_of(f.records_per_txn) {
+            producer.commit_transaction(txn_timeout)?;
+        }
         if sent.is_multiple_of(4096) {
             bar.inc(4096);
         }
+    }
+    if f.records_per_txn > 0 && !sent.is_multiple_of(f.records_per_txn) {
+        producer.commit_transaction(txn_timeout)?;
     }
     Ok(sent)
 }
@@ -282,7 +300,7 @@ pub fn produce(args: &ProduceArgs) -> Result<Report> {
     let payload = crate::baseline_pattern(common.size);
     let results: Vec<Result<(u64, Arc<Deliveries>)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..args.producers)
-            .map(|_| {
+            .map(|index| {
                 let bar = &bar;
                 let payload = payload.clone();
                 s.spawn(move || -> Result<(u64, Arc<Deliveries>)> {
@@ -293,14 +311,24 @@ pub fn produce(args: &ProduceArgs) -> Result<Report> {
                         failed: AtomicU64::new(0),
                         last_ack_us: AtomicU64::new(0),
                     });
-                    let producer: ThreadedProducer<DeliveryContext> = producer_config(
+                    let mut config = producer_config(
                         &common.bootstrap,
                         &args.acks,
                         &args.compression,
                         args.linger_ms,
                         args.batch_size,
-                    )
-                    .create_with_context(DeliveryContext(deliveries.clone()))?;
+                    );
+                    if args.transactional {
+                        config.set(
+                            "transactional.id",
+                            format!("sluice-bench-{}-{index}", std::process::id()),
+                        );
+                    }
+                    let producer: ThreadedProducer<DeliveryContext> =
+                        config.create_with_context(DeliveryContext(deliveries.clone()))?;
+                    if args.transactional {
+                        producer.init_transactions(Duration::from_secs(30))?;
+                    }
                     let sent = feed(
                         &producer,
                         started,
@@ -313,6 +341,11 @@ pub fn produce(args: &ProduceArgs) -> Result<Report> {
                             deadline,
                             payload,
                             stamp: false,
+                            records_per_txn: if args.transactional {
+                                args.records_per_txn.max(1)
+                            } else {
+                                0
+                            },
                         },
                         bar,
                     )?;
@@ -354,6 +387,9 @@ pub fn produce(args: &ProduceArgs) -> Result<Report> {
     report.setting("linger_ms", args.linger_ms);
     report.setting("producers", args.producers);
     report.setting("rate", args.rate);
+    if args.transactional {
+        report.setting("records_per_txn", args.records_per_txn);
+    }
     report.figure("records sent", sent as f64, "records");
     report.figure("records acknowledged", acked as f64, "records");
     report.figure("records failed", failed as f64, "records");
@@ -496,6 +532,7 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
                     deadline: None,
                     payload,
                     stamp: true,
+                    records_per_txn: 0,
                 },
                 &bar,
             )
