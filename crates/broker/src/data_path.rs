@@ -76,7 +76,11 @@ impl Broker {
         let len = batches.len() as u64;
         let ids = producer_identities(&batches);
         if ids.is_empty() {
-            let appended = self.store.append(pid, batches).await?;
+            let appended = self
+                .store
+                .append(pid, batches)
+                .await
+                .inspect_err(|e| log_append_failure(topic, partition, e))?;
             counters.bytes_in.inc_by(len);
             counters.records_in.inc_by(records);
             return Ok(Produced {
@@ -100,7 +104,11 @@ impl Broker {
             Some(producer) => self.txn_before_append(pid, topic, partition, producer)?,
             None => None,
         };
-        let appended = self.store.append(pid, batches).await;
+        let appended = self
+            .store
+            .append(pid, batches)
+            .await
+            .inspect_err(|e| log_append_failure(topic, partition, e));
         self.txn_appended(pid, opened, appended.as_ref().ok().map(|a| a.base_offset));
         let appended = appended?;
         self.producers
@@ -229,4 +237,13 @@ fn producer_identities(batches: &[u8]) -> Vec<BatchIdentity> {
         rest = &rest[header.total_len().min(rest.len())..];
     }
     ids
+}
+
+/// Storage failures on produce (disk full, I/O errors) are the operator's business: say
+/// which partition could not be written and why. Client mistakes (bad batches) are not.
+fn log_append_failure(topic: &str, partition: i32, e: &storage::StorageError) {
+    use storage::StorageError as S;
+    if !matches!(e, S::CorruptBatch { .. } | S::InvalidBatch(_)) {
+        tracing::error!(topic, partition, error = %e, "produce failed: could not append to the log");
+    }
 }
