@@ -1,6 +1,7 @@
 //! The classic group coordinator as a state machine: requests and `tick(now)` in, replies
 //! and `Completion`s out. It never reads a clock or does I/O; the caller passes `now_ms`
-//! and routes parked replies (see `crate::broker::groups`).
+//! and routes parked replies (see `crate::groups`). JoinGroup's cases live in `join.rs`,
+//! committed offsets in `offsets.rs`.
 
 use std::collections::HashMap;
 
@@ -8,11 +9,11 @@ use bytes::Bytes;
 use common::TimestampMs;
 
 use super::group::Group;
+use super::join::{add_member_and_rebalance, rejoin_known, rejoin_static};
 use super::member::Member;
 use super::types::{
     CommittedOffset, Completion, GroupDescription, GroupError, GroupListing, GroupState,
-    JoinOutcome, JoinRequest, JoinedMember, LeavingMember, MemberDescription, Reply, SyncOutcome,
-    SyncRequest,
+    JoinOutcome, JoinRequest, LeavingMember, MemberDescription, Reply, SyncOutcome, SyncRequest,
 };
 
 /// Limits and timing of the coordinator (Kafka's broker-side group settings).
@@ -43,8 +44,8 @@ impl Default for CoordinatorConfig {
 
 #[derive(Debug, Default)]
 pub struct GroupCoordinator {
-    config: CoordinatorConfig,
-    groups: HashMap<String, Group>,
+    pub(super) config: CoordinatorConfig,
+    pub(super) groups: HashMap<String, Group>,
     next_member_seq: u64,
 }
 
@@ -339,149 +340,6 @@ impl GroupCoordinator {
         out
     }
 
-    /// OffsetCommit validation (Kafka's rules) and store.
-    pub fn commit_offsets(
-        &mut self,
-        group_id: &str,
-        generation_id: i32,
-        member_id: &str,
-        group_instance_id: Option<&str>,
-        offsets: Vec<(String, i32, CommittedOffset)>,
-        now_ms: TimestampMs,
-    ) -> Result<(), GroupError> {
-        if group_id.is_empty() {
-            return Err(GroupError::InvalidGroupId);
-        }
-        if offsets.iter().any(|(_, _, o)| {
-            o.metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > self.config.max_offset_metadata_bytes)
-        }) {
-            return Err(GroupError::OffsetMetadataTooLarge);
-        }
-        if !self.groups.contains_key(group_id) {
-            if generation_id >= 0 {
-                return Err(GroupError::IllegalGeneration);
-            }
-            if self.groups.len() >= self.config.max_groups {
-                return Err(GroupError::GroupMaxSizeReached);
-            }
-            self.groups
-                .insert(group_id.to_string(), Group::new(group_id.to_string()));
-        }
-        let group = self
-            .groups
-            .get_mut(group_id)
-            .ok_or(GroupError::GroupIdNotFound)?;
-        if generation_id < 0 && group.state == GroupState::Empty {
-            // Manual commits of a consumer outside the group protocol (assign()).
-        } else if group.state == GroupState::CompletingRebalance {
-            return Err(GroupError::RebalanceInProgress);
-        } else {
-            group.check_member(member_id, group_instance_id, generation_id)?;
-            if let Some(m) = group.members.get_mut(member_id) {
-                m.last_heartbeat_ms = now_ms;
-            }
-        }
-        for (topic, partition, o) in offsets {
-            group.offsets.insert((topic, partition), o);
-        }
-        Ok(())
-    }
-
-    /// Committed offsets; `None` partitions means all of the group's.
-    pub fn fetch_offsets(
-        &self,
-        group_id: &str,
-        partitions: Option<&[(String, i32)]>,
-    ) -> Vec<(String, i32, Option<CommittedOffset>)> {
-        let group = self.groups.get(group_id);
-        match partitions {
-            Some(parts) => parts
-                .iter()
-                .map(|(t, p)| {
-                    let o = group.and_then(|g| g.offsets.get(&(t.clone(), *p)).cloned());
-                    (t.clone(), *p, o)
-                })
-                .collect(),
-            None => group
-                .map(|g| {
-                    g.offsets
-                        .iter()
-                        .map(|((t, p), o)| (t.clone(), *p, Some(o.clone())))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
-    }
-
-    /// OffsetDelete: refused per partition for topics the live group subscribes to.
-    pub fn delete_offsets(
-        &mut self,
-        group_id: &str,
-        partitions: &[(String, i32)],
-        subscribed_topics: &[String],
-    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        let group = self
-            .groups
-            .get_mut(group_id)
-            .ok_or(GroupError::GroupIdNotFound)?;
-        let active = group.state != GroupState::Empty;
-        Ok(partitions
-            .iter()
-            .map(|(t, p)| {
-                if active && subscribed_topics.contains(t) {
-                    return Err(GroupError::GroupSubscribedToTopic);
-                }
-                group.offsets.remove(&(t.clone(), *p));
-                Ok(())
-            })
-            .collect())
-    }
-
-    /// Kafka's offset retention: in groups with no members, committed offsets older than
-    /// `retention_ms` are dropped, and a group left with nothing is forgotten. Returns the
-    /// dropped (group, partitions) and the forgotten groups.
-    pub fn expire_offsets(
-        &mut self,
-        now_ms: TimestampMs,
-        retention_ms: i64,
-    ) -> (Vec<ExpiredOffsets>, Vec<String>) {
-        let mut dropped = Vec::new();
-        let mut forgotten = Vec::new();
-        for g in self.groups.values_mut() {
-            if g.state != GroupState::Empty {
-                continue;
-            }
-            let old: Vec<(String, i32)> = g
-                .offsets
-                .iter()
-                .filter(|(_, o)| now_ms.saturating_sub(o.commit_timestamp_ms) > retention_ms)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in &old {
-                g.offsets.remove(k);
-            }
-            if !old.is_empty() {
-                dropped.push((g.group_id.clone(), old));
-                if g.offsets.is_empty() && g.pending_members.is_empty() {
-                    forgotten.push(g.group_id.clone());
-                }
-            }
-        }
-        for id in &forgotten {
-            self.groups.remove(id);
-        }
-        (dropped, forgotten)
-    }
-
-    /// Drops every committed offset of a deleted topic.
-    pub fn forget_topic(&mut self, topic: &str) {
-        for g in self.groups.values_mut() {
-            g.offsets.retain(|(t, _), _| t != topic);
-        }
-    }
-
     pub fn list_groups(&self) -> Vec<GroupListing> {
         let mut v: Vec<GroupListing> = self
             .groups
@@ -596,151 +454,5 @@ impl GroupCoordinator {
         self.groups
             .get(group_id)
             .map(|g| (g.generation_id, g.protocol_type.clone()))
-    }
-}
-
-fn new_member(req: &JoinRequest, member_id: String, now_ms: TimestampMs) -> Member {
-    Member {
-        member_id,
-        group_instance_id: req.group_instance_id.clone(),
-        client_id: req.client_id.clone(),
-        client_host: req.client_host.clone(),
-        session_timeout_ms: req.session_timeout_ms,
-        rebalance_timeout_ms: req.rebalance_timeout_ms.max(req.session_timeout_ms),
-        protocols: req.protocols.clone(),
-        assignment: Bytes::new(),
-        last_heartbeat_ms: now_ms,
-        awaiting_join: true,
-        awaiting_sync: false,
-    }
-}
-
-fn add_member_and_rebalance(
-    group: &mut Group,
-    req: JoinRequest,
-    member_id: String,
-    now_ms: TimestampMs,
-    delay_ms: u64,
-    out: &mut Out,
-) -> Reply<JoinOutcome> {
-    let member = new_member(&req, member_id.clone(), now_ms);
-    if let Some(instance) = &req.group_instance_id {
-        group
-            .static_members
-            .insert(instance.clone(), member_id.clone());
-    }
-    if group.members.is_empty() {
-        group.protocol_type = Some(req.protocol_type.clone());
-    }
-    group.members.insert(member_id.clone(), member);
-    group.prepare_rebalance(now_ms, delay_ms, out);
-    group.maybe_complete_rebalance(now_ms, out);
-    Reply::Parked { member_id }
-}
-
-fn current_outcome(group: &Group, member_id: &str) -> JoinOutcome {
-    let leader = group.leader_id.clone().unwrap_or_default();
-    let protocol = group.protocol_name.clone().unwrap_or_default();
-    JoinOutcome {
-        generation_id: group.generation_id,
-        protocol_type: group.protocol_type.clone(),
-        protocol_name: group.protocol_name.clone(),
-        leader_id: leader.clone(),
-        member_id: member_id.to_string(),
-        members: if leader == member_id {
-            group
-                .members
-                .values()
-                .map(|m| JoinedMember {
-                    member_id: m.member_id.clone(),
-                    group_instance_id: m.group_instance_id.clone(),
-                    metadata: m.metadata_for(&protocol),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        },
-    }
-}
-
-fn rejoin_known(
-    group: &mut Group,
-    req: JoinRequest,
-    now_ms: TimestampMs,
-    delay_ms: u64,
-    out: &mut Out,
-) -> Reply<JoinOutcome> {
-    let member_id = req.member_id.clone();
-    let is_leader = group.leader_id.as_deref() == Some(member_id.as_str());
-    let state = group.state;
-    let Some(m) = group.members.get_mut(&member_id) else {
-        return Reply::Now(Err(GroupError::UnknownMemberId));
-    };
-    let same_protocols = m.protocols == req.protocols;
-    m.protocols = req.protocols;
-    m.session_timeout_ms = req.session_timeout_ms;
-    m.rebalance_timeout_ms = req.rebalance_timeout_ms.max(req.session_timeout_ms);
-    m.last_heartbeat_ms = now_ms;
-    match state {
-        GroupState::CompletingRebalance if same_protocols => {
-            Reply::Now(Ok(current_outcome(group, &member_id)))
-        }
-        GroupState::Stable if same_protocols && !is_leader => {
-            Reply::Now(Ok(current_outcome(group, &member_id)))
-        }
-        GroupState::Empty | GroupState::Dead => Reply::Now(Err(GroupError::UnknownMemberId)),
-        _ => {
-            m.awaiting_join = true;
-            group.prepare_rebalance(now_ms, delay_ms, out);
-            group.maybe_complete_rebalance(now_ms, out);
-            Reply::Parked { member_id }
-        }
-    }
-}
-
-/// A static member (known group.instance.id) rejoined without its member id: it replaces
-/// the old member id (fencing the old instance) and keeps its assignment.
-fn rejoin_static(
-    group: &mut Group,
-    req: JoinRequest,
-    old_id: String,
-    new_id: String,
-    now_ms: TimestampMs,
-    delay_ms: u64,
-    out: &mut Out,
-) -> Reply<JoinOutcome> {
-    let Some(mut m) = group.members.remove(&old_id) else {
-        return add_member_and_rebalance(group, req, new_id, now_ms, delay_ms, out);
-    };
-    Group::fail_parked(&m, &group.group_id, GroupError::FencedInstanceId, out);
-    let same_protocols = m.protocols == req.protocols;
-    m.member_id = new_id.clone();
-    m.protocols = req.protocols.clone();
-    m.session_timeout_ms = req.session_timeout_ms;
-    m.rebalance_timeout_ms = req.rebalance_timeout_ms.max(req.session_timeout_ms);
-    m.last_heartbeat_ms = now_ms;
-    m.awaiting_join = false;
-    m.awaiting_sync = false;
-    if let Some(instance) = &req.group_instance_id {
-        group
-            .static_members
-            .insert(instance.clone(), new_id.clone());
-    }
-    if group.leader_id.as_deref() == Some(old_id.as_str()) {
-        group.leader_id = Some(new_id.clone());
-    }
-    group.members.insert(new_id.clone(), m);
-    match group.state {
-        GroupState::Stable | GroupState::CompletingRebalance if same_protocols => {
-            Reply::Now(Ok(current_outcome(group, &new_id)))
-        }
-        _ => {
-            if let Some(m) = group.members.get_mut(&new_id) {
-                m.awaiting_join = true;
-            }
-            group.prepare_rebalance(now_ms, delay_ms, out);
-            group.maybe_complete_rebalance(now_ms, out);
-            Reply::Parked { member_id: new_id }
-        }
     }
 }
