@@ -430,3 +430,80 @@ fn consume_transform_produce_survives_sigkill_exactly_once() {
         all.len()
     );
 }
+
+#[test]
+fn transaction_state_survives_a_broker_kill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(&dir.path().join("data"));
+    let bootstrap = server.bootstrap();
+    create_topics(&bootstrap, &[("crash", 1)]);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("transactional.id", "tx-crash")
+        .set("transaction.timeout.ms", "10000")
+        .create()
+        .expect("producer");
+    producer.init_transactions(TIMEOUT).expect("init");
+    for (value, commit) in [("c1", true), ("a1", false)] {
+        producer.begin_transaction().expect("begin");
+        producer
+            .send(BaseRecord::<(), str>::to("crash").payload(value))
+            .expect("send");
+        producer.flush(TIMEOUT).expect("flush");
+        if commit {
+            producer.commit_transaction(TIMEOUT).expect("commit");
+        } else {
+            producer.abort_transaction(TIMEOUT).expect("abort");
+        }
+    }
+    producer.begin_transaction().expect("begin open");
+    producer
+        .send(BaseRecord::<(), str>::to("crash").payload("open"))
+        .expect("send open");
+    producer.flush(TIMEOUT).expect("flush open");
+    let plain: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("plain producer");
+    plain
+        .send(BaseRecord::<(), str>::to("crash").payload("plain"))
+        .expect("send plain");
+    plain.flush(TIMEOUT).expect("flush plain");
+    drop(plain);
+
+    server.kill9();
+    // The client must not end its transaction: the broker's timeout has to.
+    std::mem::forget(producer);
+    server.restart();
+
+    // Rebuilt from the log: the aborted record stays hidden, the open transaction still
+    // holds back the last stable offset (so "plain", after it, is not visible yet).
+    let rc = read_all(
+        &bootstrap,
+        "crash",
+        1,
+        "read_committed",
+        1,
+        Duration::from_secs(1),
+    );
+    assert_eq!(rc, vec!["c1".to_string()]);
+    let ru = read_all(
+        &bootstrap,
+        "crash",
+        1,
+        "read_uncommitted",
+        4,
+        Duration::from_secs(1),
+    );
+    assert_eq!(ru, ["c1", "a1", "open", "plain"].map(String::from).to_vec());
+    // The restored coordinator times the open transaction out and aborts it.
+    let rc = read_all(
+        &bootstrap,
+        "crash",
+        1,
+        "read_committed",
+        2,
+        Duration::from_secs(1),
+    );
+    assert_eq!(rc, vec!["c1".to_string(), "plain".to_string()]);
+}
