@@ -24,7 +24,7 @@ pub struct BrokerMetrics {
     pub request_errors: Family<Labels, Counter>,
     /// `sluice_request_duration_seconds{api}`
     pub request_duration: Family<Labels, Histogram, fn() -> Histogram>,
-    /// `sluice_connections` (open now)
+    /// `sluice_connections_open` (open now; a gauge may not share the counter's family name)
     pub connections: Gauge,
     /// `sluice_connections_total` (accepted since start)
     pub connections_total: Counter,
@@ -94,7 +94,7 @@ impl BrokerMetrics {
                 m.request_duration.clone(),
             );
             r.register(
-                "sluice_connections",
+                "sluice_connections_open",
                 "Open client connections",
                 m.connections.clone(),
             );
@@ -179,4 +179,34 @@ pub struct TopicCounters {
     pub records_in: Counter,
     pub bytes_out: Counter,
     pub records_out: Counter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_names_are_unique_in_the_exposition() {
+        let m = BrokerMetrics::new();
+        m.observe_request("Produce", 0.001);
+        m.connections.inc();
+        m.connections_total.inc();
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &m.registry.lock()).unwrap();
+        let types: Vec<&str> = out.lines().filter(|l| l.starts_with("# TYPE")).collect();
+        let mut names: Vec<&str> = types
+            .iter()
+            .map(|l| l.split_whitespace().nth(2).unwrap())
+            .collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n, "duplicate families in:\n{out}");
+        assert!(out.contains("sluice_connections_total 1"), "{out}");
+        assert!(out.contains("sluice_connections_open 1"), "{out}");
+        assert!(
+            out.contains("sluice_requests_total{api=\"Produce\"} 1"),
+            "{out}"
+        );
+    }
 }
