@@ -86,6 +86,10 @@ pub enum MetaRecord {
     },
     /// A transactional id's whole state after a transition.
     TxnUpdated(crate::txn::coordinator::TxnRecord),
+    /// A transactional id expired.
+    TxnRemoved {
+        transactional_id: String,
+    },
 }
 
 /// The whole metadata image.
@@ -172,6 +176,9 @@ impl MetaImage {
             }
             MetaRecord::TxnUpdated(t) => {
                 self.transactions.insert(t.transactional_id.clone(), t);
+            }
+            MetaRecord::TxnRemoved { transactional_id } => {
+                self.transactions.remove(&transactional_id);
             }
         }
     }

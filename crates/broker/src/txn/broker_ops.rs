@@ -357,6 +357,13 @@ impl Broker {
         })
     }
 
+    /// True when a transaction not yet complete carries an offset for the partition.
+    pub fn has_pending_txn_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.txns
+            .lock()
+            .has_pending_offset(group_id, topic, partition)
+    }
+
     /// ListOffsets latest under read_committed.
     pub fn last_stable_offset(&self, topic: &str, partition: i32) -> Result<Offset> {
         let pid = self.partition_id(topic, partition)?;
@@ -440,6 +447,9 @@ impl Broker {
             let plans = c.tick(now);
             for (_, rec) in &plans {
                 let _ = self.persist_txn(rec);
+            }
+            for transactional_id in c.expire(now) {
+                let _ = self.persist(MetaRecord::TxnRemoved { transactional_id }, false);
             }
             plans
         };

@@ -21,6 +21,9 @@ pub const TXN_MAX_TIMEOUT_MS: i32 = 900_000;
 /// when the client vanished): `tick` writes its markers again. Markers are idempotent for
 /// readers: a second marker of a finished transaction changes nothing.
 pub const PREPARE_RETRY_MS: i64 = 5_000;
+/// Kafka `transactional.id.expiration.ms`: an idle transactional id with no open
+/// transaction is forgotten after this long.
+pub const TXN_ID_EXPIRATION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnState {
@@ -474,6 +477,31 @@ impl TxnCoordinator {
         out
     }
 
+    /// Forgets transactional ids idle for `TXN_ID_EXPIRATION_MS` with no transaction open
+    /// or completing. Returns them (to persist their removal).
+    pub fn expire(&mut self, now_ms: TimestampMs) -> Vec<String> {
+        let expired: Vec<String> = self
+            .txns
+            .values()
+            .filter(|r| {
+                matches!(
+                    r.state,
+                    TxnState::Empty
+                        | TxnState::CompleteCommit
+                        | TxnState::CompleteAbort
+                        | TxnState::Dead
+                ) && now_ms - r.updated_ms > TXN_ID_EXPIRATION_MS
+            })
+            .map(|r| r.transactional_id.clone())
+            .collect();
+        for id in &expired {
+            if let Some(r) = self.txns.remove(id) {
+                self.by_producer.remove(&r.producer_id);
+            }
+        }
+        expired
+    }
+
     /// Checks a transactional batch: its producer's current epoch, an open transaction
     /// holding the partition.
     pub fn verify_produce(
@@ -505,6 +533,17 @@ impl TxnCoordinator {
             )));
         }
         Ok(())
+    }
+
+    /// Whether an open (or committing) transaction holds an offset for the partition of
+    /// the group: OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT then.
+    pub fn has_pending_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.txns.values().any(|r| {
+            matches!(r.state, TxnState::Ongoing | TxnState::PrepareCommit)
+                && r.pending_offsets
+                    .iter()
+                    .any(|o| o.group_id == group_id && o.topic == topic && o.partition == partition)
+        })
     }
 
     /// The transactional id owning `producer_id`.
@@ -703,6 +742,24 @@ mod tests {
         assert_eq!(again.tick(3 + PREPARE_RETRY_MS + 1).len(), 1);
         again.complete("a", 0, 3).unwrap();
         assert!(again.tick(10 * PREPARE_RETRY_MS).is_empty());
+    }
+
+    #[test]
+    fn idle_transactional_ids_expire_but_open_ones_do_not() {
+        let clock = ManualClock::new(0);
+        let mut c = TxnCoordinator::new();
+        init(&mut c, "idle", clock.now_ms(), 1);
+        c.init_producer("busy", TXN_MAX_TIMEOUT_MS, None, 0, || Ok(2))
+            .unwrap()
+            .unwrap();
+        c.add_partitions("busy", 2, 0, &parts(&[("t", 0)]), 0)
+            .unwrap();
+        clock.advance_ms(TXN_ID_EXPIRATION_MS);
+        assert!(c.expire(clock.now_ms()).is_empty());
+        clock.advance_ms(1);
+        assert_eq!(c.expire(clock.now_ms()), vec!["idle".to_string()]);
+        assert!(c.get("idle").is_none() && c.transactional_id_of(1).is_none());
+        assert!(c.get("busy").is_some());
     }
 
     #[test]

@@ -89,12 +89,20 @@ impl PartitionTxnIndex {
         }
     }
 
-    /// A marker of `producer_id` was written at `offset`.
+    /// A marker of `producer_id` was written at `offset`. An abort already recorded (the
+    /// rebuild re-scans what the snapshot may hold) is not recorded twice: clients would
+    /// take a second entry for a later transaction of the producer and drop its records.
     pub fn end(&self, p: PartitionId, producer_id: i64, commit: bool, offset: Offset) {
         let mut parts = self.parts.lock();
         let t = parts.entry(p.0).or_default();
         if let Some(first) = t.ongoing.remove(&producer_id)
             && !commit
+            && !t
+                .aborted
+                .iter()
+                .rev()
+                .take_while(|a| a.last_offset >= offset)
+                .any(|a| a.producer_id == producer_id && a.last_offset == offset)
         {
             t.aborted.push(AbortedTxn {
                 producer_id,
@@ -287,6 +295,13 @@ mod tests {
             .unwrap();
         let again = PartitionTxnIndex::new(dir.path());
         again.rebuild(&store, &[P]).unwrap();
+        // A snapshot that covers less than its state: the re-scan must not duplicate
+        // the abort of pid 7.
+        again.snapshot(&[(P, 0, 0)]).unwrap();
+        let third = PartitionTxnIndex::new(dir.path());
+        third.rebuild(&store, &[P]).unwrap();
+        assert_eq!(third.aborted_between(P, 0, 4), vec![(7, 0)]);
+        assert_eq!(third.last_stable_offset(P, 4), 4);
         assert_eq!(again.last_stable_offset(P, 4), 4);
         assert_eq!(again.aborted_between(P, 0, 4), vec![(7, 0)]);
     }

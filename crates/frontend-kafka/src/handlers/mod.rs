@@ -60,7 +60,7 @@ pub async fn dispatch(ctx: &Ctx<'_>, req: RequestKind) -> Result<Reply, &'static
         Q::DescribeGroups(r) => R::DescribeGroups(groups::describe(ctx, r)),
         Q::DeleteGroups(r) => R::DeleteGroups(groups::delete(ctx, r)),
         Q::OffsetCommit(r) => R::OffsetCommit(offsets::commit(ctx, r)),
-        Q::OffsetFetch(r) => R::OffsetFetch(offsets::fetch(ctx, r)),
+        Q::OffsetFetch(r) => R::OffsetFetch(txn::offset_fetch(ctx, r)),
         Q::OffsetDelete(r) => R::OffsetDelete(offsets::delete(ctx, r)),
         Q::AddPartitionsToTxn(r) => R::AddPartitionsToTxn(txn::add_partitions(ctx, r)),
         Q::AddOffsetsToTxn(r) => R::AddOffsetsToTxn(txn::add_offsets(ctx, r)),

@@ -19,9 +19,11 @@ use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
     DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
-    ListTransactionsRequest, ListTransactionsResponse, ProducerId, TxnOffsetCommitRequest,
-    TxnOffsetCommitResponse,
+    ListTransactionsRequest, ListTransactionsResponse, OffsetFetchRequest, OffsetFetchResponse,
+    ProducerId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
+
+use kafka_protocol::ResponseError;
 
 use crate::context::{Ctx, s, topic_name};
 use crate::errors::{NONE, broker_code, code_name};
@@ -272,6 +274,45 @@ pub fn describe_producers(
         })
         .collect();
     DescribeProducersResponse::default().with_topics(topics)
+}
+
+/// OffsetFetch with `require_stable` (v7+, sent by read_committed consumers): a partition
+/// whose offset an unfinished transaction is about to commit answers
+/// UNSTABLE_OFFSET_COMMIT (the client retries), so a consumer taking over a partition does
+/// not resume from an offset that is about to move (KIP-447).
+pub fn offset_fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
+    let require_stable = ctx.version >= 7 && req.require_stable;
+    let single_group = req.group_id.0.to_string();
+    let mut resp = super::offsets::fetch(ctx, req);
+    if !require_stable {
+        return resp;
+    }
+    let unstable = ResponseError::UnstableOffsetCommit.code();
+    for t in &mut resp.topics {
+        for p in &mut t.partitions {
+            if ctx
+                .broker
+                .has_pending_txn_offset(&single_group, &t.name.0, p.partition_index)
+            {
+                p.error_code = unstable;
+                p.committed_offset = -1;
+            }
+        }
+    }
+    for g in &mut resp.groups {
+        for t in &mut g.topics {
+            for p in &mut t.partitions {
+                if ctx
+                    .broker
+                    .has_pending_txn_offset(&g.group_id.0, &t.name.0, p.partition_index)
+                {
+                    p.error_code = unstable;
+                    p.committed_offset = -1;
+                }
+            }
+        }
+    }
+    resp
 }
 
 /// FindCoordinator key type of transactional ids.
