@@ -63,12 +63,22 @@ pub async fn run(
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Outgoing>(config.max_inflight_responses_per_connection.max(1));
-    let writer = tokio::spawn(write_loop(wr, rx, peer));
+    let mut writer = AbortOnDrop(tokio::spawn(write_loop(wr, rx, peer)));
     match read_loop(&mut rd, peer, &broker, &config, shutdown, tx).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(reason) => tracing::warn!(%peer, %reason, "closing Kafka connection"),
     }
-    let _ = writer.await;
+    let _ = (&mut writer.0).await;
+}
+
+/// Aborts the writer task if the connection task is aborted (shutdown grace exceeded), so
+/// a client that never reads cannot keep it alive.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, peer: SocketAddr) {

@@ -565,3 +565,25 @@ async fn topics_and_offsets_survive_restart() {
     task.await.unwrap().unwrap();
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_answers_a_parked_fetch_and_returns() {
+    let s = start(BrokerConfig::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    assert_eq!(create_topic(&mut c, "quiet", 1).await, 0);
+    let corr = c.send_only(&fetch_req("quiet", 0, 30_000, 1), 12).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let _ = s.stop.send(true);
+    // The parked fetch is answered (empty) before the connection closes.
+    let f = c.recv::<FetchRequest>(corr, 12).await;
+    assert_eq!(f.responses[0].partitions[0].error_code, 0);
+    assert!(c.closed().await);
+    s.task.await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    s.broker.shutdown().await.unwrap();
+}
