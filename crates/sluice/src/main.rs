@@ -5,6 +5,7 @@
 //! front door and admin HTTP; signals), `client/` (a small async Kafka client), `cli/` (the
 //! client subcommands and their output).
 
+mod bench;
 mod cli;
 mod client;
 mod config;
@@ -20,6 +21,10 @@ use cli::args::{Cli, Command};
 use cli::exit::{EXIT_USAGE, exit_code_for};
 
 fn main() -> ExitCode {
+    // `sluice bench …` is the librdkafka load generator, a separate binary (see bench.rs).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "bench") {
+        return bench::exec(std::env::args_os().skip(2));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
