@@ -587,3 +587,230 @@ async fn shutdown_answers_a_parked_fetch_and_returns() {
     );
     s.broker.shutdown().await.unwrap();
 }
+
+/// A default request of `api` (Produce with acks=1 so it is answered).
+fn default_request(api: ApiKey) -> RequestKind {
+    use RequestKind as Q;
+    match api {
+        ApiKey::Produce => Q::Produce(ProduceRequest::default().with_acks(1)),
+        ApiKey::Fetch => Q::Fetch(FetchRequest::default().with_replica_id(BrokerId(-1))),
+        ApiKey::ListOffsets => Q::ListOffsets(ListOffsetsRequest::default()),
+        ApiKey::Metadata => Q::Metadata(MetadataRequest::default()),
+        ApiKey::OffsetCommit => Q::OffsetCommit(OffsetCommitRequest::default()),
+        ApiKey::OffsetFetch => Q::OffsetFetch(OffsetFetchRequest::default()),
+        ApiKey::FindCoordinator => Q::FindCoordinator(FindCoordinatorRequest::default()),
+        ApiKey::JoinGroup => Q::JoinGroup(JoinGroupRequest::default()),
+        ApiKey::Heartbeat => Q::Heartbeat(HeartbeatRequest::default()),
+        ApiKey::LeaveGroup => Q::LeaveGroup(LeaveGroupRequest::default()),
+        ApiKey::SyncGroup => Q::SyncGroup(SyncGroupRequest::default()),
+        ApiKey::DescribeGroups => Q::DescribeGroups(DescribeGroupsRequest::default()),
+        ApiKey::ListGroups => Q::ListGroups(ListGroupsRequest::default()),
+        ApiKey::ApiVersions => Q::ApiVersions(ApiVersionsRequest::default()),
+        ApiKey::CreateTopics => Q::CreateTopics(CreateTopicsRequest::default()),
+        ApiKey::DeleteTopics => Q::DeleteTopics(DeleteTopicsRequest::default()),
+        ApiKey::DeleteRecords => Q::DeleteRecords(DeleteRecordsRequest::default()),
+        ApiKey::InitProducerId => Q::InitProducerId(InitProducerIdRequest::default()),
+        ApiKey::DescribeConfigs => Q::DescribeConfigs(DescribeConfigsRequest::default()),
+        ApiKey::AlterConfigs => Q::AlterConfigs(AlterConfigsRequest::default()),
+        ApiKey::CreatePartitions => Q::CreatePartitions(CreatePartitionsRequest::default()),
+        ApiKey::DeleteGroups => Q::DeleteGroups(DeleteGroupsRequest::default()),
+        ApiKey::IncrementalAlterConfigs => {
+            Q::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default())
+        }
+        ApiKey::OffsetDelete => Q::OffsetDelete(OffsetDeleteRequest::default()),
+        ApiKey::DescribeCluster => Q::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::AddPartitionsToTxn => Q::AddPartitionsToTxn(AddPartitionsToTxnRequest::default()),
+        ApiKey::AddOffsetsToTxn => Q::AddOffsetsToTxn(AddOffsetsToTxnRequest::default()),
+        ApiKey::EndTxn => Q::EndTxn(EndTxnRequest::default()),
+        ApiKey::TxnOffsetCommit => Q::TxnOffsetCommit(TxnOffsetCommitRequest::default()),
+        ApiKey::DescribeProducers => Q::DescribeProducers(DescribeProducersRequest::default()),
+        ApiKey::DescribeTransactions => {
+            Q::DescribeTransactions(DescribeTransactionsRequest::default())
+        }
+        ApiKey::ListTransactions => Q::ListTransactions(ListTransactionsRequest::default()),
+        other => panic!("add {other:?} to default_request"),
+    }
+}
+
+/// Every advertised (api, version) answers a minimal request with a response that decodes
+/// at that version: no field is set that the version lacks, nothing closes the connection.
+#[tokio::test]
+async fn every_advertised_version_answers() {
+    let s = start(BrokerConfig::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    let advertised = c.call(&ApiVersionsRequest::default(), 3).await.api_keys;
+    assert_eq!(
+        advertised.len(),
+        sluice_frontend_kafka::versions::SUPPORTED.len()
+    );
+    for k in advertised {
+        let api = ApiKey::try_from(k.api_key).unwrap();
+        for version in k.min_version..=k.max_version {
+            c.correlation += 1;
+            let header = RequestHeader::default()
+                .with_request_api_key(k.api_key)
+                .with_request_api_version(version)
+                .with_correlation_id(c.correlation)
+                .with_client_id(Some(StrBytes::from_static_str("versions")));
+            let mut body = BytesMut::new();
+            body.put_i32(0);
+            header
+                .encode(&mut body, api.request_header_version(version))
+                .unwrap();
+            default_request(api).encode(&mut body, version).unwrap();
+            let len = (body.len() - 4) as i32;
+            body[..4].copy_from_slice(&len.to_be_bytes());
+            c.stream.write_all(&body).await.unwrap();
+            let len = tokio::time::timeout(Duration::from_secs(10), c.stream.read_i32())
+                .await
+                .unwrap_or_else(|_| panic!("{api:?} v{version}: no answer"))
+                .unwrap_or_else(|e| panic!("{api:?} v{version}: connection closed: {e}"));
+            let mut buf = vec![0u8; len as usize];
+            c.stream.read_exact(&mut buf).await.unwrap();
+            let mut buf = Bytes::from(buf);
+            let h = ResponseHeader::decode(&mut buf, api.response_header_version(version)).unwrap();
+            assert_eq!(h.correlation_id, c.correlation, "{api:?} v{version}");
+            ResponseKind::decode(api, &mut buf, version)
+                .unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"));
+        }
+    }
+    s.stop().await;
+}
+
+/// Versions of (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch,
+/// DescribeGroups, ListGroups).
+type GroupVersions = (i16, i16, i16, i16, i16, i16, i16, i16);
+
+async fn group_flow(c: &mut Client, group: &str, v: GroupVersions) {
+    let (jv, sv, hv, lv, ocv, ofv, dv, lgv) = v;
+    let gid = || GroupId(StrBytes::from_string(group.to_string()));
+    let join = |member: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(gid())
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(StrBytes::from_string(member.to_string()))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![
+                join_group_request::JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))
+                    .with_metadata(Bytes::from_static(b"meta")),
+            ])
+    };
+    let mut r = c.call(&join(""), jv).await;
+    if jv >= 4 {
+        assert_eq!(r.error_code, 79, "MEMBER_ID_REQUIRED");
+        let id = r.member_id.to_string();
+        r = c.call(&join(&id), jv).await;
+    }
+    assert_eq!(r.error_code, 0, "join v{jv}");
+    assert_eq!(r.leader, r.member_id);
+    assert_eq!(r.members.len(), 1);
+    let member = r.member_id.clone();
+    let generation = r.generation_id;
+    let sync = SyncGroupRequest::default()
+        .with_group_id(gid())
+        .with_generation_id(generation)
+        .with_member_id(member.clone())
+        .with_assignments(vec![
+            sync_group_request::SyncGroupRequestAssignment::default()
+                .with_member_id(member.clone())
+                .with_assignment(Bytes::from_static(b"assigned")),
+        ]);
+    let r = c.call(&sync, sv).await;
+    assert_eq!(
+        (r.error_code, &r.assignment[..]),
+        (0, &b"assigned"[..]),
+        "sync v{sv}"
+    );
+    let hb = HeartbeatRequest::default()
+        .with_group_id(gid())
+        .with_generation_id(generation)
+        .with_member_id(member.clone());
+    assert_eq!(c.call(&hb, hv).await.error_code, 0, "heartbeat v{hv}");
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(gid())
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(member.clone())
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("grp")))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(42),
+                ]),
+        ]);
+    assert_eq!(
+        c.call(&commit, ocv).await.topics[0].partitions[0].error_code,
+        0,
+        "commit v{ocv}"
+    );
+    let fetched = if ofv >= 8 {
+        let req = OffsetFetchRequest::default().with_groups(vec![
+            offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(gid())
+                .with_topics(None),
+        ]);
+        c.call(&req, ofv).await.groups[0].topics[0].partitions[0].committed_offset
+    } else {
+        let req = OffsetFetchRequest::default()
+            .with_group_id(gid())
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("grp")))
+                    .with_partition_indexes(vec![0]),
+            ]));
+        c.call(&req, ofv).await.topics[0].partitions[0].committed_offset
+    };
+    assert_eq!(fetched, 42, "offset fetch v{ofv}");
+    let d = c
+        .call(
+            &DescribeGroupsRequest::default().with_groups(vec![gid()]),
+            dv,
+        )
+        .await;
+    assert_eq!(d.groups[0].group_state.as_str(), "Stable");
+    assert_eq!(d.groups[0].members.len(), 1);
+    let l = c.call(&ListGroupsRequest::default(), lgv).await;
+    assert!(l.groups.iter().any(|g| g.group_id.0.as_str() == group));
+    let leave = if lv >= 3 {
+        LeaveGroupRequest::default()
+            .with_group_id(gid())
+            .with_members(vec![
+                leave_group_request::MemberIdentity::default().with_member_id(member),
+            ])
+    } else {
+        LeaveGroupRequest::default()
+            .with_group_id(gid())
+            .with_member_id(member)
+    };
+    let r = c.call(&leave, lv).await;
+    assert_eq!(r.error_code, 0, "leave v{lv}");
+    let d = c
+        .call(
+            &DescribeGroupsRequest::default().with_groups(vec![gid()]),
+            dv,
+        )
+        .await;
+    assert_eq!(d.groups[0].group_state.as_str(), "Empty");
+}
+
+#[tokio::test]
+async fn group_protocol_at_old_and_new_versions() {
+    let s = start(BrokerConfig::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    assert_eq!(create_topic(&mut c, "grp", 1).await, 0);
+    group_flow(&mut c, "old", (0, 0, 0, 0, 2, 1, 0, 0)).await;
+    group_flow(&mut c, "mid", (5, 3, 3, 3, 7, 7, 4, 3)).await;
+    group_flow(&mut c, "new", (9, 5, 4, 5, 9, 9, 5, 5)).await;
+    let r = c
+        .call(
+            &DeleteGroupsRequest::default()
+                .with_groups_names(vec![GroupId(StrBytes::from_static_str("old"))]),
+            2,
+        )
+        .await;
+    assert_eq!(r.results[0].error_code, 0);
+    s.stop().await;
+}
