@@ -110,6 +110,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     }
     let cfg = layered.server_config();
     crate::logging::init(cfg.log_json, &cfg.log_level).map_err(|e| usage(format!("{e:#}")))?;
+    // Installed first, so a signal during start-up is seen (it triggers shutdown right after).
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
 
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
@@ -183,8 +186,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         admin.as_ref().map(|a| a.0),
     );
 
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
     let reason = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
