@@ -490,7 +490,7 @@ fn two_group_members_split_the_partitions() {
                 "--from",
                 "latest",
                 "--timeout-ms",
-                "6000",
+                "15000",
             ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
