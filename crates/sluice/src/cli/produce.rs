@@ -35,8 +35,11 @@ struct Producer {
     pending_records: usize,
     pending_bytes: usize,
     sticky: usize,
+    /// Records the broker confirmed (acks=1/all).
     acked: u64,
     acked_bytes: u64,
+    /// Records written with acks=0 (no confirmation exists).
+    unconfirmed: u64,
     /// partition → (first offset, last offset) acknowledged.
     offsets: BTreeMap<i32, (i64, i64)>,
 }
@@ -110,6 +113,7 @@ pub async fn run(ctx: &Ctx, args: ProduceArgs) -> anyhow::Result<i32> {
         sticky: 0,
         acked: 0,
         acked_bytes: 0,
+        unconfirmed: 0,
         offsets: BTreeMap::new(),
     };
 
@@ -310,8 +314,7 @@ impl Producer {
             if self.acks == 0 {
                 conn.send_no_response(&request).await?;
                 for p in &ps {
-                    self.acked += batches[p].0.len() as u64;
-                    self.acked_bytes += batches[p].1.len() as u64;
+                    self.unconfirmed += batches[p].0.len() as u64;
                 }
                 continue;
             }
@@ -350,12 +353,25 @@ fn report(output: OutputFormat, p: &Producer, error: Option<&anyhow::Error>) {
             "topic": p.topic,
             "acknowledged": p.acked,
             "bytes": p.acked_bytes,
+            "sent_without_acks": p.unconfirmed,
             "partitions": p.offsets.iter().map(|(part, (first, last))| json!({
                 "partition": part, "first_offset": first, "last_offset": last
             })).collect::<Vec<_>>(),
             "error": error.map(|e| format!("{e:#}")),
         });
         println!("{value}");
+    } else if p.unconfirmed > 0 {
+        eprintln!(
+            "sent {} record{} to {} with acks=0 (the broker does not confirm them){}",
+            p.unconfirmed,
+            if p.unconfirmed == 1 { "" } else { "s" },
+            p.topic,
+            if error.is_some() {
+                " before the error"
+            } else {
+                ""
+            }
+        );
     } else if error.is_some() {
         eprintln!(
             "acknowledged {} record{} to {} before the error",
