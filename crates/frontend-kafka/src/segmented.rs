@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -15,13 +16,18 @@ use kafka_protocol::protocol::buf::ByteBufMut;
 /// the default `max_fetch_response_bytes`).
 pub const MAX_SPLICE_BYTES: usize = 128 * 1024 * 1024;
 
-/// Placeholder memory: only its address and length are used (never read, never written),
-/// and being all-zero static memory it costs no resident pages.
-static PLACEHOLDER: [u8; MAX_SPLICE_BYTES] = [0; MAX_SPLICE_BYTES];
+/// Placeholder memory: only its address and length are used, it is never read or written.
+/// A zeroed heap allocation of this size is mapped lazily by the OS, so it costs address
+/// space but no resident pages (a `static` array would put 128 MiB into the binary).
+static PLACEHOLDER: OnceLock<&'static [u8]> = OnceLock::new();
+
+fn placeholder_memory() -> &'static [u8] {
+    PLACEHOLDER.get_or_init(|| Vec::leak(vec![0u8; MAX_SPLICE_BYTES]))
+}
 
 /// A placeholder `Bytes` of `len` bytes to put in a records field, or `None` if too long.
 pub fn placeholder(len: usize) -> Option<Bytes> {
-    (len > 0 && len <= MAX_SPLICE_BYTES).then(|| Bytes::from_static(&PLACEHOLDER[..len]))
+    (len > 0 && len <= MAX_SPLICE_BYTES).then(|| Bytes::from_static(&placeholder_memory()[..len]))
 }
 
 /// An encode target that holds inline bytes plus spliced chunk lists, in order.
@@ -72,7 +78,10 @@ impl SegmentedBuf {
 }
 
 fn is_placeholder(src: &[u8]) -> bool {
-    let start = PLACEHOLDER.as_ptr() as usize;
+    let Some(memory) = PLACEHOLDER.get() else {
+        return false;
+    };
+    let start = memory.as_ptr() as usize;
     let p = src.as_ptr() as usize;
     !src.is_empty() && p == start && src.len() <= MAX_SPLICE_BYTES
 }
