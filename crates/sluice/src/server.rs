@@ -83,8 +83,16 @@ fn broker_config(cfg: &ServerConfig, data_dir: &Path) -> broker::BrokerConfig {
         } else {
             storage::Flush::Async
         },
+        cluster_id: cfg.cluster_id.clone(),
+        default_index: cfg.index,
         group_initial_rebalance_delay_ms: cfg.initial_rebalance_delay_ms,
-        group_max_session_timeout_ms: cfg.session_timeout_ms_max.min(i32::MAX as u64) as i32,
+        group_min_session_timeout_ms: cfg.min_session_timeout_ms.min(i32::MAX as i64) as i32,
+        group_max_session_timeout_ms: cfg.max_session_timeout_ms.min(i32::MAX as i64) as i32,
+        group_max_size: cfg.group_max_size,
+        offsets_retention_ms: (cfg.offsets_retention_ms >= 0).then_some(cfg.offsets_retention_ms),
+        max_topics: cfg.max_topics,
+        max_partitions_per_topic: cfg.max_partitions_per_topic,
+        max_partitions_total: cfg.max_partitions,
         ..broker::BrokerConfig::default()
     }
 }
@@ -277,6 +285,9 @@ fn kafka_config(
         max_connections: cfg.max_connections,
         max_inflight_responses_per_connection: cfg.max_in_flight_per_connection,
         idle_timeout_ms: cfg.idle_timeout_ms,
+        max_inflight_bytes_per_connection: cfg.max_inflight_bytes_per_connection,
+        max_fetch_response_bytes: cfg.max_fetch_response_bytes,
+        max_fetch_wait_ms: cfg.max_fetch_wait_ms,
         shutdown_grace_ms: cfg.shutdown_timeout_ms,
         ..frontend_kafka::KafkaConfig::default()
     }

@@ -89,7 +89,29 @@ impl Layered {
             let v = from_str(spec, raw, origin)?;
             layered.values.insert(spec.key, (v, origin.clone()));
         }
+        layered.check_relations()?;
         Ok(layered)
+    }
+
+    /// Checks between keys: each pair must hold `lower <= upper`.
+    fn check_relations(&self) -> Result<(), ConfigError> {
+        const PAIRS: &[(&str, &str)] = &[
+            (
+                "groups.min_session_timeout_ms",
+                "groups.max_session_timeout_ms",
+            ),
+            ("limits.message_max_bytes", "limits.max_frame_bytes"),
+        ];
+        for (lower, upper) in PAIRS {
+            let (l, u) = (self.int(lower), self.int(upper));
+            if l > u {
+                return Err(err(format!(
+                    "`{lower}` ({l}, from {}) must not exceed `{upper}` ({u}, from {})",
+                    self.values[lower].1, self.values[upper].1
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
@@ -210,7 +232,19 @@ impl Layered {
             max_connections: self.int("limits.max_connections") as usize,
             max_in_flight_per_connection: self.int("limits.max_in_flight_requests_per_connection")
                 as usize,
-            session_timeout_ms_max: self.int("groups.session_timeout_ms_max") as u64,
+            max_session_timeout_ms: self.int("groups.max_session_timeout_ms"),
+            min_session_timeout_ms: self.int("groups.min_session_timeout_ms"),
+            group_max_size: self.int("groups.max_size") as usize,
+            offsets_retention_ms: self.int("groups.offsets_retention_ms"),
+            cluster_id: self.str("kafka.cluster_id"),
+            index: self.bool("storage.index"),
+            max_inflight_bytes_per_connection: self.int("limits.max_inflight_bytes_per_connection")
+                as usize,
+            max_fetch_response_bytes: self.int("limits.max_fetch_response_bytes") as usize,
+            max_fetch_wait_ms: self.int("limits.max_fetch_wait_ms") as u64,
+            max_topics: self.int("limits.max_topics") as usize,
+            max_partitions_per_topic: self.int("limits.max_partitions_per_topic") as u32,
+            max_partitions: self.int("limits.max_partitions") as u32,
             initial_rebalance_delay_ms: self.int("groups.initial_rebalance_delay_ms") as u64,
             shutdown_timeout_ms: self.int("server.shutdown_timeout_ms") as u64,
             log_json: self.str("log.format") == "json",
@@ -241,7 +275,18 @@ pub struct ServerConfig {
     pub max_frame_bytes: usize,
     pub max_connections: usize,
     pub max_in_flight_per_connection: usize,
-    pub session_timeout_ms_max: u64,
+    pub max_session_timeout_ms: i64,
+    pub min_session_timeout_ms: i64,
+    pub group_max_size: usize,
+    pub offsets_retention_ms: i64,
+    pub cluster_id: String,
+    pub index: bool,
+    pub max_inflight_bytes_per_connection: usize,
+    pub max_fetch_response_bytes: usize,
+    pub max_fetch_wait_ms: u64,
+    pub max_topics: usize,
+    pub max_partitions_per_topic: u32,
+    pub max_partitions: u32,
     pub initial_rebalance_delay_ms: u64,
     pub shutdown_timeout_ms: u64,
     pub log_json: bool,
@@ -432,6 +477,17 @@ mod tests {
         let env = |k: &str| (k == "SLUICE_KAFKA_LISTENER").then(|| "nope".to_string());
         let e = load_with(None, &env, &[]).unwrap_err();
         assert!(e.0.contains("SLUICE_KAFKA_LISTENER"), "{e}");
+    }
+
+    #[test]
+    fn related_keys_are_checked_together() {
+        let e = load_with(
+            None,
+            &no_env,
+            &[("groups.min_session_timeout_ms", "2000000")],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("groups.max_session_timeout_ms"), "{e}");
     }
 
     #[test]

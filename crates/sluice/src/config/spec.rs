@@ -99,6 +99,13 @@ pub const KEYS: &[KeySpec] = &[
         doc: "This broker's id in metadata responses.",
     },
     KeySpec {
+        key: "kafka.cluster_id",
+        kind: Kind::Str,
+        default: "\"sluice-cluster\"",
+        kafka_name: Some("cluster.id"),
+        doc: "Cluster id reported to clients in metadata.",
+    },
+    KeySpec {
         key: "kafka.idle_timeout_ms",
         kind: Kind::Int {
             min: 1000,
@@ -155,6 +162,13 @@ pub const KEYS: &[KeySpec] = &[
         default: "1000",
         kafka_name: Some("log.flush.interval.ms"),
         doc: "Background fsync interval when flush = \"async\".",
+    },
+    KeySpec {
+        key: "storage.index",
+        kind: Kind::Bool,
+        default: "true",
+        kafka_name: None,
+        doc: "Build the key/time index for new topics (per-topic config sluice.index overrides).",
     },
     KeySpec {
         key: "topics.auto_create_topics_enable",
@@ -231,7 +245,67 @@ pub const KEYS: &[KeySpec] = &[
         doc: "Requests read ahead on one connection before backpressure.",
     },
     KeySpec {
-        key: "groups.session_timeout_ms_max",
+        key: "limits.max_inflight_bytes_per_connection",
+        kind: Kind::Int {
+            min: 1024,
+            max: I32_MAX,
+        },
+        default: "67108864",
+        kafka_name: None,
+        doc: "Response bytes queued for one connection before its reads pause (backpressure).",
+    },
+    KeySpec {
+        key: "limits.max_fetch_response_bytes",
+        kind: Kind::Int {
+            min: 1024,
+            max: I32_MAX,
+        },
+        default: "67108864",
+        kafka_name: Some("fetch.max.bytes"),
+        doc: "Upper bound on one Fetch response, whatever the client asks.",
+    },
+    KeySpec {
+        key: "limits.max_fetch_wait_ms",
+        kind: Kind::Int {
+            min: 0,
+            max: 300_000,
+        },
+        default: "30000",
+        kafka_name: None,
+        doc: "Upper bound on how long a Fetch may wait for data.",
+    },
+    KeySpec {
+        key: "limits.max_topics",
+        kind: Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        default: "10000",
+        kafka_name: None,
+        doc: "Most topics the broker will hold.",
+    },
+    KeySpec {
+        key: "limits.max_partitions_per_topic",
+        kind: Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        default: "10000",
+        kafka_name: None,
+        doc: "Most partitions one topic may have.",
+    },
+    KeySpec {
+        key: "limits.max_partitions",
+        kind: Kind::Int {
+            min: 1,
+            max: 10_000_000,
+        },
+        default: "200000",
+        kafka_name: None,
+        doc: "Most partitions the broker will hold in total.",
+    },
+    KeySpec {
+        key: "groups.max_session_timeout_ms",
         kind: Kind::Int {
             min: 1000,
             max: 3_600_000,
@@ -249,6 +323,36 @@ pub const KEYS: &[KeySpec] = &[
         default: "0",
         kafka_name: Some("group.initial.rebalance.delay.ms"),
         doc: "Wait this long for more members before the first rebalance of an empty group.",
+    },
+    KeySpec {
+        key: "groups.min_session_timeout_ms",
+        kind: Kind::Int {
+            min: 1,
+            max: 3_600_000,
+        },
+        default: "6000",
+        kafka_name: Some("group.min.session.timeout.ms"),
+        doc: "Smallest consumer session timeout a member may ask for.",
+    },
+    KeySpec {
+        key: "groups.max_size",
+        kind: Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        default: "1000",
+        kafka_name: Some("group.max.size"),
+        doc: "Most members in one consumer group.",
+    },
+    KeySpec {
+        key: "groups.offsets_retention_ms",
+        kind: Kind::Int {
+            min: -1,
+            max: i64::MAX,
+        },
+        default: "604800000",
+        kafka_name: None,
+        doc: "Committed offsets of an empty group are dropped after this long (-1: keep forever; Kafka: offsets.retention.minutes).",
     },
     KeySpec {
         key: "server.shutdown_timeout_ms",
