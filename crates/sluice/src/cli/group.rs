@@ -67,6 +67,9 @@ async fn list(ctx: &Ctx, client: &mut Client) -> anyhow::Result<i32> {
             .map(|(g, (state, proto))| vec![g.clone(), state.clone(), proto.clone()])
             .collect();
         print_table(&["GROUP", "STATE", "PROTOCOL-TYPE"], &rows);
+        if rows.is_empty() {
+            eprintln!("no consumer groups yet; `sluice consume TOPIC --group NAME` creates one");
+        }
     }
     Ok(0)
 }

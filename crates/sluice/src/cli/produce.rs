@@ -133,7 +133,12 @@ pub async fn run(ctx: &Ctx, args: ProduceArgs) -> anyhow::Result<i32> {
                 );
                 (Box::new(BufReader::new(file)), Some(bar))
             }
-            None => (Box::new(BufReader::new(tokio::io::stdin())), None),
+            None => {
+                if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                    eprintln!("type records, one per line; Ctrl-D sends the rest and exits");
+                }
+                (Box::new(BufReader::new(tokio::io::stdin())), None)
+            }
         };
 
     let result = pump(

@@ -150,6 +150,9 @@ async fn list(ctx: &Ctx, client: &mut Client, internal: bool) -> anyhow::Result<
             .map(|(n, p, _)| vec![n.clone(), p.to_string()])
             .collect();
         print_table(&["TOPIC", "PARTITIONS"], &rows);
+        if rows.is_empty() {
+            eprintln!("no topics yet; create one with `sluice topic create NAME`");
+        }
     }
     Ok(0)
 }
