@@ -581,3 +581,32 @@ fn sigterm_stops_a_group_consumer_cleanly() {
     assert_eq!(d["members"].as_array().unwrap().len(), 0, "{d}");
     assert_eq!(d["total_lag"], 0);
 }
+
+#[test]
+fn produce_sends_each_line_when_the_input_pauses() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    s.ok(&["topic", "create", "live"]);
+    let mut producer = std::process::Command::new(support::BIN)
+        .args(["--bootstrap-server", &s.kafka, "produce", "live"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = producer.stdin.take().unwrap();
+    writeln!(stdin, "first").unwrap();
+    stdin.flush().unwrap();
+    // Readable while the producer is still running (its stdin is open).
+    let got = s.ok(&["consume", "live", "--count", "1", "--timeout-ms", "10000"]);
+    assert_eq!(got, "first\n");
+    writeln!(stdin, "second").unwrap();
+    drop(stdin);
+    let out = support::wait_output(producer, std::time::Duration::from_secs(30));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        s.ok(&["consume", "live", "--count", "2"]),
+        "first\nsecond\n"
+    );
+}

@@ -200,6 +200,9 @@ pub struct ProduceArgs {
     /// Most bytes per batch (before compression).
     #[arg(long, default_value_t = 512 * 1024)]
     pub batch_bytes: usize,
+    /// Send what is batched when the input pauses this long (ms).
+    #[arg(long, default_value_t = 100)]
+    pub linger_ms: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -165,11 +165,22 @@ async fn pump(
     mut reader: Box<dyn AsyncBufRead + Unpin + Send>,
     progress: Option<&ProgressBar>,
 ) -> anyhow::Result<()> {
+    let linger = Duration::from_millis(args.linger_ms);
     let mut line = String::new();
     loop {
         line.clear();
-        let n = reader.read_line(&mut line).await?;
-        if n == 0 {
+        // With records waiting, send them if the input pauses for `linger` (a person typing,
+        // a slow pipe). read_line keeps partial input in `line` when the wait times out.
+        let n = loop {
+            if producer.pending_records == 0 {
+                break reader.read_line(&mut line).await?;
+            }
+            match tokio::time::timeout(linger, reader.read_line(&mut line)).await {
+                Ok(r) => break r?,
+                Err(_) => producer.flush(client).await?,
+            }
+        };
+        if n == 0 && line.is_empty() {
             break;
         }
         if let Some(bar) = progress {
