@@ -367,3 +367,16 @@ fn sigterm_is_graceful_and_keeps_every_acknowledged_record() {
     }
     assert_eq!(s.terminate().code(), Some(0));
 }
+
+#[test]
+fn sigint_is_graceful_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path());
+    s.ok_stdin(&["produce", "t"], "kept\n");
+    s.signal(libc::SIGINT);
+    let status = s.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{}", s.log());
+    assert!(s.log().contains("signal=\"SIGINT\""), "{}", s.log());
+    s.restart();
+    assert_eq!(s.ok(&["consume", "t", "--count", "1"]), "kept\n");
+}
