@@ -42,6 +42,8 @@ pub enum CloseReason {
         version: i16,
         error: codec::EncodeError,
     },
+    #[error("a produce with acks=0 failed; closing so the client refreshes its metadata")]
+    AcksZeroProduceFailed,
     #[error("{api:?} is {reason}")]
     NotImplemented { api: ApiKey, reason: &'static str },
 }
@@ -198,6 +200,7 @@ async fn read_loop(
         let (reply, v) = response;
         let encoded = match reply {
             Reply::Silent => None,
+            Reply::SilentThenClose => return Err(CloseReason::AcksZeroProduceFailed),
             Reply::Body(body) => Some(
                 codec::encode_response(prefix.correlation_id, v, &body).map(|b| vec![b.freeze()]),
             ),

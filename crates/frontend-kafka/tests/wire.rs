@@ -814,3 +814,32 @@ async fn group_protocol_at_old_and_new_versions() {
     assert_eq!(r.results[0].error_code, 0);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn failed_acks_zero_produce_closes_the_connection() {
+    let s = start(BrokerConfig {
+        auto_create_topics: false,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(s.addr).await;
+    assert_eq!(create_topic(&mut c, "z", 1).await, 0);
+    // A good acks=0 produce: nothing comes back, the connection stays.
+    c.send_only(
+        &produce_req("z", 0, batch(&["ok"], Compression::None), 0),
+        9,
+    )
+    .await;
+    assert_eq!(
+        c.call(&ApiVersionsRequest::default(), 3).await.error_code,
+        0
+    );
+    // A failing one (no such partition): Kafka closes the connection.
+    c.send_only(
+        &produce_req("z", 7, batch(&["lost"], Compression::None), 0),
+        9,
+    )
+    .await;
+    assert!(c.closed().await);
+    s.stop().await;
+}

@@ -20,6 +20,8 @@ use crate::context::Ctx;
 pub enum Reply {
     /// No response at all (Produce with acks=0).
     Silent,
+    /// No response, then close the connection (a failed acks=0 Produce, as Kafka does).
+    SilentThenClose,
     Body(ResponseKind),
     /// A Fetch response whose records are spliced in at encode time, uncopied.
     Fetch(fetch::FetchReply),
@@ -34,9 +36,11 @@ pub async fn dispatch(ctx: &Ctx<'_>, req: RequestKind) -> Result<Reply, &'static
         Q::ApiVersions(_) => R::ApiVersions(api_versions::response(0)),
         Q::Metadata(r) => R::Metadata(metadata::handle(ctx, r)),
         Q::Produce(r) => {
-            return Ok(produce::handle(ctx, r)
-                .await
-                .map_or(Reply::Silent, |p| Reply::Body(R::Produce(p))));
+            return Ok(match produce::handle(ctx, r).await {
+                produce::ProduceReply::Response(p) => Reply::Body(R::Produce(p)),
+                produce::ProduceReply::NoResponse { failed: false } => Reply::Silent,
+                produce::ProduceReply::NoResponse { failed: true } => Reply::SilentThenClose,
+            });
         }
         Q::Fetch(r) => return Ok(Reply::Fetch(fetch::handle(ctx, r).await)),
         Q::ListOffsets(r) => R::ListOffsets(list_offsets::handle(ctx, r)),

@@ -27,7 +27,17 @@ struct Append {
     records: Bytes,
 }
 
-pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
+/// What a Produce answers.
+pub enum ProduceReply {
+    Response(ProduceResponse),
+    /// acks=0: no response. `failed`: some partition failed, and (as Kafka does) the
+    /// connection is closed so the client notices and refreshes its metadata.
+    NoResponse {
+        failed: bool,
+    },
+}
+
+pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceReply {
     let acks = req.acks;
     let acks_valid = (-1..=1).contains(&acks);
     // Response skeleton (topic, id, partition indexes) and the appends to run.
@@ -63,8 +73,8 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceRespons
     }
     run_appends(ctx.broker, appends, &mut outcomes).await;
     if acks == 0 {
-        count_errors(ctx, &outcomes);
-        return None;
+        let failed = count_errors(ctx, &outcomes);
+        return ProduceReply::NoResponse { failed };
     }
     let mut outcomes = outcomes.into_iter();
     let responses = shape
@@ -84,7 +94,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceRespons
                 .with_partition_responses(prs)
         })
         .collect();
-    Some(ProduceResponse::default().with_responses(responses))
+    ProduceReply::Response(ProduceResponse::default().with_responses(responses))
 }
 
 /// Runs the appends, concurrently when there are several.
@@ -122,7 +132,9 @@ async fn run_appends(broker: &Arc<Broker>, appends: Vec<Append>, outcomes: &mut 
     }
 }
 
-fn count_errors(ctx: &Ctx<'_>, outcomes: &[Outcome]) {
+/// Counts failed partitions in metrics; true if any failed.
+fn count_errors(ctx: &Ctx<'_>, outcomes: &[Outcome]) -> bool {
+    let mut failed = false;
     for o in outcomes {
         let code = match o {
             Outcome::Code(c) => *c,
@@ -130,11 +142,13 @@ fn count_errors(ctx: &Ctx<'_>, outcomes: &[Outcome]) {
             Outcome::Done(Err(e)) => broker_code(e),
         };
         if code != NONE {
+            failed = true;
             ctx.broker
                 .metrics()
                 .observe_error("Produce", &code_name(code));
         }
     }
+    failed
 }
 
 fn partition_response(
