@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
@@ -39,7 +39,6 @@ pub struct Connection {
     /// api key → (min, max) supported by the broker.
     versions: HashMap<i16, (i16, i16)>,
     timeout: Duration,
-    read_buf: BytesMut,
 }
 
 impl Connection {
@@ -67,7 +66,6 @@ impl Connection {
             correlation_id: 0,
             versions: HashMap::new(),
             timeout,
-            read_buf: BytesMut::new(),
         };
         conn.negotiate().await?;
         Ok(conn)
@@ -292,13 +290,11 @@ impl Connection {
         if len > MAX_RESPONSE_BYTES {
             return Err(self.protocol(format!("response frame of {len} bytes is too large")));
         }
-        self.read_buf.clear();
-        self.read_buf.resize(len, 0);
-        if let Err(e) = self.stream.read_exact(&mut self.read_buf[..]).await {
+        // Each response gets its own buffer: decoded messages keep slices of it (records).
+        let mut body = BytesMut::zeroed(len);
+        if let Err(e) = self.stream.read_exact(&mut body[..]).await {
             return Err(self.disconnected(format!("connection closed mid-response ({e})")));
         }
-        let mut out = self.read_buf.split().freeze();
-        // Keep `out` independent of the reusable buffer.
-        Ok(out.copy_to_bytes(len))
+        Ok(body.freeze())
     }
 }
