@@ -571,6 +571,23 @@ fn sigterm_stops_a_group_consumer_cleanly() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // An active group's offsets cannot be moved, or deleted.
+    let busy = s.cli(&[
+        "group",
+        "reset-offsets",
+        "calm-g",
+        "--to-earliest",
+        "--execute",
+    ]);
+    assert_eq!(busy.status.code(), Some(3), "{}", stderr(&busy));
+    assert!(stderr(&busy).contains("member"), "{}", stderr(&busy));
+    let busy = s.cli(&["group", "delete", "calm-g"]);
+    assert_eq!(busy.status.code(), Some(3), "{}", stderr(&busy));
+    assert!(
+        stderr(&busy).contains("NON_EMPTY_GROUP"),
+        "{}",
+        stderr(&busy)
+    );
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(consumer.id() as libc::pid_t, libc::SIGTERM) };
     let out = support::wait_output(consumer, std::time::Duration::from_secs(30));
