@@ -843,3 +843,41 @@ async fn failed_acks_zero_produce_closes_the_connection() {
     assert!(c.closed().await);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn long_poll_ignores_appends_to_other_partitions() {
+    let s = start(BrokerConfig::default()).await;
+    let mut c = Client::connect(s.addr).await;
+    assert_eq!(create_topic(&mut c, "mine", 1).await, 0);
+    assert_eq!(create_topic(&mut c, "theirs", 1).await, 0);
+    let addr = s.addr;
+    let started = Instant::now();
+    let waiter = tokio::spawn(async move {
+        let mut c2 = Client::connect(addr).await;
+        c2.call(&fetch_req("mine", 0, 1_500, 1), 12).await
+    });
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.call(
+            &produce_req("theirs", 0, batch(&["noise"], Compression::None), 1),
+            9,
+        )
+        .await;
+    }
+    c.call(
+        &produce_req("mine", 0, batch(&["mine"], Compression::None), 1),
+        9,
+    )
+    .await;
+    let f = waiter.await.unwrap();
+    assert_eq!(
+        values_of(f.responses[0].partitions[0].records.clone().unwrap()),
+        vec!["mine"]
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1_400),
+        "{:?}",
+        started.elapsed()
+    );
+    s.stop().await;
+}

@@ -60,8 +60,28 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchReply {
     // transactions in range.
     let read_committed = ctx.version >= 4 && req.isolation_level == 1;
     drop(req);
+    let mut seen_marks: Option<Vec<Option<i64>>> = None;
     loop {
         appends.borrow_and_update();
+        // Woken by an append elsewhere: if none of our partitions moved, keep waiting
+        // without building a response.
+        let marks = high_watermarks(ctx, &wanted);
+        if seen_marks.as_ref() == Some(&marks)
+            && tokio::time::Instant::now() < deadline
+            && !*shutdown.borrow()
+        {
+            tokio::select! {
+                changed = appends.changed() => {
+                    if changed.is_err() {
+                        seen_marks = None;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        seen_marks = Some(marks);
         let (pass, bytes, any_error) = read_all(ctx, &wanted, max_bytes, read_committed);
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= min_bytes.max(1) || any_error || expired || *shutdown.borrow() {
@@ -79,6 +99,22 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchReply {
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// High watermark of every wanted partition (None where it cannot be read).
+fn high_watermarks(ctx: &Ctx<'_>, wanted: &[Wanted]) -> Vec<Option<i64>> {
+    let mut out = Vec::new();
+    for t in wanted {
+        for &(index, _, _) in &t.partitions {
+            out.push(
+                t.name
+                    .as_ref()
+                    .and_then(|n| ctx.broker.watermarks(n, index).ok())
+                    .map(|w| w.high_watermark),
+            );
+        }
+    }
+    out
 }
 
 /// One read of every partition: the reply and what it would send, per topic.
