@@ -298,3 +298,95 @@ impl Connection {
         Ok(body.freeze())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::{MetadataRequest, ResponseHeader};
+    use kafka_protocol::protocol::decode_request_header_from_buffer;
+    use tokio::net::TcpListener;
+
+    fn api(key: ApiKey, min: i16, max: i16) -> ApiVersion {
+        let mut v = ApiVersion::default();
+        v.api_key = key as i16;
+        v.min_version = min;
+        v.max_version = max;
+        v
+    }
+
+    async fn read_request(s: &mut TcpStream) -> RequestHeader {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.unwrap();
+        let mut body = BytesMut::zeroed(u32::from_be_bytes(len) as usize);
+        s.read_exact(&mut body).await.unwrap();
+        decode_request_header_from_buffer(&mut body.freeze()).unwrap()
+    }
+
+    async fn respond(
+        s: &mut TcpStream,
+        correlation_id: i32,
+        version: i16,
+        r: &ApiVersionsResponse,
+    ) {
+        let mut buf = BytesMut::new();
+        let mut h = ResponseHeader::default();
+        h.correlation_id = correlation_id;
+        h.encode(&mut buf, 0).unwrap();
+        r.encode(&mut buf, version).unwrap();
+        let mut frame = BytesMut::new();
+        frame.put_u32(buf.len() as u32);
+        frame.extend_from_slice(&buf);
+        s.write_all(&frame).await.unwrap();
+    }
+
+    /// An older broker answers ApiVersions v3 with a v0 UNSUPPORTED_VERSION listing what it
+    /// has (KIP-511); the client retries at that version and caps every API to the broker's.
+    #[tokio::test]
+    async fn falls_back_to_the_brokers_api_versions_version() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let broker = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let first = read_request(&mut s).await;
+            assert_eq!(first.request_api_version, 3);
+            let mut refuse = ApiVersionsResponse::default();
+            refuse.error_code = 35;
+            refuse.api_keys = vec![api(ApiKey::ApiVersions, 0, 2)];
+            respond(&mut s, first.correlation_id, 0, &refuse).await;
+            let second = read_request(&mut s).await;
+            assert_eq!(second.request_api_version, 2);
+            let mut ok = ApiVersionsResponse::default();
+            ok.api_keys = vec![api(ApiKey::ApiVersions, 0, 2), api(ApiKey::Metadata, 0, 9)];
+            respond(&mut s, second.correlation_id, 2, &ok).await;
+        });
+        let conn = Connection::connect(&addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        broker.await.unwrap();
+        assert_eq!(conn.version_of::<MetadataRequest>().unwrap(), 9);
+        let e = conn
+            .version_of::<kafka_protocol::messages::FetchRequest>()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("does not support the Fetch API"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_unreachable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        match Connection::connect(&addr, Duration::from_secs(5)).await {
+            Err(ClientError::Unreachable { addr: a, .. }) => assert_eq!(a, addr),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("connected to a closed port"),
+        }
+    }
+}
