@@ -172,7 +172,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
             },
         )
         .with_storage_sampler(storage_sampler(store.clone()));
-        let task = tokio::spawn(admin::serve(listener, server, shutdown_rx.clone()));
+        let admin_shutdown = shutdown_rx.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = admin::serve(listener, server, admin_shutdown).await {
+                tracing::error!(error = %e, "admin HTTP server stopped; Kafka service continues");
+            }
+        });
         Some((addr, task))
     } else {
         None
