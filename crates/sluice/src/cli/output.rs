@@ -8,28 +8,32 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    let columns = rows
+        .iter()
+        .map(Vec::len)
+        .chain([headers.len()])
+        .max()
+        .unwrap_or(0);
+    let mut widths = vec![0; columns];
+    let all = std::iter::once(headers.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+        .chain(rows.iter().cloned());
+    for row in all.clone() {
         for (i, cell) in row.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(cell.chars().count());
-            }
+            widths[i] = widths[i].max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| -> String {
-        let mut s = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(cell);
+    let mut out = String::new();
+    for row in all {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
             } else {
-                s.push_str(&format!("{:<w$}  ", cell, w = widths[i]));
+                line.push_str(&format!("{:<w$}  ", cell, w = widths[i]));
             }
         }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(headers.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }
@@ -56,5 +60,11 @@ mod tests {
             &[vec!["a-long-name".into(), "3".into()]],
         );
         assert_eq!(t, "TOPIC        PARTITIONS\na-long-name  3\n");
+    }
+
+    #[test]
+    fn ragged_rows_do_not_panic() {
+        let t = super::render_table(&["A"], &[vec!["1".into(), "2".into()], vec![]]);
+        assert_eq!(t, "A\n1  2\n\n");
     }
 }

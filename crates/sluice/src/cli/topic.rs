@@ -164,6 +164,7 @@ async fn describe(ctx: &Ctx, client: &mut Client, topics: &[String]) -> anyhow::
         let partitions = partitions_in(&md, topic)?;
         let marks = watermarks(client, topic, &partitions).await?;
         let configs = describe_configs(client, topic).await?;
+        let replicas = replica_sets(&md, topic);
         out.push(json!({
             "topic": topic,
             "partitions": partitions.iter().map(|p| {
@@ -171,6 +172,8 @@ async fn describe(ctx: &Ctx, client: &mut Client, topics: &[String]) -> anyhow::
                 json!({
                     "partition": p.partition,
                     "leader": p.leader,
+                    "replicas": replicas.get(&p.partition).map(|r| r.0.clone()).unwrap_or_default(),
+                    "isr": replicas.get(&p.partition).map(|r| r.1.clone()).unwrap_or_default(),
                     "log_start_offset": start,
                     "log_end_offset": end,
                     "records": end - start,
@@ -197,9 +200,21 @@ async fn describe(ctx: &Ctx, client: &mut Client, topics: &[String]) -> anyhow::
         let rows: Vec<Vec<String>> = parts
             .iter()
             .map(|p| {
+                let ids = |k: &str| {
+                    p[k].as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|v| v.to_string())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default()
+                };
                 vec![
                     p["partition"].to_string(),
                     p["leader"].to_string(),
+                    ids("replicas"),
+                    ids("isr"),
                     p["log_start_offset"].to_string(),
                     p["log_end_offset"].to_string(),
                     p["records"].to_string(),
@@ -210,6 +225,8 @@ async fn describe(ctx: &Ctx, client: &mut Client, topics: &[String]) -> anyhow::
             &[
                 "PARTITION",
                 "LEADER",
+                "REPLICAS",
+                "ISR",
                 "START-OFFSET",
                 "END-OFFSET",
                 "RECORDS",
@@ -238,6 +255,27 @@ async fn describe(ctx: &Ctx, client: &mut Client, topics: &[String]) -> anyhow::
         println!();
     }
     Ok(0)
+}
+
+/// partition → (replica ids, in-sync replica ids), from metadata.
+fn replica_sets(
+    md: &kafka_protocol::messages::MetadataResponse,
+    topic: &str,
+) -> std::collections::BTreeMap<i32, (Vec<i32>, Vec<i32>)> {
+    md.topics
+        .iter()
+        .filter(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| {
+            (
+                p.partition_index,
+                (
+                    p.replica_nodes.iter().map(|b| b.0).collect(),
+                    p.isr_nodes.iter().map(|b| b.0).collect(),
+                ),
+            )
+        })
+        .collect()
 }
 
 /// `(name, value, overridden on the topic)` of every config the broker reports.
