@@ -345,6 +345,10 @@ impl Consumer {
             let results = fetch(client, leader, &self.topic, &wants, wait_ms).await?;
             let mut out = stdout.lock();
             for f in results {
+                // Only partitions we asked for (a confused broker must not crash us).
+                let Some(&pos) = self.positions.get(&f.partition) else {
+                    continue;
+                };
                 match f.error_code {
                     0 => {}
                     1 => {
@@ -359,7 +363,6 @@ impl Consumer {
                         drop(out);
                         let marks = watermarks(client, &self.topic, &info).await?;
                         if let Some(&(start, end)) = marks.get(&f.partition) {
-                            let pos = self.positions[&f.partition];
                             let moved = pos.clamp(start, end);
                             eprintln!(
                                 "offset {pos} of {}/{} is out of range {start}..{end}; continuing at {moved}",
@@ -379,7 +382,6 @@ impl Consumer {
                         .into());
                     }
                 }
-                let pos = self.positions[&f.partition];
                 let mut advanced = false;
                 for r in f.records.iter().filter(|r| r.offset >= pos) {
                     if self.done() {
