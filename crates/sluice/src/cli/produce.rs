@@ -281,7 +281,9 @@ impl Producer {
                 let md = client
                     .metadata(Some(std::slice::from_ref(&self.topic)), false)
                     .await?;
-                if let Ok(ps) = partitions_in(&md, &self.topic) {
+                if let Ok(ps) = partitions_in(&md, &self.topic)
+                    && !ps.is_empty()
+                {
                     self.partitions = ps;
                 }
             }
