@@ -208,6 +208,31 @@ async fn describe(ctx: &Ctx, client: &mut Client, group: &str) -> anyhow::Result
         ],
         &table,
     );
+    if !described.members.is_empty() {
+        println!();
+        let members: Vec<Vec<String>> = described
+            .members
+            .iter()
+            .map(|m| {
+                let assigned = decode_assignment(m.member_assignment.clone())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(t, ps)| {
+                        let ps: Vec<String> = ps.iter().map(i32::to_string).collect();
+                        format!("{t}:{}", ps.join(","))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                vec![
+                    m.member_id.to_string(),
+                    m.client_id.to_string(),
+                    m.client_host.to_string(),
+                    assigned,
+                ]
+            })
+            .collect();
+        print_table(&["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"], &members);
+    }
     Ok(0)
 }
 
