@@ -353,7 +353,11 @@ fn timed_open(dir: &Path, label: &str, cold: bool) {
     let st = store.stats();
     println!(
         "open after {label} ({}): {:.2} s — {} partitions, {} segments, {:.2} GiB",
-        if cold { "store files evicted from the page cache" } else { "warm page cache" },
+        if cold {
+            "store files evicted from the page cache"
+        } else {
+            "warm page cache"
+        },
         d.as_secs_f64(),
         st.partitions,
         st.segments,
@@ -416,11 +420,23 @@ fn bench_open(dir: &Path) {
     timed_open(&d, "clean stop", true);
     timed_open(&d, "clean stop", false);
     kill_child(&exe, dir);
-    timed_open(&d, "kill -9, 256 MiB appended since the last checkpoint", true);
+    timed_open(
+        &d,
+        "kill -9, 256 MiB appended since the last checkpoint",
+        true,
+    );
     kill_child(&exe, dir);
-    timed_open(&d, "kill -9, 256 MiB appended since the last checkpoint", false);
+    timed_open(
+        &d,
+        "kill -9, 256 MiB appended since the last checkpoint",
+        false,
+    );
     std::fs::remove_file(d.join("checkpoint")).unwrap();
-    timed_open(&d, "losing the checkpoint file (full replay of the whole log)", true);
+    timed_open(
+        &d,
+        "losing the checkpoint file (full replay of the whole log)",
+        true,
+    );
     if std::env::var("SLUICE_BENCH_KEEP").is_err() {
         let _ = std::fs::remove_dir_all(&d);
     }
@@ -521,7 +537,12 @@ fn main() {
         "open-only" => {
             let t = Instant::now();
             let store = Store::open(StoreConfig::new(&dir)).unwrap();
-            println!("opened {:?} in {:.2} s: {:?}", dir, t.elapsed().as_secs_f64(), store.stats());
+            println!(
+                "opened {:?} in {:.2} s: {:?}",
+                dir,
+                t.elapsed().as_secs_f64(),
+                store.stats()
+            );
         }
         _ => eprintln!("usage: storage_bench append|sync|partitions|open|memory [dir]"),
     }

@@ -248,3 +248,147 @@ pub fn validate_batches(bytes: &[u8]) -> Result<Vec<(usize, usize)>> {
     }
     Ok(out)
 }
+
+/// Builders shared by the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    fn varint(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        loop {
+            let b = (z & 0x7f) as u8;
+            z >>= 7;
+            if z == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    /// One record: key, value, timestamp delta.
+    pub type Rec<'a> = (Option<&'a [u8]>, &'a [u8], i64);
+
+    /// Uncompressed records section.
+    pub fn records(recs: &[Rec<'_>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, (k, v, ts)) in recs.iter().enumerate() {
+            let mut r = vec![0u8];
+            varint(&mut r, *ts);
+            varint(&mut r, i as i64);
+            match k {
+                Some(k) => {
+                    varint(&mut r, k.len() as i64);
+                    r.extend_from_slice(k);
+                }
+                None => varint(&mut r, -1),
+            }
+            varint(&mut r, v.len() as i64);
+            r.extend_from_slice(v);
+            varint(&mut r, 0);
+            varint(&mut out, r.len() as i64);
+            out.extend_from_slice(&r);
+        }
+        out
+    }
+
+    /// A v2 batch around `payload` (already compressed with `codec`).
+    pub fn batch(codec: i16, count: i32, base_ts: i64, payload: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i64.to_be_bytes());
+        b.extend_from_slice(&((49 + payload.len()) as i32).to_be_bytes());
+        b.extend_from_slice(&7i32.to_be_bytes());
+        b.push(2);
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&codec.to_be_bytes());
+        b.extend_from_slice(&(count - 1).to_be_bytes());
+        b.extend_from_slice(&base_ts.to_be_bytes());
+        b.extend_from_slice(&(base_ts + 9).to_be_bytes());
+        b.extend_from_slice(&42i64.to_be_bytes());
+        b.extend_from_slice(&3i16.to_be_bytes());
+        b.extend_from_slice(&5i32.to_be_bytes());
+        b.extend_from_slice(&count.to_be_bytes());
+        b.extend_from_slice(payload);
+        let crc = crc32c::crc32c(&b[super::CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    pub fn simple(n: i32) -> Vec<u8> {
+        let recs: Vec<_> = (0..n)
+            .map(|_| (Some(&b"key"[..]), &b"value"[..], 1))
+            .collect();
+        batch(0, n, 1000, &records(&recs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_fields_and_in_place_offset() {
+        let mut b = testing::simple(3);
+        let h = BatchHeader::parse(&b).unwrap();
+        assert_eq!(h.total_len(), b.len());
+        assert_eq!(h.batch_length() as usize, b.len() - 12);
+        assert_eq!(h.partition_leader_epoch(), 7);
+        assert_eq!(h.magic(), 2);
+        assert_eq!(h.compression(), Some(Compression::None));
+        assert!(!h.is_transactional() && !h.is_control() && !h.is_log_append_time());
+        assert_eq!(h.last_offset_delta(), 2);
+        assert_eq!((h.base_timestamp(), h.max_timestamp()), (1000, 1009));
+        assert_eq!(
+            (h.producer_id(), h.producer_epoch(), h.base_sequence()),
+            (42, 3, 5)
+        );
+        assert_eq!(h.record_count(), 3);
+        h.verify_crc(0).unwrap();
+        set_base_offset(&mut b, 1234);
+        set_partition_leader_epoch(&mut b, 9);
+        let h = BatchHeader::parse(&b).unwrap();
+        assert_eq!((h.base_offset(), h.last_offset()), (1234, 1236));
+        h.verify_crc(0).unwrap(); // the CRC does not cover what we wrote
+    }
+
+    #[test]
+    fn validation_refuses_whole_payload() {
+        let a = testing::simple(1);
+        let mut two = a.clone();
+        two.extend_from_slice(&a);
+        assert_eq!(
+            validate_batches(&two).unwrap(),
+            vec![(0, a.len()), (a.len(), a.len())]
+        );
+        let mut bad = two.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        assert!(matches!(
+            validate_batches(&bad),
+            Err(StorageError::CorruptBatch { batch_index: 1, .. })
+        ));
+        // batchLength claiming more than there is
+        let mut long = a.clone();
+        long[8..12].copy_from_slice(&(a.len() as i32).to_be_bytes());
+        assert!(matches!(
+            validate_batches(&long),
+            Err(StorageError::InvalidBatch(_))
+        ));
+        // negative length
+        let mut neg = a.clone();
+        neg[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert!(matches!(
+            validate_batches(&neg),
+            Err(StorageError::InvalidBatch(_))
+        ));
+        // codec 7 (CRC recomputed so only the codec is wrong)
+        let mut codec = a.clone();
+        codec[22] = 7;
+        let crc = crc32c::crc32c(&codec[CRC_START..]);
+        codec[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            validate_batches(&codec),
+            Err(StorageError::InvalidBatch(_))
+        ));
+        assert!(validate_batches(&[]).is_err());
+    }
+}

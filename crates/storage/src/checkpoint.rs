@@ -183,3 +183,50 @@ impl Checkpoint {
         crate::commit_log::sync_dir(dir)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Flush;
+
+    #[test]
+    fn round_trip_and_damage() {
+        let c = Checkpoint {
+            clean: true,
+            position: 123_456,
+            partitions: vec![
+                PartitionRecord {
+                    id: PartitionId(3),
+                    cfg: PartitionConfig {
+                        flush: Flush::Sync,
+                        retention_ms: Some(77),
+                        retention_bytes: None,
+                        index: false,
+                    },
+                    log_start: 5,
+                    log_end: 99,
+                    cq_start: 2,
+                    cq_end: 40,
+                    idx_end: 0,
+                    max_ts: 1_700_000_000_000,
+                    max_ts_offset: 90,
+                    start_pos: 4096,
+                    bytes: 1 << 20,
+                },
+                PartitionRecord::of(PartitionId(4), &Partition::new(PartitionConfig::default())),
+            ],
+        };
+        let b = c.encode();
+        assert_eq!(b.len(), 24 + 2 * 96 + 4);
+        assert_eq!(Checkpoint::decode(&b, Path::new("x")).unwrap(), c);
+        for i in [0, 4, 9, 30, b.len() - 1] {
+            let mut bad = b.clone();
+            bad[i] ^= 1;
+            assert!(
+                Checkpoint::decode(&bad, Path::new("x")).is_err(),
+                "byte {i}"
+            );
+        }
+        assert!(Checkpoint::decode(&b[..b.len() - 1], Path::new("x")).is_err());
+    }
+}

@@ -28,6 +28,10 @@ pub struct CommitLog {
     /// Serialises `sync` calls: a second caller must not report a position durable while the
     /// first is still inside the fdatasync that covers it.
     sync_lock: Mutex<()>,
+    /// Set when an fdatasync failed. After a failed fsync Linux may have dropped the dirty
+    /// pages (marking them clean), so a later successful fsync proves nothing: the log
+    /// refuses appends until the store is reopened and recovery re-reads what is on disk.
+    poisoned: std::sync::atomic::AtomicBool,
     /// Test hook: fail writes with ENOSPC while set.
     pub(crate) inject_enospc: std::sync::atomic::AtomicBool,
 }
@@ -72,6 +76,7 @@ impl CommitLog {
             }),
             synced: AtomicU64::new(0),
             sync_lock: Mutex::new(()),
+            poisoned: std::sync::atomic::AtomicBool::new(false),
             inject_enospc: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -165,6 +170,13 @@ impl CommitLog {
     }
 
     fn append_inner(&self, w: &mut Writer, entries: &[([u8; 16], &[u8])]) -> Result<Vec<u64>> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StorageError::io(
+                "appending after a failed fdatasync (reopen the store)",
+                &self.dir,
+                std::io::Error::other("commit log poisoned"),
+            ));
+        }
         let mut positions = Vec::with_capacity(entries.len());
         let mut run: Vec<IoSlice<'_>> = Vec::with_capacity(entries.len() * 2);
         let mut run_start = w.pos;
@@ -249,6 +261,7 @@ impl CommitLog {
         };
         for (i, seg) in dirty.iter().enumerate() {
             if let Err(e) = seg.sync_data() {
+                self.poisoned.store(true, Ordering::Release);
                 // Still dirty: the next sync must cover them again.
                 let mut w = self.writer.lock();
                 let mut again = dirty[i..].to_vec();
@@ -268,7 +281,8 @@ impl CommitLog {
         let synced = self.synced();
         for seg in self.segments() {
             if seg.end() > synced && seg.base < w.pos {
-                seg.sync_data()?;
+                seg.sync_data()
+                    .inspect_err(|_| self.poisoned.store(true, Ordering::Release))?;
             }
         }
         self.synced.fetch_max(w.pos, Ordering::AcqRel);

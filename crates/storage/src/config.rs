@@ -165,3 +165,27 @@ impl PartitionConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_config_file_round_trip() {
+        for cfg in [
+            PartitionConfig::default(),
+            PartitionConfig {
+                flush: Flush::Sync,
+                retention_ms: None,
+                retention_bytes: Some(5),
+                index: false,
+            },
+        ] {
+            let b = cfg.encode();
+            assert_eq!(PartitionConfig::decode(&b), Some(cfg));
+            let mut bad = b;
+            bad[5] ^= 1;
+            assert_eq!(PartitionConfig::decode(&bad), None);
+        }
+    }
+}

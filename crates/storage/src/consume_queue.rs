@@ -65,3 +65,27 @@ impl CqEntry {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_crc() {
+        let e = CqEntry {
+            position: 1 << 40,
+            batch_len: 16_000,
+            offset_span: 16,
+            base_offset: 1_000_000,
+            max_timestamp: -1,
+            filter_bits: 0xdead,
+        };
+        let mut b = Vec::new();
+        e.encode(&mut b);
+        assert_eq!(b.len(), CQ_ENTRY_BYTES);
+        assert_eq!(CqEntry::decode(&b), Some(e));
+        assert_eq!(e.next_offset(), 1_000_016);
+        b[20] ^= 1;
+        assert_eq!(CqEntry::decode(&b), None);
+    }
+}

@@ -80,3 +80,28 @@ pub fn check_header(bytes: &[u8]) -> Result<EntryHeader, EntryFault> {
         batch_len,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::testing;
+
+    #[test]
+    fn every_byte_of_an_entry_is_checked() {
+        let batch = testing::simple(2);
+        let mut e = encode(PartitionId(7), &batch).to_vec();
+        e.extend_from_slice(&batch);
+        let h = check(&e).unwrap();
+        assert_eq!(
+            (h.partition, h.batch_len as usize),
+            (PartitionId(7), batch.len())
+        );
+        for i in 0..e.len() {
+            let mut bad = e.clone();
+            bad[i] ^= 0x10;
+            assert!(check(&bad).is_err(), "flip at byte {i} not detected");
+        }
+        assert_eq!(check(&e[..e.len() - 1]), Err(EntryFault::BadHeader));
+        assert_eq!(check(&[0u8; 100]), Err(EntryFault::BadHeader));
+    }
+}

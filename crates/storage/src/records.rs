@@ -120,3 +120,88 @@ pub fn for_each_record<'a>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::testing;
+    use std::io::Write;
+
+    fn decode_all(b: &[u8]) -> Vec<(i32, i64, Option<Vec<u8>>)> {
+        let h = BatchHeader::parse(b).unwrap();
+        let data = records_bytes(&h, 1 << 20).unwrap();
+        let mut out = Vec::new();
+        for_each_record(&h, &data, |r| {
+            out.push((r.offset_delta, r.timestamp, r.key.map(|k| k.to_vec())))
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn every_codec_decodes_the_same_records() {
+        let recs = [
+            (Some(&b"a"[..]), &b"1"[..], 0),
+            (None, &b"22"[..], 5),
+            (Some(&b"c"[..]), &[0u8; 3000][..], 9),
+        ];
+        let plain = testing::records(&recs);
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&plain).unwrap();
+            e.finish().unwrap()
+        };
+        let lz4 = {
+            let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            e.write_all(&plain).unwrap();
+            e.finish().unwrap()
+        };
+        let raw_snappy = snap::raw::Encoder::new().compress_vec(&plain).unwrap();
+        let mut xerial = vec![
+            0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1,
+        ];
+        xerial.extend_from_slice(&(raw_snappy.len() as u32).to_be_bytes());
+        xerial.extend_from_slice(&raw_snappy);
+        let zstd = zstd::encode_all(&plain[..], 1).unwrap();
+        let want = vec![
+            (0, 1000, Some(b"a".to_vec())),
+            (1, 1005, None),
+            (2, 1009, Some(b"c".to_vec())),
+        ];
+        for (codec, payload) in [
+            (0, &plain),
+            (1, &gz),
+            (2, &raw_snappy),
+            (2, &xerial),
+            (3, &lz4),
+            (4, &zstd),
+        ] {
+            assert_eq!(
+                decode_all(&testing::batch(codec, 3, 1000, payload)),
+                want,
+                "codec {codec}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_records_are_errors_not_panics() {
+        let plain = testing::records(&[(Some(&b"key"[..]), &b"value"[..], 0)]);
+        for cut in 0..plain.len() {
+            let b = testing::batch(0, 1, 0, &plain[..cut]);
+            let h = BatchHeader::parse(&b).unwrap();
+            assert!(
+                for_each_record(&h, h.records(), |_| {}).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let garbage = testing::batch(0, 1, 0, &[0xff; 12]);
+        let h = BatchHeader::parse(&garbage).unwrap();
+        assert!(for_each_record(&h, h.records(), |_| {}).is_err());
+        for codec in 1..=4 {
+            let b = testing::batch(codec, 1, 0, b"definitely not compressed");
+            let h = BatchHeader::parse(&b).unwrap();
+            assert!(records_bytes(&h, 1 << 20).is_err(), "codec {codec}");
+        }
+    }
+}

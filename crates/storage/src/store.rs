@@ -573,7 +573,9 @@ impl Store {
         self.inner.appends.subscribe()
     }
 
-    /// Offsets of live records whose key is `key` (empty if the partition's index is off).
+    /// Offsets of live records whose key is `key`, ascending (empty if the partition's index
+    /// is off). The index stores a 64-bit hash; every candidate is confirmed by decoding its
+    /// batch, so a hash collision never returns a wrong record.
     pub fn lookup_key(&self, p: PartitionId, key: &[u8]) -> Result<Vec<Offset>> {
         let inner = &self.inner;
         let part = inner.partition(p)?;
@@ -583,12 +585,46 @@ impl Store {
             (g.log_start, g.log_end)
         };
         let h = index::key_hash(key);
-        let mut out = Vec::new();
+        let mut candidates = Vec::new();
         inner.files.scan_index(p, &part, |e| {
             if e.has_key() && e.key_hash == h && e.offset >= log_start && e.offset < log_end {
-                out.push(e.offset);
+                candidates.push(e.offset);
             }
         })?;
+        let cap = inner.cfg.max_decompressed_batch_bytes;
+        let mut out = Vec::with_capacity(candidates.len());
+        // Confirm batch by batch: keys of the batch holding each candidate.
+        let mut batch_keys: Option<(Offset, Offset, Vec<Offset>)> = None;
+        for off in candidates {
+            if !batch_keys
+                .as_ref()
+                .is_some_and(|(lo, hi, _)| off >= *lo && off < *hi)
+            {
+                let Some(i) = inner.files.find(p, &part, off)? else {
+                    break;
+                };
+                let Some(e) = inner.files.cq_entries(p, &part, i, 1)?.first().copied() else {
+                    break;
+                };
+                let bytes = inner.load_batch(p, &e)?;
+                let mut hits = Vec::new();
+                if let Ok(b) = BatchHeader::parse(&bytes)
+                    && let Ok(data) = records::records_bytes(&b, cap)
+                {
+                    let _ = records::for_each_record(&b, &data, |r| {
+                        if r.key == Some(key) {
+                            hits.push(b.base_offset() + r.offset_delta as i64);
+                        }
+                    });
+                }
+                batch_keys = Some((e.base_offset, e.next_offset(), hits));
+            }
+            if let Some((_, _, hits)) = &batch_keys
+                && hits.contains(&off)
+            {
+                out.push(off);
+            }
+        }
         Ok(out)
     }
 
