@@ -319,10 +319,13 @@ pub fn produce(args: &ProduceArgs) -> Result<Report> {
                         args.batch_size,
                     );
                     if args.transactional {
-                        config.set(
-                            "transactional.id",
-                            format!("sluice-bench-{}-{index}", std::process::id()),
-                        );
+                        config
+                            .set(
+                                "transactional.id",
+                                format!("sluice-bench-{}-{index}", std::process::id()),
+                            )
+                            // librdkafka requires message.timeout.ms <= this.
+                            .set("transaction.timeout.ms", "120000");
                     }
                     let producer: ThreadedProducer<DeliveryContext> =
                         config.create_with_context(DeliveryContext(deliveries.clone()))?;
@@ -393,8 +396,8 @@ pub fn produce(args: &ProduceArgs) -> Result<Report> {
     report.figure("records sent", sent as f64, "records");
     report.figure("records acknowledged", acked as f64, "records");
     report.figure("records failed", failed as f64, "records");
-    report.figure("throughput", acked as f64 / secs, "records/s");
-    report.figure("throughput", bytes / 1e6 / secs, "MB/s");
+    report.figure("throughput records", acked as f64 / secs, "records/s");
+    report.figure("throughput MB", bytes / 1e6 / secs, "MB/s");
     report.latency("ack latency", &hist);
     cpu_figures(&mut report, &cpu, bytes);
     if failed > 0 {
@@ -474,8 +477,8 @@ pub fn consume(args: &ConsumeArgs) -> Result<Report> {
     report.setting("bootstrap", common.bootstrap.clone());
     report.setting("topic", common.topic.clone());
     report.figure("records", got as f64, "records");
-    report.figure("throughput", got as f64 / secs, "records/s");
-    report.figure("throughput", bytes as f64 / 1e6 / secs, "MB/s");
+    report.figure("throughput records", got as f64 / secs, "records/s");
+    report.figure("throughput MB", bytes as f64 / 1e6 / secs, "MB/s");
     cpu_figures(&mut report, &cpu, bytes as f64);
     Ok(report)
 }
