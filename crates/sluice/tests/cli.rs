@@ -627,3 +627,46 @@ fn produce_sends_each_line_when_the_input_pauses() {
         "first\nsecond\n"
     );
 }
+
+#[test]
+fn consume_json_pipes_into_produce_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    s.ok(&["topic", "create", "src", "--partitions", "3"]);
+    s.ok(&["topic", "create", "dst", "--partitions", "3"]);
+    let input: String = (0..30).map(|i| format!("k{i}|v{i}\n")).collect();
+    s.ok_stdin(
+        &[
+            "produce",
+            "src",
+            "--key-separator",
+            "|",
+            "--header",
+            "origin=src",
+        ],
+        &input,
+    );
+    let dump = s.ok(&["consume", "src", "--count", "30", "--format", "json"]);
+    s.ok_stdin(&["produce", "dst", "--input", "json"], &dump);
+    let copy = s.ok(&["consume", "dst", "--count", "30", "--format", "json"]);
+    let strip = |text: &str| {
+        let mut v: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| {
+                let mut r: serde_json::Value = serde_json::from_str(l).unwrap();
+                r.as_object_mut().unwrap().remove("topic");
+                r
+            })
+            .collect();
+        v.sort_by_key(|r| r["key"].as_str().unwrap().to_string());
+        v
+    };
+    // Same key, value, headers, partition, offset and timestamp.
+    assert_eq!(strip(&dump), strip(&copy));
+    let bad = s.cli_stdin(
+        &["produce", "dst", "--input", "json"],
+        "{\"value\":1}\nnot json\n",
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("input line 2"), "{}", stderr(&bad));
+}

@@ -172,6 +172,14 @@ pub enum CompressionArg {
     Zstd,
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputFormat {
+    /// One record per line; the value is the line (or key + value with --key-separator).
+    Line,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Args, Debug)]
 pub struct ProduceArgs {
     /// Topic to write (created on first use if the broker auto-creates topics).
@@ -200,6 +208,10 @@ pub struct ProduceArgs {
     /// Most bytes per batch (before compression).
     #[arg(long, default_value_t = 512 * 1024)]
     pub batch_bytes: usize,
+    /// Input lines: plain text (see --key-separator), or JSON objects as `consume --format
+    /// json` prints them (key, value, headers, partition, timestamp).
+    #[arg(long, value_enum, default_value_t = InputFormat::Line)]
+    pub input: InputFormat,
     /// Send what is batched when the input pauses this long (ms).
     #[arg(long, default_value_t = 100)]
     pub linger_ms: u64,

@@ -15,7 +15,7 @@ use kafka_protocol::records::Compression;
 use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
-use super::args::{CompressionArg, OutputFormat, ProduceArgs};
+use super::args::{CompressionArg, InputFormat, OutputFormat, ProduceArgs};
 use super::exit::usage;
 use super::{Ctx, parse_kv};
 use crate::client::ops::{PartitionInfo, partitions_in};
@@ -68,6 +68,63 @@ fn compression(c: CompressionArg) -> Compression {
         CompressionArg::Lz4 => Compression::Lz4,
         CompressionArg::Zstd => Compression::Zstd,
     }
+}
+
+/// One record from a JSON input line, in the shape `consume --format json` prints:
+/// `{"key": "k", "value": "v", "headers": {"h": "x"}, "partition": 0, "timestamp": 1700000000000}`
+/// (every field optional; other fields such as topic and offset are ignored).
+pub fn parse_json_record(text: &str) -> anyhow::Result<(OutRecord, Option<i32>)> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| anyhow::anyhow!("not JSON ({e})"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| anyhow::anyhow!("expected a JSON object"))?;
+    let bytes_of = |field: &str| -> anyhow::Result<Option<Bytes>> {
+        match obj.get(field) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(Bytes::copy_from_slice(s.as_bytes()))),
+            // Any other JSON value is sent as its JSON text.
+            Some(other) => Ok(Some(Bytes::from(other.to_string()))),
+        }
+    };
+    let mut headers = Vec::new();
+    match obj.get("headers") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(h)) => {
+            for (k, v) in h {
+                let value = match v {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(s) => Some(Bytes::copy_from_slice(s.as_bytes())),
+                    other => Some(Bytes::from(other.to_string())),
+                };
+                headers.push((k.clone(), value));
+            }
+        }
+        Some(_) => anyhow::bail!("\"headers\" must be an object"),
+    }
+    let partition = match obj.get("partition") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(p) => Some(
+            p.as_i64()
+                .and_then(|p| i32::try_from(p).ok())
+                .ok_or_else(|| anyhow::anyhow!("\"partition\" must be an integer"))?,
+        ),
+    };
+    let timestamp_ms = match obj.get("timestamp") {
+        None | Some(serde_json::Value::Null) => now_ms(),
+        Some(t) => t
+            .as_i64()
+            .ok_or_else(|| anyhow::anyhow!("\"timestamp\" must be milliseconds since the epoch"))?,
+    };
+    Ok((
+        OutRecord {
+            key: bytes_of("key")?,
+            value: bytes_of("value")?,
+            headers,
+            timestamp_ms,
+        },
+        partition,
+    ))
 }
 
 /// Splits an input line into key and value.
@@ -167,6 +224,7 @@ async fn pump(
 ) -> anyhow::Result<()> {
     let linger = Duration::from_millis(args.linger_ms);
     let mut line = String::new();
+    let mut line_no: u64 = 0;
     loop {
         line.clear();
         // With records waiting, send them if the input pauses for `linger` (a person typing,
@@ -186,21 +244,43 @@ async fn pump(
         if let Some(bar) = progress {
             bar.inc(n as u64);
         }
+        line_no += 1;
         let text = line.strip_suffix('\n').unwrap_or(&line);
         let text = text.strip_suffix('\r').unwrap_or(text);
-        let (key, value) = split_line(text, args.key_separator.as_deref());
-        let partition = producer.choose_partition(args.partition, key.as_deref());
-        let size = value.len() + key.as_ref().map_or(0, |k| k.len()) + 16;
-        producer
-            .pending
-            .entry(partition)
-            .or_default()
-            .push(OutRecord {
-                key,
-                value: Some(value),
-                headers: headers.to_vec(),
-                timestamp_ms: now_ms(),
-            });
+        let (record, explicit) = match args.input {
+            InputFormat::Line => {
+                let (key, value) = split_line(text, args.key_separator.as_deref());
+                let record = OutRecord {
+                    key,
+                    value: Some(value),
+                    headers: headers.to_vec(),
+                    timestamp_ms: now_ms(),
+                };
+                (record, args.partition)
+            }
+            InputFormat::Json => {
+                if text.trim().is_empty() {
+                    continue;
+                }
+                let (mut record, partition) = parse_json_record(text)
+                    .map_err(|e| usage(format!("input line {line_no}: {e}")))?;
+                record.headers.extend(headers.iter().cloned());
+                (record, partition.or(args.partition))
+            }
+        };
+        if let Some(p) = explicit
+            && !producer.partitions.iter().any(|i| i.partition == p)
+        {
+            return Err(usage(format!(
+                "input line {line_no}: topic {} has no partition {p}",
+                producer.topic
+            )));
+        }
+        let partition = producer.choose_partition(explicit, record.key.as_deref());
+        let size = record.value.as_ref().map_or(0, |v| v.len())
+            + record.key.as_ref().map_or(0, |k| k.len())
+            + 16;
+        producer.pending.entry(partition).or_default().push(record);
         producer.pending_records += 1;
         producer.pending_bytes += size;
         if producer.pending_records >= args.batch_size || producer.pending_bytes >= args.batch_bytes
@@ -432,6 +512,25 @@ mod tests {
             (None, Bytes::from_static(b"plain"))
         );
         assert_eq!(split_line("a:b", None), (None, Bytes::from_static(b"a:b")));
+    }
+
+    #[test]
+    fn json_lines_round_trip_consume_output() {
+        let (r, p) = parse_json_record(
+            r#"{"topic":"t","partition":2,"offset":5,"timestamp":17,"key":"k","value":"v","headers":{"a":"b","n":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(p, Some(2));
+        assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(r.value.as_deref(), Some(&b"v"[..]));
+        assert_eq!(r.timestamp_ms, 17);
+        assert_eq!(r.headers.len(), 2);
+        let (r, p) = parse_json_record(r#"{"value":{"nested":1}}"#).unwrap();
+        assert_eq!(p, None);
+        assert_eq!(r.key, None);
+        assert_eq!(r.value.as_deref(), Some(&br#"{"nested":1}"#[..]));
+        assert!(parse_json_record("[1]").is_err());
+        assert!(parse_json_record(r#"{"partition":"x"}"#).is_err());
     }
 
     #[test]
