@@ -113,7 +113,7 @@ async fn bind(addr: &str, what: &str, key: &str) -> anyhow::Result<TcpListener> 
 pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     let layered = load_config(&args)?;
     if args.print_config {
-        print!("{}", layered.to_toml());
+        crate::out!("{}", layered.to_toml());
         return Ok(0);
     }
     let cfg = layered.server_config();
@@ -270,12 +270,19 @@ fn announce(
         flush = if cfg.flush_sync { "sync" } else { "async" },
         "sluice server ready"
     );
-    // The banner goes to stdout whatever the log format (logs go to stderr).
-    println!("sluice {} ready", env!("CARGO_PKG_VERSION"));
-    println!("  kafka  {kafka_addr} (clients connect to {advertised})");
-    println!("  admin  {admin}");
-    println!("  data   {}", data_dir.display());
-    println!("  press Ctrl-C to stop");
+    // The banner goes to stdout whatever the log format (logs go to stderr). A closed
+    // stdout must not stop a server, so write errors are ignored.
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "sluice {} ready", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        out,
+        "  kafka  {kafka_addr} (clients connect to {advertised})"
+    );
+    let _ = writeln!(out, "  admin  {admin}");
+    let _ = writeln!(out, "  data   {}", data_dir.display());
+    let _ = writeln!(out, "  press Ctrl-C to stop");
+    let _ = out.flush();
 }
 
 // `..default()` keeps this compiling when the front door grows new settings.

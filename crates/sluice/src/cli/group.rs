@@ -179,7 +179,7 @@ async fn describe(ctx: &Ctx, client: &mut Client, group: &str) -> anyhow::Result
     if print_json_if(ctx.output, &value) {
         return Ok(0);
     }
-    println!(
+    crate::outln!(
         "Group: {group}  State: {state}  Members: {}  Total lag: {total_lag}",
         described.members.len()
     );
@@ -209,7 +209,7 @@ async fn describe(ctx: &Ctx, client: &mut Client, group: &str) -> anyhow::Result
         &table,
     );
     if !described.members.is_empty() {
-        println!();
+        crate::outln!();
         let members: Vec<Vec<String>> = described
             .members
             .iter()
@@ -390,9 +390,9 @@ async fn reset_offsets(
             &rows,
         );
         if args.execute {
-            println!("offsets of group {group} reset");
+            crate::outln!("offsets of group {group} reset");
         } else {
-            println!("dry run: nothing changed; add --execute to apply");
+            crate::outln!("dry run: nothing changed; add --execute to apply");
         }
     }
     Ok(0)
@@ -420,7 +420,7 @@ async fn delete(ctx: &Ctx, client: &mut Client, groups: &[String]) -> anyhow::Re
     let value = json!({"deleted": deleted});
     if !print_json_if(ctx.output, &value) {
         for g in &deleted {
-            println!("deleted group {g}");
+            crate::outln!("deleted group {g}");
         }
     }
     match first_error {

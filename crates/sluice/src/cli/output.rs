@@ -1,10 +1,33 @@
-//! Human tables and JSON output.
+//! Human tables and JSON output, and stdout writing that survives a closed pipe.
+
+/// Like `println!`, but a closed stdout (`sluice topic list | head -1`) ends the process
+/// quietly with success instead of panicking, as Unix tools do.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// Like `print!`, with [`outln!`]'s closed-pipe behaviour.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
 
 use crate::cli::args::OutputFormat;
 
 /// Prints rows as an aligned table with a header line.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    print!("{}", render_table(headers, rows));
+    crate::out!("{}", render_table(headers, rows));
 }
 
 pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -41,7 +64,7 @@ pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// Prints `value` as pretty JSON when the output is JSON; returns whether it did.
 pub fn print_json_if(format: OutputFormat, value: &serde_json::Value) -> bool {
     if format == OutputFormat::Json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
         );

@@ -457,7 +457,7 @@ fn report(output: OutputFormat, p: &Producer, error: Option<&anyhow::Error>) {
             })).collect::<Vec<_>>(),
             "error": error.map(|e| format!("{e:#}")),
         });
-        println!("{value}");
+        crate::outln!("{value}");
     } else if p.unconfirmed > 0 {
         eprintln!(
             "sent {} record{} to {} with acks=0 (the broker does not confirm them){}",

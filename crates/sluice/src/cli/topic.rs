@@ -111,15 +111,15 @@ async fn create(
     });
     if !print_json_if(ctx.output, &value) {
         if existed {
-            println!("topic {topic} already exists");
+            crate::outln!("topic {topic} already exists");
         } else if result.num_partitions > 0 {
-            println!(
+            crate::outln!(
                 "created topic {topic} with {} partition{}",
                 result.num_partitions,
                 if result.num_partitions == 1 { "" } else { "s" }
             );
         } else {
-            println!("created topic {topic}");
+            crate::outln!("created topic {topic}");
         }
     }
     Ok(0)
@@ -192,7 +192,7 @@ async fn describe(ctx: &Ctx, client: &mut Client, topics: &[String]) -> anyhow::
     }
     for t in &out {
         let parts = t["partitions"].as_array().cloned().unwrap_or_default();
-        println!(
+        crate::outln!(
             "Topic: {}  Partitions: {}",
             t["topic"].as_str().unwrap_or(""),
             parts.len()
@@ -247,12 +247,12 @@ async fn describe(ctx: &Ctx, client: &mut Client, topics: &[String]) -> anyhow::
             })
             .collect();
         if overridden.is_empty() {
-            println!("Configs: (all defaults)");
+            crate::outln!("Configs: (all defaults)");
         } else {
-            println!("Configs:");
+            crate::outln!("Configs:");
             print_table(&["CONFIG", "VALUE"], &overridden);
         }
-        println!();
+        crate::outln!();
     }
     Ok(0)
 }
@@ -388,7 +388,7 @@ async fn alter(
     }
     let value = json!({"topic": topic, "changed": changed});
     if !print_json_if(ctx.output, &value) {
-        println!("altered topic {topic}: {}", changed.join(", "));
+        crate::outln!("altered topic {topic}: {}", changed.join(", "));
     }
     Ok(0)
 }
@@ -424,7 +424,7 @@ async fn delete(
     let value = json!({"deleted": deleted});
     if !print_json_if(ctx.output, &value) {
         for t in &deleted {
-            println!("deleted topic {t}");
+            crate::outln!("deleted topic {t}");
         }
     }
     match first_error {
