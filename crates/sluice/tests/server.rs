@@ -182,6 +182,20 @@ fn metrics_and_health_endpoints() {
     let (code, before) = s.http_get("/metrics");
     assert_eq!(code, 200);
     assert!(before.ends_with("# EOF\n"), "OpenMetrics terminator");
+    // OpenMetrics parsers reject a family declared twice.
+    let mut families: Vec<&str> = before
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let declared = families.len();
+    families.sort_unstable();
+    families.dedup();
+    assert_eq!(
+        families.len(),
+        declared,
+        "a metric family is declared twice"
+    );
     let before = parse_metrics(&before);
     assert_eq!(
         metric_sum(&before, "sluice_topic_records_in_total", &["topic=\"m\""]),
