@@ -1,5 +1,13 @@
 //! Settings of the Kafka listener.
 
+/// Default of [`KafkaConfig::max_inflight_request_bytes`]: 256 MiB, room for two
+/// maximum-size frames and many ordinary ones.
+pub const MAX_INFLIGHT_REQUEST_BYTES: usize = 256 * 1024 * 1024;
+/// Default of [`KafkaConfig::max_connections_per_ip`].
+pub const MAX_CONNECTIONS_PER_IP: usize = 1_000;
+/// Default of [`KafkaConfig::max_partitions_per_request`].
+pub const MAX_PARTITIONS_PER_REQUEST: usize = 10_000;
+
 /// Kafka front door settings. `Default` suits a local broker on 9092.
 #[derive(Clone, Debug)]
 pub struct KafkaConfig {
@@ -15,8 +23,21 @@ pub struct KafkaConfig {
     pub max_inflight_bytes_per_connection: usize,
     /// Responses queued per connection before its reads pause.
     pub max_inflight_responses_per_connection: usize,
+    /// Request bytes in flight across all connections: a frame's size is reserved from
+    /// this budget after its length is read and before its body is allocated, and given
+    /// back once its response is encoded (responses then count against the per-connection
+    /// budget). Producers faster than the disk wait here instead of growing memory. A
+    /// frame larger than the whole budget reserves the whole budget (it waits for every
+    /// other request to finish, but cannot deadlock). Kafka: `queued.max.request.bytes`.
+    pub max_inflight_request_bytes: usize,
     /// Connections accepted at once; further ones are closed right away.
     pub max_connections: usize,
+    /// Connections accepted at once from one client IP address; further ones from that
+    /// address are closed right away (Kafka's `max.connections.per.ip`).
+    pub max_connections_per_ip: usize,
+    /// Partitions one Produce or Fetch request may name. The first this many are served;
+    /// the rest are answered with POLICY_VIOLATION (see `handlers/limits.rs`).
+    pub max_partitions_per_request: usize,
     /// A connection with no request for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub idle_timeout_ms: u64,
@@ -36,7 +57,10 @@ impl Default for KafkaConfig {
             max_frame_bytes: common::limits::MAX_FRAME_BYTES,
             max_inflight_bytes_per_connection: 64 * 1024 * 1024,
             max_inflight_responses_per_connection: 64,
+            max_inflight_request_bytes: MAX_INFLIGHT_REQUEST_BYTES,
             max_connections: 10_000,
+            max_connections_per_ip: MAX_CONNECTIONS_PER_IP,
+            max_partitions_per_request: MAX_PARTITIONS_PER_REQUEST,
             idle_timeout_ms: 600_000,
             max_fetch_response_bytes: 64 * 1024 * 1024,
             max_fetch_wait_ms: 30_000,

@@ -1,6 +1,7 @@
 //! One client connection: read frames, handle requests one at a time in arrival order
 //! (as Kafka does, so pipelined produces keep their order), queue responses to a writer
-//! task. Reads pause while too many response bytes are queued.
+//! task. Reads pause while too many response bytes are queued for this connection, and
+//! before a frame's body is read while the global request byte budget is used up.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::config::KafkaConfig;
 use crate::context::Ctx;
 use crate::framing::{self, FrameError};
 use crate::handlers::{self, Reply, api_versions};
+use crate::limits::{RequestBudget, Reservation};
 use crate::versions;
 
 /// Why a connection was closed by the broker (logged with the peer address).
@@ -60,13 +62,20 @@ pub async fn run(
     peer: SocketAddr,
     broker: Arc<Broker>,
     config: Arc<KafkaConfig>,
+    budget: Arc<RequestBudget>,
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Outgoing>(config.max_inflight_responses_per_connection.max(1));
     let mut writer = AbortOnDrop(tokio::spawn(write_loop(wr, rx, peer)));
-    match read_loop(&mut rd, peer, &broker, &config, shutdown, tx).await {
+    let conn = Conn {
+        peer,
+        broker: &broker,
+        config: &config,
+        budget: &budget,
+    };
+    match read_loop(&mut rd, &conn, shutdown, tx).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(reason) => tracing::warn!(%peer, %reason, "closing Kafka connection"),
     }
@@ -125,32 +134,72 @@ async fn write_segments(wr: &mut OwnedWriteHalf, mut segments: Vec<Bytes>) -> st
     Ok(())
 }
 
+/// What one connection's read loop works with.
+struct Conn<'a> {
+    peer: SocketAddr,
+    broker: &'a Arc<Broker>,
+    config: &'a KafkaConfig,
+    budget: &'a RequestBudget,
+}
+
+/// Reads the next frame: its length (within the idle timeout), a reservation of its size
+/// from the global request budget (waiting as long as it takes: this is the backpressure
+/// on fast producers), then its body (within the idle timeout). `Ok(None)`: the client
+/// closed the connection, or shutdown started.
+async fn next_frame(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    conn: &Conn<'_>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<(Bytes, Option<Reservation>)>, CloseReason> {
+    let config = conn.config;
+    let idle = Duration::from_millis(config.idle_timeout_ms);
+    let len = tokio::select! {
+        r = tokio::time::timeout(idle, framing::read_length(rd, config.max_frame_bytes)) => r,
+        _ = shutdown.changed() => return Ok(None),
+    };
+    let len = match len {
+        Err(_) => return Err(CloseReason::Idle(config.idle_timeout_ms)),
+        Ok(Ok(None)) => return Ok(None),
+        Ok(Ok(Some(len))) => len,
+        Ok(Err(FrameError::Io(e))) if is_reset(&e) => return Ok(None),
+        Ok(Err(e)) => return Err(e.into()),
+    };
+    let reservation = match conn.budget.try_reserve(len) {
+        Some(r) => Some(r),
+        None => {
+            tracing::debug!(peer = %conn.peer, len, available = conn.budget.available(), "in-flight request budget used up; waiting before reading the frame");
+            tokio::select! {
+                r = conn.budget.reserve(len) => r,
+                _ = shutdown.changed() => return Ok(None),
+            }
+        }
+    };
+    let body = tokio::select! {
+        r = tokio::time::timeout(idle, framing::read_body(rd, len)) => r,
+        _ = shutdown.changed() => return Ok(None),
+    };
+    match body {
+        Err(_) => Err(CloseReason::Idle(config.idle_timeout_ms)),
+        Ok(Ok(frame)) => Ok(Some((frame, reservation))),
+        Ok(Err(FrameError::Io(e))) if is_reset(&e) => Ok(None),
+        Ok(Err(e)) => Err(e.into()),
+    }
+}
+
 async fn read_loop(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
-    peer: SocketAddr,
-    broker: &Arc<Broker>,
-    config: &KafkaConfig,
+    conn: &Conn<'_>,
     mut shutdown: watch::Receiver<bool>,
     tx: mpsc::Sender<Outgoing>,
 ) -> Result<(), CloseReason> {
-    let idle = Duration::from_millis(config.idle_timeout_ms);
-    let budget = config
-        .max_inflight_bytes_per_connection
-        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
-    let inflight = Arc::new(Semaphore::new(budget));
+    let (peer, broker, config) = (conn.peer, conn.broker, conn.config);
+    let mut outbox = Outbox::new(peer, config, tx);
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
-        let frame = tokio::select! {
-            r = tokio::time::timeout(idle, read_frame(rd, config.max_frame_bytes)) => match r {
-                Err(_) => return Err(CloseReason::Idle(config.idle_timeout_ms)),
-                Ok(Ok(None)) => return Ok(()),
-                Ok(Ok(Some(f))) => f,
-                Ok(Err(FrameError::Io(e))) if is_reset(&e) => return Ok(()),
-                Ok(Err(e)) => return Err(e.into()),
-            },
-            _ = shutdown.changed() => return Ok(()),
+        let Some((frame, reservation)) = next_frame(rd, conn, &mut shutdown).await? else {
+            return Ok(());
         };
         let started = Instant::now();
         let Some(prefix) = codec::peek_prefix(&frame) else {
@@ -217,10 +266,10 @@ async fn read_loop(
                 version: v,
                 error,
             })?;
-            let size: usize = buf.iter().map(Bytes::len).sum();
-            let permits = size.clamp(1, budget) as u32;
-            let permit = inflight.clone().acquire_many_owned(permits).await.ok();
-            if tx.send((buf, permit)).await.is_err() {
+            // The request is handled and its response encoded: from here on the response
+            // counts against this connection's budget, not the global one.
+            drop(reservation);
+            if !outbox.push(buf).await {
                 return Ok(());
             }
         }
@@ -228,18 +277,66 @@ async fn read_loop(
     }
 }
 
-fn log_request(peer: SocketAddr, prefix: &HeaderPrefix, api: &str) {
-    tracing::trace!(%peer, api, version = prefix.api_version, correlation_id = prefix.correlation_id, "request handled");
+/// Responses waiting for the writer task, bounded in count (the channel) and in bytes (the
+/// semaphore). While either is full the read loop waits in `push`, so it reads nothing more
+/// from a client that does not read its responses.
+struct Outbox {
+    peer: SocketAddr,
+    tx: mpsc::Sender<Outgoing>,
+    bytes: Arc<Semaphore>,
+    budget: usize,
+    warned: bool,
 }
 
-async fn read_frame(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
-    max: usize,
-) -> Result<Option<bytes::Bytes>, FrameError> {
-    let Some(len) = framing::read_length(rd, max).await? else {
-        return Ok(None);
-    };
-    framing::read_body(rd, len).await.map(Some)
+impl Outbox {
+    fn new(peer: SocketAddr, config: &KafkaConfig, tx: mpsc::Sender<Outgoing>) -> Self {
+        let budget = config
+            .max_inflight_bytes_per_connection
+            .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        Self {
+            peer,
+            tx,
+            bytes: Arc::new(Semaphore::new(budget)),
+            budget,
+            warned: false,
+        }
+    }
+
+    /// Queues one response, waiting for room. False if the writer is gone.
+    async fn push(&mut self, buf: Vec<Bytes>) -> bool {
+        let size: usize = buf.iter().map(Bytes::len).sum();
+        // In range: `budget` fits a u32 (see `new`).
+        let permits = size.clamp(1, self.budget) as u32;
+        let permit = match self.bytes.clone().try_acquire_many_owned(permits) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                self.warn_backed_up();
+                self.bytes.clone().acquire_many_owned(permits).await.ok()
+            }
+        };
+        // We are the only sender, so a free slot seen here stays free.
+        if self.tx.capacity() == 0 {
+            self.warn_backed_up();
+        }
+        let Ok(slot) = self.tx.reserve().await else {
+            return false;
+        };
+        slot.send((buf, permit));
+        true
+    }
+
+    /// Logs, once per connection, that its responses back up and its reads are paused.
+    fn warn_backed_up(&mut self) {
+        if !self.warned {
+            self.warned = true;
+            let queued_bytes = self.budget.saturating_sub(self.bytes.available_permits());
+            tracing::warn!(peer = %self.peer, queued_bytes, queued_responses = self.tx.max_capacity() - self.tx.capacity(), "client is not reading its responses; pausing reads from it (backpressure)");
+        }
+    }
+}
+
+fn log_request(peer: SocketAddr, prefix: &HeaderPrefix, api: &str) {
+    tracing::trace!(%peer, api, version = prefix.api_version, correlation_id = prefix.correlation_id, "request handled");
 }
 
 fn is_reset(e: &std::io::Error) -> bool {

@@ -1,13 +1,15 @@
 //! Sluice's Kafka front door: sockets, framing and the mapping between Kafka wire types
 //! (from `kafka-protocol`) and the broker core's domain API. Holds no business state.
 //!
-//! - [`serve`] (`server.rs`) — accept loop, connection limit, graceful shutdown.
+//! - [`serve`] (`server.rs`) — accept loop, connection limits (total and per IP), the
+//!   global in-flight request byte budget, graceful shutdown.
 //! - `connection.rs` — one connection: frames in, responses out in request order.
 //! - `framing.rs` — length-prefixed frames, size checked before allocation.
 //! - `codec.rs` — request header parsing, response framing.
 //! - `segmented.rs` — zero-copy Fetch encoding (storage chunks spliced, not copied).
 //! - [`versions`] — the API versions implemented and advertised.
 //! - `handlers/` — one module per API family; `errors.rs` maps domain errors to codes.
+//! - `limits.rs` — limits shared by all connections: request byte budget, per-IP count.
 //! - [`KafkaConfig`] (`config.rs`) — listener settings.
 //!
 //! See `docs/protocol-mapping.md` for the API-by-API mapping.
@@ -19,11 +21,14 @@ mod context;
 mod errors;
 pub mod framing;
 mod handlers;
+mod limits;
 mod segmented;
 mod server;
 pub mod versions;
 
-pub use config::KafkaConfig;
+pub use config::{
+    KafkaConfig, MAX_CONNECTIONS_PER_IP, MAX_INFLIGHT_REQUEST_BYTES, MAX_PARTITIONS_PER_REQUEST,
+};
 pub use connection::CloseReason;
 pub use framing::FrameError;
 pub use server::serve;

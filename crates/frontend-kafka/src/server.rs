@@ -1,4 +1,5 @@
-//! The accept loop: connection limit, one task per connection, graceful shutdown.
+//! The accept loop: connection limits (total and per client IP), one task per connection,
+//! graceful shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use tokio::task::JoinSet;
 
 use crate::config::KafkaConfig;
 use crate::connection;
+use crate::limits::{IpConnections, RequestBudget};
 
 /// Serves the Kafka protocol on `listener` until `shutdown` becomes true (or its sender
 /// is dropped). Then it stops accepting, lets each connection finish the request it is
@@ -23,6 +25,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
     let mut tasks = JoinSet::new();
+    let budget = Arc::new(RequestBudget::new(config.max_inflight_request_bytes));
+    let per_ip = IpConnections::new(config.max_connections_per_ip);
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, advertised = %format!("{}:{}", config.advertised_host, config.advertised_port), "Kafka listener ready");
     loop {
@@ -42,13 +46,20 @@ pub async fn serve(
                         drop(stream);
                         continue;
                     }
+                    let Some(slot) = per_ip.try_admit(peer.ip()) else {
+                        tracing::warn!(%peer, open = per_ip.open_from(peer.ip()), limit = per_ip.limit(), "per-IP connection limit reached; closing new connection");
+                        drop(stream);
+                        continue;
+                    };
                     let metrics = broker.metrics();
                     metrics.connections.inc();
                     metrics.connections_total.inc();
                     let (b, c, s) = (broker.clone(), config.clone(), shutdown.clone());
+                    let budget = budget.clone();
                     tasks.spawn(async move {
-                        connection::run(stream, peer, b.clone(), c, s).await;
+                        connection::run(stream, peer, b.clone(), c, budget, s).await;
                         b.metrics().connections.dec();
+                        drop(slot);
                     });
                 }
                 Err(e) => {

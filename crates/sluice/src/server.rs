@@ -131,6 +131,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     let mut store_config = storage::StoreConfig::new(data_dir.join("store"));
     store_config.segment_bytes = cfg.segment_bytes;
     store_config.flush_interval_ms = cfg.flush_interval_ms;
+    store_config.max_decompressed_batch_bytes = cfg.max_decompressed_batch_bytes;
     let store = Arc::new(
         storage::Store::open(store_config)
             .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
@@ -297,6 +298,9 @@ fn kafka_config(
         advertised_port,
         max_frame_bytes: cfg.max_frame_bytes,
         max_connections: cfg.max_connections,
+        max_connections_per_ip: cfg.max_connections_per_ip,
+        max_inflight_request_bytes: cfg.max_inflight_request_bytes,
+        max_partitions_per_request: cfg.max_partitions_per_request,
         max_inflight_responses_per_connection: cfg.max_in_flight_per_connection,
         idle_timeout_ms: cfg.idle_timeout_ms,
         max_inflight_bytes_per_connection: cfg.max_inflight_bytes_per_connection,

@@ -13,6 +13,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 
 use crate::context::{Ctx, topic_name};
 use crate::errors::{NONE, broker_code, code_name};
+use crate::handlers::partition_limit::{self, PartitionLimit};
 use crate::segmented;
 
 struct Wanted {
@@ -20,6 +21,8 @@ struct Wanted {
     topic_id: uuid::Uuid,
     name: Option<String>,
     partitions: Vec<(i32, i64, i32)>,
+    /// Partitions past `max_partitions_per_request` (always the request's tail).
+    refused: Vec<i32>,
 }
 
 /// A Fetch response and, in encode order, the storage chunks each placeholder records
@@ -38,24 +41,30 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchReply {
         usize::MAX
     }
     .min(ctx.config.max_fetch_response_bytes);
+    let mut limit = PartitionLimit::new(ctx);
     let wanted: Vec<Wanted> = req
         .topics
         .iter()
-        .map(|t| Wanted {
-            wire_name: t.topic.0.to_string(),
-            topic_id: t.topic_id,
-            name: if ctx.version >= 13 {
-                ctx.broker.topic_name_by_id(t.topic_id.as_u128())
-            } else {
-                Some(t.topic.0.to_string())
-            },
-            partitions: t
-                .partitions
-                .iter()
-                .map(|p| (p.partition, p.fetch_offset, p.partition_max_bytes))
-                .collect(),
+        .map(|t| {
+            let (admitted, refused): (Vec<_>, Vec<_>) =
+                t.partitions.iter().partition(|_| limit.admit());
+            Wanted {
+                wire_name: t.topic.0.to_string(),
+                topic_id: t.topic_id,
+                name: if ctx.version >= 13 {
+                    ctx.broker.topic_name_by_id(t.topic_id.as_u128())
+                } else {
+                    Some(t.topic.0.to_string())
+                },
+                partitions: admitted
+                    .iter()
+                    .map(|p| (p.partition, p.fetch_offset, p.partition_max_bytes))
+                    .collect(),
+                refused: refused.iter().map(|p| p.partition).collect(),
+            }
         })
         .collect();
+    limit.log_if_over(ctx, "Fetch");
     // read_committed (v4+): data only below the last stable offset, with the aborted
     // transactions in range.
     let read_committed = ctx.version >= 4 && req.isolation_level == 1;
@@ -224,6 +233,18 @@ fn read_all(
                 }
             }
             parts.push(pd);
+        }
+        for &index in &t.refused {
+            any_error = true;
+            parts.push(
+                PartitionData::default()
+                    .with_partition_index(index)
+                    .with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_log_start_offset(-1)
+                    .with_error_code(partition_limit::CODE)
+                    .with_records(Some(Bytes::new())),
+            );
         }
         topics.push(
             FetchableTopicResponse::default()

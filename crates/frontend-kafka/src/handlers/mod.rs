@@ -8,6 +8,7 @@ mod groups;
 mod list_offsets;
 mod metadata;
 mod offsets;
+mod partition_limit;
 mod produce;
 mod topics;
 mod txn;

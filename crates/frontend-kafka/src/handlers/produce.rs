@@ -13,10 +13,13 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use crate::context::{Ctx, s, topic_name};
 use crate::errors::{NONE, broker_code, code_name};
+use crate::handlers::partition_limit::{self, PartitionLimit};
 
 /// One partition's outcome, before it becomes a wire response.
 enum Outcome {
     Code(i16),
+    /// Past `max_partitions_per_request`: not appended.
+    OverLimit,
     Done(Result<Produced, BrokerError>),
 }
 
@@ -44,6 +47,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceReply {
     let mut shape: Vec<(String, uuid::Uuid, Vec<i32>)> = Vec::with_capacity(req.topic_data.len());
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut appends: Vec<Append> = Vec::new();
+    let mut limit = PartitionLimit::new(ctx);
     for t in req.topic_data {
         let name = if ctx.version >= 13 {
             ctx.broker.topic_name_by_id(t.topic_id.as_u128())
@@ -54,7 +58,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceReply {
         for p in t.partition_data {
             indexes.push(p.index);
             let slot = outcomes.len();
+            let admitted = limit.admit();
             outcomes.push(match (&name, p.records) {
+                _ if !admitted => Outcome::OverLimit,
                 _ if !acks_valid => Outcome::Code(ResponseError::InvalidRequiredAcks.code()),
                 (None, _) => Outcome::Code(ResponseError::UnknownTopicId.code()),
                 (Some(_), None) => Outcome::Code(ResponseError::InvalidRecord.code()),
@@ -71,6 +77,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceReply {
         }
         shape.push((t.name.0.to_string(), t.topic_id, indexes));
     }
+    limit.log_if_over(ctx, "Produce");
     run_appends(ctx.broker, appends, &mut outcomes).await;
     if acks == 0 {
         let failed = count_errors(ctx, &outcomes);
@@ -82,7 +89,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceReply {
         .map(|(wire_name, topic_id, indexes)| {
             let prs = indexes
                 .into_iter()
-                .map(|index| partition_response(ctx, index, outcomes.next()))
+                .map(|index| partition_response(ctx, index, outcomes.next(), &limit))
                 .collect();
             TopicProduceResponse::default()
                 .with_name(topic_name(if ctx.version >= 13 {
@@ -138,6 +145,7 @@ fn count_errors(ctx: &Ctx<'_>, outcomes: &[Outcome]) -> bool {
     for o in outcomes {
         let code = match o {
             Outcome::Code(c) => *c,
+            Outcome::OverLimit => partition_limit::CODE,
             Outcome::Done(Ok(_)) => NONE,
             Outcome::Done(Err(e)) => broker_code(e),
         };
@@ -155,6 +163,7 @@ fn partition_response(
     ctx: &Ctx<'_>,
     index: i32,
     outcome: Option<Outcome>,
+    limit: &PartitionLimit,
 ) -> PartitionProduceResponse {
     let r = PartitionProduceResponse::default()
         .with_index(index)
@@ -181,6 +190,14 @@ fn partition_response(
             (r, broker_code(&e))
         }
         Some(Outcome::Code(c)) => (r, c),
+        Some(Outcome::OverLimit) => {
+            let r = if ctx.version >= 8 {
+                r.with_error_message(Some(s(limit.message())))
+            } else {
+                r
+            };
+            (r, partition_limit::CODE)
+        }
         None => (r, ResponseError::UnknownServerError.code()),
     };
     if code != NONE {

@@ -230,6 +230,10 @@ impl Layered {
             message_max_bytes: self.int("limits.message_max_bytes") as usize,
             max_frame_bytes: self.int("limits.max_frame_bytes") as usize,
             max_connections: self.int("limits.max_connections") as usize,
+            max_connections_per_ip: self.int("limits.max_connections_per_ip") as usize,
+            max_inflight_request_bytes: self.int("limits.max_inflight_request_bytes") as usize,
+            max_partitions_per_request: self.int("limits.max_partitions_per_request") as usize,
+            max_decompressed_batch_bytes: self.int("limits.max_decompressed_batch_bytes") as usize,
             max_in_flight_per_connection: self.int("limits.max_in_flight_requests_per_connection")
                 as usize,
             max_session_timeout_ms: self.int("groups.max_session_timeout_ms"),
@@ -274,6 +278,10 @@ pub struct ServerConfig {
     pub message_max_bytes: usize,
     pub max_frame_bytes: usize,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_inflight_request_bytes: usize,
+    pub max_partitions_per_request: usize,
+    pub max_decompressed_batch_bytes: usize,
     pub max_in_flight_per_connection: usize,
     pub max_session_timeout_ms: i64,
     pub min_session_timeout_ms: i64,
@@ -516,6 +524,32 @@ mod tests {
         let again = load_with(Some(&path), &no_env, &[]).unwrap();
         assert_eq!(again, l.server_config());
         assert!(text.contains("format = \"json\""));
+    }
+
+    #[test]
+    fn limit_defaults_are_the_named_constants() {
+        let c = load_with(None, &no_env, &[]).unwrap();
+        assert_eq!(
+            c.max_connections_per_ip,
+            frontend_kafka::MAX_CONNECTIONS_PER_IP
+        );
+        assert_eq!(
+            c.max_inflight_request_bytes,
+            frontend_kafka::MAX_INFLIGHT_REQUEST_BYTES
+        );
+        assert_eq!(
+            c.max_partitions_per_request,
+            frontend_kafka::MAX_PARTITIONS_PER_REQUEST
+        );
+        assert_eq!(
+            c.max_decompressed_batch_bytes,
+            common::limits::MAX_DECOMPRESSED_BATCH_BYTES
+        );
+        let env = |k: &str| (k == "SLUICE_LIMITS_MAX_CONNECTIONS_PER_IP").then(|| "3".to_string());
+        assert_eq!(
+            load_with(None, &env, &[]).unwrap().max_connections_per_ip,
+            3
+        );
     }
 
     #[test]

@@ -238,6 +238,46 @@ pub const KEYS: &[KeySpec] = &[
         doc: "Most client connections served at once; further ones are refused.",
     },
     KeySpec {
+        key: "limits.max_connections_per_ip",
+        kind: Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        default: "1000",
+        kafka_name: Some("max.connections.per.ip"),
+        doc: "Most connections served at once from one client IP address; further ones from it are refused (logged).",
+    },
+    KeySpec {
+        key: "limits.max_inflight_request_bytes",
+        kind: Kind::Int {
+            min: 1024,
+            max: I32_MAX,
+        },
+        default: "268435456",
+        kafka_name: Some("queued.max.request.bytes"),
+        doc: "Request bytes read and being handled across all connections; when used up, reads wait (backpressure on producers faster than the disk).",
+    },
+    KeySpec {
+        key: "limits.max_partitions_per_request",
+        kind: Kind::Int {
+            min: 1,
+            max: 10_000_000,
+        },
+        default: "10000",
+        kafka_name: None,
+        doc: "Partitions served per Produce or Fetch request; the rest get POLICY_VIOLATION.",
+    },
+    KeySpec {
+        key: "limits.max_decompressed_batch_bytes",
+        kind: Kind::Int {
+            min: 1024,
+            max: I32_MAX,
+        },
+        default: "67108864",
+        kafka_name: None,
+        doc: "Largest decompressed size of one record batch the broker will decode (indexing, recovery); a larger one is refused.",
+    },
+    KeySpec {
         key: "limits.max_in_flight_requests_per_connection",
         kind: Kind::Int { min: 1, max: 1024 },
         default: "16",
