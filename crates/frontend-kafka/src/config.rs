@@ -26,9 +26,11 @@ pub struct KafkaConfig {
     /// Request bytes in flight across all connections: a frame's size is reserved from
     /// this budget after its length is read and before its body is allocated, and given
     /// back once its response is encoded (responses then count against the per-connection
-    /// budget). Producers faster than the disk wait here instead of growing memory. A
-    /// frame larger than the whole budget reserves the whole budget (it waits for every
-    /// other request to finish, but cannot deadlock). Kafka: `queued.max.request.bytes`.
+    /// budget). Producers faster than the disk wait here instead of growing memory. An
+    /// eighth is kept for frames of at most 64 KiB, so light clients do not queue behind
+    /// a flood of large produces. A frame larger than its share reserves the whole share
+    /// (it waits for the others to finish, but cannot deadlock). Kafka:
+    /// `queued.max.request.bytes`.
     pub max_inflight_request_bytes: usize,
     /// Connections accepted at once; further ones are closed right away.
     pub max_connections: usize,

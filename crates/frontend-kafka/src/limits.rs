@@ -13,11 +13,38 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// it back once the response is encoded. So however many producers push, at most `bytes`
 /// of request bodies are in memory, and the rest wait in their sockets (TCP backpressure).
 ///
-/// Invariant: a reservation never asks for more than `bytes` (the semaphore's size), so a
-/// frame larger than the budget waits for the whole budget instead of forever.
+/// Frames of at most [`SMALL_REQUEST_BYTES`] (metadata, fetches, heartbeats, a light
+/// producer's batches) draw from their own eighth of the budget, so they queue only behind
+/// other small requests, never behind a flood of large produces.
+///
+/// Invariant: a reservation never asks for more than its pool holds, so a frame larger
+/// than the budget waits for the whole pool instead of forever.
 pub struct RequestBudget {
+    small: Pool,
+    large: Pool,
+}
+
+/// Frames up to this size use the small-request share of the budget.
+pub const SMALL_REQUEST_BYTES: usize = 64 * 1024;
+
+struct Pool {
     permits: Arc<Semaphore>,
     bytes: usize,
+}
+
+impl Pool {
+    fn new(bytes: usize) -> Self {
+        let bytes = bytes.max(1);
+        Self {
+            permits: Arc::new(Semaphore::new(bytes)),
+            bytes,
+        }
+    }
+
+    fn permits_for(&self, len: usize) -> u32 {
+        // In range: `bytes` fits a u32 (see `RequestBudget::new`).
+        len.clamp(1, self.bytes) as u32
+    }
 }
 
 /// A reservation from [`RequestBudget`]; dropping it returns the bytes.
@@ -26,41 +53,52 @@ pub type Reservation = OwnedSemaphorePermit;
 impl RequestBudget {
     pub fn new(bytes: usize) -> Self {
         // acquire_many takes a u32.
-        let bytes = bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        let bytes = bytes.clamp(2, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        let small = bytes / 8;
         Self {
-            permits: Arc::new(Semaphore::new(bytes)),
-            bytes,
+            small: Pool::new(small),
+            large: Pool::new(bytes - small),
         }
     }
 
-    /// Permits a frame of `len` bytes takes: its size, capped at the whole budget.
-    pub fn permits_for(&self, len: usize) -> u32 {
-        // In range: `bytes` fits a u32 (see `new`).
-        len.clamp(1, self.bytes) as u32
+    fn pool(&self, len: usize) -> &Pool {
+        if len <= SMALL_REQUEST_BYTES {
+            &self.small
+        } else {
+            &self.large
+        }
     }
 
-    /// Reserves room for a frame of `len` bytes without waiting; `None` if the budget is
+    /// Permits a frame of `len` bytes takes: its size, capped at its pool.
+    #[cfg(test)]
+    fn permits_for(&self, len: usize) -> u32 {
+        self.pool(len).permits_for(len)
+    }
+
+    /// Reserves room for a frame of `len` bytes without waiting; `None` if its pool is
     /// used up for now.
     pub fn try_reserve(&self, len: usize) -> Option<Reservation> {
-        self.permits
+        let pool = self.pool(len);
+        pool.permits
             .clone()
-            .try_acquire_many_owned(self.permits_for(len))
+            .try_acquire_many_owned(pool.permits_for(len))
             .ok()
     }
 
-    /// Reserves room for a frame of `len` bytes, waiting (first come, first served) until
-    /// enough earlier requests finish.
+    /// Reserves room for a frame of `len` bytes, waiting (first come, first served within
+    /// its pool) until enough earlier requests finish.
     pub async fn reserve(&self, len: usize) -> Option<Reservation> {
-        self.permits
+        let pool = self.pool(len);
+        pool.permits
             .clone()
-            .acquire_many_owned(self.permits_for(len))
+            .acquire_many_owned(pool.permits_for(len))
             .await
             .ok()
     }
 
     /// Bytes not reserved right now.
     pub fn available(&self) -> usize {
-        self.permits.available_permits()
+        self.small.permits.available_permits() + self.large.permits.available_permits()
     }
 }
 
@@ -131,26 +169,39 @@ impl Drop for IpSlot {
 mod tests {
     use super::*;
 
+    const BIG: usize = SMALL_REQUEST_BYTES + 1;
+
     #[tokio::test]
-    async fn a_frame_larger_than_the_budget_takes_the_whole_budget() {
-        let budget = RequestBudget::new(1000);
+    async fn a_frame_larger_than_the_budget_takes_the_whole_pool() {
+        // 8 MiB: 1 MiB for small requests, 7 MiB for large ones.
+        let budget = RequestBudget::new(8 << 20);
         assert_eq!(budget.permits_for(0), 1);
         assert_eq!(budget.permits_for(10), 10);
-        assert_eq!(budget.permits_for(usize::MAX), 1000);
-        let whole = budget.reserve(5_000_000).await.expect("open semaphore");
-        assert_eq!(budget.available(), 0);
-        assert!(budget.try_reserve(1).is_none());
+        assert_eq!(budget.permits_for(BIG), BIG as u32);
+        assert_eq!(budget.permits_for(usize::MAX), 7 << 20);
+        let whole = budget.reserve(usize::MAX).await.expect("open semaphore");
+        assert!(budget.try_reserve(BIG).is_none());
+        // Small requests are not stuck behind it.
+        assert!(budget.try_reserve(100).is_some());
         drop(whole);
-        assert_eq!(budget.available(), 1000);
-        assert!(budget.try_reserve(1000).is_some());
+        assert_eq!(budget.available(), 8 << 20);
+        assert!(budget.try_reserve(7 << 20).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_tiny_budget_still_serves_every_size() {
+        let budget = RequestBudget::new(1);
+        assert!(budget.reserve(1).await.is_some());
+        assert!(budget.reserve(BIG).await.is_some());
+        assert!(budget.reserve(usize::MAX).await.is_some());
     }
 
     #[tokio::test]
     async fn waiters_proceed_as_reservations_are_returned() {
-        let budget = Arc::new(RequestBudget::new(100));
-        let first = budget.reserve(80).await.expect("open");
+        let budget = Arc::new(RequestBudget::new(8 * BIG));
+        let first = budget.reserve(6 * BIG).await.expect("open");
         let b = budget.clone();
-        let waiter = tokio::spawn(async move { b.reserve(50).await.is_some() });
+        let waiter = tokio::spawn(async move { b.reserve(2 * BIG).await.is_some() });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         drop(first);
