@@ -451,6 +451,55 @@ fn a_frame_larger_than_the_whole_budget_is_served() {
     }
 }
 
+#[test]
+fn a_stalled_frame_gives_its_budget_back_after_the_read_timeout() {
+    // Budget 1 MiB: a client announcing a 4 MiB frame and stalling holds the whole
+    // large-frame share, but only for `kafka.frame_read_timeout_ms`.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        &[],
+        &[
+            ("SLUICE_LIMITS_MAX_INFLIGHT_REQUEST_BYTES", "1048576"),
+            ("SLUICE_LIMITS_MAX_FRAME_BYTES", "8388608"),
+            ("SLUICE_KAFKA_FRAME_READ_TIMEOUT_MS", "2000"),
+        ],
+    );
+    create_topic(&server, "after-stall", 1);
+    let mut stalled = TcpStream::connect(("127.0.0.1", server.kafka_port)).unwrap();
+    let peer = stalled.local_addr().unwrap();
+    stalled.write_all(&(4 * MIB as i32).to_be_bytes()).unwrap();
+    stalled.write_all(&[0u8; 100]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // A large produce queues behind the stalled reservation, then goes through.
+    let started = Instant::now();
+    let records = batch(Bytes::from(vec![1u8; 512 * 1024]), Compression::None);
+    let mut producer = Raw::connect(&server).unwrap();
+    let resp = producer
+        .call(&produce_req("after-stall", 1, &records), 8)
+        .expect("served once the stalled frame times out");
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+        "waited {waited:?} for the stalled reservation (timeout 2 s)"
+    );
+    // Small requests were never blocked by it.
+    assert!(Raw::connect(&server).unwrap().served());
+    assert!(closed_within(&mut stalled, Duration::from_secs(5)));
+    assert!(
+        log_shows(
+            &server,
+            &format!(
+                "peer={peer} reason=frame of 4194304 bytes not received within 2000 ms of its length"
+            ),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        server.log()
+    );
+}
+
 /// What one flood run measured.
 struct Flood {
     baseline_anon_mib: u64,

@@ -3,6 +3,8 @@
 /// Default of [`KafkaConfig::max_inflight_request_bytes`]: 256 MiB, room for two
 /// maximum-size frames and many ordinary ones.
 pub const MAX_INFLIGHT_REQUEST_BYTES: usize = 256 * 1024 * 1024;
+/// Default of [`KafkaConfig::frame_read_timeout_ms`].
+pub const FRAME_READ_TIMEOUT_MS: u64 = 30_000;
 /// Default of [`KafkaConfig::max_connections_per_ip`].
 pub const MAX_CONNECTIONS_PER_IP: usize = 1_000;
 /// Default of [`KafkaConfig::max_partitions_per_request`].
@@ -43,6 +45,10 @@ pub struct KafkaConfig {
     /// A connection with no request for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub idle_timeout_ms: u64,
+    /// Once a frame's length is read (and its size reserved from the request budget), its
+    /// body must arrive within this long, or the connection is closed: a client that
+    /// announces a large frame and stalls holds that share of the budget only this long.
+    pub frame_read_timeout_ms: u64,
     /// Upper bound on one Fetch response, whatever the client asks.
     pub max_fetch_response_bytes: usize,
     /// Upper bound on Fetch `max_wait_ms`.
@@ -64,6 +70,7 @@ impl Default for KafkaConfig {
             max_connections_per_ip: MAX_CONNECTIONS_PER_IP,
             max_partitions_per_request: MAX_PARTITIONS_PER_REQUEST,
             idle_timeout_ms: 600_000,
+            frame_read_timeout_ms: FRAME_READ_TIMEOUT_MS,
             max_fetch_response_bytes: 64 * 1024 * 1024,
             max_fetch_wait_ms: 30_000,
             shutdown_grace_ms: 10_000,

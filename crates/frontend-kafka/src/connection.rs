@@ -32,6 +32,8 @@ pub enum CloseReason {
     Frame(#[from] FrameError),
     #[error("idle for {0} ms")]
     Idle(u64),
+    #[error("frame of {len} bytes not received within {timeout_ms} ms of its length")]
+    SlowFrame { len: usize, timeout_ms: u64 },
     #[error("unknown api key {0}")]
     UnknownApi(i16),
     #[error("unsupported version {version} of {api:?}")]
@@ -144,7 +146,8 @@ struct Conn<'a> {
 
 /// Reads the next frame: its length (within the idle timeout), a reservation of its size
 /// from the global request budget (waiting as long as it takes: this is the backpressure
-/// on fast producers), then its body (within the idle timeout). `Ok(None)`: the client
+/// on fast producers), then its body (within `frame_read_timeout_ms`, so a stalled client
+/// gives its reservation back). `Ok(None)`: the client
 /// closed the connection, or shutdown started.
 async fn next_frame(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
@@ -174,12 +177,17 @@ async fn next_frame(
             }
         }
     };
+    let body_timeout =
+        Duration::from_millis(config.frame_read_timeout_ms.min(config.idle_timeout_ms));
     let body = tokio::select! {
-        r = tokio::time::timeout(idle, framing::read_body(rd, len)) => r,
+        r = tokio::time::timeout(body_timeout, framing::read_body(rd, len)) => r,
         _ = shutdown.changed() => return Ok(None),
     };
     match body {
-        Err(_) => Err(CloseReason::Idle(config.idle_timeout_ms)),
+        Err(_) => Err(CloseReason::SlowFrame {
+            len,
+            timeout_ms: body_timeout.as_millis() as u64,
+        }),
         Ok(Ok(frame)) => Ok(Some((frame, reservation))),
         Ok(Err(FrameError::Io(e))) if is_reset(&e) => Ok(None),
         Ok(Err(e)) => Err(e.into()),

@@ -27,7 +27,8 @@ mod server;
 pub mod versions;
 
 pub use config::{
-    KafkaConfig, MAX_CONNECTIONS_PER_IP, MAX_INFLIGHT_REQUEST_BYTES, MAX_PARTITIONS_PER_REQUEST,
+    FRAME_READ_TIMEOUT_MS, KafkaConfig, MAX_CONNECTIONS_PER_IP, MAX_INFLIGHT_REQUEST_BYTES,
+    MAX_PARTITIONS_PER_REQUEST,
 };
 pub use connection::CloseReason;
 pub use framing::FrameError;

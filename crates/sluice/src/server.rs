@@ -303,6 +303,7 @@ fn kafka_config(
         max_partitions_per_request: cfg.max_partitions_per_request,
         max_inflight_responses_per_connection: cfg.max_in_flight_per_connection,
         idle_timeout_ms: cfg.idle_timeout_ms,
+        frame_read_timeout_ms: cfg.frame_read_timeout_ms,
         max_inflight_bytes_per_connection: cfg.max_inflight_bytes_per_connection,
         max_fetch_response_bytes: cfg.max_fetch_response_bytes,
         max_fetch_wait_ms: cfg.max_fetch_wait_ms,

@@ -217,6 +217,7 @@ impl Layered {
             },
             node_id: self.int("kafka.node_id") as i32,
             idle_timeout_ms: self.int("kafka.idle_timeout_ms") as u64,
+            frame_read_timeout_ms: self.int("kafka.frame_read_timeout_ms") as u64,
             admin_enabled: self.bool("admin.enabled"),
             admin_listener: self.str("admin.listener"),
             data_dir: PathBuf::from(self.str("storage.dir")),
@@ -265,6 +266,7 @@ pub struct ServerConfig {
     pub advertised_port: Option<u16>,
     pub node_id: i32,
     pub idle_timeout_ms: u64,
+    pub frame_read_timeout_ms: u64,
     pub admin_enabled: bool,
     pub admin_listener: String,
     pub data_dir: PathBuf,
@@ -540,6 +542,10 @@ mod tests {
         assert_eq!(
             c.max_partitions_per_request,
             frontend_kafka::MAX_PARTITIONS_PER_REQUEST
+        );
+        assert_eq!(
+            c.frame_read_timeout_ms,
+            frontend_kafka::FRAME_READ_TIMEOUT_MS
         );
         assert_eq!(
             c.max_decompressed_batch_bytes,

@@ -116,6 +116,16 @@ pub const KEYS: &[KeySpec] = &[
         doc: "Close a client connection idle for this long.",
     },
     KeySpec {
+        key: "kafka.frame_read_timeout_ms",
+        kind: Kind::Int {
+            min: 100,
+            max: i32::MAX as i64,
+        },
+        default: "30000",
+        kafka_name: None,
+        doc: "Once a request's length has arrived, close the connection if the rest does not arrive within this long.",
+    },
+    KeySpec {
         key: "admin.enabled",
         kind: Kind::Bool,
         default: "true",
