@@ -82,6 +82,18 @@ fn batch_16k() -> Vec<u8> {
     make_batch(16, 1000)
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn rounds() -> usize {
+    std::env::var("SLUICE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
 fn mbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e6
 }
@@ -176,7 +188,7 @@ fn bench_append(dir: &Path) {
     );
     let d = dir.join("append");
     let mut rows = Vec::new();
-    for round in 0..3 {
+    for round in 0..rounds() {
         settle(&d);
         std::fs::create_dir_all(&d).unwrap();
         let (pw, pf) = plain_write(&d.join("plain.dat"), &b, total);
@@ -199,18 +211,29 @@ fn bench_append(dir: &Path) {
         );
         rows.push([pw, pf, nw, nf, sw, sf, iw, iff]);
     }
-    for r in rows {
-        let pct = |a: Duration, b: Duration| 100.0 * b.as_secs_f64() / a.as_secs_f64();
+    // Throughput ratio store/plain = plain time / store time.
+    let pct = |plain: Duration, store: Duration| 100.0 * plain.as_secs_f64() / store.as_secs_f64();
+    for r in &rows {
         println!(
             "store/plain: no periodic flush {:.0}% (page cache) {:.0}% (durable at end) | 1 s flush {:.0}% / {:.0}% | 1 s flush + index {:.0}% / {:.0}%",
-            pct(r[2], r[0]),
-            pct(r[3], r[1]),
-            pct(r[4], r[0]),
-            pct(r[5], r[1]),
-            pct(r[6], r[0]),
-            pct(r[7], r[1])
+            pct(r[0], r[2]),
+            pct(r[1], r[3]),
+            pct(r[0], r[4]),
+            pct(r[1], r[5]),
+            pct(r[0], r[6]),
+            pct(r[1], r[7])
         );
     }
+    let med = |i: usize, j: usize| median(rows.iter().map(|r| pct(r[i], r[j])).collect());
+    println!(
+        "MEDIAN store/plain: no periodic flush {:.0}% / {:.0}% durable | 1 s flush {:.0}% / {:.0}% durable | index on {:.0}% / {:.0}% durable",
+        med(0, 2),
+        med(1, 3),
+        med(0, 4),
+        med(1, 5),
+        med(0, 6),
+        med(1, 7)
+    );
     settle(&d);
 }
 
@@ -257,7 +280,8 @@ fn bench_sync(dir: &Path) {
         "## sync vs async: 64 concurrent appenders, {} MiB of 16 KiB batches",
         total >> 20
     );
-    for round in 0..3 {
+    let (mut r_cache, mut r_durable) = (Vec::new(), Vec::new());
+    for round in 0..rounds() {
         let d = fresh(dir, "sync");
         let (aw, ad, _) = concurrent(&d.join("a"), Flush::Async, 64, total);
         let d = fresh(dir, "sync");
@@ -272,7 +296,14 @@ fn bench_sync(dir: &Path) {
             100.0 * aw.as_secs_f64() / sw.as_secs_f64(),
             100.0 * ad.as_secs_f64() / sw.as_secs_f64()
         );
+        r_cache.push(100.0 * aw.as_secs_f64() / sw.as_secs_f64());
+        r_durable.push(100.0 * ad.as_secs_f64() / sw.as_secs_f64());
     }
+    println!(
+        "MEDIAN sync/async: {:.0}% of async in page cache, {:.0}% of async durable at the end",
+        median(r_cache),
+        median(r_durable)
+    );
     let _ = std::fs::remove_dir_all(dir.join("sync"));
 }
 
@@ -305,7 +336,8 @@ fn bench_partitions(dir: &Path) {
         "## round-robin appends of {}-byte batches: {appends} appends",
         b.len()
     );
-    for round in 0..3 {
+    let mut ratios = Vec::new();
+    for round in 0..rounds() {
         let d = fresh(dir, "parts");
         let t8 = round_robin(&d.join("p8"), 8, appends, &b);
         let d = fresh(dir, "parts");
@@ -318,7 +350,9 @@ fn bench_partitions(dir: &Path) {
             r10k,
             100.0 * r10k / r8
         );
+        ratios.push(100.0 * r10k / r8);
     }
+    println!("MEDIAN 10,000/8 partitions: {:.0}%", median(ratios));
     let _ = std::fs::remove_dir_all(dir.join("parts"));
 }
 
@@ -534,6 +568,14 @@ fn main() {
         "open" => bench_open(&dir),
         "memory" => bench_memory(&dir),
         "memory-open" => bench_memory_open(&dir),
+        "append-store-only" => {
+            // For profiling: only the store side of `append`.
+            let total = env_mb(512) << 20;
+            let d = fresh(&dir, "store-only");
+            let (w, _) = store_append(&d, &batch_16k(), total, false, 3_600_000);
+            println!("{:.0} MB/s", mbps(total, w));
+            let _ = std::fs::remove_dir_all(&d);
+        }
         "open-only" => {
             let t = Instant::now();
             let store = Store::open(StoreConfig::new(&dir)).unwrap();

@@ -20,6 +20,12 @@ use crate::store::Inner;
 
 type Waiter = (u64, oneshot::Sender<Result<(), String>>);
 
+/// The periodic flush writes a partition's queue entries back once it has this many (about
+/// a page); smaller tails wait for the checkpoint. With 10,000 partitions appended
+/// round-robin, writing every partition's two entries each second would cost 10,000 file
+/// opens per second for nothing; the checkpoint interval bounds how long they wait.
+const WRITE_BACK_MIN_ENTRIES: usize = 100;
+
 #[derive(Default)]
 pub struct GroupCommit {
     state: Mutex<GroupState>,
@@ -111,7 +117,7 @@ pub fn background(inner: Arc<Inner>, stop: Arc<Stop>) {
         }
         let r = (|| -> Result<()> {
             inner.sync_log()?;
-            inner.write_back_all()?;
+            inner.write_back(WRITE_BACK_MIN_ENTRIES)?;
             if last_ckpt.elapsed() >= ckpt_every {
                 last_ckpt = Instant::now();
                 inner.checkpoint_if_changed()?;
@@ -148,16 +154,18 @@ impl Inner {
         Ok(pos)
     }
 
-    /// Writes every partition's in-memory consume-queue/index entries to their files
-    /// (page cache only; [`Inner::checkpoint`] makes them durable).
-    pub fn write_back_all(&self) -> Result<()> {
+    /// Writes in-memory consume-queue/index entries to their files (page cache only;
+    /// [`Inner::checkpoint`] makes them durable) for every partition holding at least
+    /// `min_entries` of them (0: every partition with any).
+    pub fn write_back(&self, min_entries: usize) -> Result<()> {
         let parts: Vec<_> = self
             .parts
             .read()
             .iter()
             .filter(|(_, p)| {
                 let g = p.lock();
-                !g.cq_pending.is_empty() || !g.idx_pending.is_empty()
+                let n = g.cq_pending.len().max(g.idx_pending.len() / 8);
+                n > 0 && n >= min_entries
             })
             .map(|(id, p)| (*id, p.clone()))
             .collect();
@@ -251,7 +259,7 @@ impl Inner {
     ) -> Result<()> {
         let synced = self.sync_log()?;
         debug_assert!(synced >= cut.position);
-        self.write_back_all()?;
+        self.write_back(0)?;
         self.finish_queue_sync()?;
         cut.clean = clean;
         cut.write(&self.cfg.dir)

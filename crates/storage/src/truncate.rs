@@ -29,7 +29,7 @@ impl Inner {
         }
         let cut = self.cut(position);
         self.log.sync_locked(&mut w)?;
-        self.write_back_all()?;
+        self.write_back(0)?;
         self.finish_queue_sync()?;
         cut.write(&self.cfg.dir)?;
         self.log.truncate(&mut w, position)
