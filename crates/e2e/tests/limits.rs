@@ -641,7 +641,7 @@ fn produce_flood_is_slowed_not_buffered_and_others_are_served() {
     // the global budget; with a 32 MiB budget at most 32 MiB of request bodies are (plus
     // a copy of each while it is appended).
     const BUDGET_MIB: u64 = 32;
-    let f = flood(BUDGET_MIB as usize * MIB, 24, 12);
+    let f = flood(BUDGET_MIB as usize * MIB, 24, 8);
     let mut sorted = f.probes.clone();
     sorted.sort();
     let max = sorted.last().copied().unwrap_or_default();
@@ -679,7 +679,7 @@ fn produce_flood_is_slowed_not_buffered_and_others_are_served() {
 #[test]
 #[ignore]
 fn produce_flood_without_a_budget_for_comparison() {
-    let f = flood(2047 * MIB, 24, 12);
+    let f = flood(2047 * MIB, 24, 8);
     let mut sorted = f.probes.clone();
     sorted.sort();
     eprintln!(
