@@ -260,7 +260,7 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec {
         key: "limits.max_inflight_request_bytes",
         kind: Kind::Int {
-            min: 1024,
+            min: MIB,
             max: I32_MAX,
         },
         default: "268435456",
