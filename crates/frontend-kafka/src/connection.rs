@@ -147,8 +147,8 @@ struct Conn<'a> {
 /// Reads the next frame: its length (within the idle timeout), a reservation of its size
 /// from the global request budget (waiting as long as it takes: this is the backpressure
 /// on fast producers), then its body (within `frame_read_timeout_ms`, so a stalled client
-/// gives its reservation back). `Ok(None)`: the client
-/// closed the connection, or shutdown started.
+/// gives its reservation back). `Ok(None)`: the client closed the connection, or shutdown
+/// started.
 async fn next_frame(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     conn: &Conn<'_>,
