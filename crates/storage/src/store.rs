@@ -466,7 +466,9 @@ impl Store {
         }
     }
 
-    /// The largest timestamp in the partition and the base offset of its batch.
+    /// The largest timestamp in the partition and the offset of the (first) record carrying
+    /// it (Kafka's `MAX_TIMESTAMP`): the batch comes from the consume queue, the record from
+    /// decoding that batch (its base offset if it cannot be decoded).
     pub fn max_timestamp(&self, p: PartitionId) -> Result<Option<(Offset, TimestampMs)>> {
         let inner = &self.inner;
         let part = inner.partition(p)?;
@@ -485,7 +487,9 @@ impl Store {
             return Ok(None);
         }
         if max_off >= 0 && max_off >= log_start {
-            return Ok(Some((max_off, max_ts)));
+            return Ok(Some(
+                self.record_with_timestamp(p, &part, max_off, max_ts, log_start)?,
+            ));
         }
         // The batch that held the maximum is gone: rescan what is left.
         let mut best: Option<(Offset, TimestampMs)> = None;
@@ -501,12 +505,39 @@ impl Store {
             }
             i += page.len() as u64;
         }
-        if let Some((o, t)) = best {
+        let Some((o, t)) = best else {
+            return Ok(None);
+        };
+        {
             let mut g = part.lock();
             g.max_ts = t;
             g.max_ts_offset = o;
         }
-        Ok(best)
+        Ok(Some(self.record_with_timestamp(p, &part, o, t, log_start)?))
+    }
+
+    /// The first record at or after `log_start` with timestamp `>= ts` in the batch holding
+    /// `offset`; `(offset, ts)` when the batch cannot be decoded.
+    fn record_with_timestamp(
+        &self,
+        p: PartitionId,
+        part: &Mutex<Partition>,
+        offset: Offset,
+        ts: TimestampMs,
+        log_start: Offset,
+    ) -> Result<(Offset, TimestampMs)> {
+        let inner = &self.inner;
+        let Some(i) = inner.files.find(p, part, offset)? else {
+            return Ok((offset, ts));
+        };
+        let Some(e) = inner.files.cq_entries(p, part, i, 1)?.first().copied() else {
+            return Ok((offset, ts));
+        };
+        let Ok(bytes) = inner.load_batch(p, &e) else {
+            return Ok((offset, ts));
+        };
+        let cap = inner.cfg.max_decompressed_batch_bytes;
+        Ok(exact_record(&bytes, ts, log_start, cap).unwrap_or((offset, ts)))
     }
 
     /// Advances the log start to `before` (Kafka DeleteRecords); returns the new log start.
