@@ -25,6 +25,27 @@
 //! - nothing past the commit log's write position can look like a valid entry (failed
 //!   writes and truncations are zeroed), so a scan never resurrects dead bytes.
 //!
+//! Semantics callers rely on (front doors: read this):
+//! - `append` validates every batch (framing, magic 2, CRC32C, codec) before writing
+//!   anything; one bad batch refuses the whole call and nothing is written. With the index
+//!   on, records are decoded (decompressed up to `max_decompressed_batch_bytes`) and a batch
+//!   that does not decode is refused too; with it off, nothing is decoded.
+//! - An append is readable as soon as it returns, for `Flush::Sync` too (before its fsync
+//!   completes, like Kafka serving unflushed data); a `Sync` append *returns* only once
+//!   durable. `DiskFull` (ENOSPC/EDQUOT) leaves the store consistent and appends work again
+//!   when space is freed. After a failed fdatasync appends are refused until reopen.
+//! - `read` returns whole batches as `Bytes` over the segment mmap (no copy); they stay
+//!   valid after retention deletes the file. A batch failing its CRCs is never returned: the
+//!   read stops before it, or fails with `CorruptData` if it is the first.
+//! - Offsets are dense per partition; `log_start` may fall inside a batch (after
+//!   `delete_records`), reads then start with that whole batch, as Kafka does.
+//! - `offset_for_timestamp` and `max_timestamp` return record offsets (the batch is decoded).
+//!   `lookup_key` is confirmed by decoding; `lookup_time_range` uses record timestamps. Both
+//!   are empty when the partition's index is off. A message's id is its (partition, offset).
+//! - Time retention is enforced at read time; segments are deleted by the retention pass
+//!   once no partition has a live entry in them (so a partition without retention keeps
+//!   shared segments alive: its bytes are its own, the others' entries are hidden).
+//!
 //! Scale: no file descriptor or memory per idle partition beyond its ~250-byte state; queue
 //! files are opened through a bounded LRU (`file_cache.rs`, `fixed_files.rs`).
 
