@@ -203,7 +203,12 @@ impl Inner {
             }
         }
         for d in dirs {
-            crate::commit_log::sync_dir(&d)?;
+            match crate::commit_log::sync_dir(&d) {
+                // The partition was deleted since its files were written: nothing to keep.
+                Err(StorageError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                r => r?,
+            }
         }
         Ok(())
     }

@@ -406,6 +406,26 @@ async fn delete_partition_and_recreate() {
 }
 
 #[tokio::test]
+async fn delete_partition_after_its_queue_files_were_written_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.background = true;
+    c.flush_interval_ms = 5;
+    c.checkpoint_interval_ms = 1_000_000;
+    let s = Store::open(c).unwrap();
+    s.configure_partition(P0, no_retention()).unwrap();
+    s.configure_partition(P1, no_retention()).unwrap();
+    for _ in 0..300 {
+        s.append(P0, bm(&batch(1, 10, 1))).await.unwrap();
+    }
+    // Let the background write the queue back (not yet synced: no checkpoint).
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    s.delete_partition(P0).unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.partitions(), vec![P1]);
+}
+
+#[tokio::test]
 async fn subscribe_sees_appends() {
     let dir = tempfile::tempdir().unwrap();
     let s = Arc::new(Store::open(cfg(dir.path())).unwrap());
