@@ -64,17 +64,9 @@ impl FixedFiles {
             let in_file = (self.per_file - i % self.per_file) as usize * self.entry_size;
             let chunk = &bytes[off..(off + in_file).min(bytes.len())];
             let path = self.path(dir, i);
-            let f = match cache.get(&path, true) {
-                Ok(f) => f,
-                Err(StorageError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| StorageError::io("creating dir", dir, e))?;
-                    cache.get(&path, true)?
-                }
-                Err(e) => return Err(e),
-            };
+            // The directory is made by `configure_partition`; never recreate it here, or a
+            // write-back racing `delete_partition` would resurrect the partition.
+            let f = cache.get(&path, true)?;
             let f = f.ok_or(StorageError::Closed)?;
             f.write_all_at(chunk, (i % self.per_file) * self.entry_size as u64)
                 .map_err(|e| StorageError::io("writing", &path, e))?;

@@ -171,7 +171,12 @@ impl Inner {
             .collect();
         let mut touched = HashSet::new();
         for (id, p) in parts {
-            touched.extend(self.files.write_back(id, &p)?);
+            match self.files.write_back(id, &p) {
+                Ok(t) => touched.extend(t),
+                // Deleted while we were writing: its files are gone on purpose.
+                Err(_) if p.lock().deleted => {}
+                Err(e) => return Err(e),
+            }
         }
         self.unsynced_files.lock().extend(touched);
         Ok(())
