@@ -88,9 +88,33 @@ fn partition_dirs(root: &Path) -> Result<Vec<PartitionId>> {
     Ok(out)
 }
 
+/// Takes an exclusive advisory lock on `dir/LOCK` for the life of the store: two processes
+/// appending to one commit log would corrupt it.
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("LOCK");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StorageError::io("opening", &path, e))?;
+    // SAFETY: plain syscall on an owned fd.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(StorageError::io(
+            "locking the store (is another process using it?)",
+            &path,
+            e,
+        ));
+    }
+    Ok(f)
+}
+
 pub fn open(cfg: StoreConfig) -> Result<Inner> {
     let dir = cfg.dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("creating dir", &dir, e))?;
+    let lock = lock_dir(&dir)?;
     check_format(&dir)?;
     let ckpt = match Checkpoint::read(&dir) {
         Ok(c) => c,
@@ -134,6 +158,7 @@ pub fn open(cfg: StoreConfig) -> Result<Inner> {
         }
     }
     let inner = Inner::new(cfg, log, files);
+    *inner.lock.lock() = Some(lock);
     *inner.parts.write() = parts;
     let start = ckpt.position.max(inner.log.start());
     let end = replay(&inner, start)?;

@@ -97,6 +97,8 @@ pub(crate) struct Inner {
     pub state_version: AtomicU64,
     /// (write position, state_version) of the last checkpoint written.
     pub last_checkpoint: Mutex<Option<(u64, u64)>>,
+    /// The flock'ed `LOCK` file; released when the store is dropped.
+    pub lock: Mutex<Option<std::fs::File>>,
 }
 
 impl Inner {
@@ -117,6 +119,7 @@ impl Inner {
             queues_dir_dirty: AtomicBool::new(false),
             state_version: AtomicU64::new(0),
             last_checkpoint: Mutex::new(None),
+            lock: Mutex::new(None),
         }
     }
 
@@ -697,6 +700,8 @@ impl Store {
         self.inner.closed.store(true, Ordering::Release);
         let r = self.inner.checkpoint(true);
         self.shutdown_threads();
+        // A closed store may be reopened (by this process or another) right away.
+        self.inner.lock.lock().take();
         r
     }
 

@@ -425,6 +425,18 @@ async fn delete_partition_after_its_queue_files_were_written_back() {
     assert_eq!(s.partitions(), vec![P1]);
 }
 
+#[test]
+fn a_store_is_opened_by_one_owner_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(cfg(dir.path())).unwrap();
+    let e = Store::open(cfg(dir.path()))
+        .err()
+        .expect("second open must fail");
+    assert!(e.to_string().contains("lock"), "{e}");
+    drop(s);
+    Store::open(cfg(dir.path())).unwrap();
+}
+
 #[tokio::test]
 async fn subscribe_sees_appends() {
     let dir = tempfile::tempdir().unwrap();
