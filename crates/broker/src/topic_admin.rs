@@ -156,6 +156,7 @@ impl Broker {
             .set(i64::from(topics.partition_count));
         drop(topics);
         for p in &t.partitions {
+            self.txn_index.forget_partition(*p);
             if let Err(e) = self.store.delete_partition(*p) {
                 tracing::warn!(topic = %name, partition = %p, error = %e, "deleting partition data failed");
             }
