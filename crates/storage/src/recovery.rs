@@ -187,26 +187,9 @@ fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
         };
         let rel = (pos - seg.base) as usize;
         let bytes = &seg.bytes()[rel..];
-        let size = match entry::check(bytes) {
-            Ok(h) => ENTRY_HEADER_BYTES + h.batch_len as usize,
-            Err(EntryFault::BadBody) => {
-                let h = entry::check_header(bytes).map_err(|_| StorageError::Closed)?;
-                let size = ENTRY_HEADER_BYTES + h.batch_len as usize;
-                let follows = bytes.get(size..).is_some_and(|b| entry::check(b).is_ok())
-                    || inner
-                        .log
-                        .segment_from(seg.end())
-                        .is_some_and(|next| entry::check(next.bytes()).is_ok());
-                if !follows {
-                    return Ok(pos);
-                }
-                tracing::error!(
-                    position = pos,
-                    "commit-log entry fails its batch CRC; kept, never served"
-                );
-                size
-            }
-            Err(EntryFault::BadHeader) => {
+        let h = match entry::check_header(bytes) {
+            Ok(h) => h,
+            Err(_) => {
                 // End of this segment's data. If a later segment holds valid entries the
                 // writer rolled over; otherwise this is the end of the log.
                 match inner.log.segment_from(seg.end()) {
@@ -218,7 +201,23 @@ fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
                 }
             }
         };
-        let h = entry::check_header(bytes).map_err(|_| StorageError::Closed)?;
+        let size = ENTRY_HEADER_BYTES + h.batch_len as usize;
+        if entry::check(bytes) == Err(EntryFault::BadBody) {
+            // A torn last write, or a damaged byte in the middle of the log: only the
+            // latter has a valid entry after it.
+            let follows = bytes.get(size..).is_some_and(|b| entry::check(b).is_ok())
+                || inner
+                    .log
+                    .segment_from(seg.end())
+                    .is_some_and(|next| entry::check(next.bytes()).is_ok());
+            if !follows {
+                return Ok(pos);
+            }
+            tracing::error!(
+                position = pos,
+                "commit-log entry fails its batch CRC; kept, never served"
+            );
+        }
         let body = &bytes[ENTRY_HEADER_BYTES..size];
         if !dispatch(inner, h.partition, body, pos, cap) {
             tracing::error!(position = pos, partition = %h.partition, "offset discontinuity; log ends here");
