@@ -1,5 +1,6 @@
 // kafkajs (pure JavaScript protocol code) against sluice: admin, keyed produce with gzip,
-// group consume with per-key order, commit and resume, offsets, delete.
+// group consume with per-key order, commit and resume, offsets, delete, transactions
+// (committed/aborted, offsets sent in a transaction, read_committed consume).
 const { Kafka, CompressionTypes, logLevel } = require('kafkajs');
 
 const kafka = new Kafka({ clientId: 'interop', brokers: [process.env.BOOTSTRAP], logLevel: logLevel.NOTHING });
@@ -107,6 +108,44 @@ async function consumeN(groupId, n, timeoutMs) {
     await admin.deleteTopics({ topics: [TOPIC] });
     const topics = await admin.listTopics();
     assert(!topics.includes(TOPIC), 'deleted');
+  });
+  await check('transactions: commit, abort, sendOffsets, read_committed', async () => {
+    const topic = 'kjs-txn';
+    await admin.createTopics({ topics: [{ topic, numPartitions: 2 }] });
+    const producer = kafka.producer({ transactionalId: 'kjs-txn-1', maxInFlightRequests: 1, idempotent: true });
+    await producer.connect();
+    for (let t = 0; t < 4; t++) {
+      const tx = await producer.transaction();
+      await tx.send({ topic, messages: [{ value: `t${t}a`, partition: 0 }, { value: `t${t}b`, partition: 1 }] });
+      if (t % 2 === 0) await tx.commit(); else await tx.abort();
+    }
+    const tx = await producer.transaction();
+    await tx.send({ topic, messages: [{ value: 'with-offsets', partition: 0 }] });
+    await tx.sendOffsets({ consumerGroupId: 'kjs-txn-g', topics: [{ topic, partitions: [{ partition: 0, offset: '3' }] }] });
+    await tx.commit();
+    await producer.disconnect();
+    const offsets = await admin.fetchOffsets({ groupId: 'kjs-txn-g', topics: [topic] });
+    const p0 = offsets[0].partitions.find((p) => p.partition === 0);
+    assert(p0 && p0.offset === '3', `offset committed with the transaction: ${JSON.stringify(offsets)}`);
+    const consumer = kafka.consumer({ groupId: 'kjs-txn-read', readUncommitted: false });
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    const got = [];
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(resolve, 15000);
+      consumer.run({
+        eachMessage: async ({ message }) => {
+          got.push(message.value.toString());
+          if (got.length >= 5) {
+            clearTimeout(timer);
+            setTimeout(resolve, 1000);
+          }
+        },
+      }).catch(reject);
+    });
+    await consumer.disconnect();
+    const want = ['t0a', 't0b', 't2a', 't2b', 'with-offsets'];
+    assert(JSON.stringify(got.sort()) === JSON.stringify(want), `read_committed got ${got.sort()}`);
   });
   await admin.disconnect();
   console.log(`${passed} passed, ${failed} failed`);
