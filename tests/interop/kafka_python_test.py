@@ -1,9 +1,10 @@
 """kafka-python (pure Python protocol code) against sluice: admin, keyed produce with gzip,
-group consume, commit and resume, offsets by time, delete."""
+group consume, commit and resume, offsets by time, delete, transactions (committed/aborted,
+offsets sent in a transaction, read_committed consume)."""
 import os
 import time
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 from checks import assert_per_key_order, check, finish
@@ -85,10 +86,42 @@ def configs_and_delete():
     assert TOPIC not in admin.list_topics()
 
 
+def transactions():
+    topic = "kp-txn"
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    p = KafkaProducer(bootstrap_servers=BOOT, transactional_id="kp-txn-1")
+    p.init_transactions()
+    for t in range(4):
+        p.begin_transaction()
+        p.send(topic, value=f"t{t}a".encode(), partition=0)
+        p.send(topic, value=f"t{t}b".encode(), partition=1)
+        if t % 2 == 0:
+            p.commit_transaction()
+        else:
+            p.abort_transaction()
+    p.begin_transaction()
+    p.send(topic, value=b"with-offsets", partition=0)
+    p.send_offsets_to_transaction({TopicPartition(topic, 0): OffsetAndMetadata(3, "", -1)},
+                                  "kp-txn-g")
+    p.commit_transaction()
+    p.close()
+    c = KafkaConsumer(bootstrap_servers=BOOT, isolation_level="read_committed",
+                      auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    c.assign([TopicPartition(topic, 0), TopicPartition(topic, 1)])
+    got = sorted(m.value.decode() for m in c)
+    c.close()
+    assert got == ["t0a", "t0b", "t2a", "t2b", "with-offsets"], got
+    g = KafkaConsumer(bootstrap_servers=BOOT, group_id="kp-txn-g")
+    committed = g.committed(TopicPartition(topic, 0))
+    g.close()
+    assert committed == 3, committed
+
+
 check("create topic", create)
 check("produce 5000 keyed, gzip", produce)
 check("consume in a group with per-key order", consume_group)
 check("group resumes after committed offsets", resume)
 check("beginning/end offsets and offsets_for_times", offsets)
 check("describe configs, list groups, delete topic", configs_and_delete)
+check("transactions: commit, abort, offsets, read_committed", transactions)
 finish()
