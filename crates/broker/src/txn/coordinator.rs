@@ -90,6 +90,10 @@ pub struct TxnRecord {
     /// When the current transaction started (-1 when none is open).
     pub started_ms: TimestampMs,
     pub updated_ms: TimestampMs,
+    /// The producer id that takes over once the abort under the old, exhausted id is
+    /// written (epoch overflow with a transaction open).
+    #[serde(default)]
+    pub next_producer_id: Option<i64>,
 }
 
 /// Markers to write (one per partition) before the transaction can complete.
@@ -236,6 +240,7 @@ impl TxnCoordinator {
                 pending_offsets: Vec::new(),
                 started_ms: -1,
                 updated_ms: now_ms,
+                next_producer_id: None,
             };
             self.by_producer
                 .insert(producer_id, transactional_id.to_string());
@@ -257,11 +262,18 @@ impl TxnCoordinator {
         }
         if rec.producer_epoch >= i16::MAX - 1 {
             let new_id = allocate_id()?;
-            self.by_producer.remove(&rec.producer_id);
-            self.by_producer
-                .insert(new_id, transactional_id.to_string());
-            rec.producer_id = new_id;
-            rec.producer_epoch = 0;
+            if rec.state == TxnState::Ongoing {
+                // The open transaction is aborted under the old id's last epoch (its
+                // batches carry the old id); the new id takes over in `complete`.
+                rec.producer_epoch = i16::MAX;
+                rec.next_producer_id = Some(new_id);
+            } else {
+                self.by_producer.remove(&rec.producer_id);
+                self.by_producer
+                    .insert(new_id, transactional_id.to_string());
+                rec.producer_id = new_id;
+                rec.producer_epoch = 0;
+            }
         } else {
             rec.producer_epoch += 1;
         }
@@ -278,9 +290,13 @@ impl TxnCoordinator {
             rec.started_ms = -1;
             None
         };
+        let (producer_id, producer_epoch) = match rec.next_producer_id {
+            Some(next) => (next, 0),
+            None => (rec.producer_id, rec.producer_epoch),
+        };
         Ok(Ok(InitOutcome {
-            producer_id: rec.producer_id,
-            producer_epoch: rec.producer_epoch,
+            producer_id,
+            producer_epoch,
             abort,
             record: rec.clone(),
         }))
@@ -435,6 +451,12 @@ impl TxnCoordinator {
         rec.pending_offsets.clear();
         rec.started_ms = -1;
         rec.updated_ms = now_ms;
+        if let Some(next) = rec.next_producer_id.take() {
+            self.by_producer.remove(&rec.producer_id);
+            self.by_producer.insert(next, transactional_id.to_string());
+            rec.producer_id = next;
+            rec.producer_epoch = 0;
+        }
         Some(rec.clone())
     }
 
@@ -449,11 +471,11 @@ impl TxnCoordinator {
     pub fn tick(&mut self, now_ms: TimestampMs) -> Vec<(EndPlan, TxnRecord)> {
         let mut out = Vec::new();
         for rec in self.txns.values_mut() {
-            if rec.state == TxnState::Ongoing
-                && now_ms - rec.started_ms > i64::from(rec.timeout_ms)
-                && rec.producer_epoch < i16::MAX - 1
+            if rec.state == TxnState::Ongoing && now_ms - rec.started_ms > i64::from(rec.timeout_ms)
             {
-                rec.producer_epoch += 1;
+                // The bump fences the timed-out producer; at the last epoch the abort
+                // still happens (the next InitProducerId switches to a new id).
+                rec.producer_epoch = rec.producer_epoch.saturating_add(1);
                 rec.state = TxnState::PrepareAbort;
                 rec.updated_ms = now_ms;
                 out.push((rec.plan(false), rec.clone()));
@@ -742,6 +764,41 @@ mod tests {
         assert_eq!(again.tick(3 + PREPARE_RETRY_MS + 1).len(), 1);
         again.complete("a", 0, 3).unwrap();
         assert!(again.tick(10 * PREPARE_RETRY_MS).is_empty());
+    }
+
+    #[test]
+    fn epoch_overflow_aborts_under_the_old_id_then_switches_ids() {
+        let mut c = TxnCoordinator::new();
+        let mut rec = init(&mut c, "tx", 0, 1).record;
+        rec.producer_epoch = i16::MAX - 1;
+        rec.state = TxnState::Ongoing;
+        rec.partitions.insert(("t".into(), 0));
+        let mut c = TxnCoordinator::new();
+        c.restore([rec]);
+        let o = c
+            .init_producer("tx", 60_000, None, 1, || Ok(2))
+            .unwrap()
+            .unwrap();
+        assert_eq!((o.producer_id, o.producer_epoch), (2, 0));
+        let abort = o.abort.unwrap();
+        assert_eq!((abort.producer_id, abort.producer_epoch), (1, i16::MAX));
+        let done = c.complete("tx", abort.producer_epoch, 2).unwrap();
+        assert_eq!((done.producer_id, done.producer_epoch), (2, 0));
+        assert_eq!(c.transactional_id_of(2), Some("tx"));
+        assert_eq!(c.transactional_id_of(1), None);
+        c.add_partitions("tx", 2, 0, &parts(&[("t", 0)]), 3)
+            .unwrap();
+        // Without an open transaction the switch is immediate.
+        let mut c = TxnCoordinator::new();
+        let mut rec = init(&mut c, "tx", 0, 1).record;
+        rec.producer_epoch = i16::MAX - 1;
+        let mut c = TxnCoordinator::new();
+        c.restore([rec]);
+        let o = c
+            .init_producer("tx", 60_000, None, 1, || Ok(3))
+            .unwrap()
+            .unwrap();
+        assert_eq!((o.producer_id, o.producer_epoch, o.abort), (3, 0, None));
     }
 
     #[test]
