@@ -26,6 +26,8 @@ use crate::txn::partition_txns::PartitionTxnIndex;
 pub const GROUP_TICK_MS: u64 = 100;
 /// How often idempotent-producer state is snapshotted (bounds the log scan after a crash).
 pub const PRODUCER_SNAPSHOT_INTERVAL_MS: u64 = 30_000;
+/// How long shutdown waits for each timer task to stop.
+const SHUTDOWN_TASK_WAIT: Duration = Duration::from_secs(5);
 /// Producer ids reserved per metadata record.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -53,6 +55,9 @@ pub struct Broker {
     pub(crate) txn_index: PartitionTxnIndex,
     pub(crate) shutting_down: AtomicBool,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
+    /// Timer tasks; `shutdown` waits for them so none still holds the broker (and its
+    /// store's directory lock) when shutdown returns.
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -155,21 +160,25 @@ impl Broker {
             txn_index,
             shutting_down: AtomicBool::new(false),
             shutdown_tx,
+            background: Mutex::new(Vec::new()),
             config,
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(group_timer(
-                Arc::downgrade(&broker),
-                broker.shutdown_tx.subscribe(),
-            ));
-            handle.spawn(producer_snapshot_timer(
-                Arc::downgrade(&broker),
-                broker.shutdown_tx.subscribe(),
-            ));
-            handle.spawn(crate::txn::txn_timer(
-                Arc::downgrade(&broker),
-                broker.shutdown_tx.subscribe(),
-            ));
+            let tasks = vec![
+                handle.spawn(group_timer(
+                    Arc::downgrade(&broker),
+                    broker.shutdown_tx.subscribe(),
+                )),
+                handle.spawn(producer_snapshot_timer(
+                    Arc::downgrade(&broker),
+                    broker.shutdown_tx.subscribe(),
+                )),
+                handle.spawn(crate::txn::txn_timer(
+                    Arc::downgrade(&broker),
+                    broker.shutdown_tx.subscribe(),
+                )),
+            ];
+            *broker.background.lock() = tasks;
         }
         Ok(broker)
     }
@@ -273,6 +282,16 @@ impl Broker {
         }
         let _ = self.shutdown_tx.send(true);
         self.groups.fail_all_waiters();
+        let tasks = std::mem::take(&mut *self.background.lock());
+        for task in tasks {
+            // A timer mid-tick finishes that tick, then sees the signal and returns.
+            if tokio::time::timeout(SHUTDOWN_TASK_WAIT, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a broker timer task did not stop within {SHUTDOWN_TASK_WAIT:?}");
+            }
+        }
         self.meta.lock().snapshot()?;
         if let Err(e) = self.snapshot_producers() {
             tracing::warn!(error = %e, "producer state snapshot failed at shutdown");
