@@ -9,7 +9,6 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice_storage::batch::validate_batches;
 use sluice_storage::{Flush, PartitionConfig, PartitionId, Store, StoreConfig};
 
-#[allow(dead_code)]
 #[path = "../tests/kit/mod.rs"]
 mod kit;
 
@@ -50,7 +49,10 @@ fn append(c: &mut Criterion) {
     let mut g = c.benchmark_group("append");
     g.throughput(Throughput::Bytes(batch.len() as u64));
     g.bench_function("16 KiB batch, async flush, index off", |b| {
-        b.iter(|| rt.block_on(store.append(P, kit::bm(&batch))).expect("append"))
+        b.iter(|| {
+            rt.block_on(store.append(P, kit::bm(&batch)))
+                .expect("append")
+        })
     });
     g.finish();
 }
@@ -63,7 +65,8 @@ fn lookup_and_read(c: &mut Criterion) {
     // 20,000 batches of 10 records: offsets 0..200,000.
     let batch = kit::batch(10, 100, 1_700_000_000_000);
     for _ in 0..20_000 {
-        rt.block_on(store.append(P, kit::bm(&batch))).expect("append");
+        rt.block_on(store.append(P, kit::bm(&batch)))
+            .expect("append");
     }
     let mut g = c.benchmark_group("read");
     let mut offset = 0i64;
