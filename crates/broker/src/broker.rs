@@ -326,11 +326,18 @@ impl Broker {
     }
 }
 
-async fn producer_snapshot_timer(
+/// Runs `tick` every `period` until shutdown starts or the broker is dropped. The broker is
+/// held only while a tick runs, so a timer never keeps it alive.
+pub(crate) async fn every<F, Fut>(
     broker: Weak<Broker>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut interval = tokio::time::interval(Duration::from_millis(PRODUCER_SNAPSHOT_INTERVAL_MS));
+    period: Duration,
+    tick: F,
+) where
+    F: Fn(Arc<Broker>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await;
     loop {
@@ -342,26 +349,26 @@ async fn producer_snapshot_timer(
         if b.is_shutting_down() {
             return;
         }
-        if let Err(e) = b.snapshot_producers() {
-            tracing::warn!(error = %e, "producer state snapshot failed");
-        }
+        tick(b).await;
     }
 }
 
-async fn group_timer(broker: Weak<Broker>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(Duration::from_millis(GROUP_TICK_MS));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = shutdown.changed() => return,
+async fn producer_snapshot_timer(
+    broker: Weak<Broker>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let period = Duration::from_millis(PRODUCER_SNAPSHOT_INTERVAL_MS);
+    every(broker, shutdown, period, |b| async move {
+        if let Err(e) = b.snapshot_producers() {
+            tracing::warn!(error = %e, "producer state snapshot failed");
         }
-        let Some(b) = broker.upgrade() else { return };
-        if b.is_shutting_down() {
-            return;
-        }
-        b.tick_groups();
-    }
+    })
+    .await;
+}
+
+async fn group_timer(broker: Weak<Broker>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let period = Duration::from_millis(GROUP_TICK_MS);
+    every(broker, shutdown, period, |b| async move { b.tick_groups() }).await;
 }
 
 impl From<BrokerError> for std::io::Error {

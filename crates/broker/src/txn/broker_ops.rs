@@ -505,24 +505,13 @@ impl From<TxnError> for BrokerError {
 }
 
 /// Checks transaction timeouts every `TXN_TICK_MS`; first clears orphaned transactions.
-pub(crate) async fn txn_timer(
-    broker: Weak<Broker>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+pub(crate) async fn txn_timer(broker: Weak<Broker>, shutdown: tokio::sync::watch::Receiver<bool>) {
     if let Some(b) = broker.upgrade() {
         b.abort_orphaned_transactions().await;
     }
-    let mut interval = tokio::time::interval(Duration::from_millis(TXN_TICK_MS));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let Some(b) = broker.upgrade() else { return };
-        if b.is_shutting_down() {
-            return;
-        }
-        b.tick_transactions().await;
-    }
+    let period = Duration::from_millis(TXN_TICK_MS);
+    crate::broker::every(broker, shutdown, period, |b| async move {
+        b.tick_transactions().await
+    })
+    .await;
 }
