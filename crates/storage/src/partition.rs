@@ -206,10 +206,17 @@ impl QueueFiles {
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let Some(e) = self.cq_entries(p, part, mid, 1)?.first().copied() else {
-                // Raced with retention/truncation: retry from the new bounds.
+                // Raced with retention/truncation: retry from the new bounds, if they moved.
                 let g = part.lock();
                 if g.cq_start >= hi || g.cq_end <= lo {
                     return Ok(None);
+                }
+                if g.cq_start <= lo && g.cq_end >= hi {
+                    // Nothing moved, yet a live slot is missing from its file.
+                    return Err(StorageError::Format {
+                        path: self.dir(p),
+                        reason: format!("consume-queue entry {mid} is missing"),
+                    });
                 }
                 lo = lo.max(g.cq_start);
                 hi = hi.min(g.cq_end);

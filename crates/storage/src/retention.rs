@@ -135,9 +135,10 @@ impl Inner {
             .iter()
             .map(|(k, v)| (*k, v.clone()))
             .collect();
+        let mut moved = false;
         for (id, part) in &parts {
-            self.expire_head(*id, part)?;
-            self.trim_size(*id, part)?;
+            moved |= self.expire_head(*id, part)?;
+            moved |= self.trim_size(*id, part)?;
         }
         let min_pos = parts
             .iter()
@@ -145,13 +146,20 @@ impl Inner {
             .min()
             .unwrap_or(u64::MAX);
         let doomed = self.log.segments().iter().any(|s| s.end() <= min_pos);
-        if doomed {
-            // The advanced log starts must be durable before the bytes they skip vanish,
-            // or a crash would leave partitions pointing into deleted segments.
+        let per_file = self.files.cq.per_file;
+        let trims = parts.iter().any(|(_, p)| {
+            let g = p.lock();
+            g.cq_start / per_file > g.cq_trimmed / per_file
+        });
+        if doomed || trims || moved {
+            // The advanced log starts must be durable before the bytes they skip vanish (log
+            // segments, queue files), or a crash would leave partitions pointing at deleted
+            // data.
             self.checkpoint(false)?;
+        }
+        if doomed {
             self.log.delete_segments_below(min_pos)?;
         }
-        let per_file = self.files.cq.per_file;
         for (id, part) in &parts {
             let (cq_start, trimmed) = {
                 let g = part.lock();

@@ -390,6 +390,15 @@ impl Store {
             return Ok(out);
         }
         let Some(mut i) = inner.files.find(p, &part, offset)? else {
+            let g = part.lock();
+            if offset < g.log_start {
+                return Err(StorageError::OffsetOutOfRange {
+                    partition: p,
+                    offset,
+                    log_start: g.log_start,
+                    log_end: g.log_end,
+                });
+            }
             return Ok(out);
         };
         let mut total = 0usize;
@@ -415,6 +424,18 @@ impl Store {
                 }
             }
             i += page.len() as u64;
+        }
+        if out.chunks.is_empty() {
+            // Retention moved the log start past `offset` while we looked.
+            let g = part.lock();
+            if offset < g.log_start {
+                return Err(StorageError::OffsetOutOfRange {
+                    partition: p,
+                    offset,
+                    log_start: g.log_start,
+                    log_end: g.log_end,
+                });
+            }
         }
         Ok(out)
     }
