@@ -408,6 +408,17 @@ impl Store {
                 break;
             }
             for e in &page {
+                if out.chunks.is_empty() && e.base_offset > offset {
+                    // The batches holding `offset` went while we searched (retention, or
+                    // delete_records): out of range now, never a later batch in its place.
+                    let g = part.lock();
+                    return Err(StorageError::OffsetOutOfRange {
+                        partition: p,
+                        offset,
+                        log_start: g.log_start,
+                        log_end: g.log_end,
+                    });
+                }
                 if !out.chunks.is_empty() && total + e.batch_len as usize > max_bytes {
                     break 'pages;
                 }
