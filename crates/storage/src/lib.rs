@@ -71,6 +71,6 @@ mod truncate;
 
 pub use config::{DEFAULT_RETENTION_MS, Flush, PartitionConfig, StoreConfig};
 pub use error::{Result, StorageError};
-pub use store::{Appended, PartitionOffsets, ReadResult, Store, StoreStats};
+pub use store::{Appended, PartitionOffsets, PendingAppend, ReadResult, Store, StoreStats};
 
 pub use common::{Offset, PartitionId, TimestampMs};

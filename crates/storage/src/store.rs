@@ -33,6 +33,29 @@ pub struct Appended {
     pub log_start_offset: Offset,
 }
 
+/// An append that is written (readable) and, for `Flush::Sync`, waiting for its group
+/// commit. Dropping it does not undo the write; it only stops waiting.
+#[derive(Debug)]
+pub struct PendingAppend {
+    pub appended: Appended,
+    wait: Option<(
+        tokio::sync::oneshot::Receiver<std::result::Result<(), String>>,
+        PathBuf,
+    )>,
+}
+
+impl PendingAppend {
+    /// Resolves when the append is acknowledged: at once for `Flush::Async`, after the
+    /// fdatasync covering it for `Flush::Sync`.
+    pub async fn durable(self) -> Result<Appended> {
+        if let Some((rx, dir)) = self.wait {
+            let done = rx.await.map_err(|_| StorageError::Closed)?;
+            done.map_err(|msg| StorageError::io("group commit", dir, std::io::Error::other(msg)))?;
+        }
+        Ok(self.appended)
+    }
+}
+
 /// Result of a read: whole batches, zero-copy views of the segment files.
 #[derive(Clone, Debug, Default)]
 pub struct ReadResult {
@@ -276,7 +299,17 @@ impl Store {
     }
 
     /// Appends one or more v2 record batches (see the crate docs for the contract).
-    pub async fn append(&self, p: PartitionId, mut batches: BytesMut) -> Result<Appended> {
+    /// Resolves once the batches are readable (`Flush::Async`) or durable (`Flush::Sync`).
+    pub async fn append(&self, p: PartitionId, batches: BytesMut) -> Result<Appended> {
+        self.append_begin(p, batches)?.durable().await
+    }
+
+    /// The first half of [`Store::append`]: validates, assigns offsets and writes (the
+    /// batches are readable when this returns), and for `Flush::Sync` joins the next group
+    /// commit. Await [`PendingAppend::durable`] for the acknowledgement. Lets a connection
+    /// write its next request while the previous one waits for its fsync; appends stay in
+    /// call order.
+    pub fn append_begin(&self, p: PartitionId, mut batches: BytesMut) -> Result<PendingAppend> {
         let inner = &self.inner;
         let part = inner.partition(p)?;
         let (flush, index_on) = {
@@ -352,14 +385,12 @@ impl Store {
             (appended, w.pos)
         };
         inner.appends.send_modify(|v| *v = v.wrapping_add(1));
-        if flush == Flush::Sync {
-            let rx = inner.group.register(end)?;
-            let done = rx.await.map_err(|_| StorageError::Closed)?;
-            done.map_err(|msg| {
-                StorageError::io("group commit", &inner.log.dir, std::io::Error::other(msg))
-            })?;
-        }
-        Ok(appended)
+        let wait = if flush == Flush::Sync {
+            Some((inner.group.register(end)?, inner.log.dir.clone()))
+        } else {
+            None
+        };
+        Ok(PendingAppend { appended, wait })
     }
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (the first batch is

@@ -488,6 +488,31 @@ async fn sync_appends_group_commit() {
 }
 
 #[tokio::test]
+async fn append_begin_pipelines_writes_ahead_of_durability() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(cfg(dir.path())).unwrap();
+    s.configure_partition(
+        P0,
+        PartitionConfig {
+            flush: Flush::Sync,
+            ..no_retention()
+        },
+    )
+    .unwrap();
+    let pending: Vec<_> = (0..10)
+        .map(|_| s.append_begin(P0, bm(&batch(2, 50, 1))).unwrap())
+        .collect();
+    // Written and readable before anyone waited for durability.
+    assert_eq!(s.offsets(P0).unwrap().log_end, 20);
+    for (k, p) in pending.into_iter().enumerate() {
+        let a = p.durable().await.unwrap();
+        assert_eq!(a.base_offset, 2 * k as i64);
+    }
+    let st = s.stats();
+    assert!(st.synced_position >= st.write_position);
+}
+
+#[tokio::test]
 async fn disk_full_injected_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(cfg(dir.path())).unwrap();
