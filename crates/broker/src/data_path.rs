@@ -226,15 +226,11 @@ impl Broker {
 /// Producer identities of the batches, or none when the first batch is not from an
 /// idempotent producer (producer id -1).
 fn producer_identities(batches: &[u8]) -> Vec<BatchIdentity> {
-    let mut ids = Vec::new();
-    let mut rest = batches;
-    while let Ok(header) = storage::batch::BatchHeader::parse(rest) {
-        let id = BatchIdentity::of(&header);
-        if id.producer_id < 0 || id.first_seq < 0 {
-            return Vec::new();
-        }
-        ids.push(id);
-        rest = &rest[header.total_len().min(rest.len())..];
+    let ids: Vec<BatchIdentity> = crate::log_scan::headers(batches)
+        .map(|h| BatchIdentity::of(&h))
+        .collect();
+    if ids.iter().any(|id| id.producer_id < 0 || id.first_seq < 0) {
+        return Vec::new();
     }
     ids
 }

@@ -21,6 +21,7 @@ mod data_path;
 mod error;
 pub mod group;
 mod groups;
+mod log_scan;
 mod metadata_log;
 pub mod metrics;
 pub mod producer_state;

@@ -19,14 +19,10 @@ use serde::{Deserialize, Serialize};
 use storage::batch::BatchHeader;
 
 use crate::error::{BrokerError, Result};
+use crate::log_scan::{self, REBUILD_SCAN_WINDOW};
 
 /// Batches remembered per producer and partition (Kafka's max in-flight requests).
 pub const MAX_CACHED_BATCHES: usize = 5;
-/// When a partition has no snapshot entry, the rebuild scans at most this many offsets back
-/// from the log end.
-const REBUILD_SCAN_WINDOW: Offset = 1_000_000;
-/// Bytes read per step while rebuilding.
-const REBUILD_READ_BYTES: usize = 4 << 20;
 const SNAPSHOT_FILE: &str = "producers.json";
 
 /// What a produce of one idempotent batch run should do.
@@ -319,37 +315,21 @@ impl ProducerStateTable {
         &self,
         store: &storage::Store,
         p: PartitionId,
-        mut from: Offset,
+        from: Offset,
         to: Offset,
         now_ms: TimestampMs,
     ) -> Result<usize> {
-        let mut batches = 0;
-        while from < to {
-            let read = store.read(p, from, REBUILD_READ_BYTES)?;
-            let before = from;
-            for chunk in &read.chunks {
-                let mut rest: &[u8] = chunk;
-                while let Ok(header) = BatchHeader::parse(rest) {
-                    let id = BatchIdentity::of(&header);
-                    let base = header.base_offset();
-                    // Re-recording what the snapshot already holds is harmless: a
-                    // duplicate is skipped, anything else overwrites.
-                    if !matches!(
-                        self.check(p, std::slice::from_ref(&id)),
-                        Ok(Verdict::Duplicate { .. })
-                    ) {
-                        self.record(p, std::slice::from_ref(&id), base, now_ms);
-                    }
-                    from = from.max(header.last_offset() + 1);
-                    batches += 1;
-                    rest = &rest[header.total_len().min(rest.len())..];
-                }
+        log_scan::for_each_batch(store, p, from, to, |header| {
+            let id = BatchIdentity::of(header);
+            // Re-recording what the snapshot already holds is harmless: a duplicate is
+            // skipped, anything else overwrites.
+            if !matches!(
+                self.check(p, std::slice::from_ref(&id)),
+                Ok(Verdict::Duplicate { .. })
+            ) {
+                self.record(p, std::slice::from_ref(&id), header.base_offset(), now_ms);
             }
-            if from == before {
-                break;
-            }
-        }
-        Ok(batches)
+        })
     }
 }
 

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use crate::log_scan::{self, REBUILD_SCAN_WINDOW};
 use common::{Offset, PartitionId};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -19,9 +20,6 @@ use crate::error::{BrokerError, Result};
 use crate::txn::control;
 
 const SNAPSHOT_FILE: &str = "txn_index.json";
-/// Without a snapshot entry, the rebuild scans at most this many offsets back.
-const REBUILD_SCAN_WINDOW: Offset = 1_000_000;
-const REBUILD_READ_BYTES: usize = 4 << 20;
 
 /// One aborted transaction in one partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,27 +200,13 @@ impl PartitionTxnIndex {
         self.parts.lock().extend(snap.partitions);
         for &p in partitions {
             let offsets = store.offsets(p)?;
-            let mut from = snap
+            let from = snap
                 .covered_to
                 .get(&p.0)
                 .copied()
                 .unwrap_or(offsets.log_end - REBUILD_SCAN_WINDOW)
                 .max(offsets.log_start);
-            while from < offsets.log_end {
-                let read = store.read(p, from, REBUILD_READ_BYTES)?;
-                let before = from;
-                for chunk in &read.chunks {
-                    let mut rest: &[u8] = chunk;
-                    while let Ok(h) = BatchHeader::parse(rest) {
-                        self.observe(p, &h);
-                        from = from.max(h.last_offset() + 1);
-                        rest = &rest[h.total_len().min(rest.len())..];
-                    }
-                }
-                if from == before {
-                    break;
-                }
-            }
+            log_scan::for_each_batch(store, p, from, offsets.log_end, |h| self.observe(p, h))?;
         }
         Ok(())
     }
