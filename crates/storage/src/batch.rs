@@ -188,7 +188,7 @@ impl<'a> BatchHeader<'a> {
     }
     /// CRC32C of `attributes..end`, as the batch's `crc` field should hold.
     pub fn computed_crc(&self) -> u32 {
-        crc32c::crc32c(&self.bytes[CRC_START..])
+        crc_fast::crc32_iscsi(&self.bytes[CRC_START..])
     }
     /// Checks the CRC; `batch_index` only labels the error.
     pub fn verify_crc(&self, batch_index: usize) -> Result<()> {
@@ -308,7 +308,7 @@ pub(crate) mod testing {
         b.extend_from_slice(&5i32.to_be_bytes());
         b.extend_from_slice(&count.to_be_bytes());
         b.extend_from_slice(payload);
-        let crc = crc32c::crc32c(&b[super::CRC_START..]);
+        let crc = crc_fast::crc32_iscsi(&b[super::CRC_START..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
         b
     }
@@ -383,7 +383,7 @@ mod tests {
         // codec 7 (CRC recomputed so only the codec is wrong)
         let mut codec = a.clone();
         codec[22] = 7;
-        let crc = crc32c::crc32c(&codec[CRC_START..]);
+        let crc = crc_fast::crc32_iscsi(&codec[CRC_START..]);
         codec[17..21].copy_from_slice(&crc.to_be_bytes());
         assert!(matches!(
             validate_batches(&codec),

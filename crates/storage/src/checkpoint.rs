@@ -107,7 +107,7 @@ impl Checkpoint {
                 b.extend_from_slice(&v.to_le_bytes());
             }
         }
-        let crc = crc32c::crc32c(&b);
+        let crc = crc_fast::crc32_iscsi(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
@@ -124,7 +124,7 @@ impl Checkpoint {
             return Err(bad(&format!("unsupported checkpoint version {}", b[4])));
         }
         let (body, crc) = b.split_at(b.len() - 4);
-        if crc32c::crc32c(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        if crc_fast::crc32_iscsi(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
             return Err(bad("checkpoint CRC mismatch"));
         }
         let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or([0; 8]));

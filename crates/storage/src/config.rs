@@ -117,7 +117,7 @@ impl PartitionConfig {
         b[1] = self.flags();
         b[4..12].copy_from_slice(&self.retention_ms.unwrap_or(0).to_le_bytes());
         b[12..20].copy_from_slice(&self.retention_bytes.unwrap_or(0).to_le_bytes());
-        let crc = crc32c::crc32c(&b[..20]);
+        let crc = crc_fast::crc32_iscsi(&b[..20]);
         b[20..24].copy_from_slice(&crc.to_le_bytes());
         b
     }
@@ -126,7 +126,7 @@ impl PartitionConfig {
         if b.len() != PARTITION_CONFIG_BYTES || b[0] != 1 {
             return None;
         }
-        if crc32c::crc32c(&b[..20]).to_le_bytes() != b[20..24] {
+        if crc_fast::crc32_iscsi(&b[..20]).to_le_bytes() != b[20..24] {
             return None;
         }
         let ms = i64::from_le_bytes(b[4..12].try_into().ok()?);

@@ -45,14 +45,14 @@ impl CqEntry {
         out.extend_from_slice(&self.base_offset.to_le_bytes());
         out.extend_from_slice(&self.max_timestamp.to_le_bytes());
         out.extend_from_slice(&self.filter_bits.to_le_bytes());
-        let crc = crc32c::crc32c(&out[start..]);
+        let crc = crc_fast::crc32_iscsi(&out[start..]);
         out.extend_from_slice(&crc.to_le_bytes());
     }
 
     /// Decodes one entry; `None` if its CRC fails.
     pub fn decode(b: &[u8]) -> Option<CqEntry> {
         let crc = u32::from_le_bytes(b[36..40].try_into().ok()?);
-        if crc32c::crc32c(&b[..36]) != crc {
+        if crc_fast::crc32_iscsi(&b[..36]) != crc {
             return None;
         }
         Some(CqEntry {

@@ -35,7 +35,10 @@ pub fn encode(partition: PartitionId, batch: &[u8]) -> [u8; ENTRY_HEADER_BYTES] 
 
 fn header_crc(h: &[u8], batch: &[u8]) -> u32 {
     let covered = batch.len().min(batch::HEADER_BYTES);
-    crc32c::crc32c_append(crc32c::crc32c(&h[0..12]), &batch[..covered])
+    let mut buf = [0u8; 12 + batch::HEADER_BYTES];
+    buf[..12].copy_from_slice(&h[..12]);
+    buf[12..12 + covered].copy_from_slice(&batch[..covered]);
+    crc_fast::crc32_iscsi(&buf[..12 + covered])
 }
 
 /// Why an entry at some position is not a valid entry.

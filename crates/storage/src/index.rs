@@ -37,13 +37,13 @@ impl IndexEntry {
         out.extend_from_slice(&self.offset.to_le_bytes());
         out.extend_from_slice(&self.timestamp.to_le_bytes());
         out.extend_from_slice(&self.flags.to_le_bytes());
-        let crc = crc32c::crc32c(&out[start..]);
+        let crc = crc_fast::crc32_iscsi(&out[start..]);
         out.extend_from_slice(&crc.to_le_bytes());
     }
 
     pub fn decode(b: &[u8]) -> Option<IndexEntry> {
         let crc = u32::from_le_bytes(b[28..32].try_into().ok()?);
-        if crc32c::crc32c(&b[..28]) != crc {
+        if crc_fast::crc32_iscsi(&b[..28]) != crc {
             return None;
         }
         Some(IndexEntry {

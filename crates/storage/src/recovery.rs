@@ -39,7 +39,7 @@ fn check_format(dir: &Path) -> Result<()> {
         Ok(b) => {
             let ok = b.len() == 16
                 && &b[0..8] == FORMAT_MAGIC
-                && crc32c::crc32c(&b[0..12]).to_le_bytes() == b[12..16];
+                && crc_fast::crc32_iscsi(&b[0..12]).to_le_bytes() == b[12..16];
             if !ok {
                 return Err(StorageError::Format {
                     path,
@@ -61,7 +61,7 @@ fn check_format(dir: &Path) -> Result<()> {
             let mut b = Vec::with_capacity(16);
             b.extend_from_slice(FORMAT_MAGIC);
             b.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
-            let crc = crc32c::crc32c(&b);
+            let crc = crc_fast::crc32_iscsi(&b);
             b.extend_from_slice(&crc.to_le_bytes());
             std::fs::write(&path, &b).map_err(|e| StorageError::io("writing", &path, e))?;
             crate::commit_log::sync_dir(dir)

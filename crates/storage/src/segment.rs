@@ -106,6 +106,23 @@ impl Segment {
 
     /// Writes all of `bufs` at segment-relative `at`, retrying short writes.
     pub fn write_all_at(&self, at: u64, bufs: &[IoSlice<'_>]) -> Result<()> {
+        // Usually one pwritev writes everything; the slices are copied (to be advanced) only
+        // after a short write.
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if bufs.len() <= 1024 {
+            // SAFETY: IoSlice is ABI-compatible with iovec; the fd is open for writing.
+            let r = unsafe {
+                libc::pwritev(
+                    self.file.as_raw_fd(),
+                    bufs.as_ptr() as *const libc::iovec,
+                    bufs.len() as libc::c_int,
+                    at as libc::off_t,
+                )
+            };
+            if r >= 0 && r as usize == total {
+                return Ok(());
+            }
+        }
         let mut bufs: Vec<IoSlice<'_>> = bufs.to_vec();
         let mut slices: &mut [IoSlice<'_>] = &mut bufs;
         let mut pos = at;

@@ -349,14 +349,12 @@ impl Store {
                 metas.push((next, span, h.max_timestamp()));
                 next += span as i64;
             }
-            let headers: Vec<[u8; ENTRY_HEADER_BYTES]> = spans
-                .iter()
-                .map(|&(s, l)| entry::encode(p, &batches[s..s + l]))
-                .collect();
             let entries: Vec<([u8; ENTRY_HEADER_BYTES], &[u8])> = spans
                 .iter()
-                .zip(&headers)
-                .map(|(&(s, l), h)| (*h, &batches[s..s + l]))
+                .map(|&(s, l)| {
+                    let b = &batches[s..s + l];
+                    (entry::encode(p, b), b)
+                })
                 .collect();
             let positions = inner.log.append(&mut w, &entries)?;
             for (k, &(base_offset, span, max_ts)) in metas.iter().enumerate() {
