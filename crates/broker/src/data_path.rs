@@ -17,6 +17,54 @@ pub struct Produced {
     pub log_start_offset: Offset,
 }
 
+/// A produce that is written and waits for its acknowledgement (see
+/// [`Broker::produce_begin`]).
+pub enum PendingProduce {
+    /// `sync`: the partition is `flush = sync`, so the append waits for an fsync.
+    Append {
+        pending: storage::PendingAppend,
+        sync: bool,
+    },
+    /// A retried batch already in the log; `flush`: the store to make durable first
+    /// (`flush = sync` partitions, where the original may not be durable yet).
+    Duplicate {
+        produced: Produced,
+        flush: Option<std::sync::Arc<storage::Store>>,
+    },
+}
+
+impl PendingProduce {
+    /// True when [`PendingProduce::acked`] will not wait (nothing to fsync).
+    pub fn is_acked(&self) -> bool {
+        match self {
+            PendingProduce::Append { sync, .. } => !sync,
+            PendingProduce::Duplicate { flush, .. } => flush.is_none(),
+        }
+    }
+
+    /// Resolves when the append may be acknowledged: at once for `flush = async`, after
+    /// the fsync covering it for `flush = sync`.
+    pub async fn acked(self) -> Result<Produced> {
+        match self {
+            PendingProduce::Append { pending, .. } => {
+                let a = pending.durable().await?;
+                Ok(Produced {
+                    base_offset: a.base_offset,
+                    log_start_offset: a.log_start_offset,
+                })
+            }
+            PendingProduce::Duplicate { produced, flush } => {
+                if let Some(store) = flush {
+                    tokio::task::spawn_blocking(move || store.flush())
+                        .await
+                        .map_err(|e| BrokerError::Metadata(format!("flush task: {e}")))??;
+                }
+                Ok(produced)
+            }
+        }
+    }
+}
+
 /// Result of one partition's read.
 #[derive(Clone, Debug, Default)]
 pub struct Fetched {
@@ -48,13 +96,30 @@ impl Broker {
         Ok(self.resolve(topic, partition)?.0)
     }
 
-    /// Appends Kafka v2 record batches to a partition, stored as sent.
+    /// Appends Kafka v2 record batches to a partition, stored as sent, and waits for the
+    /// partition's acknowledgement (durable for `flush = sync`).
     pub async fn produce(
         &self,
         topic: &str,
         partition: i32,
         batches: BytesMut,
     ) -> Result<Produced> {
+        self.produce_begin(topic, partition, batches)
+            .await?
+            .acked()
+            .await
+    }
+
+    /// The first half of [`Broker::produce`]: checks and writes the batches (readable when
+    /// this returns; producer-sequence state already advanced), leaving the wait for
+    /// durability to [`PendingProduce::acked`]. A connection calls this for its requests in
+    /// arrival order, so appends keep the client's order while several fsync waits overlap.
+    pub async fn produce_begin(
+        &self,
+        topic: &str,
+        partition: i32,
+        batches: BytesMut,
+    ) -> Result<PendingProduce> {
         if self.is_shutting_down() {
             return Err(BrokerError::ShuttingDown);
         }
@@ -75,28 +140,34 @@ impl Broker {
         let records: u64 = summaries.iter().map(|s| s.record_count.max(0) as u64).sum();
         let len = batches.len() as u64;
         let ids = producer_identities(&batches);
+        let log_failure = |e: &storage::StorageError| log_append_failure(topic, partition, e);
+        let sync = self.store.partition_config(pid)?.flush == storage::Flush::Sync;
         if ids.is_empty() {
-            let appended = self
+            let pending = self
                 .store
-                .append(pid, batches)
-                .await
-                .inspect_err(|e| log_append_failure(topic, partition, e))?;
+                .append_begin(pid, batches)
+                .inspect_err(log_failure)?;
             counters.bytes_in.inc_by(len);
             counters.records_in.inc_by(records);
-            return Ok(Produced {
-                base_offset: appended.base_offset,
-                log_start_offset: appended.log_start_offset,
-            });
+            return Ok(PendingProduce::Append { pending, sync });
         }
         // Idempotent producer: check, append and remember under the partition's lock so
-        // two in-flight requests cannot both pass the sequence check.
+        // two in-flight requests cannot both pass the sequence check. The lock is not held
+        // while the append waits for its fsync: the next batch of the same producer may be
+        // written meanwhile, and its sequence check must see this one.
         let lock = self.producers.partition_lock(pid);
         let _guard = lock.lock().await;
         if let Verdict::Duplicate { base_offset } = self.producers.check(pid, &ids)? {
             let log_start_offset = self.store.offsets(pid)?.log_start;
-            return Ok(Produced {
+            let produced = Produced {
                 base_offset,
                 log_start_offset,
+            };
+            // The original may still be waiting for its fsync: a retry must not be
+            // acknowledged before it is durable.
+            return Ok(PendingProduce::Duplicate {
+                produced,
+                flush: sync.then(|| self.store.clone()),
             });
         }
         // Transactional batches must belong to their producer's open transaction.
@@ -104,21 +175,21 @@ impl Broker {
             Some(producer) => self.txn_before_append(pid, topic, partition, producer)?,
             None => None,
         };
-        let appended = self
+        let pending = self
             .store
-            .append(pid, batches)
-            .await
-            .inspect_err(|e| log_append_failure(topic, partition, e));
-        self.txn_appended(pid, opened, appended.as_ref().ok().map(|a| a.base_offset));
-        let appended = appended?;
+            .append_begin(pid, batches)
+            .inspect_err(log_failure);
+        self.txn_appended(
+            pid,
+            opened,
+            pending.as_ref().ok().map(|a| a.appended.base_offset),
+        );
+        let pending = pending?;
         self.producers
-            .record(pid, &ids, appended.base_offset, self.clock.now_ms());
+            .record(pid, &ids, pending.appended.base_offset, self.clock.now_ms());
         counters.bytes_in.inc_by(len);
         counters.records_in.inc_by(records);
-        Ok(Produced {
-            base_offset: appended.base_offset,
-            log_start_offset: appended.log_start_offset,
-        })
+        Ok(PendingProduce::Append { pending, sync })
     }
 
     /// Reads whole batches from the one holding `offset`, up to about `max_bytes`.

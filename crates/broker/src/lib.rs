@@ -32,7 +32,7 @@ pub mod txn;
 
 pub use broker::{Broker, GROUP_TICK_MS, HealthInfo};
 pub use config::BrokerConfig;
-pub use data_path::{Fetched, Produced, Watermarks};
+pub use data_path::{Fetched, PendingProduce, Produced, Watermarks};
 pub use error::{BrokerError, Result};
 pub use groups::OffsetToCommit;
 pub use metrics::BrokerMetrics;

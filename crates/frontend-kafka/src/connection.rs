@@ -1,7 +1,11 @@
 //! One client connection: read frames, handle requests one at a time in arrival order
 //! (as Kafka does, so pipelined produces keep their order), queue responses to a writer
-//! task. Reads pause while too many response bytes are queued for this connection, and
-//! before a frame's body is read while the global request byte budget is used up.
+//! task. A Produce waiting for its fsync does not hold up the next request: its handler
+//! returns once the batches are written, and the writer task awaits the acknowledgement in
+//! the response queue, so responses still go out in request order while the fsyncs of
+//! pipelined requests overlap. Reads pause while too many responses or response bytes are
+//! queued for this connection, and before a frame's body is read while the global request
+//! byte budget is used up.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,9 +56,27 @@ pub enum CloseReason {
     NotImplemented { api: ApiKey, reason: &'static str },
 }
 
-/// One response as segments (inline bytes and uncopied storage chunks) and the in-flight
-/// budget it holds until written.
-type Outgoing = (Vec<Bytes>, Option<OwnedSemaphorePermit>);
+/// One queued response and the in-flight byte budget it holds until written.
+struct Outgoing {
+    response: Response,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+enum Response {
+    /// Encoded, as segments (inline bytes and uncopied storage chunks).
+    Ready(Vec<Bytes>),
+    /// Still waiting (a Produce's fsync); encoded by the writer when it resolves.
+    Deferred {
+        body: handlers::Deferred,
+        prefix: HeaderPrefix,
+        api: ApiKey,
+        started: Instant,
+    },
+}
+
+/// Queue budget charged for a response whose size is not known yet (a Produce response:
+/// a few bytes per partition).
+const DEFERRED_RESPONSE_BYTES: usize = 4096;
 
 /// Segments handed to one vectored write.
 const MAX_IOVECS: usize = 64;
@@ -70,7 +92,7 @@ pub async fn run(
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Outgoing>(config.max_inflight_responses_per_connection.max(1));
-    let mut writer = AbortOnDrop(tokio::spawn(write_loop(wr, rx, peer)));
+    let mut writer = AbortOnDrop(tokio::spawn(write_loop(wr, rx, peer, broker.clone())));
     let conn = Conn {
         peer,
         broker: &broker,
@@ -94,8 +116,40 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, peer: SocketAddr) {
-    while let Some((segments, permit)) = rx.recv().await {
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outgoing>,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+) {
+    while let Some(Outgoing { response, permit }) = rx.recv().await {
+        let segments = match response {
+            Response::Ready(segments) => segments,
+            Response::Deferred {
+                body,
+                prefix,
+                api,
+                started,
+            } => {
+                let body = body.await;
+                broker
+                    .metrics()
+                    .observe_request(api_name(api), started.elapsed().as_secs_f64());
+                log_request(peer, &prefix, api_name(api));
+                match codec::encode_response(prefix.correlation_id, prefix.api_version, &body) {
+                    Ok(b) => vec![b.freeze()],
+                    Err(error) => {
+                        let reason = CloseReason::Encode {
+                            api,
+                            version: prefix.api_version,
+                            error,
+                        };
+                        tracing::warn!(%peer, %reason, "closing Kafka connection");
+                        return;
+                    }
+                }
+            }
+        };
         if let Err(e) = write_segments(&mut wr, segments).await {
             tracing::debug!(%peer, error = %e, "write failed");
             return;
@@ -250,10 +304,6 @@ async fn read_loop(
                 .map_err(|reason| CloseReason::NotImplemented { api, reason })
                 .map(|r| (r, version))?
         };
-        let api_name = api_name(api);
-        broker
-            .metrics()
-            .observe_request(api_name, started.elapsed().as_secs_f64());
         let (reply, v) = response;
         let encoded = match reply {
             Reply::Silent => None,
@@ -267,7 +317,25 @@ async fn read_loop(
                 &body,
                 splices,
             )),
+            Reply::Deferred(body) => {
+                // Its effects are done and its request bytes are in storage.
+                drop(reservation);
+                let deferred = Response::Deferred {
+                    body,
+                    prefix,
+                    api,
+                    started,
+                };
+                if !outbox.push(deferred, DEFERRED_RESPONSE_BYTES).await {
+                    return Ok(());
+                }
+                continue;
+            }
         };
+        let api_name = api_name(api);
+        broker
+            .metrics()
+            .observe_request(api_name, started.elapsed().as_secs_f64());
         if let Some(encoded) = encoded {
             let buf = encoded.map_err(|error| CloseReason::Encode {
                 api,
@@ -277,7 +345,8 @@ async fn read_loop(
             // The request is handled and its response encoded: from here on the response
             // counts against this connection's budget, not the global one.
             drop(reservation);
-            if !outbox.push(buf).await {
+            let size = buf.iter().map(Bytes::len).sum();
+            if !outbox.push(Response::Ready(buf), size).await {
                 return Ok(());
             }
         }
@@ -310,9 +379,8 @@ impl Outbox {
         }
     }
 
-    /// Queues one response, waiting for room. False if the writer is gone.
-    async fn push(&mut self, buf: Vec<Bytes>) -> bool {
-        let size: usize = buf.iter().map(Bytes::len).sum();
+    /// Queues one response of `size` bytes, waiting for room. False if the writer is gone.
+    async fn push(&mut self, response: Response, size: usize) -> bool {
         // In range: `budget` fits a u32 (see `new`).
         let permits = size.clamp(1, self.budget) as u32;
         let permit = match self.bytes.clone().try_acquire_many_owned(permits) {
@@ -329,7 +397,7 @@ impl Outbox {
         let Ok(slot) = self.tx.reserve().await else {
             return false;
         };
-        slot.send((buf, permit));
+        slot.send(Outgoing { response, permit });
         true
     }
 

@@ -881,3 +881,42 @@ async fn long_poll_ignores_appends_to_other_partitions() {
     );
     s.stop().await;
 }
+
+/// With `flush = sync`, a connection's pipelined produces do not wait for each other's
+/// fsync: each is written as it arrives and one group commit covers several of them. The
+/// responses still come back in request order with consecutive offsets, and every
+/// acknowledged record is there.
+#[tokio::test]
+async fn pipelined_sync_produces_share_fsyncs_and_answer_in_order() {
+    let s = start(BrokerConfig {
+        auto_create_topics: false,
+        default_flush: storage::Flush::Sync,
+        ..BrokerConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(s.addr).await;
+    assert_eq!(create_topic(&mut c, "durable", 1).await, 0);
+    let fsyncs_before = s.broker.store().stats().fsync_count;
+    const REQUESTS: i64 = 32;
+    let mut correlations = Vec::new();
+    for i in 0..REQUESTS {
+        let v = format!("r{i}");
+        let req = produce_req("durable", 0, batch(&[&v, &v], Compression::None), -1);
+        correlations.push(c.send_only(&req, 9).await);
+    }
+    for (i, corr) in correlations.into_iter().enumerate() {
+        let r = c.recv::<ProduceRequest>(corr, 9).await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0);
+        assert_eq!(p.base_offset, 2 * i as i64, "responses in request order");
+    }
+    let fsyncs = s.broker.store().stats().fsync_count - fsyncs_before;
+    assert!(
+        fsyncs < REQUESTS as u64 / 2,
+        "{REQUESTS} pipelined sync produces took {fsyncs} fsyncs; they should share group commits"
+    );
+    let f = c.call(&fetch_req("durable", 0, 0, 1), 12).await;
+    let p = &f.responses[0].partitions[0];
+    assert_eq!(p.high_watermark, 2 * REQUESTS);
+    s.stop().await;
+}

@@ -13,6 +13,9 @@ mod produce;
 mod topics;
 mod txn;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 
 use crate::context::Ctx;
@@ -26,7 +29,13 @@ pub enum Reply {
     Body(ResponseKind),
     /// A Fetch response whose records are spliced in at encode time, uncopied.
     Fetch(fetch::FetchReply),
+    /// A response that is ready later (a Produce waiting for its fsync). Its effects are
+    /// done; the connection reads the next requests meanwhile and keeps responses in order.
+    Deferred(Deferred),
 }
+
+/// The rest of a [`Reply::Deferred`] response.
+pub type Deferred = Pin<Box<dyn Future<Output = ResponseKind> + Send>>;
 
 /// Handles one request. `Err(reason)`: a request kind this front door does not implement
 /// (never advertised).
@@ -39,6 +48,9 @@ pub async fn dispatch(ctx: &Ctx<'_>, req: RequestKind) -> Result<Reply, &'static
         Q::Produce(r) => {
             return Ok(match produce::handle(ctx, r).await {
                 produce::ProduceReply::Response(p) => Reply::Body(R::Produce(p)),
+                produce::ProduceReply::Pending(p) => {
+                    Reply::Deferred(Box::pin(async move { R::Produce(p.await) }))
+                }
                 produce::ProduceReply::NoResponse { failed: false } => Reply::Silent,
                 produce::ProduceReply::NoResponse { failed: true } => Reply::SilentThenClose,
             });

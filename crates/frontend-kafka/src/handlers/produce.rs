@@ -1,11 +1,18 @@
 //! Produce: batches are appended as sent (storage checks CRCs and assigns offsets).
 //! acks=0 gets no response; acks other than 0, 1, -1 gets INVALID_REQUIRED_ACKS.
-//! Partitions of one request are appended concurrently, so with `flush = sync` one group
-//! commit covers them all.
+//!
+//! Every partition of a request is written before the handler returns (so a connection's
+//! requests are appended in arrival order); waiting for the fsync of `flush = sync`
+//! partitions is left to a [`ProduceReply::Pending`] future, which the connection awaits
+//! in its response queue while it reads and writes the next requests. One group commit
+//! covers all partitions of a request, and the fsyncs of pipelined requests overlap.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use broker::{Broker, BrokerError, Produced};
+use broker::{Broker, BrokerError, PendingProduce, Produced};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -20,6 +27,8 @@ enum Outcome {
     Code(i16),
     /// Past `max_partitions_per_request`: not appended.
     OverLimit,
+    /// Written; waiting for its acknowledgement.
+    Pending(PendingProduce),
     Done(Result<Produced, BrokerError>),
 }
 
@@ -33,6 +42,8 @@ struct Append {
 /// What a Produce answers.
 pub enum ProduceReply {
     Response(ProduceResponse),
+    /// Everything is written; the response is ready once the fsyncs it waits for are done.
+    Pending(Pin<Box<dyn Future<Output = ProduceResponse> + Send>>),
     /// acks=0: no response. `failed`: some partition failed, and (as Kafka does) the
     /// connection is closed so the client notices and refreshes its metadata.
     NoResponse {
@@ -78,64 +89,131 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceReply {
         shape.push((t.name.0.to_string(), t.topic_id, indexes));
     }
     limit.log_if_over(ctx, "Produce");
-    run_appends(ctx.broker, appends, &mut outcomes).await;
+    begin_appends(ctx.broker, appends, &mut outcomes).await;
     if acks == 0 {
+        // Nobody waits for an acks=0 response, so nothing waits for its fsync either.
         let failed = count_errors(ctx, &outcomes);
         return ProduceReply::NoResponse { failed };
     }
-    let mut outcomes = outcomes.into_iter();
-    let responses = shape
-        .into_iter()
-        .map(|(wire_name, topic_id, indexes)| {
-            let prs = indexes
-                .into_iter()
-                .map(|index| partition_response(ctx, index, outcomes.next(), &limit))
-                .collect();
-            TopicProduceResponse::default()
-                .with_name(topic_name(if ctx.version >= 13 {
-                    String::new()
-                } else {
-                    wire_name
-                }))
-                .with_topic_id(topic_id)
-                .with_partition_responses(prs)
-        })
-        .collect();
-    ProduceReply::Response(ProduceResponse::default().with_responses(responses))
+    let answer = Answer {
+        broker: ctx.broker.clone(),
+        peer: ctx.peer,
+        version: ctx.version,
+        limit_message: limit.message(),
+        shape,
+    };
+    let waits = outcomes
+        .iter()
+        .any(|o| matches!(o, Outcome::Pending(p) if !p.is_acked()));
+    if !waits {
+        return ProduceReply::Response(answer.build(acked(outcomes).await));
+    }
+    ProduceReply::Pending(Box::pin(async move { answer.build(acked(outcomes).await) }))
 }
 
-/// Runs the appends, concurrently when there are several.
-async fn run_appends(broker: &Arc<Broker>, appends: Vec<Append>, outcomes: &mut [Outcome]) {
-    if appends.len() <= 1 {
-        for a in appends {
-            let r = broker
-                .produce(&a.topic, a.partition, BytesMut::from(a.records))
-                .await;
-            outcomes[a.slot] = Outcome::Done(r);
-        }
-        return;
-    }
-    let mut set = tokio::task::JoinSet::new();
+/// Writes every partition's batches, one after another in request order.
+async fn begin_appends(broker: &Arc<Broker>, appends: Vec<Append>, outcomes: &mut [Outcome]) {
     for a in appends {
-        let b = broker.clone();
-        set.spawn(async move {
-            let r = b
-                .produce(&a.topic, a.partition, BytesMut::from(a.records))
-                .await;
-            (a.slot, r)
+        let r = broker
+            .produce_begin(&a.topic, a.partition, BytesMut::from(a.records))
+            .await;
+        outcomes[a.slot] = match r {
+            Ok(p) => Outcome::Pending(p),
+            Err(e) => Outcome::Done(Err(e)),
+        };
+    }
+}
+
+/// Waits for every written partition's acknowledgement (they share group commits, so this
+/// takes as long as the slowest).
+async fn acked(outcomes: Vec<Outcome>) -> Vec<Outcome> {
+    let mut done = Vec::with_capacity(outcomes.len());
+    for o in outcomes {
+        done.push(match o {
+            Outcome::Pending(p) => Outcome::Done(p.acked().await),
+            other => other,
         });
     }
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((slot, r)) => outcomes[slot] = Outcome::Done(r),
-            // A panicking append is a bug; its slot keeps the storage error below.
-            Err(e) => tracing::error!(error = %e, "produce task failed"),
-        }
+    done
+}
+
+/// What the response is built from once the appends are acknowledged; owns everything, so
+/// it can outlive the request's handler.
+struct Answer {
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    version: i16,
+    limit_message: String,
+    /// (wire topic name, topic id, partition indexes) in request order.
+    shape: Vec<(String, uuid::Uuid, Vec<i32>)>,
+}
+
+impl Answer {
+    fn build(self, outcomes: Vec<Outcome>) -> ProduceResponse {
+        let mut outcomes = outcomes.into_iter();
+        let responses = self
+            .shape
+            .iter()
+            .map(|(wire_name, topic_id, indexes)| {
+                let prs = indexes
+                    .iter()
+                    .map(|&index| self.partition_response(index, outcomes.next()))
+                    .collect();
+                TopicProduceResponse::default()
+                    .with_name(topic_name(if self.version >= 13 {
+                        String::new()
+                    } else {
+                        wire_name.clone()
+                    }))
+                    .with_topic_id(*topic_id)
+                    .with_partition_responses(prs)
+            })
+            .collect();
+        ProduceResponse::default().with_responses(responses)
     }
-    for o in outcomes.iter_mut() {
-        if matches!(o, Outcome::Code(NONE)) {
-            *o = Outcome::Code(ResponseError::KafkaStorageError.code());
+
+    fn partition_response(&self, index: i32, outcome: Option<Outcome>) -> PartitionProduceResponse {
+        let r = PartitionProduceResponse::default()
+            .with_index(index)
+            .with_base_offset(-1)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(-1);
+        let (r, code) = match outcome {
+            Some(Outcome::Done(Ok(done))) => {
+                let r = r.with_base_offset(done.base_offset);
+                let r = if self.version >= 5 {
+                    r.with_log_start_offset(done.log_start_offset)
+                } else {
+                    r
+                };
+                (r, NONE)
+            }
+            Some(Outcome::Done(Err(e))) => {
+                tracing::debug!(peer = %self.peer, partition = index, error = %e, "produce rejected");
+                let r = if self.version >= 8 {
+                    r.with_error_message(Some(s(e.to_string())))
+                } else {
+                    r
+                };
+                (r, broker_code(&e))
+            }
+            Some(Outcome::Code(c)) => (r, c),
+            Some(Outcome::OverLimit) => {
+                let r = if self.version >= 8 {
+                    r.with_error_message(Some(s(self.limit_message.clone())))
+                } else {
+                    r
+                };
+                (r, partition_limit::CODE)
+            }
+            Some(Outcome::Pending(_)) | None => (r, ResponseError::UnknownServerError.code()),
+        };
+        if code != NONE {
+            self.broker
+                .metrics()
+                .observe_error("Produce", &code_name(code));
         }
+        r.with_error_code(code)
     }
 }
 
@@ -146,7 +224,7 @@ fn count_errors(ctx: &Ctx<'_>, outcomes: &[Outcome]) -> bool {
         let code = match o {
             Outcome::Code(c) => *c,
             Outcome::OverLimit => partition_limit::CODE,
-            Outcome::Done(Ok(_)) => NONE,
+            Outcome::Pending(_) | Outcome::Done(Ok(_)) => NONE,
             Outcome::Done(Err(e)) => broker_code(e),
         };
         if code != NONE {
@@ -157,53 +235,4 @@ fn count_errors(ctx: &Ctx<'_>, outcomes: &[Outcome]) -> bool {
         }
     }
     failed
-}
-
-fn partition_response(
-    ctx: &Ctx<'_>,
-    index: i32,
-    outcome: Option<Outcome>,
-    limit: &PartitionLimit,
-) -> PartitionProduceResponse {
-    let r = PartitionProduceResponse::default()
-        .with_index(index)
-        .with_base_offset(-1)
-        .with_log_append_time_ms(-1)
-        .with_log_start_offset(-1);
-    let (r, code) = match outcome {
-        Some(Outcome::Done(Ok(done))) => {
-            let r = r.with_base_offset(done.base_offset);
-            let r = if ctx.version >= 5 {
-                r.with_log_start_offset(done.log_start_offset)
-            } else {
-                r
-            };
-            (r, NONE)
-        }
-        Some(Outcome::Done(Err(e))) => {
-            tracing::debug!(peer = %ctx.peer, partition = index, error = %e, "produce rejected");
-            let r = if ctx.version >= 8 {
-                r.with_error_message(Some(s(e.to_string())))
-            } else {
-                r
-            };
-            (r, broker_code(&e))
-        }
-        Some(Outcome::Code(c)) => (r, c),
-        Some(Outcome::OverLimit) => {
-            let r = if ctx.version >= 8 {
-                r.with_error_message(Some(s(limit.message())))
-            } else {
-                r
-            };
-            (r, partition_limit::CODE)
-        }
-        None => (r, ResponseError::UnknownServerError.code()),
-    };
-    if code != NONE {
-        ctx.broker
-            .metrics()
-            .observe_error("Produce", &code_name(code));
-    }
-    r.with_error_code(code)
 }
