@@ -27,7 +27,6 @@ pub struct PartitionRecord {
     pub log_end: i64,
     pub cq_start: u64,
     pub cq_end: u64,
-    pub idx_end: u64,
     pub max_ts: i64,
     pub max_ts_offset: i64,
     pub start_pos: u64,
@@ -43,7 +42,6 @@ impl PartitionRecord {
             log_end: p.log_end,
             cq_start: p.cq_start,
             cq_end: p.cq_end,
-            idx_end: p.idx_end,
             max_ts: p.max_ts,
             max_ts_offset: p.max_ts_offset,
             start_pos: p.start_pos,
@@ -59,8 +57,6 @@ impl PartitionRecord {
         p.cq_start = self.cq_start;
         p.cq_end = self.cq_end;
         p.cq_flushed = self.cq_end;
-        p.idx_end = self.idx_end;
-        p.idx_flushed = self.idx_end;
         p.max_ts = self.max_ts;
         p.max_ts_offset = self.max_ts_offset;
         p.start_pos = self.start_pos;
@@ -97,7 +93,7 @@ impl Checkpoint {
             for v in [r.log_start, r.log_end] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
-            for v in [r.cq_start, r.cq_end, r.idx_end] {
+            for v in [r.cq_start, r.cq_end, 0] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
             for v in [r.max_ts, r.max_ts_offset] {
@@ -146,7 +142,6 @@ impl Checkpoint {
                 log_end: i64_at(at + 32),
                 cq_start: u64_at(at + 40),
                 cq_end: u64_at(at + 48),
-                idx_end: u64_at(at + 56),
                 max_ts: i64_at(at + 64),
                 max_ts_offset: i64_at(at + 72),
                 start_pos: u64_at(at + 80),
@@ -207,7 +202,6 @@ mod tests {
                     log_end: 99,
                     cq_start: 2,
                     cq_end: 40,
-                    idx_end: 0,
                     max_ts: 1_700_000_000_000,
                     max_ts_offset: 90,
                     start_pos: 4096,

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use common::limits;
 use common::{Clock, SystemClock};
 
+/// The default message-id header name (`StoreConfig::message_id_header`).
+pub const DEFAULT_MESSAGE_ID_HEADER: &[u8] = b"msg-id";
+
 /// Store-wide settings. Build with [`StoreConfig::new`] and adjust fields.
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -31,6 +34,18 @@ pub struct StoreConfig {
     pub retention_check_interval_ms: u64,
     /// Clock for retention decisions (tests inject a `ManualClock`).
     pub clock: Arc<dyn Clock>,
+    /// Name of the record header whose value is the message id (indexed for
+    /// [`crate::Store::lookup_message_id`] in partitions whose index is on); `None`: ids are
+    /// not indexed.
+    pub message_id_header: Option<Vec<u8>>,
+    /// Slots of each new hash-index file (4 bytes each; the active file's table is held in
+    /// memory, once for the whole store).
+    pub hash_index_slots: u32,
+    /// Entries (40 bytes each) of each new hash-index file.
+    pub hash_index_entries_per_file: u32,
+    /// Hash-index files kept; the oldest are deleted beyond this (their records are then no
+    /// longer found by key or id).
+    pub hash_index_files_max: usize,
     /// Run the background flush/retention threads. Tests may turn this off and call
     /// [`crate::Store::flush`] / [`crate::Store::enforce_retention`] themselves.
     pub background: bool,
@@ -48,6 +63,10 @@ impl StoreConfig {
             max_open_files: 256,
             retention_check_interval_ms: 60_000,
             clock: Arc::new(SystemClock),
+            message_id_header: Some(DEFAULT_MESSAGE_ID_HEADER.to_vec()),
+            hash_index_slots: 1 << 20,
+            hash_index_entries_per_file: 4 << 20,
+            hash_index_files_max: 32,
             background: true,
         }
     }
@@ -65,6 +84,11 @@ impl std::fmt::Debug for StoreConfig {
             )
             .field("cq_entries_per_file", &self.cq_entries_per_file)
             .field("max_open_files", &self.max_open_files)
+            .field("hash_index_slots", &self.hash_index_slots)
+            .field(
+                "hash_index_entries_per_file",
+                &self.hash_index_entries_per_file,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -87,7 +111,8 @@ pub struct PartitionConfig {
     pub retention_ms: Option<i64>,
     /// Oldest batches are dropped while the partition holds more than this.
     pub retention_bytes: Option<u64>,
-    /// Build the key/time index at append (decodes records). Off: appends do not decode.
+    /// Index records at append (decodes them: key and message-id entries in the hash index;
+    /// needed by the key, id and time-range lookups). Off: appends do not decode.
     pub index: bool,
 }
 

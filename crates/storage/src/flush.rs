@@ -118,6 +118,7 @@ pub fn background(inner: Arc<Inner>, stop: Arc<Stop>) {
         let r = (|| -> Result<()> {
             inner.sync_log()?;
             inner.write_back(WRITE_BACK_MIN_ENTRIES)?;
+            inner.hindex.write_tail()?;
             if last_ckpt.elapsed() >= ckpt_every {
                 last_ckpt = Instant::now();
                 inner.checkpoint_if_changed()?;
@@ -164,7 +165,7 @@ impl Inner {
             .iter()
             .filter(|(_, p)| {
                 let g = p.lock();
-                let n = g.cq_pending.len().max(g.idx_pending.len() / 8);
+                let n = g.cq_pending.len();
                 n > 0 && n >= min_entries
             })
             .map(|(id, p)| (*id, p.clone()))
@@ -271,6 +272,7 @@ impl Inner {
         debug_assert!(synced >= cut.position);
         self.write_back(0)?;
         self.finish_queue_sync()?;
+        self.hindex.sync()?;
         cut.clean = clean;
         cut.write(&self.cfg.dir)
     }

@@ -40,14 +40,20 @@
 //! - Offsets are dense per partition; `log_start` may fall inside a batch (after
 //!   `delete_records`), reads then start with that whole batch, as Kafka does.
 //! - `offset_for_timestamp` and `max_timestamp` return record offsets (the batch is decoded).
-//!   `lookup_key` is confirmed by decoding; `lookup_time_range` uses record timestamps. Both
-//!   are empty when the partition's index is off. A message's id is its (partition, offset).
+//!   `lookup_key` / `lookup_keys` / `lookup_message_id` cost O(index files + hash chain +
+//!   matches) and are confirmed by decoding (a collision or a deleted, expired or truncated
+//!   record is never returned); `lookup_time_range` binary-searches the consume queue and
+//!   decodes only the matching region (exact unless timestamps go backwards across batches,
+//!   see `docs/storage-format.md`). All are empty for partitions whose index is off. A
+//!   message's id is the value of its `StoreConfig::message_id_header` header (default
+//!   `msg-id`), and it is always addressable by (partition, offset).
 //! - Time retention is enforced at read time; segments are deleted by the retention pass
 //!   once no partition has a live entry in them (so a partition without retention keeps
 //!   shared segments alive: its bytes are its own, the others' entries are hidden).
 //!
 //! Scale: no file descriptor or memory per idle partition beyond its ~250-byte state; queue
-//! files are opened through a bounded LRU (`file_cache.rs`, `fixed_files.rs`).
+//! files are opened through a bounded LRU (`file_cache.rs`, `fixed_files.rs`); the hash
+//! index is store-wide (one in-memory slot table, one fd per kept file).
 
 pub mod batch;
 mod checkpoint;
@@ -60,7 +66,8 @@ mod error;
 mod file_cache;
 mod fixed_files;
 mod flush;
-mod index;
+mod hash_index;
+mod lookup;
 mod partition;
 pub mod records;
 mod recovery;
@@ -69,7 +76,9 @@ mod segment;
 mod store;
 mod truncate;
 
-pub use config::{DEFAULT_RETENTION_MS, Flush, PartitionConfig, StoreConfig};
+pub use config::{
+    DEFAULT_MESSAGE_ID_HEADER, DEFAULT_RETENTION_MS, Flush, PartitionConfig, StoreConfig,
+};
 pub use error::{Result, StorageError};
 pub use store::{Appended, PartitionOffsets, PendingAppend, ReadResult, Store, StoreStats};
 

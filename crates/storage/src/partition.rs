@@ -6,9 +6,12 @@
 //! - entry `i+1`'s `base_offset` = entry `i`'s `next_offset()`; `log_end` = last entry's
 //!   `next_offset()` (or the value kept when the queue is empty);
 //! - `log_start` lies in entry `cq_start` (or equals `log_end` when `cq_start == cq_end`);
-//! - the same holds for index entries `[0, idx_end)` with `idx_flushed`/`idx_pending`.
 //!
-//! An idle partition holds no file descriptor and empty vectors: ~200 bytes.
+//! Key / message-id entries are not here: they are store-wide (`hash_index.rs`).
+//! An idle partition holds no file descriptor and an empty vector: ~200 bytes.
+//!
+//! A consume-queue entry failing its CRC on read is rebuilt from the commit log
+//! ([`QueueFiles::repair`]) and written back; the read goes on.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,12 +19,14 @@ use std::sync::Arc;
 use common::{Offset, PartitionId, TimestampMs};
 use parking_lot::Mutex;
 
+use crate::batch::BatchHeader;
+use crate::commit_log::CommitLog;
 use crate::config::PartitionConfig;
 use crate::consume_queue::{self, CQ_ENTRY_BYTES, CqEntry};
+use crate::entry::{self, ENTRY_HEADER_BYTES};
 use crate::error::{Result, StorageError};
 use crate::file_cache::FileCache;
 use crate::fixed_files::FixedFiles;
-use crate::index::{self, INDEX_ENTRY_BYTES, IndexEntry};
 
 #[derive(Debug, Clone)]
 pub struct Partition {
@@ -33,9 +38,6 @@ pub struct Partition {
     pub cq_end: u64,
     pub cq_flushed: u64,
     pub cq_pending: Vec<CqEntry>,
-    pub idx_end: u64,
-    pub idx_flushed: u64,
-    pub idx_pending: Vec<IndexEntry>,
     /// Largest batch max timestamp seen and the base offset of that batch (-1: none).
     pub max_ts: TimestampMs,
     pub max_ts_offset: Offset,
@@ -62,9 +64,6 @@ impl Partition {
             cq_end: 0,
             cq_flushed: 0,
             cq_pending: Vec::new(),
-            idx_end: 0,
-            idx_flushed: 0,
-            idx_pending: Vec::new(),
             max_ts: -1,
             max_ts_offset: -1,
             start_pos: u64::MAX,
@@ -90,11 +89,6 @@ impl Partition {
             self.max_ts_offset = e.base_offset;
         }
     }
-
-    pub fn push_index(&mut self, e: IndexEntry) {
-        self.idx_pending.push(e);
-        self.idx_end += 1;
-    }
 }
 
 /// Where a partition's files live and how they are split; shared by every partition.
@@ -102,16 +96,17 @@ pub struct QueueFiles {
     pub root: PathBuf,
     pub cache: FileCache,
     pub cq: FixedFiles,
-    pub idx: FixedFiles,
+    /// The source of truth damaged queue entries are rebuilt from.
+    pub log: Arc<CommitLog>,
 }
 
 impl QueueFiles {
-    pub fn new(root: PathBuf, per_file: u64, max_open: usize) -> QueueFiles {
+    pub fn new(root: PathBuf, per_file: u64, max_open: usize, log: Arc<CommitLog>) -> QueueFiles {
         QueueFiles {
             root,
             cache: FileCache::new(max_open),
             cq: consume_queue::files(per_file),
-            idx: index::files(per_file),
+            log,
         }
     }
 
@@ -136,7 +131,7 @@ impl QueueFiles {
         i: u64,
         n: u64,
     ) -> Result<Vec<CqEntry>> {
-        let (flushed, end) = {
+        let (flushed, end, head) = {
             let g = part.lock();
             if i < g.cq_start || i >= g.cq_end {
                 return Ok(Vec::new());
@@ -147,10 +142,10 @@ impl QueueFiles {
                 let b = (end - g.cq_flushed) as usize;
                 return Ok(g.cq_pending[a..b].to_vec());
             }
-            (g.cq_flushed, end)
+            (g.cq_flushed, end, (g.cq_start, g.start_pos))
         };
         let file_end = end.min(flushed);
-        let mut out = self.read_cq_files(p, i, file_end - i)?;
+        let mut out = self.read_cq_files(p, i, file_end - i, head)?;
         if out.len() as u64 == file_end - i && end > file_end {
             // Continue into the in-memory tail (it may have been written back meanwhile).
             out.extend(self.cq_entries(p, part, file_end, end - file_end)?);
@@ -172,7 +167,8 @@ impl QueueFiles {
         let end = (i + n).min(g.cq_end);
         let mut out = Vec::new();
         if i < g.cq_flushed {
-            out = self.read_cq_files(p, i, end.min(g.cq_flushed) - i)?;
+            let head = (g.cq_start, g.start_pos);
+            out = self.read_cq_files(p, i, end.min(g.cq_flushed) - i, head)?;
         }
         if end > g.cq_flushed {
             let a = i.max(g.cq_flushed) - g.cq_flushed;
@@ -182,12 +178,99 @@ impl QueueFiles {
         Ok(out)
     }
 
-    fn read_cq_files(&self, p: PartitionId, i: u64, n: u64) -> Result<Vec<CqEntry>> {
+    /// Entries `[i, i+n)` from the files; `head` = (first live entry, its commit-log
+    /// position), for repairs.
+    fn read_cq_files(
+        &self,
+        p: PartitionId,
+        i: u64,
+        n: u64,
+        head: (u64, u64),
+    ) -> Result<Vec<CqEntry>> {
         let raw = self.cq.read(&self.cache, &self.dir(p), i, n)?;
-        raw.chunks_exact(CQ_ENTRY_BYTES)
-            .enumerate()
-            .map(|(k, b)| CqEntry::decode(b).ok_or_else(|| Self::corrupt(p, i + k as u64)))
-            .collect()
+        let mut out: Vec<CqEntry> = Vec::with_capacity(raw.len() / CQ_ENTRY_BYTES);
+        for (k, b) in raw.chunks_exact(CQ_ENTRY_BYTES).enumerate() {
+            let j = i + k as u64;
+            let e = match CqEntry::decode(b) {
+                Some(e) => e,
+                None => {
+                    let prev = match out.last() {
+                        Some(e) => Some(*e),
+                        None if j > head.0 => {
+                            self.read_cq_files(p, j - 1, 1, head)?.first().copied()
+                        }
+                        None => None,
+                    };
+                    self.repair(p, j, prev, head)?
+                }
+            };
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds consume-queue entry `j` of `p` from the commit log (its CRC failed): it is
+    /// the first entry of `p` after entry `j-1` (`prev`), or at the partition's first live
+    /// position when `j` is its first live entry. Writes it back; fails with `Format` if the
+    /// commit log does not hold it.
+    fn repair(
+        &self,
+        p: PartitionId,
+        j: u64,
+        prev: Option<CqEntry>,
+        head: (u64, u64),
+    ) -> Result<CqEntry> {
+        let (mut pos, want_base) = match prev {
+            Some(e) => (
+                e.position + (ENTRY_HEADER_BYTES as u64) + e.batch_len as u64,
+                Some(e.next_offset()),
+            ),
+            None if j == head.0 && head.1 != u64::MAX => (head.1, None),
+            None => return Err(Self::corrupt(p, j)),
+        };
+        let found = loop {
+            let seg = match self.log.segment_at(pos) {
+                Some(s) => s,
+                None => match self.log.segment_from(pos) {
+                    Some(s) => {
+                        pos = s.base;
+                        continue;
+                    }
+                    None => break None,
+                },
+            };
+            let bytes = &seg.bytes()[(pos - seg.base) as usize..];
+            let Ok(h) = entry::check_header(bytes) else {
+                // End of this segment's data: the writer rolled to the next one.
+                match self.log.segment_from(seg.end()) {
+                    Some(next) => {
+                        pos = next.base;
+                        continue;
+                    }
+                    None => break None,
+                }
+            };
+            if h.partition == p {
+                let body = &bytes[ENTRY_HEADER_BYTES..ENTRY_HEADER_BYTES + h.batch_len as usize];
+                break BatchHeader::parse(body).ok().map(|b| CqEntry {
+                    position: pos,
+                    batch_len: h.batch_len,
+                    offset_span: b.last_offset_delta().max(0) as u32 + 1,
+                    base_offset: b.base_offset(),
+                    max_timestamp: b.max_timestamp(),
+                    filter_bits: 0,
+                });
+            }
+            pos += (ENTRY_HEADER_BYTES + h.batch_len as usize) as u64;
+        };
+        let e = found
+            .filter(|e| want_base.is_none_or(|b| b == e.base_offset))
+            .ok_or_else(|| Self::corrupt(p, j))?;
+        let mut b = Vec::with_capacity(CQ_ENTRY_BYTES);
+        e.encode(&mut b);
+        self.cq.write(&self.cache, &self.dir(p), j, &b)?;
+        tracing::warn!(partition = %p, entry = j, position = e.position, "consume-queue entry failed its CRC; rebuilt from the commit log");
+        Ok(e)
     }
 
     /// Index of the live entry holding `offset`, or of the first entry after it when
@@ -264,98 +347,27 @@ impl QueueFiles {
         Ok(lo)
     }
 
-    /// Index entries `[i, i+n)` (partition locked).
-    pub fn idx_entries_locked(
-        &self,
-        p: PartitionId,
-        g: &Partition,
-        i: u64,
-        n: u64,
-    ) -> Result<Vec<IndexEntry>> {
-        let end = (i + n).min(g.idx_end);
-        if i >= end {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::new();
-        if i < g.idx_flushed {
-            let raw = self
-                .idx
-                .read(&self.cache, &self.dir(p), i, end.min(g.idx_flushed) - i)?;
-            for (k, b) in raw.chunks_exact(INDEX_ENTRY_BYTES).enumerate() {
-                out.push(IndexEntry::decode(b).ok_or_else(|| StorageError::Format {
-                    path: self.dir(p),
-                    reason: format!("index entry {} fails its CRC", i + k as u64),
-                })?);
-            }
-        }
-        if end > g.idx_flushed {
-            let a = i.max(g.idx_flushed) - g.idx_flushed;
-            let b = end - g.idx_flushed;
-            out.extend_from_slice(&g.idx_pending[a as usize..b as usize]);
-        }
-        Ok(out)
-    }
-
-    /// Scans every live index entry (in pages), calling `f`.
-    pub fn scan_index(
-        &self,
-        p: PartitionId,
-        part: &Mutex<Partition>,
-        mut f: impl FnMut(&IndexEntry),
-    ) -> Result<()> {
-        const PAGE: u64 = 4096;
-        let mut i = 0;
-        loop {
-            let page = {
-                let g = part.lock();
-                self.idx_entries_locked(p, &g, i, PAGE)?
-            };
-            if page.is_empty() {
-                return Ok(());
-            }
-            page.iter().for_each(&mut f);
-            i += page.len() as u64;
-        }
-    }
-
     /// Writes back in-memory entries of one partition. Returns files touched.
     pub fn write_back(&self, p: PartitionId, part: &Arc<Mutex<Partition>>) -> Result<Vec<PathBuf>> {
-        let (cq_at, cq_bytes, cq_n, idx_at, idx_bytes, idx_n) = {
+        let (cq_at, cq_bytes, cq_n) = {
             let g = part.lock();
-            if g.deleted || (g.cq_pending.is_empty() && g.idx_pending.is_empty()) {
+            if g.deleted || g.cq_pending.is_empty() {
                 return Ok(Vec::new());
             }
             let mut cq = Vec::with_capacity(g.cq_pending.len() * CQ_ENTRY_BYTES);
             g.cq_pending.iter().for_each(|e| e.encode(&mut cq));
-            let mut idx = Vec::with_capacity(g.idx_pending.len() * INDEX_ENTRY_BYTES);
-            g.idx_pending.iter().for_each(|e| e.encode(&mut idx));
-            (
-                g.cq_flushed,
-                cq,
-                g.cq_pending.len(),
-                g.idx_flushed,
-                idx,
-                g.idx_pending.len(),
-            )
+            (g.cq_flushed, cq, g.cq_pending.len())
         };
         let dir = self.dir(p);
-        let mut touched = self.cq.write(&self.cache, &dir, cq_at, &cq_bytes)?;
-        touched.extend(self.idx.write(&self.cache, &dir, idx_at, &idx_bytes)?);
+        let touched = self.cq.write(&self.cache, &dir, cq_at, &cq_bytes)?;
         let mut g = part.lock();
         // Only drain what was written and is still there (truncate_to may have cut it).
         if g.cq_flushed == cq_at && g.cq_pending.len() >= cq_n {
             g.cq_pending.drain(..cq_n);
             g.cq_flushed += cq_n as u64;
         }
-        if g.idx_flushed == idx_at && g.idx_pending.len() >= idx_n {
-            g.idx_pending.drain(..idx_n);
-            g.idx_flushed += idx_n as u64;
-        }
         if g.cq_pending.is_empty() {
             g.cq_pending = Vec::new();
-        }
-        if g.idx_pending.is_empty() {
-            g.idx_pending = Vec::new();
         }
         Ok(touched)
     }

@@ -83,6 +83,17 @@ pub fn for_each_record<'a>(
     data: &'a [u8],
     mut f: impl FnMut(RecordMeta<'a>),
 ) -> Result<()> {
+    for_each_record_with_id(batch, data, None, |r, _| f(r))
+}
+
+/// Like [`for_each_record`], also passing the value of the record's first header named
+/// `id_header` (the message id; `None` when absent, null, or `id_header` is `None`).
+pub fn for_each_record_with_id<'a>(
+    batch: &BatchHeader<'_>,
+    data: &'a [u8],
+    id_header: Option<&[u8]>,
+    mut f: impl FnMut(RecordMeta<'a>, Option<&'a [u8]>),
+) -> Result<()> {
     let count = batch.record_count();
     let log_append = batch.is_log_append_time();
     let mut c = Cursor { b: data, at: 0 };
@@ -99,24 +110,33 @@ pub fn for_each_record<'a>(
         let key = r.bytes()?;
         let _value = r.bytes()?;
         let headers = r.varint()?;
+        let mut id = None;
+        let mut id_seen = false;
         for _ in 0..headers.max(0) {
             let hk = r.varint()?;
             if hk < 0 {
                 return Err(bad("null header key"));
             }
-            r.take(hk as usize)?;
-            r.bytes()?;
+            let name = r.take(hk as usize)?;
+            let value = r.bytes()?;
+            if !id_seen && id_header == Some(name) {
+                id_seen = true;
+                id = value;
+            }
         }
         let timestamp = if log_append {
             batch.max_timestamp()
         } else {
             batch.base_timestamp().wrapping_add(ts_delta)
         };
-        f(RecordMeta {
-            offset_delta,
-            timestamp,
-            key,
-        });
+        f(
+            RecordMeta {
+                offset_delta,
+                timestamp,
+                key,
+            },
+            id,
+        );
     }
     Ok(())
 }

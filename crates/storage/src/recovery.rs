@@ -26,7 +26,7 @@ use crate::config::{PartitionConfig, StoreConfig};
 use crate::consume_queue::CqEntry;
 use crate::entry::{self, ENTRY_HEADER_BYTES, EntryFault};
 use crate::error::{Result, StorageError};
-use crate::index::IndexEntry;
+use crate::hash_index::{HashIndex, Limits};
 use crate::partition::{Partition, QueueFiles};
 use crate::store::{Inner, index_batch};
 
@@ -126,11 +126,12 @@ pub fn open(cfg: StoreConfig) -> Result<Inner> {
         }
         Err(e) => return Err(e),
     };
-    let log = CommitLog::open(&dir.join("commitlog"), cfg.segment_bytes)?;
+    let log = Arc::new(CommitLog::open(&dir.join("commitlog"), cfg.segment_bytes)?);
     let files = QueueFiles::new(
         dir.join("queues"),
         cfg.cq_entries_per_file,
         cfg.max_open_files,
+        log.clone(),
     );
     let on_disk = partition_dirs(&files.root)?;
     let mut parts: HashMap<PartitionId, Arc<Mutex<Partition>>> = HashMap::new();
@@ -157,10 +158,22 @@ pub fn open(cfg: StoreConfig) -> Result<Inner> {
             part.lock().cfg = cfg;
         }
     }
-    let inner = Inner::new(cfg, log, files);
+    let start = ckpt.position.max(log.start());
+    let lim = Limits {
+        slots: cfg.hash_index_slots.max(1),
+        capacity: cfg.hash_index_entries_per_file.max(1),
+        files_max: cfg.hash_index_files_max.max(1),
+    };
+    let opened = HashIndex::open(&dir.join("hindex"), lim, start, log.start())?;
+    let inner = Inner::new(cfg, log, files, opened.index);
     *inner.lock.lock() = Some(lock);
     *inner.parts.write() = parts;
-    let start = ckpt.position.max(inner.log.start());
+    if opened.rebuild_all && start > inner.log.start() {
+        tracing::info!(to = start, "no hash index: re-indexing the commit log");
+        inner.reindex_range(inner.log.start(), start, &mut |p, pos, base, keys| {
+            inner.hindex.add(p, pos, base, keys)
+        });
+    }
     let end = replay(&inner, start)?;
     if end > start {
         tracing::info!(from = start, to = end, "replayed commit-log tail");
@@ -173,6 +186,7 @@ pub fn open(cfg: StoreConfig) -> Result<Inner> {
 /// Scans and dispatches entries from `pos`; returns the end of the valid log.
 fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
     let cap = inner.cfg.max_decompressed_batch_bytes;
+    let id_header = inner.cfg.message_id_header.as_deref();
     loop {
         let seg = match inner.log.segment_at(pos) {
             Some(s) => s,
@@ -219,7 +233,7 @@ fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
             );
         }
         let body = &bytes[ENTRY_HEADER_BYTES..size];
-        if !dispatch(inner, h.partition, body, pos, cap) {
+        if !dispatch(inner, h.partition, body, pos, cap, id_header) {
             tracing::error!(position = pos, partition = %h.partition, "offset discontinuity; log ends here");
             return Ok(pos);
         }
@@ -228,7 +242,14 @@ fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
 }
 
 /// Adds one replayed entry to its partition; false if it does not continue the partition.
-fn dispatch(inner: &Inner, p: PartitionId, body: &[u8], pos: u64, cap: usize) -> bool {
+fn dispatch(
+    inner: &Inner,
+    p: PartitionId,
+    body: &[u8],
+    pos: u64,
+    cap: usize,
+    id_header: Option<&[u8]>,
+) -> bool {
     let Some(part) = inner.parts.read().get(&p).cloned() else {
         return true; // a deleted partition's leftovers
     };
@@ -252,15 +273,10 @@ fn dispatch(inner: &Inner, p: PartitionId, body: &[u8], pos: u64, cap: usize) ->
         max_timestamp: h.max_timestamp(),
         filter_bits: 0,
     });
-    if g.cfg.index
-        && let Ok(entries) = index_batch(body, cap)
-    {
-        for e in entries {
-            g.push_index(IndexEntry {
-                offset: base + e.offset,
-                ..e
-            });
-        }
+    let index_on = g.cfg.index;
+    drop(g);
+    if index_on && let Ok(keys) = index_batch(body, cap, id_header) {
+        inner.hindex.add(p, pos, base, &keys);
     }
     true
 }

@@ -160,6 +160,7 @@ impl Inner {
         if doomed {
             self.log.delete_segments_below(min_pos)?;
         }
+        self.hindex.drop_below(self.log.start());
         for (id, part) in &parts {
             let (cq_start, trimmed) = {
                 let g = part.lock();
@@ -170,37 +171,8 @@ impl Inner {
                 self.files
                     .cq
                     .delete_below(&self.files.cache, &dir, cq_start)?;
-                self.trim_index_files(*id, part)?;
                 part.lock().cq_trimmed = cq_start;
             }
-        }
-        Ok(())
-    }
-
-    /// Deletes index files whose every entry is below the log start.
-    fn trim_index_files(&self, p: PartitionId, part: &Mutex<Partition>) -> Result<()> {
-        let dir = self.files.dir(p);
-        let per_file = self.files.idx.per_file;
-        for (first, path) in self.files.idx.list(&dir)? {
-            let g = part.lock();
-            let last = first + per_file - 1;
-            if last >= g.idx_flushed {
-                break;
-            }
-            let Some(e) = self
-                .files
-                .idx_entries_locked(p, &g, last, 1)?
-                .first()
-                .copied()
-            else {
-                break;
-            };
-            if e.offset >= g.log_start {
-                break;
-            }
-            drop(g);
-            self.files.cache.forget(&path);
-            let _ = std::fs::remove_file(&path);
         }
         Ok(())
     }

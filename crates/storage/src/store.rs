@@ -21,7 +21,7 @@ use crate::consume_queue::CqEntry;
 use crate::entry::{self, ENTRY_HEADER_BYTES};
 use crate::error::{Result, StorageError};
 use crate::flush::{GroupCommit, Stop};
-use crate::index::{self, IndexEntry};
+use crate::hash_index::{self, HashIndex, IndexKey};
 use crate::partition::{Partition, QueueFiles};
 use crate::records;
 
@@ -91,18 +91,22 @@ pub struct StoreStats {
     pub open_queue_files: usize,
     pub write_position: u64,
     pub synced_position: u64,
+    /// Hash-index files kept (key / message-id lookups).
+    pub hash_index_files: usize,
 }
 
 /// The storage engine. `Send + Sync`; share as `Arc<Store>`.
 pub struct Store {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     stop: Arc<Stop>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 pub(crate) struct Inner {
     pub cfg: StoreConfig,
-    pub log: CommitLog,
+    pub log: Arc<CommitLog>,
+    /// Store-wide key / message-id index (`hash_index.rs`).
+    pub hindex: HashIndex,
     pub parts: RwLock<HashMap<PartitionId, Arc<Mutex<Partition>>>>,
     pub files: QueueFiles,
     pub appends: watch::Sender<u64>,
@@ -125,10 +129,16 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub fn new(cfg: StoreConfig, log: CommitLog, files: QueueFiles) -> Inner {
+    pub fn new(
+        cfg: StoreConfig,
+        log: Arc<CommitLog>,
+        files: QueueFiles,
+        hindex: HashIndex,
+    ) -> Inner {
         Inner {
             cfg,
             log,
+            hindex,
             parts: RwLock::new(HashMap::new()),
             files,
             appends: watch::Sender::new(0),
@@ -201,26 +211,31 @@ impl Inner {
     }
 }
 
-/// Decodes the records of one batch into index entries with `offset` = offset delta
-/// (rebased when the batch's offset is known). Control batches index nothing.
-pub(crate) fn index_batch(b: &[u8], cap: usize) -> Result<Vec<IndexEntry>> {
+/// Decodes the records of one batch into hash-index keys (offsets relative to the batch):
+/// a key entry per record with a key, an id entry per record with an `id_header` header.
+/// Control batches index nothing. Fails if the batch does not decode (within `cap`).
+pub(crate) fn index_batch(b: &[u8], cap: usize, id_header: Option<&[u8]>) -> Result<Vec<IndexKey>> {
     let h = BatchHeader::parse(b)?;
     if h.is_control() {
         return Ok(Vec::new());
     }
     let data = records::records_bytes(&h, cap)?;
     let mut out = Vec::with_capacity(h.record_count().max(0) as usize);
-    records::for_each_record(&h, &data, |r| {
-        out.push(IndexEntry {
-            key_hash: r.key.map(index::key_hash).unwrap_or(0),
-            offset: r.offset_delta as i64,
-            timestamp: r.timestamp,
-            flags: if r.key.is_some() {
-                index::FLAG_HAS_KEY
-            } else {
-                0
-            },
-        })
+    records::for_each_record_with_id(&h, &data, id_header, |r, id| {
+        if let Some(k) = r.key {
+            out.push(IndexKey {
+                hash: hash_index::hash(hash_index::KIND_KEY, k),
+                offset_delta: r.offset_delta,
+                kind: hash_index::KIND_KEY,
+            });
+        }
+        if let Some(id) = id {
+            out.push(IndexKey {
+                hash: hash_index::hash(hash_index::KIND_ID, id),
+                offset_delta: r.offset_delta,
+                kind: hash_index::KIND_ID,
+            });
+        }
     })?;
     Ok(out)
 }
@@ -318,12 +333,13 @@ impl Store {
         };
         // Everything that can refuse the request runs before anything is written.
         let spans = batch::validate_batches(&batches)?;
-        let indexed: Option<Vec<Vec<IndexEntry>>> = if index_on {
+        let indexed: Option<Vec<Vec<IndexKey>>> = if index_on {
             let cap = inner.cfg.max_decompressed_batch_bytes;
+            let id_header = inner.cfg.message_id_header.as_deref();
             Some(
                 spans
                     .iter()
-                    .map(|&(s, l)| index_batch(&batches[s..s + l], cap))
+                    .map(|&(s, l)| index_batch(&batches[s..s + l], cap, id_header))
                     .collect::<Result<_>>()?,
             )
         } else {
@@ -366,20 +382,19 @@ impl Store {
                     max_timestamp: max_ts,
                     filter_bits: 0,
                 });
-                if let Some(ix) = &indexed {
-                    for e in &ix[k] {
-                        g.push_index(IndexEntry {
-                            offset: base_offset + e.offset,
-                            ..*e
-                        });
-                    }
-                }
             }
             let appended = Appended {
                 base_offset: base,
                 last_offset: next - 1,
                 log_start_offset: g.log_start,
             };
+            drop(g);
+            // Still under the writer lock: index entries arrive in commit-log order.
+            if let Some(ix) = &indexed {
+                for (k, &(base_offset, _, _)) in metas.iter().enumerate() {
+                    inner.hindex.add(p, positions[k], base_offset, &ix[k]);
+                }
+            }
             (appended, w.pos)
         };
         inner.appends.send_modify(|v| *v = v.wrapping_add(1));
@@ -647,7 +662,6 @@ impl Store {
             g.deleted = true;
             inner.changed();
             g.cq_pending = Vec::new();
-            g.idx_pending = Vec::new();
         }
         let dir = inner.files.dir(p);
         let doomed = dir.with_extension("deleted");
@@ -666,89 +680,6 @@ impl Store {
     /// A receiver whose value bumps after each append becomes readable.
     pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
         self.inner.appends.subscribe()
-    }
-
-    /// Offsets of live records whose key is `key`, ascending (empty if the partition's index
-    /// is off). The index stores a 64-bit hash; every candidate is confirmed by decoding its
-    /// batch, so a hash collision never returns a wrong record.
-    pub fn lookup_key(&self, p: PartitionId, key: &[u8]) -> Result<Vec<Offset>> {
-        let inner = &self.inner;
-        let part = inner.partition(p)?;
-        inner.expire_head(p, &part)?;
-        let (log_start, log_end) = {
-            let g = part.lock();
-            (g.log_start, g.log_end)
-        };
-        let h = index::key_hash(key);
-        let mut candidates = Vec::new();
-        inner.files.scan_index(p, &part, |e| {
-            if e.has_key() && e.key_hash == h && e.offset >= log_start && e.offset < log_end {
-                candidates.push(e.offset);
-            }
-        })?;
-        let cap = inner.cfg.max_decompressed_batch_bytes;
-        let mut out = Vec::with_capacity(candidates.len());
-        // Confirm batch by batch: keys of the batch holding each candidate.
-        let mut batch_keys: Option<(Offset, Offset, Vec<Offset>)> = None;
-        for off in candidates {
-            if !batch_keys
-                .as_ref()
-                .is_some_and(|(lo, hi, _)| off >= *lo && off < *hi)
-            {
-                let Some(i) = inner.files.find(p, &part, off)? else {
-                    break;
-                };
-                let Some(e) = inner.files.cq_entries(p, &part, i, 1)?.first().copied() else {
-                    break;
-                };
-                let bytes = inner.load_batch(p, &e)?;
-                let mut hits = Vec::new();
-                if let Ok(b) = BatchHeader::parse(&bytes)
-                    && let Ok(data) = records::records_bytes(&b, cap)
-                {
-                    let _ = records::for_each_record(&b, &data, |r| {
-                        if r.key == Some(key) {
-                            hits.push(b.base_offset() + r.offset_delta as i64);
-                        }
-                    });
-                }
-                batch_keys = Some((e.base_offset, e.next_offset(), hits));
-            }
-            if let Some((_, _, hits)) = &batch_keys
-                && hits.contains(&off)
-            {
-                out.push(off);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Offsets of live records with `from <= timestamp <= to`, ascending (empty if the
-    /// partition's index is off).
-    pub fn lookup_time_range(
-        &self,
-        p: PartitionId,
-        from: TimestampMs,
-        to: TimestampMs,
-    ) -> Result<Vec<Offset>> {
-        let inner = &self.inner;
-        let part = inner.partition(p)?;
-        inner.expire_head(p, &part)?;
-        let (log_start, log_end) = {
-            let g = part.lock();
-            (g.log_start, g.log_end)
-        };
-        let mut out = Vec::new();
-        inner.files.scan_index(p, &part, |e| {
-            if e.timestamp >= from
-                && e.timestamp <= to
-                && e.offset >= log_start
-                && e.offset < log_end
-            {
-                out.push(e.offset);
-            }
-        })?;
-        Ok(out)
     }
 
     /// Makes everything appended so far durable (log, queues, index) and checkpoints.
@@ -789,6 +720,7 @@ impl Store {
             open_queue_files: inner.files.cache.open_count(),
             write_position: inner.log.lock_writer().pos,
             synced_position: inner.log.synced(),
+            hash_index_files: inner.hindex.file_count(),
         }
     }
 

@@ -31,6 +31,8 @@ impl Inner {
         self.log.sync_locked(&mut w)?;
         self.write_back(0)?;
         self.finish_queue_sync()?;
+        self.hindex.truncate(position)?;
+        self.hindex.sync()?;
         cut.write(&self.cfg.dir)?;
         self.log.truncate(&mut w, position)
     }
@@ -71,23 +73,6 @@ impl Inner {
             g.start_pos = u64::MAX;
         }
         g.head_max_ts = i64::MIN;
-        // Index entries are in offset order: drop those at or past the new end.
-        let (mut lo, mut hi) = (0u64, g.idx_end);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.files.idx_entries_locked(p, g, mid, 1)?.first() {
-                Some(e) if e.offset < new_end => lo = mid + 1,
-                _ => hi = mid,
-            }
-        }
-        g.idx_end = lo;
-        if lo >= g.idx_flushed {
-            let keep = (lo - g.idx_flushed) as usize;
-            g.idx_pending.truncate(keep);
-        } else {
-            g.idx_pending = Vec::new();
-            g.idx_flushed = lo;
-        }
         if g.max_ts_offset >= new_end {
             // Recomputed lazily by `max_timestamp`.
             g.max_ts = -1;
