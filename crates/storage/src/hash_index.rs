@@ -371,7 +371,10 @@ impl Writable {
             } else {
                 buf.clear();
                 for j in k..k + n {
-                    let e = self.entry(j)?.map(|e| e.encode()).unwrap_or([0; ENTRY_BYTES]);
+                    let e = self
+                        .entry(j)?
+                        .map(|e| e.encode())
+                        .unwrap_or([0; ENTRY_BYTES]);
                     buf.extend_from_slice(&e);
                 }
             }
@@ -529,7 +532,17 @@ impl HashIndex {
                 _ => hi = mid - 1,
             }
         }
+        // Past the prefix: only entries written after the checkpoint (a crash) may be
+        // there. A valid entry below the checkpoint means damage cut the prefix short.
+        let mut damaged = false;
+        for k in lo + 1..=table_n {
+            if f.read_entry(k)?.is_some_and(|e| e.position < ckpt_pos) {
+                damaged = true;
+                break;
+            }
+        }
         f.count = lo;
+        f.damaged |= damaged;
         f.table_checked = true;
         let mut table = if header.is_some() {
             f.read_table()?
@@ -689,7 +702,8 @@ impl HashIndex {
         self.state.lock().active.f.seq == seq
     }
 
-    /// Position range `[from, to)` of sealed file `seq` (to = next file's first position).
+    /// Position range `[from, to]` of sealed file `seq` (to = next file's first position:
+    /// the batch there may have its first records in this file).
     pub fn sealed_range(&self, seq: u64) -> Option<(u64, u64)> {
         let st = self.state.lock();
         let i = st.sealed.iter().position(|f| f.seq == seq)?;
@@ -818,7 +832,14 @@ impl Builder {
     pub fn add(&mut self, p: PartitionId, position: u64, base_offset: i64, keys: &[IndexKey]) {
         for k in keys {
             if self.0.full() {
-                return;
+                // The range's first and last batches may have had records in the
+                // neighbouring files too: grow (entries are last in the file) rather than
+                // drop any.
+                let f = &mut self.0.f;
+                f.capacity = f.capacity.saturating_add((f.capacity / 8).max(64));
+                if f.file.set_len(f.len()).is_err() {
+                    return;
+                }
             }
             let _ = self.0.add(HEntry {
                 hash: k.hash,

@@ -62,10 +62,11 @@ impl Store {
     }
 
     /// Offsets of live records of `p` with `from <= timestamp <= to`, ascending (empty if the
-    /// partition's index is off). Finds the start by binary search over the consume queue and
-    /// decodes only the region from there to the first batch wholly later than `to`: exact
-    /// over that window, which holds every match unless record timestamps go backwards
-    /// across batches (see `docs/storage-format.md` §Time-range lookup).
+    /// partition's index is off). Finds the start by binary search over the consume queue's
+    /// batch max timestamps and decodes only the region from there to the second of two
+    /// consecutive batches wholly later than `to`: exact over that window, which holds every
+    /// match whenever timestamp disorder stays within a batch and its neighbours (see
+    /// `docs/storage-format.md` §Time-range lookup).
     pub fn lookup_time_range(
         &self,
         p: PartitionId,
@@ -99,13 +100,23 @@ impl Store {
                 _ => a = mid + 1,
             }
         }
-        // Step back over earlier batches that may still hold matches (overlapping times).
-        while a > lo && max_ts(a - 1)?.is_some_and(|t| t >= from) {
-            a -= 1;
+        // Step back over earlier batches that may still hold matches: with disorder
+        // confined to neighbouring batches, a batch before `a` whose max is >= from has
+        // such a batch at `a-1` or `a-2`.
+        loop {
+            if a > lo && max_ts(a - 1)?.is_some_and(|t| t >= from) {
+                a -= 1;
+            } else if a > lo + 1 && max_ts(a - 2)?.is_some_and(|t| t >= from) {
+                a -= 2;
+            } else {
+                break;
+            }
         }
         let cap = inner.cfg.max_decompressed_batch_bytes;
         let mut out = Vec::new();
         let mut i = a;
+        // Consecutive batches whose records are all later than `to`; two end the scan.
+        let mut later = 0;
         'pages: loop {
             let page = inner.files.cq_entries(p, &part, i, 64)?;
             if page.is_empty() {
@@ -116,29 +127,19 @@ impl Store {
                 (g.log_start, g.log_end)
             };
             for e in &page {
-                if e.max_timestamp < from {
-                    continue; // no match, and not wholly later than `to`
-                }
-                // A batch that cannot be read or decoded is never served: skip it.
-                let Ok(bytes) = inner.load_batch(p, e) else {
-                    continue;
+                later = match self.records_in_range(
+                    p,
+                    e,
+                    from,
+                    to,
+                    (log_start, log_end),
+                    cap,
+                    &mut out,
+                ) {
+                    Some(min_ts) if min_ts > to => later + 1,
+                    _ => 0,
                 };
-                let Ok(h) = BatchHeader::parse(&bytes) else {
-                    continue;
-                };
-                let Ok(data) = records::records_bytes(&h, cap) else {
-                    continue;
-                };
-                let mut min_ts = i64::MAX;
-                let _ = records::for_each_record(&h, &data, |r| {
-                    min_ts = min_ts.min(r.timestamp);
-                    let off = h.base_offset() + r.offset_delta as i64;
-                    if r.timestamp >= from && r.timestamp <= to && off >= log_start && off < log_end
-                    {
-                        out.push(off);
-                    }
-                });
-                if min_ts > to {
+                if later == 2 {
                     break 'pages;
                 }
             }
@@ -147,6 +148,40 @@ impl Store {
         out.sort_unstable();
         out.dedup();
         Ok(out)
+    }
+}
+
+impl Store {
+    /// Pushes the live offsets of the batch of `e` whose record timestamps are in
+    /// `[from, to]`; returns the batch's smallest record timestamp (`None`: not decoded,
+    /// because its max is below `from` or it cannot be read — damaged data is never served).
+    #[allow(clippy::too_many_arguments)]
+    fn records_in_range(
+        &self,
+        p: PartitionId,
+        e: &crate::consume_queue::CqEntry,
+        from: TimestampMs,
+        to: TimestampMs,
+        (log_start, log_end): (Offset, Offset),
+        cap: usize,
+        out: &mut Vec<Offset>,
+    ) -> Option<i64> {
+        if e.max_timestamp < from {
+            return None;
+        }
+        let bytes = self.inner.load_batch(p, e).ok()?;
+        let h = BatchHeader::parse(&bytes).ok()?;
+        let data = records::records_bytes(&h, cap).ok()?;
+        let mut min_ts = i64::MAX;
+        records::for_each_record(&h, &data, |r| {
+            min_ts = min_ts.min(r.timestamp);
+            let off = h.base_offset() + r.offset_delta as i64;
+            if r.timestamp >= from && r.timestamp <= to && off >= log_start && off < log_end {
+                out.push(off);
+            }
+        })
+        .ok()?;
+        Some(min_ts)
     }
 }
 
@@ -279,7 +314,9 @@ impl Inner {
             return Ok(()); // deleted meanwhile
         };
         let mut b = self.hindex.builder(seq, from)?;
-        self.reindex_range(from, to, &mut |p, pos, base, keys| {
+        // `to` inclusive: the batch starting there may have records in this file.
+        let end = to.saturating_add(1);
+        self.reindex_range(from, end, &mut |p, pos, base, keys| {
             b.add(p, pos, base, keys)
         });
         self.hindex.install(b)
@@ -288,12 +325,7 @@ impl Inner {
     /// Decodes the commit-log entries in `[from, to)` of partitions whose index is on and
     /// passes each batch's index keys to `sink(partition, position, base offset, keys)`.
     /// Entries failing their CRC and deleted segments are skipped.
-    pub fn reindex_range(
-        &self,
-        from: u64,
-        to: u64,
-        sink: &mut IndexSink<'_>,
-    ) {
+    pub fn reindex_range(&self, from: u64, to: u64, sink: &mut IndexSink<'_>) {
         let cap = self.cfg.max_decompressed_batch_bytes;
         let id_header = self.cfg.message_id_header.as_deref();
         let mut pos = from;

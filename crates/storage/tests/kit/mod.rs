@@ -182,3 +182,65 @@ pub fn read_all(s: &sluice_storage::Store, p: sluice_storage::PartitionId) -> Ve
     assert_eq!(off, o.log_end);
     out
 }
+
+/// One record with headers: (key, value, timestamp, headers (name, value)).
+pub type RecH<'a> = (
+    Option<&'a [u8]>,
+    &'a [u8],
+    i64,
+    Vec<(&'a [u8], Option<&'a [u8]>)>,
+);
+
+/// A complete v2 batch (base offset 0) whose records carry headers.
+pub fn batch_with_headers(codec: i16, recs: &[RecH<'_>]) -> Vec<u8> {
+    let base_ts = recs.iter().map(|r| r.2).min().unwrap_or(0);
+    let max_ts = recs.iter().map(|r| r.2).max().unwrap_or(0);
+    let mut section = Vec::new();
+    for (i, (k, v, ts, headers)) in recs.iter().enumerate() {
+        let mut r = vec![0u8];
+        varint(&mut r, ts - base_ts);
+        varint(&mut r, i as i64);
+        match k {
+            Some(k) => {
+                varint(&mut r, k.len() as i64);
+                r.extend_from_slice(k);
+            }
+            None => varint(&mut r, -1),
+        }
+        varint(&mut r, v.len() as i64);
+        r.extend_from_slice(v);
+        varint(&mut r, headers.len() as i64);
+        for (name, value) in headers {
+            varint(&mut r, name.len() as i64);
+            r.extend_from_slice(name);
+            match value {
+                Some(v) => {
+                    varint(&mut r, v.len() as i64);
+                    r.extend_from_slice(v);
+                }
+                None => varint(&mut r, -1),
+            }
+        }
+        varint(&mut section, r.len() as i64);
+        section.extend_from_slice(&r);
+    }
+    let payload = compress(codec, &section);
+    let mut b = Vec::with_capacity(61 + payload.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((49 + payload.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&codec.to_be_bytes());
+    b.extend_from_slice(&((recs.len() as i32 - 1).max(0)).to_be_bytes());
+    b.extend_from_slice(&base_ts.to_be_bytes());
+    b.extend_from_slice(&max_ts.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&(recs.len() as i32).to_be_bytes());
+    b.extend_from_slice(&payload);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
