@@ -151,7 +151,8 @@ pub struct Limits {
     pub files_max: usize,
 }
 
-/// One index file (active or sealed).
+/// One index file (active or sealed). Clones share the open file.
+#[derive(Clone)]
 struct IndexFile {
     seq: u64,
     path: PathBuf,
@@ -324,26 +325,30 @@ impl Writable {
     fn write_out(&mut self, all_pages: bool) -> Result<()> {
         self.write_tail()?;
         let pages = (self.f.slots as usize).div_ceil(PAGE_SLOTS);
+        let dirty = |d: &[u64], page: usize| all_pages || d[page / 64] & (1 << (page % 64)) != 0;
+        let bytes = table_bytes(&self.table);
         let mut changed = false;
-        let mut buf = Vec::with_capacity(PAGE_SLOTS * 4);
-        for page in 0..pages {
-            let bit = 1u64 << (page % 64);
-            if !all_pages && self.dirty[page / 64] & bit == 0 {
+        let mut page = 0;
+        while page < pages {
+            if !dirty(&self.dirty, page) {
+                page += 1;
                 continue;
             }
-            self.dirty[page / 64] &= !bit;
-            changed = true;
-            let lo = page * PAGE_SLOTS;
-            let hi = (lo + PAGE_SLOTS).min(self.table.len());
-            buf.clear();
-            self.table[lo..hi]
-                .iter()
-                .for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
+            // One write per run of dirty pages.
+            let first = page;
+            while page < pages && dirty(&self.dirty, page) {
+                page += 1;
+            }
+            let lo = first * PAGE_SLOTS * 4;
+            let hi = (page * PAGE_SLOTS * 4).min(bytes.len());
             self.f
                 .file
-                .write_all_at(&buf, HEADER_BYTES + 4 * lo as u64)
+                .write_all_at(&bytes[lo..hi], HEADER_BYTES + lo as u64)
                 .map_err(|e| self.f.io("writing", e))?;
+            changed = true;
         }
+        drop(bytes);
+        self.dirty.iter_mut().for_each(|d| *d = 0);
         if changed || self.header_n != self.f.count {
             let h = self.f.header(self.f.count, table_crc(&self.table));
             self.f.write_header(&h)?;
@@ -392,15 +397,23 @@ impl Writable {
 }
 
 fn table_crc(table: &[u32]) -> u32 {
-    let mut d = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
-    let mut buf = Vec::with_capacity(PAGE_SLOTS * 4);
-    for page in table.chunks(PAGE_SLOTS) {
-        buf.clear();
-        page.iter()
-            .for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
-        d.update(&buf);
-    }
-    d.finalize() as u32
+    crc_fast::crc32_iscsi(&table_bytes(table))
+}
+
+/// The slot table as its on-disk bytes (little-endian `u32`s), without a copy where the
+/// target is little-endian (every target Sluice runs on).
+#[cfg(target_endian = "little")]
+fn table_bytes(table: &[u32]) -> std::borrow::Cow<'_, [u8]> {
+    // SAFETY: `u32` has no padding and every byte is a valid `u8`; the length is the table's
+    // size in bytes; on a little-endian target the in-memory bytes are the encoding.
+    std::borrow::Cow::Borrowed(unsafe {
+        std::slice::from_raw_parts(table.as_ptr().cast::<u8>(), std::mem::size_of_val(table))
+    })
+}
+
+#[cfg(not(target_endian = "little"))]
+fn table_bytes(table: &[u32]) -> std::borrow::Cow<'_, [u8]> {
+    std::borrow::Cow::Owned(table.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 /// Result of walking the chains.
@@ -416,6 +429,10 @@ struct State {
     active: Writable,
     /// Sealed files not yet fdatasynced (made durable by the next checkpoint).
     unsynced: Vec<Arc<File>>,
+    /// (seq, table entries, first position) of the active file at its last fdatasync.
+    synced: Option<(u64, u32, u64)>,
+    /// A file was created or renamed since the directory was last fsynced.
+    dir_dirty: bool,
 }
 
 pub struct HashIndex {
@@ -515,6 +532,8 @@ impl HashIndex {
                 sealed: files.into_iter().map(|(f, _)| f).collect(),
                 active,
                 unsynced: Vec::new(),
+                synced: None,
+                dir_dirty: true,
             }),
         };
         Ok(Opened { index, rebuild_all })
@@ -603,6 +622,7 @@ impl HashIndex {
         let next = Writable::create(file_path(&self.dir, seq), seq, self.lim, position)?;
         let old = std::mem::replace(&mut st.active, next);
         st.unsynced.push(old.f.file.clone());
+        st.dir_dirty = true;
         st.sealed.push(old.f);
         self.trim_count(st);
         Ok(())
@@ -616,20 +636,29 @@ impl HashIndex {
         }
     }
 
-    /// Writes everything to the files and fdatasyncs them (before a checkpoint).
+    /// Writes everything to the files and fdatasyncs them (before a checkpoint). Skips the
+    /// fdatasyncs when nothing changed since the last one.
     pub fn sync(&self) -> Result<()> {
-        let files = {
+        let (files, mark, dir_dirty) = {
             let mut st = self.state.lock();
             st.active.write_out(false)?;
             let mut v = std::mem::take(&mut st.unsynced);
-            v.push(st.active.f.file.clone());
-            v
+            let mark = (st.active.f.seq, st.active.header_n, st.active.f.first_pos);
+            if st.synced != Some(mark) {
+                v.push(st.active.f.file.clone());
+            }
+            (v, mark, std::mem::take(&mut st.dir_dirty))
         };
         for f in files {
             f.sync_data()
                 .map_err(|e| StorageError::io("fdatasync", &self.dir, e))?;
         }
-        crate::commit_log::sync_dir(&self.dir)
+        if dir_dirty && let Err(e) = crate::commit_log::sync_dir(&self.dir) {
+            self.state.lock().dir_dirty = true;
+            return Err(e);
+        }
+        self.state.lock().synced = Some(mark);
+        Ok(())
     }
 
     /// Writes the active tail out (background flush; page cache only).
@@ -638,12 +667,14 @@ impl HashIndex {
     }
 
     /// Walks the chains of `hash` in every file, newest first; `want` filters partitions.
+    /// The active file is walked under the lock (its table and tail are in memory); sealed
+    /// files, which do not change, are read after it is released, so a lookup's `pread`s
+    /// never stall appends.
     pub fn walk(&self, kind: u8, h: u64, want: &dyn Fn(PartitionId) -> bool) -> Result<Walk> {
-        let mut st = self.state.lock();
         let mut out = Vec::new();
         let matches = |e: &HEntry| e.hash == h && e.kind == kind && want(e.partition);
-        // Active file.
-        {
+        let sealed: Vec<IndexFile> = {
+            let st = self.state.lock();
             let a = &st.active;
             if a.f.damaged {
                 return Ok(Walk::Damaged(a.f.seq));
@@ -662,8 +693,9 @@ impl HashIndex {
                 }
                 k = e.prev;
             }
-        }
-        for f in st.sealed.iter_mut().rev() {
+            st.sealed.iter().rev().cloned().collect()
+        };
+        for f in sealed {
             if f.damaged {
                 return Ok(Walk::Damaged(f.seq));
             }
@@ -674,11 +706,13 @@ impl HashIndex {
                     .read_exact_at(&mut hb, 0)
                     .map_err(|e| StorageError::io("reading", &f.path, e))?;
                 let ok = Header::decode(&hb).is_some_and(|hd| hd.table_crc == table_crc(&t));
+                self.mark(f.seq, |g| {
+                    g.table_checked = ok;
+                    g.damaged |= !ok;
+                });
                 if !ok {
-                    f.damaged = true;
                     return Ok(Walk::Damaged(f.seq));
                 }
-                f.table_checked = true;
             }
             let s = (h % f.slots as u64) as u32;
             let mut k = f.read_slot(s)?;
@@ -686,7 +720,7 @@ impl HashIndex {
                 let e = if k <= f.count { f.read_entry(k)? } else { None };
                 let Some(e) = e.filter(|e| e.prev < k && (e.hash % f.slots as u64) as u32 == s)
                 else {
-                    f.damaged = true;
+                    self.mark(f.seq, |g| g.damaged = true);
                     return Ok(Walk::Damaged(f.seq));
                 };
                 if matches(&e) {
@@ -696,6 +730,13 @@ impl HashIndex {
             }
         }
         Ok(Walk::Found(out))
+    }
+
+    /// Updates the flags of sealed file `seq` (if it is still there).
+    fn mark(&self, seq: u64, f: impl FnOnce(&mut IndexFile)) {
+        if let Some(g) = self.state.lock().sealed.iter_mut().find(|g| g.seq == seq) {
+            f(g);
+        }
     }
 
     pub fn is_active(&self, seq: u64) -> bool {
@@ -719,6 +760,7 @@ impl HashIndex {
     /// holds the writer lock). Returns that first position.
     pub fn reset_active(&self) -> Result<u64> {
         let mut st = self.state.lock();
+        st.synced = None;
         let a = &mut st.active;
         a.f.count = 0;
         a.written = 0;
@@ -772,6 +814,7 @@ impl HashIndex {
     /// Cuts the active file back to the entries below `position` (`truncate_to`).
     pub fn truncate(&self, position: u64) -> Result<()> {
         let mut st = self.state.lock();
+        st.synced = None;
         let a = &mut st.active;
         if a.f.first_pos >= position {
             a.f.first_pos = position;
