@@ -54,6 +54,12 @@ pub struct ProduceArgs {
     /// Distinct keys (0: no keys, records go round-robin over partitions).
     #[arg(long, default_value_t = 0)]
     keys: u64,
+    /// Without keys: consecutive records sent to the same partition before moving to the
+    /// next (record n goes to partition (n / run) mod partitions). 1 is strict per-record
+    /// round-robin; larger runs let the client build real batches, as Kafka's sticky
+    /// partitioner does for unkeyed records, while still covering every partition evenly.
+    #[arg(long, default_value_t = 1)]
+    run: u64,
     #[arg(long, default_value = "1")]
     acks: String,
     #[arg(long, default_value = "none")]
@@ -214,6 +220,7 @@ struct Feed<'a> {
     topic: &'a str,
     partitions: i32,
     keys: u64,
+    run: u64,
     rate: u64,
     count: u64,
     deadline: Option<Instant>,
@@ -261,7 +268,7 @@ fn feed(
             let _ = write!(key, "key-{}", sent % f.keys);
             record = record.key(key.as_str());
         } else {
-            record = record.partition((sent % f.partitions as u64) as i32);
+            record = record.partition(((sent / f.run) % f.partitions as u64) as i32);
         }
         let mut record = record;
         loop {
@@ -370,6 +377,7 @@ pub fn produce(args: &ProduceArgs) -> Result<Report> {
                             topic: &common.topic,
                             partitions: common.partitions,
                             keys: args.keys,
+                            run: args.run.max(1),
                             rate: args.rate / args.producers as u64,
                             count: count_per_producer,
                             deadline,
@@ -421,6 +429,9 @@ pub fn produce(args: &ProduceArgs) -> Result<Report> {
     report.setting("linger_ms", args.linger_ms);
     report.setting("producers", args.producers);
     report.setting("rate", args.rate);
+    if args.keys == 0 {
+        report.setting("round_robin_run", args.run.max(1));
+    }
     if args.transactional {
         report.setting("records_per_txn", args.records_per_txn);
     }
@@ -563,6 +574,7 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
                     topic: &common.topic,
                     partitions: common.partitions,
                     keys: 0,
+                    run: 1,
                     rate: args.rate,
                     count: total,
                     deadline: None,
