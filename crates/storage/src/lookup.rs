@@ -223,14 +223,14 @@ impl Inner {
         cands.dedup_by_key(|e| (e.partition, e.position, e.offset));
         let mut out = Vec::new();
         for group in cands.chunk_by(|a, b| (a.partition, a.position) == (b.partition, b.position)) {
-            self.confirm(
-                group[0].partition,
-                group[0].position,
-                group[0].offset,
-                kind,
-                value,
-                &mut out,
-            )?;
+            // After a truncation a position can hold stale entries (old offsets) next to
+            // live ones: the batch is confirmed once, through any offset live there.
+            let (p, position) = (group[0].partition, group[0].position);
+            for e in group {
+                if self.confirm(p, position, e.offset, kind, value, &mut out)? {
+                    break;
+                }
+            }
         }
         out.sort_unstable();
         out.dedup();
@@ -238,7 +238,8 @@ impl Inner {
     }
 
     /// Adds to `out` the live records of the batch at `position` in `p` (a candidate said
-    /// `offset` is in it) whose key / id is `value`.
+    /// `offset` is in it) whose key / id is `value`. False when `offset` is not live in a
+    /// batch at `position` (a stale candidate: truncated, or a re-created partition).
     fn confirm(
         &self,
         p: PartitionId,
@@ -247,34 +248,35 @@ impl Inner {
         kind: u8,
         value: &[u8],
         out: &mut Vec<(PartitionId, Offset)>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let Ok(part) = self.partition(p) else {
-            return Ok(()); // deleted since
+            return Ok(false); // deleted since
         };
         let (log_start, log_end) = {
             let g = part.lock();
             (g.log_start, g.log_end)
         };
         if offset < log_start || offset >= log_end {
-            return Ok(());
+            return Ok(false);
         }
         let Some(i) = self.files.find(p, &part, offset)? else {
-            return Ok(());
+            return Ok(false);
         };
         let Some(e) = self.files.cq_entries(p, &part, i, 1)?.first().copied() else {
-            return Ok(());
+            return Ok(false);
         };
         if e.position != position || offset < e.base_offset || offset >= e.next_offset() {
-            return Ok(()); // a stale entry (truncated, or a re-created partition)
+            return Ok(false);
         }
+        // Damaged data is never served: such a batch confirms nothing.
         let Ok(bytes) = self.load_batch(p, &e) else {
-            return Ok(()); // damaged data is never served
+            return Ok(true);
         };
         let Ok(h) = BatchHeader::parse(&bytes) else {
-            return Ok(());
+            return Ok(true);
         };
         let Ok(data) = records::records_bytes(&h, self.cfg.max_decompressed_batch_bytes) else {
-            return Ok(());
+            return Ok(true);
         };
         let id_header = self.cfg.message_id_header.as_deref();
         let _ = records::for_each_record_with_id(&h, &data, id_header, |r, id| {
@@ -288,7 +290,7 @@ impl Inner {
                 out.push((p, off));
             }
         });
-        Ok(())
+        Ok(true)
     }
 
     /// Rebuilds damaged hash-index file `seq` from the commit log.

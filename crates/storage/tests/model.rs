@@ -1,5 +1,7 @@
 //! Property test: random appends, reads, restarts (clean and not), truncations and
-//! delete_records against a simple in-memory model. Offsets, order and bytes always agree.
+//! delete_records against a simple in-memory model. Offsets, order and bytes always agree, and
+//! so do key lookups (per partition and across them, through a tiny hash index that rolls and
+//! collides constantly) and time-range lookups.
 mod kit;
 
 use kit::*;
@@ -34,6 +36,14 @@ enum Op {
         p: u32,
         key: u8,
     },
+    LookupKeys {
+        key: u8,
+    },
+    TimeRange {
+        p: u32,
+        from: u8,
+        len: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -46,12 +56,15 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..PARTS, any::<u8>()).prop_map(|(p, at)| Op::DeleteRecords { p, at }),
         1 => Just(Op::Flush),
         1 => (0..PARTS, 0u8..4).prop_map(|(p, key)| Op::LookupKey { p, key }),
+        1 => (0u8..4).prop_map(|key| Op::LookupKeys { key }),
+        1 => (0..PARTS, any::<u8>(), 0u8..8).prop_map(|(p, from, len)| Op::TimeRange { p, from, len }),
     ]
 }
 
 #[derive(Clone, Default)]
 struct Part {
-    /// (base offset, batch bytes with base offset set, record count)
+    /// (base offset, batch bytes with base offset set, record count); a batch's records all
+    /// have the timestamp in its header.
     batches: Vec<(i64, Vec<u8>, usize)>,
     log_start: i64,
     log_end: i64,
@@ -67,6 +80,8 @@ fn config(dir: &std::path::Path) -> StoreConfig {
     let mut c = StoreConfig::new(dir);
     c.segment_bytes = 8 * 1024;
     c.cq_entries_per_file = 8;
+    c.hash_index_slots = 3;
+    c.hash_index_entries_per_file = 16;
     c.background = false;
     c
 }
@@ -206,6 +221,36 @@ fn run(ops: Vec<Op>) {
                     .lookup_key(PartitionId(p), format!("k{key}").as_bytes())
                     .unwrap();
                 assert_eq!(got, want, "lookup k{key} in p{p}");
+            }
+            Op::LookupKeys { key } => {
+                let mut want = Vec::new();
+                for (p, m) in model.iter().enumerate() {
+                    want.extend(
+                        m.batches
+                            .iter()
+                            .filter(|(_, _, n)| (key as usize) < *n)
+                            .map(|(base, _, _)| base + key as i64)
+                            .filter(|o| *o >= m.log_start)
+                            .map(|o| (PartitionId(p as u32), o)),
+                    );
+                }
+                let all: Vec<PartitionId> = (0..PARTS).map(PartitionId).collect();
+                let got = s.lookup_keys(&all, format!("k{key}").as_bytes()).unwrap();
+                assert_eq!(got, want, "lookup k{key} everywhere");
+            }
+            Op::TimeRange { p, from, len } => {
+                let m = &model[p as usize];
+                let from = from as i64 % (ts + 2);
+                let to = from + len as i64;
+                let mut want = Vec::new();
+                for (base, b, n) in &m.batches {
+                    let t = i64::from_be_bytes(b[27..35].try_into().unwrap());
+                    if t >= from && t <= to {
+                        want.extend((*base..base + *n as i64).filter(|o| *o >= m.log_start));
+                    }
+                }
+                let got = s.lookup_time_range(PartitionId(p), from, to).unwrap();
+                assert_eq!(got, want, "time range [{from}, {to}] in p{p}");
             }
         }
         check_offsets(store.as_ref().unwrap(), &model);
