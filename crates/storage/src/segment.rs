@@ -10,6 +10,7 @@ use std::io::IoSlice;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use memmap2::Mmap;
@@ -24,6 +25,10 @@ pub struct Segment {
     pub path: PathBuf,
     file: File,
     map: Arc<Mmap>,
+    /// Segment-relative end of the prefix whose entries this process has checked: written
+    /// by it after validation, or read and CRC-checked once. Reads inside it skip the batch
+    /// CRC (see `Inner::load_batch`).
+    verified: AtomicU64,
 }
 
 /// An owner for `Bytes::from_owner`: keeps the mapping alive while a reader holds bytes.
@@ -83,6 +88,7 @@ impl Segment {
             path,
             file,
             map: Arc::new(map),
+            verified: AtomicU64::new(0),
         })
     }
 
@@ -93,6 +99,21 @@ impl Segment {
     /// The mapped bytes of the whole segment.
     pub fn bytes(&self) -> &[u8] {
         &self.map[..]
+    }
+
+    /// True if `[at, at+len)` (segment-relative) lies in the checked prefix.
+    pub fn is_verified(&self, at: u64, len: u64) -> bool {
+        at + len <= self.verified.load(Ordering::Acquire)
+    }
+
+    /// Records that the entries in `[at, at+len)` are checked; extends the checked prefix
+    /// when the range touches it (a range past it is not remembered).
+    pub fn mark_verified(&self, at: u64, len: u64) {
+        let _ = self
+            .verified
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                (at <= v && at + len > v).then_some(at + len)
+            });
     }
 
     /// Zero-copy `Bytes` over `[at, at+len)` (segment-relative).
@@ -164,6 +185,7 @@ impl Segment {
         if at >= self.capacity {
             return Ok(());
         }
+        self.verified.fetch_min(at, Ordering::AcqRel);
         // SAFETY: plain syscall on an owned fd.
         let r = unsafe {
             libc::fallocate(
