@@ -270,6 +270,15 @@ impl Store {
                     .map_err(spawn_err)?,
             );
         }
+        {
+            let inner = inner.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("sluice-index-writer".into())
+                    .spawn(move || inner.hindex.run_writer())
+                    .map_err(spawn_err)?,
+            );
+        }
         if background {
             let (inner, stop) = (inner.clone(), stop.clone());
             threads.push(
@@ -746,6 +755,7 @@ impl Store {
     fn shutdown_threads(&self) {
         self.stop.stop();
         self.inner.group.shutdown();
+        self.inner.hindex.shutdown();
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }

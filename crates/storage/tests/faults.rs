@@ -283,7 +283,7 @@ fn power_cut(dir: &Path, synced: u64, written: u64, rng: &mut Rng) {
             .write(true)
             .open(path)
             .unwrap();
-        let at = rng.below(40 + 64 * 4 + 40 * 256);
+        let at = rng.below(f.metadata().unwrap().len());
         let mut b = [0u8];
         f.read_exact_at(&mut b, at).unwrap();
         f.write_all_at(&[b[0] ^ (1 << rng.below(8))], at).unwrap();
