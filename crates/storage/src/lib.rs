@@ -7,9 +7,13 @@
 //!   (`batch.rs`), assigns offsets in place, writes them to the commit log
 //!   (`commit_log.rs` over `segment.rs` files, each batch behind an `entry.rs` header), and
 //!   records a fixed-size slot in the partition's consume queue (`consume_queue.rs`,
-//!   `partition.rs`) and, if enabled, per-record key/time entries (`index.rs`, decoded by
-//!   `records.rs` + `compression.rs`). `read` finds the slot by binary search and returns
-//!   zero-copy views of the mmap'd segment, checking CRCs.
+//!   `partition.rs`) and, if the partition's index is on, per-record key / message-id
+//!   entries in the store-wide hash index (`hash_index.rs`, records decoded by `records.rs` +
+//!   `compression.rs`; an index-writer thread writes its tail). `read` finds the slot by
+//!   binary search and returns zero-copy views of the mmap'd segment, checking CRCs; a
+//!   queue slot failing its CRC is rebuilt from the commit log.
+//! - Lookups (`lookup.rs`): by key and message id through the hash index, confirmed by
+//!   decoding; by time range through the consume queue.
 //! - Durability (`flush.rs`): `Flush::Sync` appends wait for a group-committed fdatasync;
 //!   a background thread flushes the rest, writes queue files back and checkpoints
 //!   (`checkpoint.rs`).
@@ -43,8 +47,8 @@
 //!   `lookup_key` / `lookup_keys` / `lookup_message_id` cost O(index files + hash chain +
 //!   matches) and are confirmed by decoding (a collision or a deleted, expired or truncated
 //!   record is never returned); `lookup_time_range` binary-searches the consume queue and
-//!   decodes only the matching region (exact unless timestamps go backwards across batches,
-//!   see `docs/storage-format.md`). All are empty for partitions whose index is off. A
+//!   decodes only the matching region (exact while timestamp disorder stays within a batch
+//!   and its neighbours, see `docs/storage-format.md`). All are empty for partitions whose index is off. A
 //!   message's id is the value of its `StoreConfig::message_id_header` header (default
 //!   `msg-id`), and it is always addressable by (partition, offset).
 //! - Time retention is enforced at read time; segments are deleted by the retention pass

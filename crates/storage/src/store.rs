@@ -1,5 +1,5 @@
 //! `Store`: the public face of the engine. Owns the commit log, the partitions' state and the
-//! background threads (group-commit syncer, periodic flush/checkpoint/retention).
+//! background threads (group-commit syncer, hash-index writer, periodic flush/checkpoint/retention).
 //!
 //! Lock order (never take them the other way round): `admin` → `ckpt_lock` → commit-log
 //! writer → `parts` map → one partition's mutex.
