@@ -35,11 +35,12 @@ const MAGIC: &[u8; 4] = b"SLHX";
 const VERSION: u8 = 1;
 const HEADER_BYTES: u64 = 40;
 pub const ENTRY_BYTES: usize = 40;
-/// The active file's tail is handed to the writer thread once it holds this much.
-const TAIL_WRITE_BYTES: usize = 1 << 20;
+/// The active file's tail is handed to the writer thread once it holds this many entries
+/// (1 MiB encoded).
+const TAIL_WRITE_ENTRIES: usize = (1 << 20) / ENTRY_BYTES;
 /// The append path writes the tail itself past this (the writer thread is behind, or not
 /// running yet: recovery): a bound on memory.
-const TAIL_MAX_BYTES: usize = 16 << 20;
+const TAIL_MAX_ENTRIES: usize = 16 * TAIL_WRITE_ENTRIES;
 /// Slots per dirty-tracking page of the table (4 KiB).
 const PAGE_SLOTS: usize = 1024;
 
@@ -246,12 +247,14 @@ struct Writable {
     table: Vec<u32>,
     /// One bit per `PAGE_SLOTS` slots changed since the table was last written.
     dirty: Vec<u64>,
-    tail: Vec<u8>,
+    /// Entries not yet handed off, decoded: encoding (and its CRC) is left to whoever
+    /// writes them, off the append path.
+    tail: Vec<HEntry>,
     /// Entries `written+1 ..= written+n` being written by the writer thread (the tail holds
     /// the ones after them).
-    inflight: Option<Arc<Vec<u8>>>,
+    inflight: Option<Arc<Vec<HEntry>>>,
     /// A cleared buffer for the next tail (the writer thread hands it back).
-    spare: Vec<u8>,
+    spare: Vec<HEntry>,
     written: u32,
     /// `table_n` of the header on disk.
     header_n: u32,
@@ -305,21 +308,19 @@ impl Writable {
         e.prev = self.table[s];
         self.table[s] = k;
         self.dirty[s / PAGE_SLOTS / 64] |= 1 << (s / PAGE_SLOTS % 64);
-        self.tail.extend_from_slice(&e.encode());
+        self.tail.push(e);
         self.f.count = k;
         Ok(())
     }
 
     fn inflight_n(&self) -> u32 {
-        self.inflight
-            .as_ref()
-            .map_or(0, |b| (b.len() / ENTRY_BYTES) as u32)
+        self.inflight.as_ref().map_or(0, |b| b.len() as u32)
     }
 
     /// After an add: hands a full tail to the writer thread (true: wake it), or writes it
     /// here when the writer is too far behind.
     fn hand_off(&mut self) -> bool {
-        if self.tail.len() < TAIL_WRITE_BYTES {
+        if self.tail.len() < TAIL_WRITE_ENTRIES {
             return false;
         }
         if self.inflight.is_none() {
@@ -327,7 +328,7 @@ impl Writable {
             self.inflight = Some(Arc::new(std::mem::replace(&mut self.tail, next)));
             return true;
         }
-        if self.tail.len() >= TAIL_MAX_BYTES
+        if self.tail.len() >= TAIL_MAX_ENTRIES
             && let Err(err) = self.write_tail()
         {
             // Left in memory; the next write retries it.
@@ -340,14 +341,14 @@ impl Writable {
         if k <= self.written {
             return self.f.read_entry(k);
         }
-        let mut i = (k - self.written - 1) as usize * ENTRY_BYTES;
+        let mut i = (k - self.written - 1) as usize;
         if let Some(b) = &self.inflight {
             if i < b.len() {
-                return Ok(b.get(i..i + ENTRY_BYTES).and_then(HEntry::decode));
+                return Ok(b.get(i).copied());
             }
             i -= b.len();
         }
-        Ok(self.tail.get(i..i + ENTRY_BYTES).and_then(HEntry::decode))
+        Ok(self.tail.get(i).copied())
     }
 
     /// Writes the in-flight buffer (if the writer thread has not yet) and the tail. The
@@ -357,7 +358,7 @@ impl Writable {
         if let Some(b) = &self.inflight {
             self.f
                 .file
-                .write_all_at(b, self.f.entry_at(self.written + 1))
+                .write_all_at(&encode_all(b), self.f.entry_at(self.written + 1))
                 .map_err(|e| self.f.io("writing", e))?;
             self.written += self.inflight_n();
             self.inflight = None;
@@ -367,11 +368,11 @@ impl Writable {
         }
         self.f
             .file
-            .write_all_at(&self.tail, self.f.entry_at(self.written + 1))
+            .write_all_at(&encode_all(&self.tail), self.f.entry_at(self.written + 1))
             .map_err(|e| self.f.io("writing", e))?;
         self.written = self.f.count;
         self.tail.clear();
-        if self.tail.capacity() > 2 * TAIL_MAX_BYTES {
+        if self.tail.capacity() > 2 * TAIL_MAX_ENTRIES {
             self.tail = Vec::new();
         }
         Ok(())
@@ -418,7 +419,7 @@ impl Writable {
     fn rebuild_table(&mut self) -> Result<bool> {
         self.table.iter_mut().for_each(|v| *v = 0);
         self.dirty.iter_mut().for_each(|v| *v = u64::MAX);
-        let step = (TAIL_WRITE_BYTES / ENTRY_BYTES) as u32;
+        let step = TAIL_WRITE_ENTRIES as u32;
         let mut buf = Vec::new();
         let mut k = 1;
         while k <= self.f.count {
@@ -450,6 +451,15 @@ impl Writable {
         }
         Ok(true)
     }
+}
+
+/// Entries as their on-disk bytes.
+fn encode_all(entries: &[HEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * ENTRY_BYTES);
+    entries
+        .iter()
+        .for_each(|e| out.extend_from_slice(&e.encode()));
+    out
 }
 
 fn table_crc(table: &[u32]) -> u32 {
@@ -711,7 +721,7 @@ impl HashIndex {
                 let at = a.f.entry_at(a.written + 1);
                 (buf, a.f.file.clone(), at, a.f.path.clone())
             };
-            let r = file.write_all_at(&buf, at);
+            let r = file.write_all_at(&encode_all(&buf), at);
             let mut st = self.state.lock();
             let a = &mut st.active;
             if !a.inflight.as_ref().is_some_and(|b| Arc::ptr_eq(b, &buf)) {
