@@ -994,6 +994,9 @@ impl HashIndex {
     }
 
     /// Deletes sealed files whose entries all point below `log_start` (deleted segments).
+    /// A file's last entries may belong to the batch at the next file's first position (a
+    /// roll in the middle of a batch), so that position must itself be below `log_start`:
+    /// when it equals it, that batch is the first live one.
     pub fn drop_below(&self, log_start: u64) {
         let mut st = self.state.lock();
         loop {
@@ -1002,7 +1005,7 @@ impl HashIndex {
                 .get(1)
                 .map(|f| f.first_pos)
                 .unwrap_or(st.active.f.first_pos);
-            if st.sealed.is_empty() || next_first > log_start {
+            if st.sealed.is_empty() || next_first >= log_start {
                 return;
             }
             let f = st.sealed.remove(0);

@@ -525,3 +525,81 @@ async fn tails_written_in_the_background_stay_findable() {
     let s = Store::open(c).unwrap();
     assert_eq!(s.lookup_key(p, b"key-7").unwrap(), want);
 }
+
+/// A lookup answers against the log start at the time it runs: a batch read intact, then
+/// trimmed by a retention pass before its key is looked up, is (rightly) not found. This is
+/// what made `crash.rs`'s retention test flaky: its verifying store's background retention
+/// ran between `offsets` and `lookup_key` (`left: []`); it now verifies with no background
+/// threads and runs retention after the checks.
+#[tokio::test]
+async fn retention_between_offsets_and_a_lookup_trims_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(cfg(dir.path())).unwrap();
+    let p = PartitionId(0);
+    s.configure_partition(p, keep(true)).unwrap();
+    for k in [&b"old"[..], b"new"] {
+        let recs: Vec<Rec<'_>> = (0..4).map(|_| (Some(k), &b"v"[..], 5)).collect();
+        s.append(p, bm(&batch_with(NONE, &recs))).await.unwrap();
+    }
+    assert!(!s.read(p, 0, 1).unwrap().chunks.is_empty());
+    let log_start = s.offsets(p).unwrap().log_start;
+    let want: Vec<i64> = (0..4).filter(|o| *o >= log_start).collect();
+    assert_eq!(want, [0, 1, 2, 3]);
+    // Size retention keeping only the newest batch, as the verifying store's background
+    // thread did in the crash test.
+    let bytes = s.read(p, 4, 1).unwrap().chunks[0].len() as u64;
+    s.configure_partition(
+        p,
+        PartitionConfig {
+            retention_bytes: Some(bytes),
+            ..keep(true)
+        },
+    )
+    .unwrap();
+    s.enforce_retention().unwrap();
+    assert_eq!(s.offsets(p).unwrap().log_start, 4);
+    assert_eq!(s.lookup_key(p, b"old").unwrap(), Vec::<i64>::new());
+    assert_eq!(s.lookup_key(p, b"new").unwrap(), [4, 5, 6, 7]);
+}
+
+/// An index file rolled in the middle of a batch holds that batch's first records; it must
+/// outlive the segments before that batch. With one batch per segment and 3 entries per file,
+/// file 1 holds `a0@0 a1@1 b0@2` and file 2 starts at batch `b`'s position with `b1@3`;
+/// deleting the segment of `a` moves the commit log's start to exactly file 2's first
+/// position, where `b0@2` is still live (and only file 1 has it).
+#[tokio::test]
+async fn index_file_split_mid_batch_outlives_the_segments_before_that_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.segment_bytes = 64; // smaller than any batch: one batch per segment
+    c.hash_index_entries_per_file = 3;
+    let s = Store::open(c.clone()).unwrap();
+    let p = PartitionId(0);
+    s.configure_partition(p, keep(true)).unwrap();
+    for b in ["a", "b", "c"] {
+        let keys = [format!("{b}0"), format!("{b}1")];
+        let recs: Vec<Rec<'_>> = keys
+            .iter()
+            .map(|k| (Some(k.as_bytes()), &b"v"[..], 5))
+            .collect();
+        s.append(p, bm(&batch_with(NONE, &recs))).await.unwrap();
+    }
+    assert_eq!(s.stats().hash_index_files, 2);
+    assert_eq!(s.lookup_key(p, b"b0").unwrap(), [2]);
+    s.delete_records(p, 2).unwrap();
+    s.enforce_retention().unwrap();
+    assert_eq!(s.stats().segments, 2, "the segment of `a` is deleted");
+    assert_eq!(s.lookup_key(p, b"a1").unwrap(), Vec::<i64>::new());
+    assert_eq!(s.lookup_key(p, b"b0").unwrap(), [2]);
+    assert_eq!(s.lookup_key(p, b"b1").unwrap(), [3]);
+    assert_eq!(s.lookup_key(p, b"c0").unwrap(), [4]);
+    // Once `b`'s segment goes too, file 1 has nothing live left and is deleted.
+    s.delete_records(p, 4).unwrap();
+    s.enforce_retention().unwrap();
+    assert_eq!(s.stats().hash_index_files, 1);
+    assert_eq!(s.lookup_key(p, b"b0").unwrap(), Vec::<i64>::new());
+    assert_eq!(s.lookup_key(p, b"c1").unwrap(), [5]);
+    drop(s);
+    let s = Store::open(c).unwrap();
+    assert_eq!(s.lookup_key(p, b"c0").unwrap(), [4]);
+}
