@@ -10,8 +10,9 @@
 //!   `partition.rs`) and, if the partition's index is on, per-record key / message-id
 //!   entries in the store-wide hash index (`hash_index.rs`, records decoded by `records.rs` +
 //!   `compression.rs`; an index-writer thread writes its tail). `read` finds the slot by
-//!   binary search and returns zero-copy views of the mmap'd segment, checking CRCs; a
-//!   queue slot failing its CRC is rebuilt from the commit log.
+//!   binary search and returns zero-copy views of the mmap'd segment, checking CRCs (a
+//!   batch's once per process: see `Segment::mark_verified`); a queue slot failing its CRC
+//!   is rebuilt from the commit log.
 //! - Lookups (`lookup.rs`): by key and message id through the hash index, confirmed by
 //!   decoding; by time range through the consume queue.
 //! - Durability (`flush.rs`): `Flush::Sync` appends wait for a group-committed fdatasync;
@@ -40,7 +41,10 @@
 //!   when space is freed. After a failed fdatasync appends are refused until reopen.
 //! - `read` returns whole batches as `Bytes` over the segment mmap (no copy); they stay
 //!   valid after retention deletes the file. A batch failing its CRCs is never returned: the
-//!   read stops before it, or fails with `CorruptData` if it is the first.
+//!   read stops before it, or fails with `CorruptData` if it is the first. The batch CRC is
+//!   checked before an append writes it and, for bytes from before the store was opened,
+//!   when read (each segment remembers the prefix already checked); the entry header CRC
+//!   on every read.
 //! - Offsets are dense per partition; `log_start` may fall inside a batch (after
 //!   `delete_records`), reads then start with that whole batch, as Kafka does.
 //! - `offset_for_timestamp` and `max_timestamp` return record offsets (the batch is decoded).
