@@ -30,6 +30,8 @@ const WRITE_BACK_MIN_ENTRIES: usize = 100;
 pub struct GroupCommit {
     state: Mutex<GroupState>,
     cv: Condvar,
+    /// Test hook: extra time each group commit takes before its fdatasync (milliseconds).
+    pub(crate) inject_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -69,6 +71,10 @@ impl GroupCommit {
                 }
                 std::mem::take(&mut g.waiters)
             };
+            let delay = self.inject_delay_ms.load(Ordering::Relaxed);
+            if delay > 0 {
+                std::thread::sleep(Duration::from_millis(delay));
+            }
             let r = inner.sync_log();
             for (end, tx) in batch {
                 let res = match &r {

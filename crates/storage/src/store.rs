@@ -752,6 +752,16 @@ impl Store {
         self.inner.log.inject_enospc.store(on, Ordering::Release);
     }
 
+    /// Test hook: every group commit (`Flush::Sync`) waits `ms` more before its fdatasync,
+    /// as a slow disk would.
+    #[doc(hidden)]
+    pub fn inject_slow_sync(&self, ms: u64) {
+        self.inner
+            .group
+            .inject_delay_ms
+            .store(ms, Ordering::Release);
+    }
+
     fn shutdown_threads(&self) {
         self.stop.stop();
         self.inner.group.shutdown();

@@ -34,9 +34,14 @@ impl PartitionLimit {
         self.total <= self.limit
     }
 
+    /// True if the request names more partitions than the limit.
+    pub fn is_over(&self) -> bool {
+        self.total > self.limit
+    }
+
     /// Logs the request if it went over the limit.
     pub fn log_if_over(&self, ctx: &Ctx<'_>, api: &'static str) {
-        if self.total > self.limit {
+        if self.is_over() {
             tracing::warn!(peer = %ctx.peer, client_id = ctx.client_id, api, partitions = self.total, limit = self.limit, "request over the partition limit; refusing the partitions past the limit with POLICY_VIOLATION");
         }
     }

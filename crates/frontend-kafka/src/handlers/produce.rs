@@ -99,7 +99,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> ProduceReply {
         broker: ctx.broker.clone(),
         peer: ctx.peer,
         version: ctx.version,
-        limit_message: limit.message(),
+        limit_message: limit.is_over().then(|| limit.message()),
         shape,
     };
     let waits = outcomes
@@ -143,7 +143,8 @@ struct Answer {
     broker: Arc<Broker>,
     peer: SocketAddr,
     version: i16,
-    limit_message: String,
+    /// The POLICY_VIOLATION message, when the request went over the partition limit.
+    limit_message: Option<String>,
     /// (wire topic name, topic id, partition indexes) in request order.
     shape: Vec<(String, uuid::Uuid, Vec<i32>)>,
 }
@@ -200,7 +201,7 @@ impl Answer {
             Some(Outcome::Code(c)) => (r, c),
             Some(Outcome::OverLimit) => {
                 let r = if self.version >= 8 {
-                    r.with_error_message(Some(s(self.limit_message.clone())))
+                    r.with_error_message(Some(s(self.limit_message.clone().unwrap_or_default())))
                 } else {
                     r
                 };
