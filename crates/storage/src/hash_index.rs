@@ -74,6 +74,19 @@ pub struct HEntry {
 }
 
 impl HEntry {
+    /// The entry for one record's key or id in the batch at commit-log `position`
+    /// (`prev` is set when it is linked into its slot's chain).
+    fn of(p: PartitionId, position: u64, base_offset: i64, k: &IndexKey) -> HEntry {
+        HEntry {
+            hash: k.hash,
+            position,
+            offset: base_offset + k.offset_delta as i64,
+            partition: p,
+            prev: 0,
+            kind: k.kind,
+        }
+    }
+
     pub fn encode(&self) -> [u8; ENTRY_BYTES] {
         let mut b = [0u8; ENTRY_BYTES];
         b[0..8].copy_from_slice(&self.hash.to_le_bytes());
@@ -680,15 +693,7 @@ impl HashIndex {
                 tracing::warn!(error = %e, "hash index roll failed; entries not indexed");
                 return;
             }
-            let e = HEntry {
-                hash: k.hash,
-                position,
-                offset: base_offset + k.offset_delta as i64,
-                partition: p,
-                prev: 0,
-                kind: k.kind,
-            };
-            if let Err(e) = st.active.add(e) {
+            if let Err(e) = st.active.add(HEntry::of(p, position, base_offset, k)) {
                 tracing::warn!(error = %e, "hash index write failed");
             }
         }
@@ -1032,14 +1037,7 @@ impl Builder {
                 let f = &mut self.0.f;
                 f.capacity = f.capacity.saturating_add((f.capacity / 8).max(64));
             }
-            let _ = self.0.add(HEntry {
-                hash: k.hash,
-                position,
-                offset: base_offset + k.offset_delta as i64,
-                partition: p,
-                prev: 0,
-                kind: k.kind,
-            });
+            let _ = self.0.add(HEntry::of(p, position, base_offset, k));
         }
     }
 }

@@ -29,24 +29,41 @@ pub type Rec<'a> = (Option<&'a [u8]>, &'a [u8], i64);
 pub fn records_section(recs: &[Rec<'_>], base_ts: i64) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, (k, v, ts)) in recs.iter().enumerate() {
-        let mut r = Vec::new();
-        r.push(0);
-        varint(&mut r, ts - base_ts);
-        varint(&mut r, i as i64);
-        match k {
-            Some(k) => {
-                varint(&mut r, k.len() as i64);
-                r.extend_from_slice(k);
-            }
-            None => varint(&mut r, -1),
-        }
-        varint(&mut r, v.len() as i64);
-        r.extend_from_slice(v);
-        varint(&mut r, 0);
-        varint(&mut out, r.len() as i64);
-        out.extend_from_slice(&r);
+        push_record(&mut out, i, *k, v, ts - base_ts, &[]);
     }
     out
+}
+
+/// Appends one length-prefixed v2 record.
+fn push_record(
+    out: &mut Vec<u8>,
+    index: usize,
+    key: Option<&[u8]>,
+    value: &[u8],
+    ts_delta: i64,
+    headers: &[(&[u8], Option<&[u8]>)],
+) {
+    fn bytes_or_null(r: &mut Vec<u8>, b: Option<&[u8]>) {
+        match b {
+            Some(b) => {
+                varint(r, b.len() as i64);
+                r.extend_from_slice(b);
+            }
+            None => varint(r, -1),
+        }
+    }
+    let mut r = vec![0u8];
+    varint(&mut r, ts_delta);
+    varint(&mut r, index as i64);
+    bytes_or_null(&mut r, key);
+    bytes_or_null(&mut r, Some(value));
+    varint(&mut r, headers.len() as i64);
+    for (name, value) in headers {
+        bytes_or_null(&mut r, Some(name));
+        bytes_or_null(&mut r, *value);
+    }
+    varint(out, r.len() as i64);
+    out.extend_from_slice(&r);
 }
 
 pub fn compress(codec: i16, data: &[u8]) -> Vec<u8> {
@@ -83,7 +100,13 @@ pub fn compress(codec: i16, data: &[u8]) -> Vec<u8> {
 pub fn batch_with(codec: i16, recs: &[Rec<'_>]) -> Vec<u8> {
     let base_ts = recs.iter().map(|r| r.2).min().unwrap_or(0);
     let max_ts = recs.iter().map(|r| r.2).max().unwrap_or(0);
-    let payload = compress(codec, &records_section(recs, base_ts));
+    let section = records_section(recs, base_ts);
+    assemble(codec, recs.len(), base_ts, max_ts, &section)
+}
+
+/// Wraps a records section in a v2 batch header (base offset 0, no producer) with its CRC.
+fn assemble(codec: i16, count: usize, base_ts: i64, max_ts: i64, section: &[u8]) -> Vec<u8> {
+    let payload = compress(codec, section);
     let mut b = Vec::with_capacity(61 + payload.len());
     b.extend_from_slice(&0i64.to_be_bytes());
     b.extend_from_slice(&((49 + payload.len()) as i32).to_be_bytes());
@@ -91,13 +114,13 @@ pub fn batch_with(codec: i16, recs: &[Rec<'_>]) -> Vec<u8> {
     b.push(2);
     b.extend_from_slice(&[0; 4]); // crc
     b.extend_from_slice(&codec.to_be_bytes());
-    b.extend_from_slice(&((recs.len() as i32 - 1).max(0)).to_be_bytes());
+    b.extend_from_slice(&((count as i32 - 1).max(0)).to_be_bytes());
     b.extend_from_slice(&base_ts.to_be_bytes());
     b.extend_from_slice(&max_ts.to_be_bytes());
     b.extend_from_slice(&(-1i64).to_be_bytes());
     b.extend_from_slice(&(-1i16).to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes());
-    b.extend_from_slice(&(recs.len() as i32).to_be_bytes());
+    b.extend_from_slice(&(count as i32).to_be_bytes());
     b.extend_from_slice(&payload);
     let crc = crc32c::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
@@ -197,50 +220,7 @@ pub fn batch_with_headers(codec: i16, recs: &[RecH<'_>]) -> Vec<u8> {
     let max_ts = recs.iter().map(|r| r.2).max().unwrap_or(0);
     let mut section = Vec::new();
     for (i, (k, v, ts, headers)) in recs.iter().enumerate() {
-        let mut r = vec![0u8];
-        varint(&mut r, ts - base_ts);
-        varint(&mut r, i as i64);
-        match k {
-            Some(k) => {
-                varint(&mut r, k.len() as i64);
-                r.extend_from_slice(k);
-            }
-            None => varint(&mut r, -1),
-        }
-        varint(&mut r, v.len() as i64);
-        r.extend_from_slice(v);
-        varint(&mut r, headers.len() as i64);
-        for (name, value) in headers {
-            varint(&mut r, name.len() as i64);
-            r.extend_from_slice(name);
-            match value {
-                Some(v) => {
-                    varint(&mut r, v.len() as i64);
-                    r.extend_from_slice(v);
-                }
-                None => varint(&mut r, -1),
-            }
-        }
-        varint(&mut section, r.len() as i64);
-        section.extend_from_slice(&r);
+        push_record(&mut section, i, *k, v, ts - base_ts, headers);
     }
-    let payload = compress(codec, &section);
-    let mut b = Vec::with_capacity(61 + payload.len());
-    b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(&((49 + payload.len()) as i32).to_be_bytes());
-    b.extend_from_slice(&0i32.to_be_bytes());
-    b.push(2);
-    b.extend_from_slice(&[0; 4]);
-    b.extend_from_slice(&codec.to_be_bytes());
-    b.extend_from_slice(&((recs.len() as i32 - 1).max(0)).to_be_bytes());
-    b.extend_from_slice(&base_ts.to_be_bytes());
-    b.extend_from_slice(&max_ts.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes());
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
-    b.extend_from_slice(&(recs.len() as i32).to_be_bytes());
-    b.extend_from_slice(&payload);
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b
+    assemble(codec, recs.len(), base_ts, max_ts, &section)
 }
