@@ -20,13 +20,9 @@ pub struct Produced {
 /// A produce that is written and waits for its acknowledgement (see
 /// [`Broker::produce_begin`]).
 pub enum PendingProduce {
-    /// `sync`: the partition is `flush = sync`, so the append waits for an fsync.
-    Append {
-        pending: storage::PendingAppend,
-        sync: bool,
-    },
-    /// A retried batch already in the log; `flush`: the store to make durable first
-    /// (`flush = sync` partitions, where the original may not be durable yet).
+    Append(storage::PendingAppend),
+    /// A retried batch already in the log; `flush`: the store whose next group commit it
+    /// waits for (`flush = sync` partitions, where the original may not be durable yet).
     Duplicate {
         produced: Produced,
         flush: Option<std::sync::Arc<storage::Store>>,
@@ -37,7 +33,7 @@ impl PendingProduce {
     /// True when [`PendingProduce::acked`] will not wait (nothing to fsync).
     pub fn is_acked(&self) -> bool {
         match self {
-            PendingProduce::Append { sync, .. } => !sync,
+            PendingProduce::Append(pending) => !pending.waits_for_sync(),
             PendingProduce::Duplicate { flush, .. } => flush.is_none(),
         }
     }
@@ -46,7 +42,7 @@ impl PendingProduce {
     /// the fsync covering it for `flush = sync`.
     pub async fn acked(self) -> Result<Produced> {
         match self {
-            PendingProduce::Append { pending, .. } => {
+            PendingProduce::Append(pending) => {
                 let a = pending.durable().await?;
                 Ok(Produced {
                     base_offset: a.base_offset,
@@ -55,9 +51,7 @@ impl PendingProduce {
             }
             PendingProduce::Duplicate { produced, flush } => {
                 if let Some(store) = flush {
-                    tokio::task::spawn_blocking(move || store.flush())
-                        .await
-                        .map_err(|e| BrokerError::Metadata(format!("flush task: {e}")))??;
+                    store.synced().await?;
                 }
                 Ok(produced)
             }
@@ -141,7 +135,6 @@ impl Broker {
         let len = batches.len() as u64;
         let ids = producer_identities(&batches);
         let log_failure = |e: &storage::StorageError| log_append_failure(topic, partition, e);
-        let sync = self.store.partition_config(pid)?.flush == storage::Flush::Sync;
         if ids.is_empty() {
             let pending = self
                 .store
@@ -149,7 +142,7 @@ impl Broker {
                 .inspect_err(log_failure)?;
             counters.bytes_in.inc_by(len);
             counters.records_in.inc_by(records);
-            return Ok(PendingProduce::Append { pending, sync });
+            return Ok(PendingProduce::Append(pending));
         }
         // Idempotent producer: check, append and remember under the partition's lock so
         // two in-flight requests cannot both pass the sequence check. The lock is not held
@@ -165,6 +158,7 @@ impl Broker {
             };
             // The original may still be waiting for its fsync: a retry must not be
             // acknowledged before it is durable.
+            let sync = self.store.partition_config(pid)?.flush == storage::Flush::Sync;
             return Ok(PendingProduce::Duplicate {
                 produced,
                 flush: sync.then(|| self.store.clone()),
@@ -189,7 +183,7 @@ impl Broker {
             .record(pid, &ids, pending.appended.base_offset, self.clock.now_ms());
         counters.bytes_in.inc_by(len);
         counters.records_in.inc_by(records);
-        Ok(PendingProduce::Append { pending, sync })
+        Ok(PendingProduce::Append(pending))
     }
 
     /// Reads whole batches from the one holding `offset`, up to about `max_bytes`.

@@ -45,6 +45,11 @@ pub struct PendingAppend {
 }
 
 impl PendingAppend {
+    /// True if [`PendingAppend::durable`] waits for a group commit (`Flush::Sync`).
+    pub fn waits_for_sync(&self) -> bool {
+        self.wait.is_some()
+    }
+
     /// Resolves when the append is acknowledged: at once for `Flush::Async`, after the
     /// fdatasync covering it for `Flush::Sync`.
     pub async fn durable(self) -> Result<Appended> {
@@ -455,15 +460,21 @@ impl Store {
         if offset == log_end {
             return Ok(out);
         }
-        let Some(mut i) = inner.files.find(p, &part, offset)? else {
+        // Out of range against the partition as it is now (retention or delete_records may
+        // have moved its start while we looked).
+        let gone = || {
             let g = part.lock();
-            if offset < g.log_start {
-                return Err(StorageError::OffsetOutOfRange {
-                    partition: p,
-                    offset,
-                    log_start: g.log_start,
-                    log_end: g.log_end,
-                });
+            StorageError::OffsetOutOfRange {
+                partition: p,
+                offset,
+                log_start: g.log_start,
+                log_end: g.log_end,
+            }
+        };
+        let started_after = || offset < part.lock().log_start;
+        let Some(mut i) = inner.files.find(p, &part, offset)? else {
+            if started_after() {
+                return Err(gone());
             }
             return Ok(out);
         };
@@ -477,13 +488,7 @@ impl Store {
                 if out.chunks.is_empty() && e.base_offset > offset {
                     // The batches holding `offset` went while we searched (retention, or
                     // delete_records): out of range now, never a later batch in its place.
-                    let g = part.lock();
-                    return Err(StorageError::OffsetOutOfRange {
-                        partition: p,
-                        offset,
-                        log_start: g.log_start,
-                        log_end: g.log_end,
-                    });
+                    return Err(gone());
                 }
                 if !out.chunks.is_empty() && total + e.batch_len as usize > max_bytes {
                     break 'pages;
@@ -502,17 +507,8 @@ impl Store {
             }
             i += page.len() as u64;
         }
-        if out.chunks.is_empty() {
-            // Retention moved the log start past `offset` while we looked.
-            let g = part.lock();
-            if offset < g.log_start {
-                return Err(StorageError::OffsetOutOfRange {
-                    partition: p,
-                    offset,
-                    log_start: g.log_start,
-                    log_end: g.log_end,
-                });
-            }
+        if out.chunks.is_empty() && started_after() {
+            return Err(gone());
         }
         Ok(out)
     }
@@ -750,6 +746,22 @@ impl Store {
     #[doc(hidden)]
     pub fn inject_disk_full(&self, on: bool) {
         self.inner.log.inject_enospc.store(on, Ordering::Release);
+    }
+
+    /// Resolves once everything appended so far is durable: joins the next group commit,
+    /// as a `Flush::Sync` append does (an acknowledgement that depends on earlier appends,
+    /// e.g. a producer's retried batch, waits on this).
+    pub async fn synced(&self) -> Result<()> {
+        let end = self.inner.log.lock_writer().pos;
+        let rx = self.inner.group.register(end)?;
+        let done = rx.await.map_err(|_| StorageError::Closed)?;
+        done.map_err(|msg| {
+            StorageError::io(
+                "group commit",
+                &self.inner.log.dir,
+                std::io::Error::other(msg),
+            )
+        })
     }
 
     /// Test hook: every group commit (`Flush::Sync`) waits `ms` more before its fdatasync,
