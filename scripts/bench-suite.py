@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs issue 7's workloads against fresh release-build brokers, N rounds, and prints a
 Markdown table of medians with each figure's ratio to the baseline measured in the same
-round (copy baselines: the best of 3 passes, from a cache-hot 1 MiB buffer and from memory). Usage: scripts/bench-suite.py [rounds] (default 3). Needs
+round (copy baselines: the best of 3 passes, from a cache-hot 1 MiB buffer and from memory).
+Usage: scripts/bench-suite.py [rounds] (default 3). Needs
 `cargo build --release -p sluice -p sluice-bench` first."""
 import json
 import os
