@@ -162,14 +162,14 @@ fn loopback(seconds: f64, source: &[u8], sink_bytes: usize) -> Result<f64> {
         let (mut stream, _) = listener.accept()?;
         let mut sink = vec![1u8; sink_bytes];
         let mut total = 0u64;
-        let blocks = sink_bytes >> 20;
-        for i in (0..blocks).cycle() {
-            match stream.read(&mut sink[i << 20..(i + 1) << 20])? {
+        let mut at = 0;
+        loop {
+            match stream.read(&mut sink[at..at + (1 << 20)])? {
                 0 => return Ok(total),
                 n => total += n as u64,
             }
+            at = (at + (1 << 20)) % sink_bytes;
         }
-        unreachable!("cycle over a non-empty range never ends")
     });
     let mut stream = TcpStream::connect(addr)?;
     let mut blocks = source.chunks_exact(1 << 20).cycle();
