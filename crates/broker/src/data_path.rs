@@ -125,6 +125,7 @@ impl Broker {
         if summaries.is_empty() {
             return Err(BrokerError::InvalidRecord("no record batch".into()));
         }
+        check_client_batches(&batches)?;
         if let Some(big) = summaries.iter().find(|s| s.total_bytes > max_bytes) {
             return Err(BrokerError::MessageTooLarge {
                 size: big.total_bytes,
@@ -286,6 +287,50 @@ impl Broker {
     pub fn subscribe_appends(&self) -> tokio::sync::watch::Receiver<u64> {
         self.store.subscribe_appends()
     }
+}
+
+/// The rules for batches a client sends, on top of storage's checks of each batch against
+/// its records (Kafka's, from its log validator): only the broker writes control batches
+/// (a client's would stop read_committed consumers at a fake marker); a batch with a
+/// producer id carries a sequence; a transactional batch carries a producer id; and the
+/// batches of one request come from one producer, so the idempotence and transaction
+/// checks below, which read the producer fields, see every batch.
+fn check_client_batches(batches: &[u8]) -> Result<()> {
+    let invalid = |msg: String| Err(BrokerError::InvalidRecord(msg));
+    let mut first: Option<(i64, i16, bool)> = None;
+    for (i, h) in crate::log_scan::headers(batches).enumerate() {
+        if h.is_control() {
+            return invalid(format!(
+                "batch {i} has the control bit set: only the broker writes control batches"
+            ));
+        }
+        let producer_id = h.producer_id();
+        if producer_id >= 0 && h.base_sequence() < 0 {
+            return invalid(format!(
+                "batch {i} has producer id {producer_id} but base sequence {}",
+                h.base_sequence()
+            ));
+        }
+        if h.is_transactional() && producer_id < 0 {
+            return invalid(format!("batch {i} is transactional without a producer id"));
+        }
+        let id = if producer_id < 0 {
+            (-1, 0, false)
+        } else {
+            (producer_id, h.producer_epoch(), h.is_transactional())
+        };
+        match first {
+            None => first = Some(id),
+            Some(f) if f != id => {
+                return invalid(format!(
+                    "batch {i} comes from producer {id:?}, batch 0 from {f:?}: one request \
+                     carries one producer's batches"
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Producer identities of the batches, or none when the first batch is not from an

@@ -6,6 +6,8 @@
 mod clock;
 mod ids;
 pub mod limits;
+mod log_limit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ids::{Offset, PartitionId, TimestampMs};
+pub use log_limit::LogLimit;

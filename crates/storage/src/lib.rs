@@ -31,10 +31,15 @@
 //!   writes and truncations are zeroed), so a scan never resurrects dead bytes.
 //!
 //! Semantics callers rely on (front doors: read this):
-//! - `append` validates every batch (framing, magic 2, CRC32C, codec) before writing
-//!   anything; one bad batch refuses the whole call and nothing is written. With the index
-//!   on, records are decoded (decompressed up to `max_decompressed_batch_bytes`) and a batch
-//!   that does not decode is refused too; with it off, nothing is decoded.
+//! - `append` validates every batch before writing anything; one bad batch refuses the
+//!   whole call and nothing is written. Framing, magic 2, CRC32C and codec (`batch.rs`),
+//!   then the records against the header (`records::check_batch`): the records are decoded
+//!   (decompressed up to `max_decompressed_batch_bytes`) and must number `recordCount`
+//!   (at least one), with offset deltas 0, 1, … and `lastOffsetDelta = recordCount - 1`,
+//!   each record exactly its declared length, nothing after the last, and a CreateTime
+//!   `maxTimestamp` no older than any record. Nothing is allocated from a claimed count.
+//!   With the index on, the same decoding yields the index keys. Who may write what
+//!   (control batches, producer fields) is the broker's rule, not storage's.
 //! - An append is readable as soon as it returns, for `Flush::Sync` too (before its fsync
 //!   completes, like Kafka serving unflushed data); a `Sync` append *returns* only once
 //!   durable. `DiskFull` (ENOSPC/EDQUOT) leaves the store consistent and appends work again

@@ -86,8 +86,18 @@ pub fn for_each_record<'a>(
     for_each_record_with_id(batch, data, None, |r, _| f(r))
 }
 
+/// The fewest bytes one v2 record takes: its length, attributes, timestamp delta, offset
+/// delta, key length, value length and header count, one byte each. Bounds what a claimed
+/// record count may reserve.
+pub const MIN_RECORD_BYTES: usize = 7;
+
 /// Like [`for_each_record`], also passing the value of the record's first header named
 /// `id_header` (the message id; `None` when absent, null, or `id_header` is `None`).
+///
+/// Strict: the section must hold exactly `recordCount` records, each one's fields must fill
+/// exactly its declared length, its offset delta must be its index (0, 1, …, as every
+/// client writes them and Kafka requires) and its header count must not be negative.
+/// Anything else is an [`StorageError::InvalidBatch`] naming the record.
 pub fn for_each_record_with_id<'a>(
     batch: &BatchHeader<'_>,
     data: &'a [u8],
@@ -95,9 +105,12 @@ pub fn for_each_record_with_id<'a>(
     mut f: impl FnMut(RecordMeta<'a>, Option<&'a [u8]>),
 ) -> Result<()> {
     let count = batch.record_count();
+    if count < 0 {
+        return Err(bad("negative record count"));
+    }
     let log_append = batch.is_log_append_time();
     let mut c = Cursor { b: data, at: 0 };
-    for _ in 0..count {
+    for index in 0..count {
         let len = c.varint()?;
         if len < 0 {
             return Err(bad("negative length"));
@@ -107,12 +120,20 @@ pub fn for_each_record_with_id<'a>(
         r.take(1)?; // attributes (unused in v2)
         let ts_delta = r.varlong()?;
         let offset_delta = r.varint()?;
+        if offset_delta != index {
+            return Err(StorageError::InvalidBatch(format!(
+                "record {index} has offset delta {offset_delta} (must be {index})"
+            )));
+        }
         let key = r.bytes()?;
         let _value = r.bytes()?;
         let headers = r.varint()?;
+        if headers < 0 {
+            return Err(bad("negative header count"));
+        }
         let mut id = None;
         let mut id_seen = false;
-        for _ in 0..headers.max(0) {
+        for _ in 0..headers {
             let hk = r.varint()?;
             if hk < 0 {
                 return Err(bad("null header key"));
@@ -123,6 +144,12 @@ pub fn for_each_record_with_id<'a>(
                 id_seen = true;
                 id = value;
             }
+        }
+        if r.at != body.len() {
+            return Err(StorageError::InvalidBatch(format!(
+                "record {index} declares {len} bytes but its fields take {}",
+                r.at
+            )));
         }
         let timestamp = if log_append {
             batch.max_timestamp()
@@ -137,6 +164,62 @@ pub fn for_each_record_with_id<'a>(
             },
             id,
         );
+    }
+    if c.at != data.len() {
+        return Err(StorageError::InvalidBatch(format!(
+            "{} bytes follow the last of the {count} records the header declares",
+            data.len() - c.at
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a batch's records agree with its header, decoding them (decompressed within
+/// `cap`): the declared record count is the number of records, `lastOffsetDelta` is the
+/// last record's offset delta, and for CreateTime batches `maxTimestamp` is at least every
+/// record's timestamp (a smaller one would let retention and time lookups skip records).
+/// Calls `f` for each record on the way, so an indexer decodes once. The header fields are
+/// checked before anything is decompressed or allocated from them.
+pub fn check_batch<'a>(
+    batch: &BatchHeader<'a>,
+    cap: usize,
+    id_header: Option<&[u8]>,
+    mut f: impl FnMut(RecordMeta<'_>, Option<&[u8]>),
+) -> Result<()> {
+    let count = batch.record_count();
+    if count <= 0 {
+        return Err(StorageError::InvalidBatch(format!(
+            "record count {count}: a batch holds at least one record"
+        )));
+    }
+    if batch.last_offset_delta() != count - 1 {
+        return Err(StorageError::InvalidBatch(format!(
+            "lastOffsetDelta {} does not match the record count {count}",
+            batch.last_offset_delta()
+        )));
+    }
+    // Every record takes some bytes: a count the section cannot hold is refused before
+    // decompressing it (the decompressed size is capped by `cap`).
+    let room = match batch.compression() {
+        Some(Compression::None) => batch.records().len(),
+        _ => cap,
+    };
+    if count as usize > room / MIN_RECORD_BYTES {
+        return Err(StorageError::InvalidBatch(format!(
+            "record count {count} cannot fit in {room} bytes of records"
+        )));
+    }
+    let data = records_bytes(batch, cap)?;
+    let mut max_ts = i64::MIN;
+    for_each_record_with_id(batch, &data, id_header, |r, id| {
+        max_ts = max_ts.max(r.timestamp);
+        f(r, id);
+    })?;
+    if !batch.is_log_append_time() && max_ts > batch.max_timestamp() {
+        return Err(StorageError::InvalidBatch(format!(
+            "maxTimestamp {} is older than a record's timestamp {max_ts}",
+            batch.max_timestamp()
+        )));
     }
     Ok(())
 }
@@ -223,5 +306,84 @@ mod tests {
             let h = BatchHeader::parse(&b).unwrap();
             assert!(records_bytes(&h, 1 << 20).is_err(), "codec {codec}");
         }
+    }
+
+    /// `batch` with header bytes `at..at+len` replaced and the CRC recomputed.
+    fn patched(mut b: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        let crc = crc_fast::crc32_iscsi(&b[crate::batch::CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    fn check(b: &[u8]) -> Result<usize> {
+        let h = BatchHeader::parse(b).unwrap();
+        let mut n = 0;
+        check_batch(&h, 1 << 20, None, |_, _| n += 1).map(|()| n)
+    }
+
+    fn refused(b: &[u8], what: &str) {
+        match check(b) {
+            Err(StorageError::InvalidBatch(msg)) => assert!(msg.contains(what), "{msg}"),
+            other => panic!("expected a refusal naming `{what}`, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn records_must_agree_with_the_header() {
+        let three = [(Some(&b"k"[..]), &b"v"[..], 1); 3];
+        let good = testing::batch(0, 3, 1000, &testing::records(&three));
+        assert_eq!(check(&good).unwrap(), 3);
+        // A count the bytes cannot hold is refused before anything is decoded.
+        let one = testing::batch(0, 1, 1000, &testing::records(&three[..1]));
+        let huge = patched(one.clone(), 57, &i32::MAX.to_be_bytes());
+        refused(&huge, "lastOffsetDelta"); // the 69-byte request of issue 13
+        refused(
+            &patched(huge, 23, &(i32::MAX - 1).to_be_bytes()),
+            "cannot fit",
+        );
+        // More (or fewer) records than declared.
+        let fewer = patched(good.clone(), 57, &2i32.to_be_bytes());
+        refused(&patched(fewer, 23, &1i32.to_be_bytes()), "follow the last");
+        let two = patched(one.clone(), 57, &2i32.to_be_bytes());
+        refused(&patched(two, 23, &1i32.to_be_bytes()), "cannot fit");
+        refused(
+            &patched(one.clone(), 57, &0i32.to_be_bytes()),
+            "at least one",
+        );
+        // lastOffsetDelta must be count - 1 (0 would reuse offsets, 2^31-1 skip them).
+        refused(
+            &patched(good.clone(), 23, &0i32.to_be_bytes()),
+            "lastOffsetDelta",
+        );
+        refused(
+            &patched(one.clone(), 23, &i32::MAX.to_be_bytes()),
+            "lastOffsetDelta",
+        );
+        // A record's offset delta must be its index: duplicate and negative deltas.
+        let mut dup = testing::records(&three);
+        let second = 1 + (dup[0] / 2) as usize; // zigzag length byte + first record
+        dup[second + 3] = 0; // attributes, ts delta (1 byte), then the offset delta
+        refused(&testing::batch(0, 3, 1000, &dup), "offset delta 0");
+        dup[second + 3] = 1; // zigzag(-1)
+        refused(&testing::batch(0, 3, 1000, &dup), "offset delta -1");
+        // A record longer than its fields, and bytes after the last record.
+        let mut padded = testing::records(&three[..1]);
+        padded[0] += 2; // zigzag length + 1
+        padded.push(0);
+        refused(&testing::batch(0, 1, 1000, &padded), "declares");
+        let mut trailing = testing::records(&three[..1]);
+        trailing.push(0);
+        refused(&testing::batch(0, 1, 1000, &trailing), "follow the last");
+        // maxTimestamp below a record's timestamp (1001) would hide it from time lookups.
+        refused(
+            &patched(one.clone(), 35, &1000i64.to_be_bytes()),
+            "maxTimestamp",
+        );
+        // The same rules inside a compressed batch.
+        let z = zstd::encode_all(&testing::records(&three)[..], 1).unwrap();
+        assert_eq!(check(&testing::batch(4, 3, 1000, &z)).unwrap(), 3);
+        let zbad = patched(testing::batch(4, 3, 1000, &z), 57, &4i32.to_be_bytes());
+        refused(&patched(zbad, 23, &3i32.to_be_bytes()), "truncated");
     }
 }

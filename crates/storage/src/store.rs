@@ -229,17 +229,29 @@ impl Inner {
     }
 }
 
-/// Decodes the records of one batch into hash-index keys (offsets relative to the batch):
-/// a key entry per record with a key, an id entry per record with an `id_header` header.
-/// Control batches index nothing. Fails if the batch does not decode (within `cap`).
-pub(crate) fn index_batch(b: &[u8], cap: usize, id_header: Option<&[u8]>) -> Result<Vec<IndexKey>> {
+/// Checks one batch's records against its header ([`records::check_batch`]) and, when
+/// `index` is set, returns its hash-index keys (offsets relative to the batch): a key entry
+/// per record with a key, an id entry per record with an `id_header` header. Control
+/// batches are checked but index nothing. Fails if the batch does not decode (within `cap`).
+pub(crate) fn check_and_index(
+    b: &[u8],
+    cap: usize,
+    id_header: Option<&[u8]>,
+    index: bool,
+) -> Result<Vec<IndexKey>> {
     let h = BatchHeader::parse(b)?;
-    if h.is_control() {
-        return Ok(Vec::new());
-    }
-    let data = records::records_bytes(&h, cap)?;
-    let mut out = Vec::with_capacity(h.record_count().max(0) as usize);
-    records::for_each_record_with_id(&h, &data, id_header, |r, id| {
+    let index = index && !h.is_control();
+    // Bounded by the bytes present: a claimed count reserves nothing by itself.
+    let room = h.records().len() / records::MIN_RECORD_BYTES;
+    let mut out = Vec::with_capacity(if index {
+        (h.record_count().max(0) as usize).min(room)
+    } else {
+        0
+    });
+    records::check_batch(&h, cap, id_header.filter(|_| index), |r, id| {
+        if !index {
+            return;
+        }
         if let Some(k) = r.key {
             out.push(IndexKey {
                 hash: hash_index::hash(hash_index::KIND_KEY, k),
@@ -256,6 +268,11 @@ pub(crate) fn index_batch(b: &[u8], cap: usize, id_header: Option<&[u8]>) -> Res
         }
     })?;
     Ok(out)
+}
+
+/// The hash-index keys of a stored batch (see [`check_and_index`]).
+pub(crate) fn index_batch(b: &[u8], cap: usize, id_header: Option<&[u8]>) -> Result<Vec<IndexKey>> {
+    check_and_index(b, cap, id_header, true)
 }
 
 impl Store {
@@ -358,20 +375,17 @@ impl Store {
             let g = part.lock();
             (g.cfg.flush, g.cfg.index)
         };
-        // Everything that can refuse the request runs before anything is written.
+        // Everything that can refuse the request runs before anything is written: the
+        // headers and CRCs, then every batch's records against its header (decoded once,
+        // also yielding the index keys when the index is on).
         let spans = batch::validate_batches(&batches)?;
-        let indexed: Option<Vec<Vec<IndexKey>>> = if index_on {
-            let cap = inner.cfg.max_decompressed_batch_bytes;
-            let id_header = inner.cfg.message_id_header.as_deref();
-            Some(
-                spans
-                    .iter()
-                    .map(|&(s, l)| index_batch(&batches[s..s + l], cap, id_header))
-                    .collect::<Result<_>>()?,
-            )
-        } else {
-            None
-        };
+        let cap = inner.cfg.max_decompressed_batch_bytes;
+        let id_header = inner.cfg.message_id_header.as_deref();
+        let keys: Vec<Vec<IndexKey>> = spans
+            .iter()
+            .map(|&(s, l)| check_and_index(&batches[s..s + l], cap, id_header, index_on))
+            .collect::<Result<_>>()?;
+        let indexed = index_on.then_some(keys);
         let (appended, end) = {
             let mut w = inner.log.lock_writer();
             if inner.closed.load(Ordering::Acquire) {

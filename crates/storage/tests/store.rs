@@ -149,7 +149,7 @@ async fn index_decodes_every_codec() {
 }
 
 #[tokio::test]
-async fn index_off_does_not_decode() {
+async fn records_are_checked_whether_the_index_is_on_or_off() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(cfg(dir.path())).unwrap();
     s.configure_partition(
@@ -160,20 +160,40 @@ async fn index_off_does_not_decode() {
         },
     )
     .unwrap();
-    // A batch whose records section is garbage but whose CRC is right: accepted when the
-    // index is off (nothing decodes), refused when it is on.
+    // A batch whose records section is garbage but whose CRC is right is refused, index
+    // on or off, and nothing is written.
     let mut b = batch(1, 10, 5);
     let n = b.len();
     b[61..n].fill(0xff);
     let crc = crc32c::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
-    s.append(P0, bm(&b)).await.unwrap();
+    for index in [false, true] {
+        s.configure_partition(
+            P0,
+            PartitionConfig {
+                index,
+                ..no_retention()
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            s.append(P0, bm(&b)).await,
+            Err(StorageError::InvalidBatch(_))
+        ));
+        assert_eq!(s.offsets(P0).unwrap().log_end, 0);
+    }
+    // With the index off a valid batch is stored but not indexed.
+    s.configure_partition(
+        P0,
+        PartitionConfig {
+            index: false,
+            ..no_retention()
+        },
+    )
+    .unwrap();
+    s.append(P0, bm(&batch(1, 10, 5))).await.unwrap();
+    assert_eq!(s.offsets(P0).unwrap().log_end, 1);
     assert!(s.lookup_key(P0, b"k0").unwrap().is_empty());
-    s.configure_partition(P0, no_retention()).unwrap();
-    assert!(matches!(
-        s.append(P0, bm(&b)).await,
-        Err(StorageError::InvalidBatch(_))
-    ));
 }
 
 #[tokio::test]

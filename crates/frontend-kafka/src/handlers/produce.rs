@@ -158,7 +158,7 @@ impl Answer {
             .map(|(wire_name, topic_id, indexes)| {
                 let prs = indexes
                     .iter()
-                    .map(|&index| self.partition_response(index, outcomes.next()))
+                    .map(|&index| self.partition_response(wire_name, index, outcomes.next()))
                     .collect();
                 TopicProduceResponse::default()
                     .with_name(topic_name(if self.version >= 13 {
@@ -173,7 +173,12 @@ impl Answer {
         ProduceResponse::default().with_responses(responses)
     }
 
-    fn partition_response(&self, index: i32, outcome: Option<Outcome>) -> PartitionProduceResponse {
+    fn partition_response(
+        &self,
+        topic: &str,
+        index: i32,
+        outcome: Option<Outcome>,
+    ) -> PartitionProduceResponse {
         let r = PartitionProduceResponse::default()
             .with_index(index)
             .with_base_offset(-1)
@@ -190,7 +195,14 @@ impl Answer {
                 (r, NONE)
             }
             Some(Outcome::Done(Err(e))) => {
-                tracing::debug!(peer = %self.peer, partition = index, error = %e, "produce rejected");
+                if matches!(
+                    e,
+                    BrokerError::InvalidRecord(_) | BrokerError::CorruptMessage(_)
+                ) {
+                    log_refused_batch(self.peer, topic, index, &e);
+                } else {
+                    tracing::debug!(peer = %self.peer, partition = index, error = %e, "produce rejected");
+                }
                 let r = if self.version >= 8 {
                     r.with_error_message(Some(s(e.to_string())))
                 } else {
@@ -215,6 +227,18 @@ impl Answer {
                 .observe_error("Produce", &code_name(code));
         }
         r.with_error_code(code)
+    }
+}
+
+/// At most one line a second for refused batches: a client controls how many it sends.
+static REFUSED_BATCH_LOG: common::LogLimit = common::LogLimit::new(1000);
+
+/// A batch the broker refused (malformed, inconsistent, or not the client's to write): the
+/// operator learns who sends them, rate-limited.
+fn log_refused_batch(peer: SocketAddr, topic: &str, partition: i32, e: &BrokerError) {
+    use common::Clock;
+    if let Some(held_back) = REFUSED_BATCH_LOG.allow(common::SystemClock.now_ms()) {
+        tracing::warn!(%peer, topic, partition, error = %e, held_back, "refused a record batch");
     }
 }
 
