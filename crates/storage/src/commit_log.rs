@@ -245,6 +245,13 @@ impl CommitLog {
         Ok(())
     }
 
+    /// Creates a zero-filled segment over `[base, base + len)`, where a segment file is
+    /// missing or was truncated (repair only; the range must not overlap a segment).
+    pub fn fill_gap(&self, base: u64, len: u64) -> Result<()> {
+        debug_assert!(self.segment_at(base).is_none());
+        self.create_segment(base, len).map(|_| ())
+    }
+
     fn create_segment(&self, base: u64, capacity: u64) -> Result<Arc<Segment>> {
         let seg = Arc::new(Segment::create(&self.dir, base, capacity)?);
         sync_dir(&self.dir)?;

@@ -46,6 +46,8 @@ pub struct StoreConfig {
     /// Hash-index files kept; the oldest are deleted beyond this (their records are then no
     /// longer found by key or id).
     pub hash_index_files_max: usize,
+    /// How opening treats damage a crash cannot explain (see [`OpenMode`]).
+    pub open_mode: OpenMode,
     /// Run the background flush/retention threads. Tests may turn this off and call
     /// [`crate::Store::flush`] / [`crate::Store::enforce_retention`] themselves.
     pub background: bool,
@@ -68,8 +70,23 @@ impl StoreConfig {
             hash_index_entries_per_file: 4 << 20,
             hash_index_files_max: 32,
             background: true,
+            open_mode: OpenMode::Normal,
         }
     }
+}
+
+/// How [`crate::Store::open`] treats damage a crash cannot explain (a truncated or missing
+/// segment, a missing consume-queue file: `check.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OpenMode {
+    /// Refuse to open, naming the files and the way out.
+    #[default]
+    Normal,
+    /// Open anyway for [`crate::Store::check`], writing nothing: no tail truncation, no
+    /// checkpoint. Do not append to a store opened this way.
+    Check,
+    /// Open anyway for [`crate::Store::repair`].
+    Repair,
 }
 
 impl std::fmt::Debug for StoreConfig {

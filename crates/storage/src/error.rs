@@ -54,6 +54,10 @@ pub enum StorageError {
     /// A file written by this crate does not match its documented format.
     #[error("bad file format in {path:?}: {reason}")]
     Format { path: PathBuf, reason: String },
+    /// The store's files are damaged in a way a crash cannot explain; the message names the
+    /// files and the way out (`sluice storage check` / `repair`).
+    #[error("{0}")]
+    Damaged(String),
     /// The store was closed (or a previous fatal I/O error poisoned the writer).
     #[error("store is closed")]
     Closed,
@@ -77,6 +81,7 @@ impl StorageError {
                 | StorageError::Io { .. }
                 | StorageError::Format { .. }
                 | StorageError::CorruptData { .. }
+                | StorageError::Damaged(_)
         )
     }
 }

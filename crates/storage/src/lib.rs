@@ -69,11 +69,13 @@
 //! index is store-wide (one in-memory slot table, one fd per kept file).
 
 pub mod batch;
+mod check;
 mod checkpoint;
 mod commit_log;
 mod compression;
 mod config;
 mod consume_queue;
+mod damage;
 mod entry;
 mod error;
 mod file_cache;
@@ -89,9 +91,11 @@ mod segment;
 mod store;
 mod truncate;
 
+pub use check::CheckReport;
 pub use config::{
-    DEFAULT_MESSAGE_ID_HEADER, DEFAULT_RETENTION_MS, Flush, PartitionConfig, StoreConfig,
+    DEFAULT_MESSAGE_ID_HEADER, DEFAULT_RETENTION_MS, Flush, OpenMode, PartitionConfig, StoreConfig,
 };
+pub use damage::{DamagedBatch, Finding};
 pub use error::{Result, StorageError};
 pub use store::{Appended, PartitionOffsets, PendingAppend, ReadResult, Store, StoreStats};
 

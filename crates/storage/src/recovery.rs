@@ -22,8 +22,9 @@ use parking_lot::Mutex;
 use crate::batch::BatchHeader;
 use crate::checkpoint::Checkpoint;
 use crate::commit_log::CommitLog;
-use crate::config::{PartitionConfig, StoreConfig};
+use crate::config::{OpenMode, PartitionConfig, StoreConfig};
 use crate::consume_queue::CqEntry;
+use crate::damage::LostRanges;
 use crate::entry::{self, ENTRY_HEADER_BYTES, EntryFault};
 use crate::error::{Result, StorageError};
 use crate::hash_index::{HashIndex, Limits};
@@ -158,6 +159,15 @@ pub fn open(cfg: StoreConfig) -> Result<Inner> {
             part.lock().cfg = cfg;
         }
     }
+    let findings = crate::check::find_on_open(&ckpt, &log, &files);
+    let mode = cfg.open_mode;
+    if !findings.is_empty() && mode == OpenMode::Normal {
+        return Err(crate::check::refusal(&dir, &findings));
+    }
+    for f in &findings {
+        tracing::warn!(finding = %f, "damaged store opened for check/repair");
+    }
+    let lost = LostRanges::load(&dir)?;
     let start = ckpt.position.max(log.start());
     let lim = Limits {
         slots: cfg.hash_index_slots.max(1),
@@ -165,7 +175,8 @@ pub fn open(cfg: StoreConfig) -> Result<Inner> {
         files_max: cfg.hash_index_files_max.max(1),
     };
     let opened = HashIndex::open(&dir.join("hindex"), lim, start, log.start())?;
-    let inner = Inner::new(cfg, log, files, opened.index);
+    let inner = Inner::new(cfg, log, files, opened.index, lost);
+    *inner.findings.lock() = findings;
     *inner.lock.lock() = Some(lock);
     *inner.parts.write() = parts;
     if opened.rebuild_all && start > inner.log.start() {
@@ -177,6 +188,11 @@ pub fn open(cfg: StoreConfig) -> Result<Inner> {
     let end = replay(&inner, start)?;
     if end > start {
         tracing::info!(from = start, to = end, "replayed commit-log tail");
+    }
+    if mode == OpenMode::Check {
+        // Read-only: the writer is only positioned, nothing is zeroed or checkpointed.
+        inner.log.lock_writer().pos = end.max(ckpt.position);
+        return Ok(inner);
     }
     inner.log.set_end(end.max(ckpt.position))?;
     inner.checkpoint(false)?;

@@ -18,6 +18,7 @@ use crate::batch::{self, BatchHeader};
 use crate::commit_log::CommitLog;
 use crate::config::{Flush, PartitionConfig, StoreConfig};
 use crate::consume_queue::CqEntry;
+use crate::damage::{DamageLog, DamagedBatch, Finding, LostRanges};
 use crate::entry::{self, ENTRY_HEADER_BYTES};
 use crate::error::{Result, StorageError};
 use crate::flush::{GroupCommit, Stop};
@@ -98,6 +99,8 @@ pub struct StoreStats {
     pub synced_position: u64,
     /// Hash-index files kept (key / message-id lookups).
     pub hash_index_files: usize,
+    /// Damaged batches met while serving since the store opened (never served).
+    pub damaged_batches: u64,
 }
 
 /// The storage engine. `Send + Sync`; share as `Arc<Store>`.
@@ -131,6 +134,13 @@ pub(crate) struct Inner {
     pub last_checkpoint: Mutex<Option<(u64, u64)>>,
     /// The flock'ed `LOCK` file; released when the store is dropped.
     pub lock: Mutex<Option<std::fs::File>>,
+    /// Damaged batches met while serving (`damage.rs`).
+    pub damage: DamageLog,
+    /// Offset ranges given up by a repair; reads skip them.
+    pub lost: LostRanges,
+    /// What the open found wrong with the files (only a `Check`/`Repair` open gets past
+    /// them).
+    pub findings: Mutex<Vec<Finding>>,
 }
 
 impl Inner {
@@ -139,8 +149,12 @@ impl Inner {
         log: Arc<CommitLog>,
         files: QueueFiles,
         hindex: HashIndex,
+        lost: LostRanges,
     ) -> Inner {
         Inner {
+            damage: DamageLog::default(),
+            lost,
+            findings: Mutex::new(Vec::new()),
             cfg,
             log,
             hindex,
@@ -178,6 +192,39 @@ impl Inner {
             .get(&p)
             .cloned()
             .ok_or(StorageError::UnknownPartition(p))
+    }
+
+    /// The first offset at or after `offset` outside the ranges a repair gave up.
+    pub fn past_lost(&self, p: PartitionId, offset: Offset) -> Offset {
+        if self.lost.is_empty() {
+            return offset;
+        }
+        let mut at = offset;
+        for (q, first, last) in self.lost.list() {
+            if q == p && first <= at && at <= last {
+                at = last + 1;
+            }
+        }
+        at
+    }
+
+    /// Remembers (and logs once) a batch whose read failed its checks.
+    pub fn note_damage(&self, p: PartitionId, e: &CqEntry, err: &StorageError) {
+        let StorageError::CorruptData { reason, .. } = err else {
+            return;
+        };
+        self.damage.note(DamagedBatch {
+            partition: p,
+            first_offset: e.base_offset,
+            last_offset: e.next_offset() - 1,
+            position: e.position,
+            file: self
+                .log
+                .segment_at(e.position)
+                .map(|s| s.path.clone())
+                .unwrap_or_default(),
+            reason: (*reason).to_string(),
+        });
     }
 
     /// Reads and fully checks the entry of `e` (header CRC, batch CRC, partition and offset
@@ -474,6 +521,8 @@ impl Store {
         if offset == log_end {
             return Ok(out);
         }
+        // Offsets a repair gave up are skipped: the read serves the first batch after them.
+        let offset = inner.past_lost(p, offset);
         // Out of range against the partition as it is now (retention or delete_records may
         // have moved its start while we looked).
         let gone = || {
@@ -493,13 +542,21 @@ impl Store {
             return Ok(out);
         };
         let mut total = 0usize;
+        let mut want = offset;
+        let skips = !inner.lost.is_empty();
         'pages: loop {
             let page = inner.files.cq_entries(p, &part, i, 64)?;
             if page.is_empty() {
                 break;
             }
             for e in &page {
-                if out.chunks.is_empty() && e.base_offset > offset {
+                if skips && inner.lost.covers(p, e.base_offset, e.next_offset()) {
+                    if out.chunks.is_empty() {
+                        want = want.max(e.next_offset());
+                    }
+                    continue;
+                }
+                if out.chunks.is_empty() && e.base_offset > want {
                     // The batches holding `offset` went while we searched (retention, or
                     // delete_records): out of range now, never a later batch in its place.
                     return Err(gone());
@@ -512,8 +569,13 @@ impl Store {
                         total += b.len();
                         out.chunks.push(b);
                     }
-                    Err(err) if out.chunks.is_empty() => return Err(err),
-                    Err(_) => break 'pages,
+                    Err(err) => {
+                        inner.note_damage(p, e, &err);
+                        if out.chunks.is_empty() {
+                            return Err(err);
+                        }
+                        break 'pages;
+                    }
                 }
                 if total >= max_bytes {
                     break 'pages;
@@ -740,6 +802,16 @@ impl Store {
         self.inner.enforce_retention()
     }
 
+    /// Damaged batches met while serving since the store opened (each logged once).
+    pub fn damage(&self) -> Vec<DamagedBatch> {
+        self.inner.damage.list()
+    }
+
+    /// Offset ranges given up by repairs (reads skip them): (partition, first, last).
+    pub fn lost_ranges(&self) -> Vec<(PartitionId, Offset, Offset)> {
+        self.inner.lost.list()
+    }
+
     pub fn stats(&self) -> StoreStats {
         let inner = &self.inner;
         let segs = inner.log.segments();
@@ -753,6 +825,7 @@ impl Store {
             write_position: inner.log.lock_writer().pos,
             synced_position: inner.log.synced(),
             hash_index_files: inner.hindex.file_count(),
+            damaged_batches: inner.damage.count(),
         }
     }
 
