@@ -1,5 +1,6 @@
-//! `GET /health`: a JSON summary for load balancers and humans. 200 while serving, 503 once
-//! shutdown has started.
+//! `GET /health`: a JSON summary for load balancers and humans. 200 while serving ("ok", or
+//! "degraded" once a damaged batch was met: it is never served, and `damaged_batches` says
+//! where), 503 once shutdown has started.
 
 use axum::Json;
 use axum::extract::State;
@@ -11,7 +12,7 @@ use crate::AdminServer;
 
 #[derive(Debug, Serialize)]
 pub struct Health {
-    /// "ok" or "shutting_down".
+    /// "ok", "degraded" (damaged data met; see `damaged_batches`) or "shutting_down".
     pub status: &'static str,
     pub version: &'static str,
     pub uptime_seconds: u64,
@@ -23,6 +24,9 @@ pub struct Health {
     pub kafka_listener: String,
     pub kafka_advertised: String,
     pub admin_listener: String,
+    /// Damaged batches met while serving, one line each (partition, offsets, file,
+    /// position, reason); at most the first 100.
+    pub damaged_batches: Vec<String>,
 }
 
 pub(crate) fn health(server: &AdminServer) -> Health {
@@ -30,6 +34,8 @@ pub(crate) fn health(server: &AdminServer) -> Health {
     Health {
         status: if server.broker.is_shutting_down() {
             "shutting_down"
+        } else if !info.damage.is_empty() {
+            "degraded"
         } else {
             "ok"
         },
@@ -43,12 +49,13 @@ pub(crate) fn health(server: &AdminServer) -> Health {
         kafka_listener: server.listeners.kafka.to_string(),
         kafka_advertised: server.listeners.kafka_advertised.clone(),
         admin_listener: server.listeners.admin.to_string(),
+        damaged_batches: info.damage.into_iter().take(100).collect(),
     }
 }
 
 pub(crate) async fn handler(State(server): State<AdminServer>) -> Response {
     let h = health(&server);
-    let code = if h.status == "ok" {
+    let code = if h.status != "shutting_down" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

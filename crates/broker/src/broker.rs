@@ -38,6 +38,9 @@ pub struct HealthInfo {
     pub topics: usize,
     pub partitions: u32,
     pub groups: usize,
+    /// Damaged batches met while serving, described (never served; the broker is
+    /// degraded).
+    pub damage: Vec<String>,
 }
 
 pub struct Broker {
@@ -110,6 +113,11 @@ impl Broker {
             });
         }
         registry.next_partition_id = registry.next_partition_id.max(image.next_partition_id);
+        let orphans = orphan_partitions(&store, &registry, &config)?;
+        // Never hand out an id the store already holds.
+        if let Some(max) = store.partitions().iter().map(|p| p.0).max() {
+            registry.next_partition_id = registry.next_partition_id.max(max + 1);
+        }
         let mut coordinator = GroupCoordinator::new(CoordinatorConfig {
             min_session_timeout_ms: config.group_min_session_timeout_ms,
             max_session_timeout_ms: config.group_max_session_timeout_ms,
@@ -180,6 +188,9 @@ impl Broker {
             ];
             *broker.background.lock() = tasks;
         }
+        for p in orphans {
+            broker.adopt_orphan(p)?;
+        }
         Ok(broker)
     }
 
@@ -214,6 +225,7 @@ impl Broker {
             topics: topics.by_name.len(),
             partitions: topics.partition_count,
             groups: self.groups.lock().coordinator.group_count(),
+            damage: self.store.damage().iter().map(|d| d.to_string()).collect(),
         }
     }
 
@@ -375,4 +387,49 @@ impl From<BrokerError> for std::io::Error {
     fn from(e: BrokerError) -> Self {
         std::io::Error::other(e.to_string())
     }
+}
+
+/// Store partitions no topic names. Empty ones are leftovers of a topic creation that did
+/// not finish (the store is configured before the metadata record is written): deleted.
+/// Ones holding records mean the metadata lost topics (a deleted or damaged
+/// `meta/snapshot.json` or `meta/metadata.log`): refused, unless the config says to adopt
+/// them (returned).
+fn orphan_partitions(
+    store: &Store,
+    registry: &TopicRegistry,
+    config: &BrokerConfig,
+) -> Result<Vec<common::PartitionId>> {
+    let known: std::collections::HashSet<common::PartitionId> = registry
+        .by_name
+        .values()
+        .flat_map(|t| t.partitions.iter().copied())
+        .collect();
+    let mut with_data = Vec::new();
+    let mut records = 0i64;
+    for p in store.partitions() {
+        if known.contains(&p) {
+            continue;
+        }
+        let o = store.offsets(p)?;
+        if o.log_end == 0 {
+            tracing::info!(partition = %p, "removing an empty partition no topic names");
+            store.delete_partition(p)?;
+        } else {
+            records += o.log_end - o.log_start;
+            with_data.push(p);
+        }
+    }
+    if with_data.is_empty() || config.recover_orphan_partitions {
+        return Ok(with_data);
+    }
+    let ids: Vec<String> = with_data.iter().map(|p| p.0.to_string()).collect();
+    Err(BrokerError::Metadata(format!(
+        "the metadata in {} names no topic for store partitions [{}], which hold {records} \
+         records: meta/snapshot.json or meta/metadata.log was deleted or damaged. Refusing to \
+         start (topics would be missing and their ids reused). Restore the meta directory, or \
+         run `sluice storage repair --data-dir <dir>` to recover each partition as a topic \
+         named recovered-<partition id>.",
+        config.data_dir.join("meta").display(),
+        ids.join(", ")
+    )))
 }

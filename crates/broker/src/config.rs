@@ -48,11 +48,16 @@ pub struct BrokerConfig {
     /// Idle time after which an idempotent producer's sequence state is forgotten (Kafka's
     /// `producer.id.expiration.ms`).
     pub producer_id_expiration_ms: i64,
+    /// Adopt store partitions that hold records but that no topic in the metadata names
+    /// (its snapshot or log was lost) as topics `recovered-<partition id>` instead of
+    /// refusing to open. Set by `sluice storage repair`, never by a normal start.
+    pub recover_orphan_partitions: bool,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
+            recover_orphan_partitions: false,
             data_dir: PathBuf::from("./sluice-data"),
             node_id: 0,
             cluster_id: "sluice-cluster".to_string(),

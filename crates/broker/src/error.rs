@@ -65,6 +65,11 @@ impl From<storage::StorageError> for BrokerError {
                 log_end,
             },
             S::UnknownPartition(_) => BrokerError::UnknownTopicOrPartition,
+            // Not retriable for clients (KAFKA_STORAGE_ERROR would make them retry the same
+            // offset forever, silently): the application sees it until a repair.
+            S::CorruptData { .. } => BrokerError::CorruptMessage(format!(
+                "{e}; the batch is never served: `sluice storage check` / `repair`"
+            )),
             other => BrokerError::Storage(other),
         }
     }

@@ -137,30 +137,64 @@ impl Broker {
         Ok(info)
     }
 
+    /// Makes store partition `p`, which holds records no topic names, a one-partition topic
+    /// `recovered-<p>` with infinite retention (repair after lost metadata).
+    pub(crate) fn adopt_orphan(&self, p: common::PartitionId) -> Result<()> {
+        let name = format!("recovered-{}", p.0);
+        let configs: std::collections::BTreeMap<String, String> =
+            [("retention.ms".to_string(), "-1".to_string())].into();
+        let tc = TopicConfig::resolve(&self.config, &configs)?;
+        let mut topics = self.topics.write();
+        let topic_id = new_topic_id(&name, self.now_ms() as u64);
+        self.store.configure_partition(p, tc.partition_config())?;
+        self.persist(
+            MetaRecord::TopicCreated(TopicRecord {
+                name: name.clone(),
+                topic_id,
+                partitions: vec![p.0],
+                configs: configs.clone(),
+            }),
+            true,
+        )?;
+        topics.insert(Topic {
+            name: name.clone(),
+            topic_id,
+            partitions: vec![p],
+            overrides: configs,
+            config: tc,
+            counters: self.metrics.topic_counters(&name),
+        });
+        tracing::warn!(topic = %name, partition = %p, "recovered a partition no topic named");
+        Ok(())
+    }
+
     /// DeleteTopics (one topic): its partitions' data and its committed offsets go too.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         let mut topics = self.topics.write();
-        topics.get(name)?;
+        let partitions = topics.get(name)?.partitions.clone();
+        // The data goes before the metadata record: a crash in between leaves the topic
+        // with empty partitions (delete it again), never records that no topic names (which
+        // the next start would take for lost metadata).
+        for p in &partitions {
+            self.txn_index.forget_partition(*p);
+            if let Err(e) = self.store.delete_partition(*p) {
+                tracing::warn!(topic = %name, partition = %p, error = %e, "deleting partition data failed");
+            }
+        }
         self.persist(
             MetaRecord::TopicDeleted {
                 name: name.to_string(),
             },
             true,
         )?;
-        let Some(t) = topics.remove(name) else {
+        if topics.remove(name).is_none() {
             return Err(BrokerError::UnknownTopicOrPartition);
-        };
+        }
         self.metrics.topics.set(topics.by_name.len() as i64);
         self.metrics
             .partitions
             .set(i64::from(topics.partition_count));
         drop(topics);
-        for p in &t.partitions {
-            self.txn_index.forget_partition(*p);
-            if let Err(e) = self.store.delete_partition(*p) {
-                tracing::warn!(topic = %name, partition = %p, error = %e, "deleting partition data failed");
-            }
-        }
         self.groups.lock().coordinator.forget_topic(name);
         self.metrics.forget_topic(name);
         tracing::info!(topic = %name, "topic deleted");

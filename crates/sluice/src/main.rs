@@ -12,6 +12,7 @@ mod config;
 mod data_dir_lock;
 mod logging;
 mod server;
+mod storage_cmd;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(args).await,
+            Command::Storage(cmd) => storage_cmd::run(cmd).await,
             other => {
                 cli::run(
                     other,

@@ -69,7 +69,7 @@ pub fn load_config(args: &ServerArgs) -> anyhow::Result<Layered> {
     })?)
 }
 
-fn broker_config(cfg: &ServerConfig, data_dir: &Path) -> broker::BrokerConfig {
+pub fn broker_config(cfg: &ServerConfig, data_dir: &Path) -> broker::BrokerConfig {
     broker::BrokerConfig {
         data_dir: data_dir.to_path_buf(),
         node_id: cfg.node_id,
@@ -346,6 +346,11 @@ fn storage_sampler(store: Arc<storage::Store>) -> admin::StorageSampler {
                 "sluice_storage_fsyncs",
                 "fsync/fdatasync calls on the commit log",
                 s.fsync_count as f64,
+            ),
+            Sample::counter(
+                "sluice_storage_damaged_batches",
+                "Damaged commit-log batches met while serving (never served; see /health)",
+                s.damaged_batches as f64,
             ),
             Sample::summary(
                 "sluice_storage_fsync_seconds",

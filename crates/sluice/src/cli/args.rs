@@ -11,6 +11,7 @@ Exit codes:
   2    broker unreachable (connection refused, timed out, or dropped)
   3    the broker answered with an error (e.g. topic already exists, unknown group)
   4    consume: --count not reached before --timeout-ms
+  5    storage check: damage found; storage repair: offsets would be lost (see --skip-damaged)
   130  server: stopped by a second SIGINT/SIGTERM without finishing the graceful shutdown";
 
 #[derive(Parser, Debug)]
@@ -64,6 +65,36 @@ pub enum Command {
     /// Inspect and manage consumer groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Check or repair a stopped broker's data directory (damaged or missing files).
+    #[command(subcommand)]
+    Storage(StorageCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StorageCommand {
+    /// Read-only scan of every stored batch: what is damaged, which offsets are affected.
+    /// Exit code 5 when damage is found.
+    Check(StorageArgs),
+    /// Rebuild consume queues, index and metadata from the commit log where they can be
+    /// rebuilt; with --skip-damaged also give up what cannot, reporting exactly which
+    /// offsets. Exit code 5 when offsets would be lost and --skip-damaged was not given.
+    Repair {
+        #[command(flatten)]
+        args: StorageArgs,
+        /// Give up damaged ranges (consumers then continue past them).
+        #[arg(long)]
+        skip_damaged: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct StorageArgs {
+    /// The server's data directory (storage.dir; default ./sluice-data).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// The server's TOML configuration file, if it has one.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Default)]

@@ -7,6 +7,7 @@ pub const EXIT_USAGE: i32 = 1;
 pub const EXIT_UNREACHABLE: i32 = 2;
 pub const EXIT_BROKER_ERROR: i32 = 3;
 pub const EXIT_TIMEOUT: i32 = 4;
+pub const EXIT_DAMAGED: i32 = 5;
 pub const EXIT_SECOND_SIGNAL: i32 = 130;
 
 /// A mistake in how the command was invoked that clap cannot catch (e.g. a malformed

@@ -44,7 +44,7 @@ pub async fn run(
         Command::Produce(args) => produce::run(&ctx, args).await,
         Command::Consume(args) => consume::run(&ctx, args).await,
         Command::Group(cmd) => group::run(&ctx, cmd).await,
-        Command::Server(_) => unreachable!("handled by main"),
+        Command::Server(_) | Command::Storage(_) => unreachable!("handled by main"),
     }
 }
 
