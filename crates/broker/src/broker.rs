@@ -229,6 +229,12 @@ impl Broker {
         }
     }
 
+    /// Test hook: while `on`, every metadata append fails (as a failing disk would).
+    #[doc(hidden)]
+    pub fn inject_metadata_failure(&self, on: bool) {
+        self.meta.lock().inject_failure = on;
+    }
+
     /// Appends a metadata record; errors are logged and returned.
     pub(crate) fn persist(&self, r: MetaRecord, durable: bool) -> Result<()> {
         let res = self.meta.lock().append(r, durable);

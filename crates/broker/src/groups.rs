@@ -294,7 +294,13 @@ impl Broker {
                 }
             }
         }
-        self.groups.lock().coordinator.commit_offsets(
+        // Applied, persisted and (if the persist fails) undone under one lock, so no
+        // reader sees an offset that was never saved survive the failure.
+        let mut g = self.groups.lock();
+        let keys: Vec<(String, i32)> = valid.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        let previous = g.coordinator.fetch_offsets(group_id, Some(&keys));
+        let existed = g.coordinator.has_group(group_id);
+        g.coordinator.commit_offsets(
             group_id,
             generation_id,
             member_id,
@@ -303,13 +309,14 @@ impl Broker {
             now,
         )?;
         if !valid.is_empty() {
-            let _ = self.persist(
-                MetaRecord::OffsetsCommitted {
-                    group_id: group_id.to_string(),
-                    offsets: valid,
-                },
-                false,
-            );
+            let record = MetaRecord::OffsetsCommitted {
+                group_id: group_id.to_string(),
+                offsets: valid,
+            };
+            if self.persist(record, false).is_err() {
+                g.coordinator.revert_offsets(group_id, previous, existed);
+                return Err(GroupError::CoordinatorNotAvailable);
+            }
         }
         Ok(results)
     }

@@ -203,6 +203,8 @@ pub struct MetadataLog {
     image: MetaImage,
     records_since_snapshot: usize,
     snapshot_every: usize,
+    /// Test hook: every append fails while set (as a full or failing disk would).
+    pub inject_failure: bool,
 }
 
 fn io_err(op: &str, path: &Path, e: std::io::Error) -> BrokerError {
@@ -258,6 +260,7 @@ impl MetadataLog {
             image,
             records_since_snapshot: count,
             snapshot_every: snapshot_every.max(1),
+            inject_failure: false,
         };
         if count > 0 {
             // Start from a clean log (also drops a torn tail).
@@ -272,6 +275,12 @@ impl MetadataLog {
 
     /// Appends `r` (fsync'd when `durable`) and applies it to the image.
     pub fn append(&mut self, r: MetaRecord, durable: bool) -> Result<()> {
+        if self.inject_failure {
+            return Err(BrokerError::Metadata(format!(
+                "append to {}: injected failure (test hook)",
+                self.dir.join("metadata.log").display()
+            )));
+        }
         let mut line = serde_json::to_vec(&r).map_err(|e| BrokerError::Metadata(e.to_string()))?;
         line.push(b'\n');
         let path = self.dir.join("metadata.log");

@@ -110,15 +110,19 @@ impl Broker {
         for p in &partitions {
             self.store.configure_partition(*p, tc.partition_config())?;
         }
-        self.persist(
-            MetaRecord::TopicCreated(TopicRecord {
-                name: req.name.clone(),
-                topic_id,
-                partitions: partitions.iter().map(|p| p.0).collect(),
-                configs: req.configs.clone(),
-            }),
-            true,
-        )?;
+        let record = MetaRecord::TopicCreated(TopicRecord {
+            name: req.name.clone(),
+            topic_id,
+            partitions: partitions.iter().map(|p| p.0).collect(),
+            configs: req.configs.clone(),
+        });
+        if let Err(e) = self.persist(record, true) {
+            // Not recorded: no topic. Its empty partitions go now (or at the next start).
+            for p in &partitions {
+                let _ = self.store.delete_partition(*p);
+            }
+            return Err(e);
+        }
         let topic = Topic {
             name: req.name.clone(),
             topic_id,

@@ -241,3 +241,90 @@ async fn auto_create_respects_config_and_names() {
     ));
     b.shutdown().await.unwrap();
 }
+
+/// Issue 12: a change whose metadata record cannot be written is an error the client sees,
+/// and the state is what it was before, in memory and after a restart.
+#[tokio::test]
+async fn a_failed_metadata_write_fails_the_request_and_changes_nothing() {
+    use sluice_broker::OffsetToCommit;
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    let topic = |name: &str| NewTopic {
+        name: name.into(),
+        partitions: Some(1),
+        replication_factor: None,
+        configs: BTreeMap::new(),
+    };
+    b.create_topic(topic("t"), false).unwrap();
+    let commit = |offset| {
+        b.commit_offsets(
+            "g",
+            -1,
+            "",
+            None,
+            vec![OffsetToCommit {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        )
+    };
+    commit(5).unwrap();
+    let committed = |b: &Broker| {
+        b.fetch_offsets("g", Some(&[("t".to_string(), 0)]))[0]
+            .2
+            .as_ref()
+            .map(|o| o.offset)
+    };
+    let (pid, epoch) = b
+        .init_transactional_producer("tx", 60_000, None)
+        .await
+        .unwrap();
+    b.add_partitions_to_txn("tx", pid, epoch, &[("t".into(), 0)])
+        .unwrap();
+    let txn_state = |b: &Broker| b.list_transactions(&[], &[])[0].2;
+    assert_eq!(txn_state(&b), "Ongoing");
+
+    b.inject_metadata_failure(true);
+    assert!(
+        commit(9).is_err(),
+        "OffsetCommit succeeded without its record"
+    );
+    assert_eq!(committed(&b), Some(5));
+    // A commit to a group that did not exist leaves no group behind.
+    assert!(
+        b.commit_offsets(
+            "new-group",
+            -1,
+            "",
+            None,
+            vec![OffsetToCommit {
+                topic: "t".into(),
+                partition: 0,
+                offset: 1,
+                leader_epoch: -1,
+                metadata: None,
+            }]
+        )
+        .is_err()
+    );
+    assert!(b.list_groups().iter().all(|g| g.group_id != "new-group"));
+    assert!(b.create_topic(topic("u"), false).is_err());
+    assert!(b.list_topics().iter().all(|t| t.name != "u"));
+    assert!(b.end_txn("tx", pid, epoch, true).await.is_err());
+    assert_eq!(txn_state(&b), "Ongoing");
+
+    // Once the disk is back the same requests work; nothing half-done is in the way.
+    b.inject_metadata_failure(false);
+    b.create_topic(topic("u"), false).unwrap();
+    b.end_txn("tx", pid, epoch, true).await.unwrap();
+    assert_eq!(txn_state(&b), "CompleteCommit");
+    b.shutdown().await.unwrap();
+    drop(b);
+    let b = open(dir.path());
+    assert_eq!(committed(&b), Some(5));
+    assert!(b.list_topics().iter().any(|t| t.name == "u"));
+    b.shutdown().await.unwrap();
+}

@@ -57,6 +57,38 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Undoes a commit whose record could not be persisted: each partition gets its
+    /// previous offset back (or none), and a group the commit created goes again.
+    pub fn revert_offsets(
+        &mut self,
+        group_id: &str,
+        previous: Vec<(String, i32, Option<CommittedOffset>)>,
+        group_existed: bool,
+    ) {
+        if !group_existed {
+            self.groups.remove(group_id);
+            return;
+        }
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        for (topic, partition, o) in previous {
+            match o {
+                Some(o) => {
+                    group.offsets.insert((topic, partition), o);
+                }
+                None => {
+                    group.offsets.remove(&(topic, partition));
+                }
+            }
+        }
+    }
+
+    /// Whether the coordinator knows `group_id`.
+    pub fn has_group(&self, group_id: &str) -> bool {
+        self.groups.contains_key(group_id)
+    }
+
     /// Committed offsets; `None` partitions means all of the group's.
     pub fn fetch_offsets(
         &self,

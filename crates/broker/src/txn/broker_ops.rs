@@ -167,10 +167,15 @@ impl Broker {
         let now = self.now_ms();
         let plan = {
             let mut c = self.txns.lock();
+            let before = c.get(transactional_id).cloned();
             match c.end_txn(transactional_id, producer_id, epoch, commit, now)? {
                 EndOutcome::AlreadyDone => return Ok(()),
                 EndOutcome::Plan(plan, rec) => {
-                    self.persist_txn(&rec)?;
+                    // Not persisted: not done. The transaction stays open, as before.
+                    if let Err(e) = self.persist_txn(&rec) {
+                        c.put_back(transactional_id, before);
+                        return Err(e);
+                    }
                     plan
                 }
             }

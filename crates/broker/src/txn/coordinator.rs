@@ -201,6 +201,18 @@ impl TxnCoordinator {
         }
     }
 
+    /// Puts a transactional id back the way it was (`before`: its record, or `None` when it
+    /// did not exist) after a transition whose record could not be persisted.
+    pub fn put_back(&mut self, transactional_id: &str, before: Option<TxnRecord>) {
+        self.needs_completion.remove(transactional_id);
+        if let Some(now) = self.txns.remove(transactional_id) {
+            self.by_producer.remove(&now.producer_id);
+        }
+        if let Some(r) = before {
+            self.restore([r]);
+        }
+    }
+
     pub fn get(&self, transactional_id: &str) -> Option<&TxnRecord> {
         self.txns.get(transactional_id)
     }
