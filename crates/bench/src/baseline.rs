@@ -1,5 +1,6 @@
 //! The machine's limits as a broker meets them: page-cache writes, durable appends and
 //! loopback TCP. Each broker benchmark is quoted as a ratio of these, measured in the same run.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};

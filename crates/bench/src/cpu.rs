@@ -1,5 +1,6 @@
 //! CPU seconds of a process, from /proc, so a run reports broker CPU per GB moved — a figure
 //! that stays comparable when neighbours make wall-clock throughput noisy.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::fs;
 

@@ -1,4 +1,5 @@
 //! Load generators on librdkafka, so the figures are what a real Kafka client sees.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -321,6 +322,10 @@ fn commit(producer: &ThreadedProducer<DeliveryContext>, timeout: Duration) -> Re
     bail!("commit_transaction: {message}")
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "setup, run and report of one load phase read together"
+)]
 pub fn produce(args: &ProduceArgs) -> Result<Report> {
     let common = &args.common;
     ensure_topic(common)?;

@@ -71,6 +71,7 @@ fn put_varint(b: &mut BytesMut, v: i64) {
     }
 }
 
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 #[tokio::test]
 async fn topics_configs_and_data_survive_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,7 @@
 //!
 //! The binary is the one `cargo test --workspace` builds next to this crate's tests
 //! (`target/<profile>/sluice`); `SLUICE_BIN` overrides the path.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::io;
 use std::net::{TcpListener, TcpStream};

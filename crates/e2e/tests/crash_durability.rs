@@ -95,6 +95,7 @@ impl Rng {
     }
 }
 
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 #[test]
 fn acknowledged_records_survive_repeated_kill_9_with_sync_flush() {
     let kills: usize = std::env::var("SLUICE_CRASH_KILLS")

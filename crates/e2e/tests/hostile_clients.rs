@@ -2,6 +2,7 @@
 //! the real binary and checks what a user would notice: that connection is dropped, the
 //! broker's memory stays bounded, a well-behaved client keeps working, and the server log
 //! has a line naming that client (its address) and what it did.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -20,7 +20,6 @@ pub fn broker_code(e: &BrokerError) -> i16 {
         BrokerError::InvalidRecord(_) => E::InvalidRecord,
         BrokerError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
         BrokerError::LimitReached(_) => E::PolicyViolation,
-        BrokerError::Storage(storage::StorageError::DiskFull { .. }) => E::KafkaStorageError,
         BrokerError::Storage(_) => E::KafkaStorageError,
         BrokerError::Metadata(_) => E::KafkaStorageError,
         BrokerError::Group(g) => return group_code(g),

@@ -3,6 +3,7 @@
 //! buffer instead splices in the storage chunks (mmap'd `Bytes`) untouched. The socket
 //! writer then sends the segments with vectored writes: record bytes are never copied in
 //! user space.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::collections::VecDeque;
 use std::ops::Range;

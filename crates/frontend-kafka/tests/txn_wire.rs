@@ -203,6 +203,7 @@ fn offset_fetch() -> OffsetFetchRequest {
         ]))
 }
 
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 #[tokio::test]
 async fn transactions_over_the_wire() {
     let dir = tempfile::tempdir().unwrap();

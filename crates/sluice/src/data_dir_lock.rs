@@ -2,6 +2,7 @@
 //!
 //! `flock(2)` on `<data dir>/sluice.lock`: released by the kernel when the process exits,
 //! however it exits (kill -9 included), so a crash never leaves a stale lock behind.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -128,14 +128,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     let _lock = crate::data_dir_lock::DataDirLock::acquire(&data_dir)
         .map_err(|e| usage(format!("{e:#}")))?;
 
-    let mut store_config = storage::StoreConfig::new(data_dir.join("store"));
-    store_config.segment_bytes = cfg.segment_bytes;
-    store_config.flush_interval_ms = cfg.flush_interval_ms;
-    store_config.max_decompressed_batch_bytes = cfg.max_decompressed_batch_bytes;
-    let store = Arc::new(
-        storage::Store::open(store_config)
-            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
-    );
+    let store = open_store(&cfg, &data_dir)?;
     let clock: Arc<dyn common::Clock> = Arc::new(common::SystemClock);
     let broker = broker::Broker::open(store.clone(), broker_config(&cfg, &data_dir), clock)
         .context("cannot open the broker")?;
@@ -162,24 +155,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
                 return Err(usage(format!("{e:#}")));
             }
         };
-        let addr = listener.local_addr()?;
-        let server = admin::AdminServer::new(
-            broker.clone(),
-            data_dir.clone(),
-            admin::Listeners {
-                kafka: kafka_addr,
-                kafka_advertised: advertised.clone(),
-                admin: addr,
-            },
-        )
-        .with_storage_sampler(storage_sampler(store.clone()));
-        let admin_shutdown = shutdown_rx.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = admin::serve(listener, server, admin_shutdown).await {
-                tracing::error!(error = %e, "admin HTTP server stopped; Kafka service continues");
-            }
-        });
-        Some((addr, task))
+        let listeners = admin::Listeners {
+            kafka: kafka_addr,
+            kafka_advertised: advertised.clone(),
+            admin: listener.local_addr()?,
+        };
+        let server = admin::AdminServer::new(broker.clone(), data_dir.clone(), listeners)
+            .with_storage_sampler(storage_sampler(store.clone()));
+        Some(spawn_admin(listener, server, shutdown_rx.clone())?)
     } else {
         None
     };
@@ -310,6 +293,33 @@ fn kafka_config(
         shutdown_grace_ms: cfg.shutdown_timeout_ms,
         ..frontend_kafka::KafkaConfig::default()
     }
+}
+
+/// The store under `<data dir>/store`, configured from the server config. A store damaged in
+/// a way a crash cannot explain refuses to open with a message naming the files.
+fn open_store(cfg: &ServerConfig, data_dir: &Path) -> anyhow::Result<Arc<storage::Store>> {
+    let mut store_config = storage::StoreConfig::new(data_dir.join("store"));
+    store_config.segment_bytes = cfg.segment_bytes;
+    store_config.flush_interval_ms = cfg.flush_interval_ms;
+    store_config.max_decompressed_batch_bytes = cfg.max_decompressed_batch_bytes;
+    let store = storage::Store::open(store_config)
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Serves the admin HTTP API until shutdown; its failure never stops the Kafka service.
+fn spawn_admin(
+    listener: TcpListener,
+    server: admin::AdminServer,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = admin::serve(listener, server, shutdown).await {
+            tracing::error!(error = %e, "admin HTTP server stopped; Kafka service continues");
+        }
+    });
+    Ok((addr, task))
 }
 
 fn storage_sampler(store: Arc<storage::Store>) -> admin::StorageSampler {

@@ -1,5 +1,6 @@
 //! End-to-end: the real `sluice` binary as server and as CLI — topic, produce, consume and
 //! group commands, output formats and exit codes.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 mod support;
 

@@ -11,6 +11,7 @@
 //!   memory       RSS per idle partition at 100,000 partitions
 //! ```
 //! Sizes are scaled by SLUICE_BENCH_MB (default per bench below).
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::io::Write;
 use std::os::fd::AsRawFd;

@@ -5,6 +5,7 @@
 //! (the writer lock is *not* held during the fsync, so appends keep arriving), then wake them
 //! all. Appends arriving during an fsync are covered by the next one. One fdatasync thus
 //! covers every append that arrived while the previous one ran.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::collections::HashSet;
 use std::path::PathBuf;

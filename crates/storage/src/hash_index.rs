@@ -18,6 +18,7 @@
 //!
 //! Memory: one slot table (`slots × 4` bytes) for the whole store, none per partition; file
 //! descriptors: one per kept file (bounded by `files_max`).
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

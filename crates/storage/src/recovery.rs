@@ -11,6 +11,7 @@
 //!    will refuse), otherwise it is the torn tail. A batch whose base offset does not continue
 //!    its partition also ends the scan. Everything from the end on is zeroed.
 //! 4. A fresh checkpoint is written, so a second crash replays less.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::collections::HashMap;
 use std::path::Path;

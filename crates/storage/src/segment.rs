@@ -4,6 +4,7 @@
 //! Why not write through the mmap: a write fault on a full disk is a SIGBUS, not an error.
 //! Why map the whole capacity up front: the file is `set_len` to its capacity at creation
 //! (sparse), so the mapping never needs to grow and never maps past EOF.
+#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::fs::{File, OpenOptions};
 use std::io::IoSlice;

@@ -105,6 +105,7 @@ fn check_offsets(s: &Store, model: &[Part]) {
     }
 }
 
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -179,6 +179,18 @@ async fn describe(ctx: &Ctx, client: &mut Client, group: &str) -> anyhow::Result
     if print_json_if(ctx.output, &value) {
         return Ok(0);
     }
+    print_description(group, &state, &described, &rows, total_lag);
+    Ok(0)
+}
+
+/// The human form of `group describe`: a lag table per partition, then the members.
+fn print_description(
+    group: &str,
+    state: &str,
+    described: &DescribedGroup,
+    rows: &[LagRow],
+    total_lag: i64,
+) {
     crate::outln!(
         "Group: {group}  State: {state}  Members: {}  Total lag: {total_lag}",
         described.members.len()
@@ -233,7 +245,6 @@ async fn describe(ctx: &Ctx, client: &mut Client, group: &str) -> anyhow::Result
             .collect();
         print_table(&["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"], &members);
     }
-    Ok(0)
 }
 
 /// Milliseconds since the epoch from `1700000000000` or an RFC 3339 time such as

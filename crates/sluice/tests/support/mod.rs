@@ -1,6 +1,6 @@
 //! Test support: run the real `sluice` binary as a server (ports chosen by the OS and read back
 //! from its startup banner) and as a CLI; scrape its admin HTTP endpoints.
-
+#![allow(unsafe_code)] // see the SAFETY comments
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
