@@ -692,4 +692,14 @@ fn produce_flood_without_a_budget_for_comparison() {
         sorted.get(sorted.len() / 2).copied().unwrap_or_default(),
         sorted.last().copied().unwrap_or_default()
     );
+    // What the comparison is for: without the budget the same flood takes more memory
+    // than the budgeted run is held to, so the budget is what bounds it.
+    const BUDGET_MIB: u64 = 32; // the budgeted test's budget and bound
+    let budgeted_bound = f.baseline_anon_mib + 2 * BUDGET_MIB + 64;
+    assert!(
+        f.peak_anon_mib > budgeted_bound,
+        "without a budget the broker peaked at {} MiB, within the budgeted bound {budgeted_bound} MiB: \
+         the flood does not exercise the budget",
+        f.peak_anon_mib
+    );
 }

@@ -420,6 +420,9 @@ async fn long_poll_fetch_wakes_on_append() {
         c2.call(&fetch_req("lp", 0, 10_000, 1), 12).await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Parked: an empty partition holds the fetch (an answer now would mean the wake-up
+    // path below never ran).
+    assert!(!waiter.is_finished(), "the fetch was answered before any append");
     c.call(
         &produce_req("lp", 0, batch(&["wake"], Compression::None), -1),
         9,
