@@ -68,7 +68,8 @@ impl Default for BrokerConfig {
             default_retention_bytes: None,
             default_flush: Flush::Async,
             default_index: true,
-            group_initial_rebalance_delay_ms: 3_000,
+            // The server's default (`groups.initial_rebalance_delay_ms`); Kafka's is 3 s.
+            group_initial_rebalance_delay_ms: 0,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: 1_000,
