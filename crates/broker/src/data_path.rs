@@ -90,6 +90,27 @@ impl Broker {
         Ok(self.resolve(topic, partition)?.0)
     }
 
+    /// A compacted topic keeps the latest record per key, so every record needs one
+    /// (Kafka refuses keyless records there with INVALID_RECORD).
+    fn check_keys(&self, topic: &str, batches: &[u8]) -> Result<()> {
+        if !self.topics.read().get(topic)?.config.is_compacted() {
+            return Ok(());
+        }
+        let cap = self.store.config().max_decompressed_batch_bytes;
+        for h in crate::log_scan::headers(batches) {
+            let data = storage::records::records_bytes(&h, cap)?;
+            let mut keyless = false;
+            storage::records::for_each_record(&h, &data, |r| keyless |= r.key.is_none())?;
+            if keyless {
+                return Err(BrokerError::InvalidRecord(format!(
+                    "topic {topic} is compacted (cleanup.policy={}): every record needs a key",
+                    self.topics.read().get(topic)?.config.cleanup_policy
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Appends Kafka v2 record batches to a partition, stored as sent, and waits for the
     /// partition's acknowledgement (durable for `flush = sync`).
     pub async fn produce(
@@ -126,6 +147,7 @@ impl Broker {
             return Err(BrokerError::InvalidRecord("no record batch".into()));
         }
         check_client_batches(&batches)?;
+        self.check_keys(topic, &batches)?;
         if let Some(big) = summaries.iter().find(|s| s.total_bytes > max_bytes) {
             return Err(BrokerError::MessageTooLarge {
                 size: big.total_bytes,

@@ -157,12 +157,22 @@ impl TopicConfig {
         Ok(())
     }
 
-    /// The policy storage applies to each partition of the topic.
+    /// True for `compact` and `compact,delete`: every record needs a key.
+    pub fn is_compacted(&self) -> bool {
+        self.cleanup_policy
+            .split(',')
+            .any(|p| p.trim() == "compact")
+    }
+
+    /// The policy storage applies to each partition of the topic. A `compact`-only topic
+    /// is never deleted by time or size (Kafka keeps at least the latest value of every key
+    /// forever); until log compaction exists it keeps every record.
     pub fn partition_config(&self) -> PartitionConfig {
+        let deletes = self.cleanup_policy.split(',').any(|p| p.trim() == "delete");
         PartitionConfig {
             flush: self.flush,
-            retention_ms: self.retention_ms,
-            retention_bytes: self.retention_bytes,
+            retention_ms: self.retention_ms.filter(|_| deletes),
+            retention_bytes: self.retention_bytes.filter(|_| deletes),
             index: self.index,
         }
     }

@@ -422,7 +422,10 @@ async fn long_poll_fetch_wakes_on_append() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Parked: an empty partition holds the fetch (an answer now would mean the wake-up
     // path below never ran).
-    assert!(!waiter.is_finished(), "the fetch was answered before any append");
+    assert!(
+        !waiter.is_finished(),
+        "the fetch was answered before any append"
+    );
     c.call(
         &produce_req("lp", 0, batch(&["wake"], Compression::None), -1),
         9,

@@ -28,6 +28,27 @@ fn err_msg(e: &BrokerError) -> Option<kafka_protocol::protocol::StrBytes> {
     Some(s(e.to_string()))
 }
 
+/// Checks a manual replica assignment against this single-node broker: every partition's
+/// replica list (None: partitions not numbered 0, 1, …) must be exactly `[node]`. Returns the
+/// number of partitions assigned.
+fn check_assignment<'a>(
+    node: i32,
+    lists: impl Iterator<Item = Option<&'a [kafka_protocol::messages::BrokerId]>>,
+) -> Result<u32, String> {
+    let mut n = 0u32;
+    for (i, list) in lists.enumerate() {
+        let list = list.ok_or_else(|| format!("partition {i} is missing or out of order"))?;
+        let ids: Vec<i32> = list.iter().map(|b| b.0).collect();
+        if ids != [node] {
+            return Err(format!(
+                "partition {i} is assigned to brokers {ids:?}; this cluster has one broker, {node}"
+            ));
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
 pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let b = ctx.broker;
     let mut seen = std::collections::HashSet::new();
@@ -42,11 +63,30 @@ pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsRes
                     .with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(Some(s("duplicate topic in request")));
             }
-            if !t.assignments.is_empty() {
+            // A manual assignment (Kafka's rules): the counts are then -1, partitions are
+            // numbered 0.., and every replica names a live broker (here only this one).
+            let assigned = if t.assignments.is_empty() {
+                None
+            } else if t.num_partitions != -1 || t.replication_factor != -1 {
                 return base
                     .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(s("manual replica assignment is not supported")));
-            }
+                    .with_error_message(Some(s(
+                        "with a replica assignment, numPartitions and replicationFactor must be -1",
+                    )));
+            } else {
+                let node = b.config().node_id;
+                let lists = t.assignments.iter().enumerate().map(|(i, a)| {
+                    (a.partition_index == i as i32).then_some(a.broker_ids.as_slice())
+                });
+                match check_assignment(node, lists) {
+                    Ok(n) => Some(n),
+                    Err(msg) => {
+                        return base
+                            .with_error_code(ResponseError::InvalidReplicaAssignment.code())
+                            .with_error_message(Some(s(msg)));
+                    }
+                }
+            };
             let mut configs = BTreeMap::new();
             for c in t.configs {
                 if let Some(v) = c.value {
@@ -54,7 +94,7 @@ pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsRes
                 }
             }
             let partitions = match t.num_partitions {
-                -1 => None,
+                -1 => assigned,
                 n if n > 0 => Some(n as u32),
                 n => {
                     return base
@@ -65,7 +105,11 @@ pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsRes
             let new = NewTopic {
                 name: name.clone(),
                 partitions,
-                replication_factor: Some(t.replication_factor),
+                replication_factor: Some(if assigned.is_some() {
+                    1
+                } else {
+                    t.replication_factor
+                }),
                 configs,
             };
             match b.create_topic(new, req.validate_only) {
@@ -160,15 +204,30 @@ pub fn create_partitions(ctx: &Ctx<'_>, req: CreatePartitionsRequest) -> CreateP
         .into_iter()
         .map(|t| {
             let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            if t.assignments.is_some() {
-                return r
-                    .with_error_code(ResponseError::InvalidReplicaAssignment.code())
-                    .with_error_message(Some(s("manual replica assignment is not supported")));
-            }
             let total = match u32::try_from(t.count) {
                 Ok(n) => n,
                 Err(_) => return r.with_error_code(ResponseError::InvalidPartitions.code()),
             };
+            if let Some(assignments) = &t.assignments {
+                // One list per new partition, each naming live brokers (only this one).
+                let current = b.topic(&t.name.0).map_or(0, |i| i.partitions);
+                let lists = assignments.iter().map(|a| Some(a.broker_ids.as_slice()));
+                let fits = check_assignment(b.config().node_id, lists).and_then(|n| {
+                    (n == total.saturating_sub(current))
+                        .then_some(n)
+                        .ok_or_else(|| {
+                            format!(
+                                "{n} assignments for {} new partitions",
+                                total.saturating_sub(current)
+                            )
+                        })
+                });
+                if let Err(msg) = fits {
+                    return r
+                        .with_error_code(ResponseError::InvalidReplicaAssignment.code())
+                        .with_error_message(Some(s(msg)));
+                }
+            }
             match b.create_partitions(&t.name.0, total, req.validate_only) {
                 Ok(()) => r.with_error_code(NONE),
                 Err(e) => r

@@ -1,0 +1,162 @@
+//! Issue 14, topic semantics a Kafka user relies on, with librdkafka against the binary:
+//! a compacted topic is never emptied by time retention and refuses keyless records, and
+//! CreateTopics / CreatePartitions accept a replica assignment naming this broker.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use sluice_e2e::Server;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn admin(server: &Server) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .create()
+        .expect("admin client")
+}
+
+fn opts() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(TIMEOUT))
+}
+
+/// Keys and values of partition 0 of `topic`, read to its end.
+fn read(server: &Server, topic: &str) -> Vec<(Option<String>, String)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .set("group.id", format!("read-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut out = Vec::new();
+    while Instant::now() < deadline {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push((
+                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            )),
+            Some(Err(KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) => panic!("consume {topic}: {e}"),
+            None => {}
+        }
+    }
+    panic!("never reached the end of {topic}");
+}
+
+#[test]
+fn a_compacted_topic_outlives_its_retention_and_refuses_keyless_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let rt = rt();
+    let a = admin(&server);
+    let topics = [
+        NewTopic::new("changelog", 1, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact")
+            .set("retention.ms", "2000"),
+        // The control: the same retention with the delete policy does expire.
+        NewTopic::new("events", 1, TopicReplication::Fixed(1)).set("retention.ms", "2000"),
+    ];
+    for r in rt.block_on(a.create_topics(&topics, &opts())).unwrap() {
+        r.unwrap();
+    }
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    let mut want = Vec::new();
+    for i in 0..10 {
+        let key = format!("k{}", i % 3);
+        let value = format!("v{i}");
+        for topic in ["changelog", "events"] {
+            rt.block_on(
+                p.send(
+                    FutureRecord::to(topic)
+                        .partition(0)
+                        .key(&key)
+                        .payload(&value),
+                    TIMEOUT,
+                ),
+            )
+            .unwrap();
+        }
+        want.push((Some(key), value));
+    }
+    // A keyless record is refused on the compacted topic only.
+    let keyless = rt.block_on(
+        p.send(
+            FutureRecord::<(), _>::to("changelog")
+                .partition(0)
+                .payload("no key"),
+            TIMEOUT,
+        ),
+    );
+    match keyless {
+        Err((KafkaError::MessageProduction(code), _)) => {
+            assert_eq!(code, RDKafkaErrorCode::InvalidRecord)
+        }
+        other => panic!("a keyless record on a compacted topic: {other:?}"),
+    }
+    rt.block_on(
+        p.send(
+            FutureRecord::<(), _>::to("events")
+                .partition(0)
+                .payload("no key"),
+            TIMEOUT,
+        ),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(4000));
+    assert_eq!(read(&server, "changelog"), want);
+    assert!(read(&server, "events").is_empty(), "retention did not run");
+}
+
+#[test]
+fn replica_assignments_naming_this_broker_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let rt = rt();
+    let a = admin(&server);
+    let here: &[&[i32]] = &[&[0], &[0]];
+    let t = NewTopic::new("placed", 2, TopicReplication::Variable(here));
+    for r in rt.block_on(a.create_topics([&t], &opts())).unwrap() {
+        r.unwrap();
+    }
+    let md = a.inner().fetch_metadata(Some("placed"), TIMEOUT).unwrap();
+    assert_eq!(md.topics()[0].partitions().len(), 2);
+    // A broker that does not exist is refused with Kafka's error.
+    let elsewhere: &[&[i32]] = &[&[7]];
+    let t = NewTopic::new("misplaced", 1, TopicReplication::Variable(elsewhere));
+    let r = rt.block_on(a.create_topics([&t], &opts())).unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidReplicaAssignment
+    );
+    // CreatePartitions with an assignment for the new partition.
+    let more = NewPartitions::new("placed", 3).assign(&[&[0]]);
+    for r in rt.block_on(a.create_partitions([&more], &opts())).unwrap() {
+        r.unwrap();
+    }
+    let md = a.inner().fetch_metadata(Some("placed"), TIMEOUT).unwrap();
+    assert_eq!(md.topics()[0].partitions().len(), 3);
+}
