@@ -15,12 +15,15 @@ use crate::producer_state::{BatchIdentity, Verdict};
 pub struct Produced {
     pub base_offset: Offset,
     pub log_start_offset: Offset,
+    /// The time the broker stamped on the batches (LogAppendTime topics), else `None`.
+    pub log_append_time_ms: Option<i64>,
 }
 
 /// A produce that is written and waits for its acknowledgement (see
 /// [`Broker::produce_begin`]).
 pub enum PendingProduce {
-    Append(storage::PendingAppend),
+    /// Written; `Option`: the LogAppendTime stamped on it.
+    Append(storage::PendingAppend, Option<i64>),
     /// A retried batch already in the log; `flush`: the store whose next group commit it
     /// waits for (`flush = sync` partitions, where the original may not be durable yet).
     Duplicate {
@@ -33,7 +36,7 @@ impl PendingProduce {
     /// True when [`PendingProduce::acked`] will not wait (nothing to fsync).
     pub fn is_acked(&self) -> bool {
         match self {
-            PendingProduce::Append(pending) => !pending.waits_for_sync(),
+            PendingProduce::Append(pending, _) => !pending.waits_for_sync(),
             PendingProduce::Duplicate { flush, .. } => flush.is_none(),
         }
     }
@@ -42,11 +45,12 @@ impl PendingProduce {
     /// the fsync covering it for `flush = sync`.
     pub async fn acked(self) -> Result<Produced> {
         match self {
-            PendingProduce::Append(pending) => {
+            PendingProduce::Append(pending, log_append_time_ms) => {
                 let a = pending.durable().await?;
                 Ok(Produced {
                     base_offset: a.base_offset,
                     log_start_offset: a.log_start_offset,
+                    log_append_time_ms,
                 })
             }
             PendingProduce::Duplicate { produced, flush } => {
@@ -88,6 +92,54 @@ impl Broker {
 
     pub fn partition_id(&self, topic: &str, partition: i32) -> Result<PartitionId> {
         Ok(self.resolve(topic, partition)?.0)
+    }
+
+    /// `message.timestamp.type` and the timestamp bounds: LogAppendTime topics get every
+    /// batch stamped with the append time (returned); CreateTime topics with
+    /// `message.timestamp.before/after.max.ms` refuse records outside them (records without
+    /// a timestamp, -1, pass, as in Kafka).
+    fn apply_timestamp_policy(&self, topic: &str, batches: &mut BytesMut) -> Result<Option<i64>> {
+        let (log_append, before, after) = {
+            let topics = self.topics.read();
+            let c = &topics.get(topic)?.config;
+            (
+                c.log_append_time,
+                c.timestamp_before_max_ms,
+                c.timestamp_after_max_ms,
+            )
+        };
+        let now = self.clock.now_ms();
+        if log_append {
+            let mut at = 0;
+            while at < batches.len() {
+                let len = storage::batch::BatchHeader::parse(&batches[at..])?.total_len();
+                storage::batch::set_log_append_time(&mut batches[at..at + len], now);
+                at += len;
+            }
+            return Ok(Some(now));
+        }
+        if before.is_none() && after.is_none() {
+            return Ok(None);
+        }
+        let low = before.map_or(i64::MIN, |b| now.saturating_sub(b));
+        let high = after.map_or(i64::MAX, |a| now.saturating_add(a));
+        let cap = self.store.config().max_decompressed_batch_bytes;
+        for h in crate::log_scan::headers(batches) {
+            let data = storage::records::records_bytes(&h, cap)?;
+            let mut outside = None;
+            storage::records::for_each_record(&h, &data, |r| {
+                if r.timestamp != -1 && (r.timestamp < low || r.timestamp > high) {
+                    outside.get_or_insert(r.timestamp);
+                }
+            })?;
+            if let Some(ts) = outside {
+                return Err(BrokerError::InvalidTimestamp(format!(
+                    "record timestamp {ts} is outside [{low}, {high}] (topic {topic}: \
+                     message.timestamp.before.max.ms / after.max.ms)"
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// A compacted topic keeps the latest record per key, so every record needs one
@@ -148,6 +200,8 @@ impl Broker {
         }
         check_client_batches(&batches)?;
         self.check_keys(topic, &batches)?;
+        let mut batches = batches;
+        let stamped = self.apply_timestamp_policy(topic, &mut batches)?;
         if let Some(big) = summaries.iter().find(|s| s.total_bytes > max_bytes) {
             return Err(BrokerError::MessageTooLarge {
                 size: big.total_bytes,
@@ -165,7 +219,7 @@ impl Broker {
                 .inspect_err(log_failure)?;
             counters.bytes_in.inc_by(len);
             counters.records_in.inc_by(records);
-            return Ok(PendingProduce::Append(pending));
+            return Ok(PendingProduce::Append(pending, stamped));
         }
         // Idempotent producer: check, append and remember under the partition's lock so
         // two in-flight requests cannot both pass the sequence check. The lock is not held
@@ -178,6 +232,7 @@ impl Broker {
             let produced = Produced {
                 base_offset,
                 log_start_offset,
+                log_append_time_ms: None,
             };
             // The original may still be waiting for its fsync: a retry must not be
             // acknowledged before it is durable.
@@ -206,7 +261,7 @@ impl Broker {
             .record(pid, &ids, pending.appended.base_offset, self.clock.now_ms());
         counters.bytes_in.inc_by(len);
         counters.records_in.inc_by(records);
-        Ok(PendingProduce::Append(pending))
+        Ok(PendingProduce::Append(pending, stamped))
     }
 
     /// Reads whole batches from the one holding `offset`, up to about `max_bytes`.

@@ -15,6 +15,12 @@ pub const CLEANUP_POLICY: &str = "cleanup.policy";
 pub const FLUSH_MESSAGES: &str = "flush.messages";
 pub const SLUICE_FLUSH: &str = "sluice.flush";
 pub const SLUICE_INDEX: &str = "sluice.index";
+pub const TIMESTAMP_TYPE: &str = "message.timestamp.type";
+pub const TIMESTAMP_BEFORE_MAX_MS: &str = "message.timestamp.before.max.ms";
+pub const TIMESTAMP_AFTER_MAX_MS: &str = "message.timestamp.after.max.ms";
+/// Deprecated in Kafka: both bounds at once when the two above are not set.
+pub const TIMESTAMP_DIFFERENCE_MAX_MS: &str = "message.timestamp.difference.max.ms";
+pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 
 /// Keys that change behaviour.
 pub const ACTIVE_KEYS: &[&str] = &[
@@ -25,6 +31,11 @@ pub const ACTIVE_KEYS: &[&str] = &[
     FLUSH_MESSAGES,
     SLUICE_FLUSH,
     SLUICE_INDEX,
+    TIMESTAMP_TYPE,
+    TIMESTAMP_BEFORE_MAX_MS,
+    TIMESTAMP_AFTER_MAX_MS,
+    TIMESTAMP_DIFFERENCE_MAX_MS,
+    MIN_INSYNC_REPLICAS,
 ];
 
 /// Kafka topic keys accepted and stored (tools set them) but without effect here.
@@ -38,13 +49,8 @@ pub const ACCEPTED_KEYS: &[&str] = &[
     "local.retention.ms",
     "max.compaction.lag.ms",
     "message.downconversion.enable",
-    "message.timestamp.after.max.ms",
-    "message.timestamp.before.max.ms",
-    "message.timestamp.difference.max.ms",
-    "message.timestamp.type",
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
-    "min.insync.replicas",
     "preallocate",
     "remote.storage.enable",
     "segment.bytes",
@@ -68,6 +74,13 @@ pub struct TopicConfig {
     pub cleanup_policy: String,
     pub flush: Flush,
     pub index: bool,
+    /// `message.timestamp.type=LogAppendTime`: the broker stamps every batch with the time
+    /// it appends it.
+    pub log_append_time: bool,
+    /// Record timestamps older than now minus this are refused (CreateTime topics).
+    pub timestamp_before_max_ms: Option<i64>,
+    /// Record timestamps newer than now plus this are refused (CreateTime topics).
+    pub timestamp_after_max_ms: Option<i64>,
 }
 
 impl TopicConfig {
@@ -80,9 +93,22 @@ impl TopicConfig {
             cleanup_policy: "delete".to_string(),
             flush: defaults.default_flush,
             index: defaults.default_index,
+            log_append_time: false,
+            timestamp_before_max_ms: None,
+            timestamp_after_max_ms: None,
         };
         for (k, v) in overrides {
             c.apply(k, v)?;
+        }
+        // The deprecated key bounds both sides unless they are set.
+        if let Some(d) = overrides.get(TIMESTAMP_DIFFERENCE_MAX_MS) {
+            let d = parse_bound(TIMESTAMP_DIFFERENCE_MAX_MS, d)?;
+            if !overrides.contains_key(TIMESTAMP_BEFORE_MAX_MS) {
+                c.timestamp_before_max_ms = d;
+            }
+            if !overrides.contains_key(TIMESTAMP_AFTER_MAX_MS) {
+                c.timestamp_after_max_ms = d;
+            }
         }
         Ok(c)
     }
@@ -147,6 +173,27 @@ impl TopicConfig {
                     _ => return Err(bad()),
                 };
             }
+            TIMESTAMP_TYPE => {
+                self.log_append_time = match value.trim() {
+                    "CreateTime" => false,
+                    "LogAppendTime" => true,
+                    _ => return Err(bad()),
+                };
+            }
+            TIMESTAMP_BEFORE_MAX_MS => self.timestamp_before_max_ms = parse_bound(key, value)?,
+            TIMESTAMP_AFTER_MAX_MS => self.timestamp_after_max_ms = parse_bound(key, value)?,
+            TIMESTAMP_DIFFERENCE_MAX_MS => {
+                parse_bound(key, value)?;
+            }
+            MIN_INSYNC_REPLICAS => {
+                // One replica until replication exists: asking for more cannot be honoured.
+                if value.trim() != "1" {
+                    return Err(BrokerError::InvalidConfig(format!(
+                        "{key}={value}: this broker keeps one replica of each partition, so \
+                         only 1 can hold"
+                    )));
+                }
+            }
             k if ACCEPTED_KEYS.contains(&k) => {}
             k => {
                 return Err(BrokerError::InvalidConfig(format!(
@@ -197,8 +244,34 @@ impl TopicConfig {
                 Flush::Async => "async".to_string(),
             },
             SLUICE_INDEX => if self.index { "on" } else { "off" }.to_string(),
+            TIMESTAMP_TYPE => if self.log_append_time {
+                "LogAppendTime"
+            } else {
+                "CreateTime"
+            }
+            .to_string(),
+            TIMESTAMP_BEFORE_MAX_MS => self.timestamp_before_max_ms.unwrap_or(i64::MAX).to_string(),
+            TIMESTAMP_AFTER_MAX_MS => self.timestamp_after_max_ms.unwrap_or(i64::MAX).to_string(),
+            TIMESTAMP_DIFFERENCE_MAX_MS => {
+                let widest = self
+                    .timestamp_before_max_ms
+                    .zip(self.timestamp_after_max_ms);
+                widest.map_or(i64::MAX, |(b, a)| b.max(a)).to_string()
+            }
+            MIN_INSYNC_REPLICAS => "1".to_string(),
             _ => return None,
         })
+    }
+}
+
+/// A timestamp bound in ms: `Long.MAX_VALUE` (Kafka's default) means none.
+fn parse_bound(key: &str, value: &str) -> Result<Option<i64>> {
+    match value.trim().parse::<i64>() {
+        Ok(i64::MAX) => Ok(None),
+        Ok(v) if v >= 0 => Ok(Some(v)),
+        _ => Err(BrokerError::InvalidConfig(format!(
+            "invalid value {value:?} for {key}"
+        ))),
     }
 }
 
@@ -279,6 +352,23 @@ mod tests {
         assert!(TopicConfig::resolve(&d, &map(&[("retention.ms", "x")])).is_err());
         assert!(TopicConfig::resolve(&d, &map(&[("bogus.key", "1")])).is_err());
         assert!(TopicConfig::resolve(&d, &map(&[("segment.bytes", "1000")])).is_ok());
+        let t = TopicConfig::resolve(
+            &d,
+            &map(&[
+                ("message.timestamp.type", "LogAppendTime"),
+                ("message.timestamp.difference.max.ms", "5000"),
+                ("message.timestamp.after.max.ms", "100"),
+                ("min.insync.replicas", "1"),
+            ]),
+        )
+        .unwrap();
+        assert!(t.log_append_time);
+        assert_eq!(
+            (t.timestamp_before_max_ms, t.timestamp_after_max_ms),
+            (Some(5000), Some(100))
+        );
+        assert!(TopicConfig::resolve(&d, &map(&[("min.insync.replicas", "2")])).is_err());
+        assert!(TopicConfig::resolve(&d, &map(&[("message.timestamp.type", "x")])).is_err());
     }
 
     #[test]

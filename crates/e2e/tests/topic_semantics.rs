@@ -160,3 +160,91 @@ fn replica_assignments_naming_this_broker_are_accepted() {
     let md = a.inner().fetch_metadata(Some("placed"), TIMEOUT).unwrap();
     assert_eq!(md.topics()[0].partitions().len(), 3);
 }
+
+#[test]
+fn timestamp_configs_take_effect() {
+    use rdkafka::message::Timestamp;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let rt = rt();
+    let a = admin(&server);
+    let topics = [
+        NewTopic::new("stamped", 1, TopicReplication::Fixed(1))
+            .set("message.timestamp.type", "LogAppendTime"),
+        NewTopic::new("bounded", 1, TopicReplication::Fixed(1))
+            .set("message.timestamp.before.max.ms", "60000"),
+    ];
+    for r in rt.block_on(a.create_topics(&topics, &opts())).unwrap() {
+        r.unwrap();
+    }
+    // A setting this single-replica broker cannot honour is refused, not stored.
+    let t = NewTopic::new("durable", 1, TopicReplication::Fixed(1)).set("min.insync.replicas", "2");
+    let r = rt.block_on(a.create_topics([&t], &opts())).unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidConfig
+    );
+
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .create()
+        .unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let before = now();
+    let sent = |topic: &str, ts: i64| {
+        rt.block_on(
+            p.send(
+                FutureRecord::to(topic)
+                    .partition(0)
+                    .key("k")
+                    .payload("v")
+                    .timestamp(ts),
+                TIMEOUT,
+            ),
+        )
+    };
+    // LogAppendTime: an ancient CreateTime (which the default 7-day retention would
+    // expire at once) is replaced by the append time, reported back to the producer.
+    let d = sent("stamped", 1000).unwrap();
+    assert!(
+        matches!(d.timestamp, Timestamp::LogAppendTime(t) if t >= before && t <= now()),
+        "{d:?}"
+    );
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .set("group.id", "ts-reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("stamped", 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let m = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the stamped record never arrived"
+        );
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            break m.unwrap().detach();
+        }
+    };
+    assert!(
+        matches!(m.timestamp(), Timestamp::LogAppendTime(t) if t >= before),
+        "{:?}",
+        m.timestamp()
+    );
+    // Bounds: a record an hour old is refused, a current one accepted.
+    match sent("bounded", now() - 3_600_000) {
+        Err((KafkaError::MessageProduction(code), _)) => {
+            assert_eq!(code, RDKafkaErrorCode::InvalidTimestamp)
+        }
+        other => panic!("an out-of-bounds timestamp: {other:?}"),
+    }
+    sent("bounded", now()).unwrap();
+}

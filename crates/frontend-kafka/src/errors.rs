@@ -18,6 +18,7 @@ pub fn broker_code(e: &BrokerError) -> i16 {
         BrokerError::MessageTooLarge { .. } => E::MessageTooLarge,
         BrokerError::CorruptMessage(_) => E::CorruptMessage,
         BrokerError::InvalidRecord(_) => E::InvalidRecord,
+        BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp,
         BrokerError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
         BrokerError::LimitReached(_) => E::PolicyViolation,
         BrokerError::Storage(_) => E::KafkaStorageError,

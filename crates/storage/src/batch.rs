@@ -214,6 +214,17 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
     batch[OFF_EPOCH..OFF_EPOCH + 4].copy_from_slice(&epoch.to_be_bytes());
 }
 
+/// Marks the batch at the start of `batch` as LogAppendTime stamped `now_ms` (attributes
+/// bit 3, `maxTimestamp`), as a broker with `message.timestamp.type=LogAppendTime` does,
+/// and recomputes its CRC (both fields are CRC-covered). The batch must have been parsed.
+pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
+    let attributes = be_i16(batch, OFF_ATTRIBUTES) | ATTR_TIMESTAMP_TYPE;
+    batch[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[OFF_MAX_TIMESTAMP..OFF_MAX_TIMESTAMP + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc_fast::crc32_iscsi(&batch[CRC_START..]);
+    batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Splits a produce payload into batches, checking every header, length and CRC, and the
 /// sanity of the header fields a log relies on. Returns `(start, len)` of each batch.
 /// Nothing is accepted partially: one bad batch fails the whole payload.
@@ -348,6 +359,11 @@ mod tests {
         let h = BatchHeader::parse(&b).unwrap();
         assert_eq!((h.base_offset(), h.last_offset()), (1234, 1236));
         h.verify_crc(0).unwrap(); // the CRC does not cover what we wrote
+        set_log_append_time(&mut b, 77_000);
+        let h = BatchHeader::parse(&b).unwrap();
+        assert!(h.is_log_append_time());
+        assert_eq!((h.max_timestamp(), h.base_timestamp()), (77_000, 1000));
+        h.verify_crc(0).unwrap();
     }
 
     #[test]

@@ -186,7 +186,9 @@ impl Answer {
             .with_log_start_offset(-1);
         let (r, code) = match outcome {
             Some(Outcome::Done(Ok(done))) => {
-                let r = r.with_base_offset(done.base_offset);
+                let r = r
+                    .with_base_offset(done.base_offset)
+                    .with_log_append_time_ms(done.log_append_time_ms.unwrap_or(-1));
                 let r = if self.version >= 5 {
                     r.with_log_start_offset(done.log_start_offset)
                 } else {
