@@ -207,6 +207,7 @@ fn timestamp_configs_take_effect() {
                 TIMEOUT,
             ),
         )
+        .map_err(|(e, _)| e)
     };
     // LogAppendTime: an ancient CreateTime (which the default 7-day retention would
     // expire at once) is replaced by the append time, reported back to the producer.
@@ -241,7 +242,7 @@ fn timestamp_configs_take_effect() {
     );
     // Bounds: a record an hour old is refused, a current one accepted.
     match sent("bounded", now() - 3_600_000) {
-        Err((KafkaError::MessageProduction(code), _)) => {
+        Err(KafkaError::MessageProduction(code)) => {
             assert_eq!(code, RDKafkaErrorCode::InvalidTimestamp)
         }
         other => panic!("an out-of-bounds timestamp: {other:?}"),
