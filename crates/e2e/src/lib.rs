@@ -1,4 +1,5 @@
-//! End-to-end test support: runs the real `sluice` binary on free loopback ports in a
+//! End-to-end test support: runs the real `sluice` binary on loopback ports the OS picks
+//! (read back from its startup banner, so no port is ever handed over in a race) in a
 //! temporary data directory, so tests can drive it with real Kafka clients (librdkafka via
 //! the `rdkafka` crate, and the interop scripts under `tests/interop/`).
 //!
@@ -7,7 +8,7 @@
 #![allow(unsafe_code)] // see the SAFETY comments
 
 use std::io;
-use std::net::{TcpListener, TcpStream};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -30,14 +31,6 @@ pub fn sluice_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
 }
 
 /// A running `sluice server` child process.
@@ -67,8 +60,9 @@ impl Server {
         let mut server = Server {
             child: None,
             data_dir: data_dir.to_path_buf(),
-            kafka_port: free_port(),
-            admin_port: free_port(),
+            // 0: the OS picks; the banner says which (a restart reuses them).
+            kafka_port: 0,
+            admin_port: 0,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             envs: envs
                 .iter()
@@ -94,6 +88,7 @@ impl Server {
             .append(true)
             .open(&self.log_path)
             .expect("open server log");
+        let from = std::fs::metadata(&self.log_path).map_or(0, |m| m.len() as usize);
         let child = Command::new(sluice_bin())
             .arg("server")
             .arg("--data-dir")
@@ -113,30 +108,37 @@ impl Server {
             .spawn()
             .expect("spawn sluice server");
         self.child = Some(child);
-        self.wait_ready(Duration::from_secs(60));
+        self.wait_ready(from, Duration::from_secs(60));
     }
 
-    /// Blocks until the Kafka port accepts connections.
-    fn wait_ready(&mut self, timeout: Duration) {
+    /// Blocks until the server prints its banner (`  kafka  <addr>`, `  admin  http://<addr>`
+    /// on stdout, which goes to the log after `from`); learns the ports from it.
+    fn wait_ready(&mut self, from: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            if TcpStream::connect(("127.0.0.1", self.kafka_port)).is_ok() {
+            let log = self.log();
+            let fresh = log.get(from..).unwrap_or_default();
+            let port_of = |label: &str| {
+                fresh.lines().find_map(|l| {
+                    let rest = l.trim().strip_prefix(label)?.trim();
+                    let addr = rest.split_whitespace().next()?.trim_start_matches("http://");
+                    addr.rsplit(':').next()?.parse::<u16>().ok()
+                })
+            };
+            if let (Some(k), Some(a)) = (port_of("kafka "), port_of("admin ")) {
+                (self.kafka_port, self.admin_port) = (k, a);
                 return;
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!(
-                    "sluice server exited early ({status}); log:\n{}",
-                    self.log()
-                );
+                panic!("sluice server exited early ({status}); log:\n{log}");
             }
             assert!(
                 Instant::now() < deadline,
-                "sluice server not ready after {timeout:?}; log:\n{}",
-                self.log()
+                "sluice server not ready after {timeout:?}; log:\n{log}"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
