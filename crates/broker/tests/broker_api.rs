@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use sluice_broker::{Broker, BrokerConfig, BrokerError, ConfigOp, NewTopic};
 
 fn open(dir: &std::path::Path) -> Arc<Broker> {
@@ -24,51 +24,13 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// A minimal valid v2 batch with `n` records (uncompressed, CRC computed).
+/// A valid v2 batch with `n` one-byte records (uncompressed).
 fn batch(n: i32, ts: i64) -> BytesMut {
-    let mut records = BytesMut::new();
+    let mut b = storage::batch_builder::BatchBuilder::new();
     for i in 0..n {
-        let mut r = BytesMut::new();
-        r.put_u8(0); // attributes
-        put_varint(&mut r, 0); // timestamp delta
-        put_varint(&mut r, i64::from(i)); // offset delta
-        put_varint(&mut r, -1); // key: null
-        put_varint(&mut r, 1); // value length
-        r.put_u8(b'a' + (i % 26) as u8);
-        put_varint(&mut r, 0); // headers
-        put_varint(&mut records, r.len() as i64);
-        records.extend_from_slice(&r);
+        b.record(None, Some(&[b'a' + (i % 26) as u8]), ts, &[]);
     }
-    let mut body = BytesMut::new(); // from attributes on (CRC-covered)
-    body.put_i16(0); // attributes
-    body.put_i32(n - 1); // last offset delta
-    body.put_i64(ts); // base timestamp
-    body.put_i64(ts); // max timestamp
-    body.put_i64(-1); // producer id
-    body.put_i16(-1); // producer epoch
-    body.put_i32(-1); // base sequence
-    body.put_i32(n); // record count
-    body.extend_from_slice(&records);
-    let mut b = BytesMut::new();
-    b.put_i64(0); // base offset
-    b.put_i32((4 + 1 + 4 + body.len()) as i32); // batch length
-    b.put_i32(-1); // partition leader epoch
-    b.put_i8(2); // magic
-    b.put_u32(crc32c::crc32c(&body));
-    b.extend_from_slice(&body);
-    b
-}
-
-fn put_varint(b: &mut BytesMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        if z < 0x80 {
-            b.put_u8(z as u8);
-            return;
-        }
-        b.put_u8((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
+    BytesMut::from(&b.build()[..])
 }
 
 #[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]

@@ -121,7 +121,10 @@ impl Server {
             let port_of = |label: &str| {
                 fresh.lines().find_map(|l| {
                     let rest = l.trim().strip_prefix(label)?.trim();
-                    let addr = rest.split_whitespace().next()?.trim_start_matches("http://");
+                    let addr = rest
+                        .split_whitespace()
+                        .next()?
+                        .trim_start_matches("http://");
                     addr.rsplit(':').next()?.parse::<u16>().ok()
                 })
             };

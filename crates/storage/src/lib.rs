@@ -69,6 +69,7 @@
 //! index is store-wide (one in-memory slot table, one fd per kept file).
 
 pub mod batch;
+pub mod batch_builder;
 mod check;
 mod checkpoint;
 mod commit_log;

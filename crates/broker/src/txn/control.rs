@@ -3,11 +3,10 @@
 //! producer id/epoch of the transaction and one record: key `[version i16 = 0, type i16]`
 //! (0 abort, 1 commit), value `[version i16 = 0, coordinator_epoch i32]`.
 
-use bytes::{BufMut, BytesMut};
-use storage::batch::{BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
+use bytes::BytesMut;
+use storage::batch::BatchHeader;
+use storage::batch_builder::BatchBuilder;
 
-/// Attribute bits of a marker batch: transactional (0x10) | control (0x20).
-const MARKER_ATTRIBUTES: i16 = 0x30;
 const CONTROL_TYPE_ABORT: i16 = 0;
 const CONTROL_TYPE_COMMIT: i16 = 1;
 /// Bytes of a marker record's key and value.
@@ -23,51 +22,22 @@ pub fn marker_batch(
     coordinator_epoch: i32,
     timestamp_ms: i64,
 ) -> BytesMut {
-    // Record body: attributes, timestampDelta, offsetDelta, keyLen, key, valueLen, value,
-    // headerCount. Every varint here is a single byte (zigzag of 0, 4, 6).
-    let body_len = 1 + 1 + 1 + 1 + KEY_BYTES + 1 + VALUE_BYTES + 1;
-    let total = HEADER_BYTES + 1 + body_len;
-    let mut b = BytesMut::with_capacity(total);
-    b.put_i64(0); // baseOffset
-    b.put_i32((total - LOG_OVERHEAD) as i32); // batchLength
-    b.put_i32(-1); // partitionLeaderEpoch
-    b.put_i8(2); // magic
-    b.put_u32(0); // crc, filled below
-    b.put_i16(MARKER_ATTRIBUTES);
-    b.put_i32(0); // lastOffsetDelta
-    b.put_i64(timestamp_ms);
-    b.put_i64(timestamp_ms);
-    b.put_i64(producer_id);
-    b.put_i16(producer_epoch);
-    b.put_i32(-1); // baseSequence: markers carry none
-    b.put_i32(1); // recordCount
-    b.put_u8(zigzag(body_len as i64));
-    b.put_i8(0); // record attributes
-    b.put_u8(zigzag(0)); // timestampDelta
-    b.put_u8(zigzag(0)); // offsetDelta
-    b.put_u8(zigzag(KEY_BYTES as i64));
-    b.put_i16(0); // key version
-    b.put_i16(if commit {
+    let kind = if commit {
         CONTROL_TYPE_COMMIT
     } else {
         CONTROL_TYPE_ABORT
-    });
-    b.put_u8(zigzag(VALUE_BYTES as i64));
-    b.put_i16(0); // value version
-    b.put_i32(coordinator_epoch);
-    b.put_u8(zigzag(0)); // headers
-    debug_assert_eq!(b.len(), total);
-    if let Ok(h) = BatchHeader::parse(&b) {
-        let crc = h.computed_crc();
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-    }
-    b
-}
-
-/// Single-byte zigzag varint (values in -64..64).
-fn zigzag(v: i64) -> u8 {
-    debug_assert!((-64..64).contains(&v));
-    ((v << 1) ^ (v >> 63)) as u8
+    };
+    let mut key = [0u8; KEY_BYTES]; // version 0, then the type
+    key[2..4].copy_from_slice(&kind.to_be_bytes());
+    let mut value = [0u8; VALUE_BYTES]; // version 0, then the coordinator epoch
+    value[2..6].copy_from_slice(&coordinator_epoch.to_be_bytes());
+    // Markers carry no sequence (-1).
+    let mut b = BatchBuilder::new()
+        .producer(producer_id, producer_epoch, -1)
+        .transactional()
+        .control();
+    b.record(Some(&key), Some(&value), timestamp_ms, &[]);
+    BytesMut::from(&b.build()[..])
 }
 
 /// What a control batch says: `Some(true)` commit, `Some(false)` abort, `None` anything
