@@ -70,6 +70,7 @@
 
 pub mod batch;
 mod checkpoint;
+mod cleaner;
 mod commit_log;
 mod compression;
 mod config;
@@ -89,8 +90,10 @@ mod segment;
 mod store;
 mod truncate;
 
+pub use cleaner::CleanPass;
 pub use config::{
-    DEFAULT_MESSAGE_ID_HEADER, DEFAULT_RETENTION_MS, Flush, PartitionConfig, StoreConfig,
+    DEFAULT_CLEAN_BYTES_PER_PASS, DEFAULT_CLEAN_MIN_RUN_BYTES, DEFAULT_MESSAGE_ID_HEADER,
+    DEFAULT_RETENTION_MS, Flush, PartitionConfig, StoreConfig,
 };
 pub use error::{Result, StorageError};
 pub use store::{Appended, PartitionOffsets, PendingAppend, ReadResult, Store, StoreStats};

@@ -98,6 +98,12 @@ pub struct StoreStats {
     pub synced_position: u64,
     /// Hash-index files kept (key / message-id lookups).
     pub hash_index_files: usize,
+    /// Cleaner passes run since open (`cleaner.rs`).
+    pub clean_passes: u64,
+    /// Bytes of dead commit-log entries the cleaner covered with holes since open.
+    pub clean_bytes_punched: u64,
+    /// Drop in allocated commit-log bytes from the cleaner's hole punching since open.
+    pub clean_bytes_freed: u64,
 }
 
 /// The storage engine. `Send + Sync`; share as `Arc<Store>`.
@@ -131,6 +137,8 @@ pub(crate) struct Inner {
     pub last_checkpoint: Mutex<Option<(u64, u64)>>,
     /// The flock'ed `LOCK` file; released when the store is dropped.
     pub lock: Mutex<Option<std::fs::File>>,
+    /// Frees dead commit-log entries in place (`cleaner.rs`).
+    pub cleaner: crate::cleaner::Cleaner,
 }
 
 impl Inner {
@@ -158,6 +166,7 @@ impl Inner {
             state_version: AtomicU64::new(0),
             last_checkpoint: Mutex::new(None),
             lock: Mutex::new(None),
+            cleaner: Default::default(),
         }
     }
 
@@ -199,6 +208,12 @@ impl Inner {
             .bytes()
             .get(at..at + len)
             .ok_or_else(|| corrupt("entry runs past its segment"))?;
+        // Slots never point at dead entries, the only ones the cleaner pads (`cleaner.rs`).
+        debug_assert!(
+            entry::padding_span(&seg.bytes()[at..]).is_none(),
+            "a consume-queue slot of {p} points at a padding entry (position {})",
+            e.position
+        );
         // The batch CRC is checked once per process: entries this process wrote were
         // checked before the write, and an entry read once is remembered as checked (the
         // segment's checked prefix). The entry header (its own CRC covers the batch header)
@@ -743,6 +758,7 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         let inner = &self.inner;
         let segs = inner.log.segments();
+        let clean = inner.cleaner.totals();
         StoreStats {
             partitions: inner.parts.read().len(),
             segments: segs.len(),
@@ -753,6 +769,9 @@ impl Store {
             write_position: inner.log.lock_writer().pos,
             synced_position: inner.log.synced(),
             hash_index_files: inner.hindex.file_count(),
+            clean_passes: clean.passes,
+            clean_bytes_punched: clean.bytes_punched,
+            clean_bytes_freed: clean.bytes_freed,
         }
     }
 
