@@ -281,6 +281,16 @@ impl Inner {
             return Ok(pass);
         }
         let _admin = self.admin.lock();
+        // What died since the last checkpoint without one of its own (a log start moved at
+        // read time) counts only once durable.
+        let version = self.state_version.load(Ordering::Acquire);
+        if self
+            .last_checkpoint
+            .lock()
+            .is_none_or(|(_, seen)| seen != version)
+        {
+            self.checkpoint(false)?;
+        }
         let Some(view) = self.cleaner.durable.lock().clone() else {
             return Ok(pass);
         };
@@ -540,7 +550,9 @@ fn plan_run(r: &Run, min_run: u64, plan: &mut Plan) {
 impl Store {
     /// Runs one cleaner pass now (also run after each background retention pass): frees
     /// the blocks of dead commit-log entries below the last durable checkpoint, within
-    /// `clean_bytes_per_pass`. Call [`Store::flush`] first for what just died to count.
+    /// `clean_bytes_per_pass`. Checkpoints first if a log start moved or a partition went
+    /// since the last checkpoint; entries written since it are not cleaned: call
+    /// [`Store::flush`] first for those.
     pub fn clean(&self) -> Result<CleanPass> {
         self.inner.clean()
     }
