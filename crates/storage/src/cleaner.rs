@@ -277,7 +277,11 @@ impl Inner {
     pub fn clean(&self) -> Result<CleanPass> {
         let budget = self.cfg.clean_bytes_per_pass;
         let mut pass = CleanPass::default();
-        if budget == 0 || self.cleaner.unsupported.load(Ordering::Acquire) {
+        // After `close` its checkpoint must stay the last (the clean one).
+        if budget == 0
+            || self.cleaner.unsupported.load(Ordering::Acquire)
+            || self.closed.load(Ordering::Acquire)
+        {
             return Ok(pass);
         }
         let _admin = self.admin.lock();
