@@ -181,7 +181,7 @@ pub const KEYS: &[KeySpec] = &[
         },
         default: "60000",
         kafka_name: Some("log.retention.check.interval.ms"),
-        doc: "Interval of the retention pass (time/size retention, whole-segment deletion), each followed by a cleaner pass.",
+        doc: "Interval of the retention pass (time/size retention, whole-segment deletion), each followed by a cleaner pass. Checked on the background flush's cadence, so never more often than storage.flush_interval_ms.",
     },
     KeySpec {
         key: "storage.clean_bytes_per_pass",
