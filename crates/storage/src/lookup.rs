@@ -249,6 +249,9 @@ impl Inner {
         value: &[u8],
         out: &mut Vec<(PartitionId, Offset)>,
     ) -> Result<bool> {
+        // These checks come before anything is loaded: a candidate of a deleted partition
+        // or below the log start may point into a run the cleaner freed (`cleaner.rs`),
+        // which must be dropped, not loaded and reported as damage.
         let Ok(part) = self.partition(p) else {
             return Ok(false); // deleted since
         };
