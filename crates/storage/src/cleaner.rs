@@ -464,33 +464,35 @@ impl Inner {
     }
 
     /// Before `truncate_to(position)`: when the cut falls inside a padding entry (a run the
-    /// cleaner freed), that padding is shortened to end at the cut, so no scan ever skips
-    /// what is written there after the truncation. A cold path: walks the segment's
-    /// headers from its start.
+    /// cleaner freed), that padding is split at the cut, so no scan ever skips what is
+    /// written there after the truncation. The second half's header is made durable first:
+    /// at every moment a scan sees the whole padding or both halves, never a gap. A cold
+    /// path: walks the segment's headers from its start.
     pub(crate) fn fence_padding_at(&self, position: u64) -> Result<()> {
         let Some(seg) = self.log.segment_at(position) else {
             return Ok(());
         };
         let bytes = seg.bytes();
         let target = position - seg.base;
+        let header = ENTRY_HEADER_BYTES as u64;
         let mut at = 0u64;
         while at < target {
             let rest = bytes.get(at as usize..).unwrap_or_default();
-            let span = match entry::padding_span(rest) {
-                Some(span) => span,
-                None => match entry::check_header(rest) {
-                    Ok(h) => (ENTRY_HEADER_BYTES + h.batch_len as usize) as u64,
+            let Some(span) = entry::padding_span(rest) else {
+                match entry::check_header(rest) {
+                    Ok(h) => at += header + h.batch_len as u64,
                     Err(_) => return Ok(()),
-                },
+                }
+                continue;
             };
-            let inside = target - at;
-            if entry::padding_span(rest).is_some()
-                && at + span > target
-                && inside >= ENTRY_HEADER_BYTES as u64
-            {
-                // `inside` < span <= u32::MAX + 16 and the entry is a padding: fits.
-                let short = u32::try_from(inside).unwrap_or(u32::MAX);
-                seg.write_all_at(at, &[IoSlice::new(&entry::encode_padding(short))])?;
+            let (head, tail) = (target - at, (at + span).saturating_sub(target));
+            // Entry boundaries inside a run are at least a batch entry away from its ends.
+            if head >= header && tail >= header {
+                // Both are shorter than `span`, which fits a u32 (`MAX_RUN_BYTES`).
+                let (head, tail) = (head as u32, tail as u32);
+                seg.write_all_at(target, &[IoSlice::new(&entry::encode_padding(tail))])?;
+                seg.sync_data()?;
+                seg.write_all_at(at, &[IoSlice::new(&entry::encode_padding(head))])?;
                 return seg.sync_data();
             }
             at += span;
@@ -587,4 +589,82 @@ pub(crate) fn skip_cleaned_gap(g: &mut Partition, base: Offset, padding_end: Opt
     g.max_ts = -1;
     g.max_ts_offset = -1;
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(entries: &[(u64, u64, bool)], min_run: u64) -> Plan {
+        let mut plan = Plan::default();
+        let mut run = None;
+        for &(at, span, padding) in entries {
+            extend_run(&mut run, at, span, padding, min_run, &mut plan);
+        }
+        if let Some(r) = run {
+            plan_run(&r, min_run, &mut plan);
+        }
+        plan
+    }
+
+    #[test]
+    fn only_whole_blocks_after_the_padding_header_are_freed() {
+        assert_eq!(hole(0, 4096), (4096, 0));
+        assert_eq!(hole(0, 3 * 4096 + 5), (4096, 2 * 4096));
+        assert_eq!(hole(4080, 3 * 4096), (4096, 2 * 4096));
+        assert_eq!(hole(4081, 3 * 4096), (8192, 4096));
+    }
+
+    #[test]
+    fn a_run_gets_one_padding_spanning_it_at_a_sector_safe_entry() {
+        // Three dead entries from 100: one padding at 100 to the run's end.
+        let p = planned(&[(100, 40_000, false), (40_100, 40_000, false)], 64 << 10);
+        assert_eq!(p.headers, vec![(100, 80_000)]);
+        assert_eq!(p.holes, vec![(4096, 72 * 1024, 72 * 1024)]);
+        // A first header crossing a sector boundary stays; the padding goes at the next.
+        let p = planned(&[(500, 1000, false), (1500, 80_000, false)], 64 << 10);
+        assert_eq!(p.headers, vec![(1500, 80_000)]);
+        // Too short: nothing.
+        assert!(planned(&[(0, 60_000, false)], 64 << 10).holes.is_empty());
+    }
+
+    #[test]
+    fn existing_padding_is_punched_again_and_rewritten_only_to_free_more() {
+        // A lone padding: no header, its hole again (completes a punch a crash lost).
+        let p = planned(&[(0, 100_000, true)], 64 << 10);
+        assert!(p.headers.is_empty());
+        assert_eq!(p.holes.len(), 1);
+        assert_eq!(p.holes[0].2, 0, "nothing newly covered");
+        // Followed by a newly dead entry of less than a block: not worth a header.
+        assert!(
+            planned(&[(0, 100_000, true), (100_000, 100, false)], 64 << 10)
+                .headers
+                .is_empty()
+        );
+        // Followed by 64 KiB more: rewritten to span both.
+        let p = planned(&[(0, 100_000, true), (100_000, 65_536, false)], 64 << 10);
+        assert_eq!(p.headers, vec![(0, 165_536)]);
+    }
+
+    #[test]
+    fn the_durable_view_decides_by_position() {
+        let v = DurableView {
+            position: 1 << 20,
+            starts: vec![(PartitionId(1), 5000), (PartitionId(2), u64::MAX)],
+        };
+        assert!(v.is_dead(PartitionId(1), 4999));
+        assert!(!v.is_dead(PartitionId(1), 5000));
+        assert!(v.is_dead(PartitionId(2), 0), "an empty partition");
+        assert!(v.is_dead(PartitionId(3), 0), "a deleted partition");
+        let newer = DurableView {
+            position: 2 << 20,
+            starts: vec![(PartitionId(1), 5000), (PartitionId(2), 9000)],
+        };
+        let changed = v.changed_in(&newer);
+        let mut two = LiveBits::default();
+        two.set(PartitionId(2));
+        let mut one = LiveBits::default();
+        one.set(PartitionId(1));
+        assert!(changed.intersects(&two) && !changed.intersects(&one));
+    }
 }
