@@ -301,6 +301,8 @@ fn open_store(cfg: &ServerConfig, data_dir: &Path) -> anyhow::Result<Arc<storage
     let mut store_config = storage::StoreConfig::new(data_dir.join("store"));
     store_config.segment_bytes = cfg.segment_bytes;
     store_config.flush_interval_ms = cfg.flush_interval_ms;
+    store_config.retention_check_interval_ms = cfg.retention_check_interval_ms;
+    store_config.clean_bytes_per_pass = cfg.clean_bytes_per_pass;
     store_config.max_decompressed_batch_bytes = cfg.max_decompressed_batch_bytes;
     let store = storage::Store::open(store_config)
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
@@ -336,6 +338,11 @@ fn storage_sampler(store: Arc<storage::Store>) -> admin::StorageSampler {
                 "sluice_storage_bytes",
                 "Bytes allocated on disk by commit-log segments",
                 s.bytes_on_disk as f64,
+            ),
+            Sample::counter(
+                "sluice_storage_cleaner_freed_bytes",
+                "Commit-log bytes the cleaner freed in place (dead entries' blocks punched)",
+                s.clean_bytes_freed as f64,
             ),
             Sample::gauge(
                 "sluice_storage_partitions",

@@ -9,6 +9,8 @@
 //!   partitions   10,000 partitions round-robin vs 8
 //!   open         open time of a large store: clean stop, kill -9, no checkpoint at all
 //!   memory       RSS per idle partition at 100,000 partitions
+//!   clean        append throughput with the cleaner running vs off (a dying partition
+//!                interleaved with one that keeps every segment)
 //! ```
 //! Sizes are scaled by SLUICE_BENCH_MB (default per bench below).
 #![allow(unsafe_code)] // see the SAFETY comments
@@ -556,6 +558,121 @@ fn bench_memory_open(d: &Path) {
     );
 }
 
+/// How the space of dead batches is freed in a `clean` run.
+#[derive(Clone, Copy, PartialEq)]
+enum Freeing {
+    /// A forever partition pins every segment; the cleaner punches the dead batches.
+    Cleaner,
+    /// The same, the cleaner off: nothing is freed (disk use for reference).
+    Nothing,
+    /// Nothing pins segments (the small batches die too); retention deletes whole
+    /// segments and the cleaner is off: the control, space freed the old way.
+    Segments,
+}
+
+/// One `clean` run: 16 KiB batches to a partition holding at most 64 MiB (size retention),
+/// every 64th append a small batch to a second partition. Retention (and the cleaner after
+/// it) every 100 ms, a stress setting: the default is 60 s. Returns (append time, time with
+/// the final flush, allocated bytes, bytes the cleaner freed).
+fn clean_run(dir: &Path, total: u64, how: Freeing) -> (Duration, Duration, u64, u64) {
+    let mut cfg = StoreConfig::new(dir);
+    cfg.segment_bytes = 32 << 20;
+    // The retention check runs on the background flush's cadence: both at 100 ms, so
+    // passes run all through the timed appends.
+    cfg.flush_interval_ms = 100;
+    cfg.retention_check_interval_ms = 100;
+    cfg.checkpoint_interval_ms = 1000;
+    if how != Freeing::Cleaner {
+        cfg.clean_bytes_per_pass = 0;
+    }
+    let store = Store::open(cfg).unwrap();
+    let dying = PartitionConfig {
+        retention_bytes: Some(64 << 20),
+        ..keep(Flush::Async, false)
+    };
+    let second = match how {
+        Freeing::Segments => PartitionConfig {
+            retention_bytes: Some(1 << 10),
+            ..keep(Flush::Async, false)
+        },
+        _ => keep(Flush::Async, false),
+    };
+    store.configure_partition(PartitionId(0), dying).unwrap();
+    store.configure_partition(PartitionId(1), second).unwrap();
+    let b = batch_16k();
+    let small = make_batch(1, 100);
+    let n = total.div_ceil(b.len() as u64);
+    let bufs: Vec<(PartitionId, BytesMut)> = (0..n)
+        .map(|i| match i % 64 {
+            63 => (PartitionId(1), BytesMut::from(&small[..])),
+            _ => (PartitionId(0), BytesMut::from(&b[..])),
+        })
+        .collect();
+    let rt = rt(1);
+    let t = Instant::now();
+    rt.block_on(async {
+        for (p, buf) in bufs {
+            store.append(p, buf).await.unwrap();
+        }
+    });
+    let written = t.elapsed();
+    store.flush().unwrap();
+    let flushed = t.elapsed();
+    let stats = store.stats();
+    store.close().unwrap();
+    (
+        written,
+        flushed,
+        stats.bytes_on_disk,
+        stats.clean_bytes_freed,
+    )
+}
+
+fn bench_clean(dir: &Path) {
+    let total = env_mb(2048) << 20;
+    println!(
+        "## clean: {} MiB of 16 KiB batches to a 64 MiB-retention partition, 1 in 64 appends a small batch to a second one; retention every 100 ms",
+        total >> 20
+    );
+    let d = dir.join("clean");
+    let all = [Freeing::Cleaner, Freeing::Segments, Freeing::Nothing];
+    let mut ratios = Vec::new();
+    for round in 0..rounds() {
+        // Rotate the order, so a disk slowing down mid-round favours none.
+        let mut r = [None; 3];
+        for k in 0..3 {
+            let i = (round + k) % 3;
+            settle(&d);
+            r[i] = Some(clean_run(&d, total, all[i]));
+        }
+        let [c, s, n] = r.map(|x| x.unwrap());
+        println!(
+            "round {round}: cleaner {:.0} MB/s (+final flush {:.0}), {} MiB allocated at the end, {} MiB freed | segments deleted, cleaner off {:.0} MB/s (+final flush {:.0}), {} MiB allocated | pinned, cleaner off {:.0} MB/s (+final flush {:.0}), {} MiB allocated",
+            mbps(total, c.0),
+            mbps(total, c.1),
+            c.2 >> 20,
+            c.3 >> 20,
+            mbps(total, s.0),
+            mbps(total, s.1),
+            s.2 >> 20,
+            mbps(total, n.0),
+            mbps(total, n.1),
+            n.2 >> 20,
+        );
+        let pct = |a: Duration, b: Duration| 100.0 * b.as_secs_f64() / a.as_secs_f64();
+        ratios.push([pct(c.0, s.0), pct(c.1, s.1), pct(c.0, n.0), pct(c.1, n.1)]);
+    }
+    let med = |i: usize| median(ratios.iter().map(|r| r[i]).collect());
+    println!(
+        "MEDIAN cleaner vs segments deleted: {:.0}% appending, {:.0}% with the final flush | cleaner vs pinned (nothing freed): {:.0}% / {:.0}%",
+        med(0),
+        med(1),
+        med(2),
+        med(3)
+    );
+    settle(&d);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("");
@@ -571,6 +688,7 @@ fn main() {
         "partitions" => bench_partitions(&dir),
         "open" => bench_open(&dir),
         "memory" => bench_memory(&dir),
+        "clean" => bench_clean(&dir),
         "memory-open" => bench_memory_open(&dir),
         "append-store-only" => {
             // For profiling: only the store side of `append`.
@@ -590,6 +708,6 @@ fn main() {
                 store.stats()
             );
         }
-        _ => eprintln!("usage: storage_bench append|sync|partitions|open|memory [dir]"),
+        _ => eprintln!("usage: storage_bench append|sync|partitions|open|memory|clean [dir]"),
     }
 }

@@ -251,6 +251,11 @@ impl Inner {
             let bytes = seg.bytes();
             let mut at = 0usize;
             while at + ENTRY_HEADER_BYTES <= bytes.len() && seg.base + (at as u64) < end {
+                // The cleaner's padding covers dead entries (and holes): skip it whole.
+                if let Some(span) = entry::padding_span(&bytes[at..]) {
+                    at += span as usize;
+                    continue;
+                }
                 let Ok(h) = entry::check_header(&bytes[at..]) else {
                     at = next_header_candidate(bytes, at + 1);
                     continue;

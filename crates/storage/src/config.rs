@@ -51,7 +51,19 @@ pub struct StoreConfig {
     /// Run the background flush/retention threads. Tests may turn this off and call
     /// [`crate::Store::flush`] / [`crate::Store::enforce_retention`] themselves.
     pub background: bool,
+    /// I/O budget of one cleaner pass (run after each retention pass, `cleaner.rs`): the
+    /// bytes of commit-log entries it may walk over; 0 turns the cleaner off.
+    pub clean_bytes_per_pass: u64,
+    /// Smallest run of consecutive dead entries the cleaner turns into a padding entry and
+    /// frees (only whole blocks inside a run are freed, and each run costs a header write).
+    pub clean_min_run_bytes: u64,
 }
+
+/// Default [`StoreConfig::clean_bytes_per_pass`]: with the default 60 s retention interval,
+/// at most ~4 MiB/s of background reading, and only while something died since the walk.
+pub const DEFAULT_CLEAN_BYTES_PER_PASS: u64 = 256 << 20;
+/// Default [`StoreConfig::clean_min_run_bytes`].
+pub const DEFAULT_CLEAN_MIN_RUN_BYTES: u64 = 64 << 10;
 
 impl StoreConfig {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -71,6 +83,8 @@ impl StoreConfig {
             hash_index_files_max: 32,
             background: true,
             open_mode: OpenMode::Normal,
+            clean_bytes_per_pass: DEFAULT_CLEAN_BYTES_PER_PASS,
+            clean_min_run_bytes: DEFAULT_CLEAN_MIN_RUN_BYTES,
         }
     }
 }

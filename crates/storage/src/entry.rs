@@ -6,6 +6,13 @@
 //! The batch's own CRC covers `batch[21..]`, so header CRC + batch CRC together cover every
 //! byte of the entry, and the batch header fields (offsets, timestamps) can be trusted from
 //! the header CRC alone even when the body is damaged.
+//!
+//! A *padding* entry (written by the cleaner, `cleaner.rs`, over a run of dead entries whose
+//! blocks it then frees) has `flags = FLAG_PADDING`, `partition = u32::MAX`, `batch_len` =
+//! the bytes it covers after its header, and `header_crc = crc32c(header[0..12])`: nothing
+//! after the header is checked, because it reads as zeros once the hole is punched. A scan
+//! skips it by its length; nothing ever serves it. [`check_header`] and [`check`] accept
+//! batch entries only (a padding header fails them as `BadHeader`).
 
 use common::PartitionId;
 
@@ -14,6 +21,10 @@ use crate::batch;
 pub const ENTRY_HEADER_BYTES: usize = 16;
 pub const ENTRY_MAGIC: u8 = 0x53;
 pub const ENTRY_VERSION: u8 = 1;
+/// `flags` bit of a padding entry (the only flag defined; a batch entry has flags 0).
+pub const FLAG_PADDING: u16 = 1;
+/// `partition` field of a padding entry.
+pub const PADDING_PARTITION: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryHeader {
@@ -41,6 +52,41 @@ fn header_crc(h: &[u8], batch: &[u8]) -> u32 {
     crc_fast::crc32_iscsi(&buf[..12 + covered])
 }
 
+/// The header of a padding entry covering `span` bytes in all (its own 16 included), so a
+/// scan at its position continues at position + `span`. `span` must be at least 16.
+pub fn encode_padding(span: u32) -> [u8; ENTRY_HEADER_BYTES] {
+    debug_assert!(span as usize >= ENTRY_HEADER_BYTES);
+    let mut h = [0u8; ENTRY_HEADER_BYTES];
+    h[0] = ENTRY_MAGIC;
+    h[1] = ENTRY_VERSION;
+    h[2..4].copy_from_slice(&FLAG_PADDING.to_le_bytes());
+    h[4..8].copy_from_slice(&PADDING_PARTITION.to_le_bytes());
+    h[8..12].copy_from_slice(&(span - ENTRY_HEADER_BYTES as u32).to_le_bytes());
+    let crc = crc_fast::crc32_iscsi(&h[..12]);
+    h[12..16].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// If `bytes` starts with a valid padding header whose span fits in `bytes`, that span
+/// (header included).
+pub fn padding_span(bytes: &[u8]) -> Option<u64> {
+    let h = bytes.get(..ENTRY_HEADER_BYTES)?;
+    let u32_at = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let ok = h[0] == ENTRY_MAGIC
+        && h[1] == ENTRY_VERSION
+        && u16::from_le_bytes([h[2], h[3]]) == FLAG_PADDING
+        && u32_at(4) == PADDING_PARTITION
+        && crc_fast::crc32_iscsi(&h[..12]) == u32_at(12);
+    let span = ENTRY_HEADER_BYTES as u64 + u32_at(8) as u64;
+    (ok && span <= bytes.len() as u64).then_some(span)
+}
+
+/// True if `bytes` starts with a valid entry: a batch entry passing [`check`], or a padding
+/// entry. (How recovery tells a segment holding data from an unused one.)
+pub fn starts_entry(bytes: &[u8]) -> bool {
+    check(bytes).is_ok() || padding_span(bytes).is_some()
+}
+
 /// Why an entry at some position is not a valid entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryFault {
@@ -64,7 +110,12 @@ pub fn check(bytes: &[u8]) -> Result<EntryHeader, EntryFault> {
 /// Checks the header and that the body fits in `bytes`, and the header CRC (which also covers
 /// the first 21 bytes of the batch). Does not check the batch CRC.
 pub fn check_header(bytes: &[u8]) -> Result<EntryHeader, EntryFault> {
-    if bytes.len() < ENTRY_HEADER_BYTES || bytes[0] != ENTRY_MAGIC || bytes[1] != ENTRY_VERSION {
+    if bytes.len() < ENTRY_HEADER_BYTES
+        || bytes[0] != ENTRY_MAGIC
+        || bytes[1] != ENTRY_VERSION
+        || bytes[2..4] != [0, 0]
+    {
+        // Non-zero flags: a padding entry (or a flag this build does not know), not a batch.
         return Err(EntryFault::BadHeader);
     }
     let partition = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
@@ -106,5 +157,28 @@ mod tests {
         }
         assert_eq!(check(&e[..e.len() - 1]), Err(EntryFault::BadHeader));
         assert_eq!(check(&[0u8; 100]), Err(EntryFault::BadHeader));
+        assert_eq!(padding_span(&e), None);
+    }
+
+    #[test]
+    fn padding_entries_are_recognised_only_whole() {
+        let mut e = encode_padding(100).to_vec();
+        e.resize(100, 0);
+        assert_eq!(padding_span(&e), Some(100));
+        assert!(starts_entry(&e));
+        // Never taken for a batch entry.
+        assert_eq!(check_header(&e), Err(EntryFault::BadHeader));
+        // Every header byte is checked; the covered bytes are not (they are a hole).
+        for i in 0..ENTRY_HEADER_BYTES {
+            let mut bad = e.clone();
+            bad[i] ^= 0x10;
+            assert_eq!(padding_span(&bad), None, "flip at byte {i} not detected");
+        }
+        e[50] = 0xff;
+        assert_eq!(padding_span(&e), Some(100));
+        // Its span must fit in what follows (the segment's rest).
+        assert_eq!(padding_span(&e[..99]), None);
+        assert_eq!(padding_span(&encode_padding(16)), Some(16));
+        assert!(!starts_entry(&[0u8; 64]));
     }
 }

@@ -133,6 +133,7 @@ pub fn background(inner: Arc<Inner>, stop: Arc<Stop>) {
             if last_retention.elapsed() >= retention_every {
                 last_retention = Instant::now();
                 inner.enforce_retention()?;
+                inner.clean()?;
             }
             Ok(())
         })();
@@ -281,6 +282,8 @@ impl Inner {
         self.finish_queue_sync()?;
         self.hindex.sync()?;
         cut.clean = clean;
-        cut.write(&self.cfg.dir)
+        cut.write(&self.cfg.dir)?;
+        self.cleaner.record_checkpoint(&cut);
+        Ok(())
     }
 }

@@ -20,7 +20,8 @@
 //!   (`checkpoint.rs`).
 //! - Opening (`recovery.rs`): checkpoint + replay of the commit-log tail; torn tails are
 //!   truncated, nothing failing a CRC is served.
-//! - Retention (`retention.rs`) and `truncate_to` (`truncate.rs`).
+//! - Retention (`retention.rs`), the cleaner that frees dead entries inside segments
+//!   retention must keep (`cleaner.rs`), and `truncate_to` (`truncate.rs`).
 //!
 //! Invariants worth knowing before changing anything:
 //! - a partition's consume-queue slots are in offset order *and* in commit-log position
@@ -28,7 +29,11 @@
 //! - everything below the checkpoint's position is reflected in durable queue files;
 //!   everything above is rebuilt from the commit log on open;
 //! - nothing past the commit log's write position can look like a valid entry (failed
-//!   writes and truncations are zeroed), so a scan never resurrects dead bytes.
+//!   writes and truncations are zeroed), so a scan never resurrects dead bytes;
+//! - below the last durable checkpoint the commit log may hold padding entries (`entry.rs`)
+//!   over runs of dead entries whose blocks the cleaner freed: every scan by headers skips
+//!   them by length, and no consume-queue slot points at one (slots hold live entries only,
+//!   and only entries dead by the *durable* checkpoint are ever covered).
 //!
 //! Semantics callers rely on (front doors: read this):
 //! - `append` validates every batch before writing anything; one bad batch refuses the
@@ -61,8 +66,12 @@
 //!   message's id is the value of its `StoreConfig::message_id_header` header (default
 //!   `msg-id`), and it is always addressable by (partition, offset).
 //! - Time retention is enforced at read time; segments are deleted by the retention pass
-//!   once no partition has a live entry in them (so a partition without retention keeps
-//!   shared segments alive: its bytes are its own, the others' entries are hidden).
+//!   once no partition has a live entry in them. A segment another partition still needs
+//!   keeps its length, but the cleaner pass after each retention pass (or `clean`) frees
+//!   the whole 4 KiB blocks of its dead entries (deleted partitions, offsets below a log
+//!   start) in runs of at least `clean_min_run_bytes`, once a checkpoint records them dead:
+//!   disk use follows live data, up to a block or two per live batch between dead runs
+//!   and the active segment (`docs/storage-format.md` §Cleaner).
 //!
 //! Scale: no file descriptor or memory per idle partition beyond its ~250-byte state; queue
 //! files are opened through a bounded LRU (`file_cache.rs`, `fixed_files.rs`); the hash
@@ -72,6 +81,7 @@ pub mod batch;
 pub mod batch_builder;
 mod check;
 mod checkpoint;
+mod cleaner;
 mod commit_log;
 mod compression;
 mod config;
@@ -93,10 +103,16 @@ mod store;
 mod truncate;
 
 pub use check::CheckReport;
+pub use cleaner::CleanPass;
 pub use config::{
-    DEFAULT_MESSAGE_ID_HEADER, DEFAULT_RETENTION_MS, Flush, OpenMode, PartitionConfig, StoreConfig,
+    DEFAULT_CLEAN_BYTES_PER_PASS, DEFAULT_CLEAN_MIN_RUN_BYTES, DEFAULT_MESSAGE_ID_HEADER,
+    DEFAULT_RETENTION_MS, Flush, OpenMode, PartitionConfig, StoreConfig,
 };
 pub use damage::{DamagedBatch, Finding};
+/// The header of a padding entry of a given span (for the fuzz targets; format in
+/// `docs/storage-format.md` §Commit log).
+#[doc(hidden)]
+pub use entry::encode_padding as padding_entry_header;
 pub use error::{Result, StorageError};
 pub use store::{Appended, PartitionOffsets, PendingAppend, ReadResult, Store, StoreStats};
 

@@ -249,6 +249,9 @@ impl Inner {
         value: &[u8],
         out: &mut Vec<(PartitionId, Offset)>,
     ) -> Result<bool> {
+        // These checks come before anything is loaded: a candidate of a deleted partition
+        // or below the log start may point into a run the cleaner freed (`cleaner.rs`),
+        // which must be dropped, not loaded and reported as damage.
         let Ok(part) = self.partition(p) else {
             return Ok(false); // deleted since
         };
@@ -326,7 +329,7 @@ impl Inner {
 
     /// Decodes the commit-log entries in `[from, to)` of partitions whose index is on and
     /// passes each batch's index keys to `sink(partition, position, base offset, keys)`.
-    /// Entries failing their CRC and deleted segments are skipped.
+    /// Entries failing their CRC, padding entries and deleted segments are skipped.
     pub fn reindex_range(&self, from: u64, to: u64, sink: &mut IndexSink<'_>) {
         let cap = self.cfg.max_decompressed_batch_bytes;
         let id_header = self.cfg.message_id_header.as_deref();
@@ -343,6 +346,10 @@ impl Inner {
                 },
             };
             let bytes = &seg.bytes()[(pos - seg.base) as usize..];
+            if let Some(span) = entry::padding_span(bytes) {
+                pos += span; // dead entries the cleaner freed (`cleaner.rs`)
+                continue;
+            }
             let Ok(h) = entry::check_header(bytes) else {
                 pos = seg.end(); // the rest of this segment is unused
                 continue;

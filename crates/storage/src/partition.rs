@@ -240,6 +240,10 @@ impl QueueFiles {
                 },
             };
             let bytes = &seg.bytes()[(pos - seg.base) as usize..];
+            if let Some(span) = entry::padding_span(bytes) {
+                pos += span; // dead entries the cleaner freed (`cleaner.rs`)
+                continue;
+            }
             let Ok(h) = entry::check_header(bytes) else {
                 // End of this segment's data: the writer rolled to the next one.
                 match self.log.segment_from(seg.end()) {

@@ -33,7 +33,21 @@ use crate::partition::{Partition, QueueFiles};
 use crate::store::{Inner, index_batch};
 
 const FORMAT_MAGIC: &[u8; 8] = b"SLUICEST";
-pub const FORMAT_VERSION: u8 = 1;
+/// Version 2: the commit log may hold padding entries (`entry.rs`, written by the cleaner).
+/// New stores are created as 2; a version-1 store is opened as is and marked 2 before its
+/// first padding entry is written ([`upgrade_format`]), so builds that do not know padding
+/// entries refuse it rather than misread it.
+pub const FORMAT_VERSION: u8 = 2;
+const FORMAT_VERSION_OLDEST: u8 = 1;
+
+fn format_bytes(version: u8) -> Vec<u8> {
+    let mut b = Vec::with_capacity(16);
+    b.extend_from_slice(FORMAT_MAGIC);
+    b.extend_from_slice(&[version, 0, 0, 0]);
+    let crc = crc_fast::crc32_iscsi(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
 
 fn check_format(dir: &Path) -> Result<()> {
     let path = dir.join("FORMAT");
@@ -48,11 +62,11 @@ fn check_format(dir: &Path) -> Result<()> {
                     reason: "not a Sluice store FORMAT file".into(),
                 });
             }
-            if b[8] != FORMAT_VERSION {
+            if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&b[8]) {
                 return Err(StorageError::Format {
                     path,
                     reason: format!(
-                        "store format version {} (this build reads {FORMAT_VERSION})",
+                        "store format version {} (this build reads {FORMAT_VERSION_OLDEST} to {FORMAT_VERSION})",
                         b[8]
                     ),
                 });
@@ -60,16 +74,33 @@ fn check_format(dir: &Path) -> Result<()> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut b = Vec::with_capacity(16);
-            b.extend_from_slice(FORMAT_MAGIC);
-            b.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
-            let crc = crc_fast::crc32_iscsi(&b);
-            b.extend_from_slice(&crc.to_le_bytes());
-            std::fs::write(&path, &b).map_err(|e| StorageError::io("writing", &path, e))?;
+            std::fs::write(&path, format_bytes(FORMAT_VERSION))
+                .map_err(|e| StorageError::io("writing", &path, e))?;
             crate::commit_log::sync_dir(dir)
         }
         Err(e) => Err(StorageError::io("reading", &path, e)),
     }
+}
+
+/// Marks the store `FORMAT_VERSION` if it is older. The 16 bytes are rewritten in place
+/// (one sector, so never torn; no new block needed on a full disk) and fdatasynced.
+pub(crate) fn upgrade_format(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("FORMAT");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StorageError::io("opening", &path, e))?;
+    let mut version = [0u8; 1];
+    f.read_exact_at(&mut version, 8)
+        .map_err(|e| StorageError::io("reading", &path, e))?;
+    if version[0] >= FORMAT_VERSION {
+        return Ok(());
+    }
+    f.write_all_at(&format_bytes(FORMAT_VERSION), 0)
+        .and_then(|()| f.sync_data())
+        .map_err(|e| StorageError::io("writing", &path, e))
 }
 
 /// Partition directories under `queues/` (numeric names); removes `*.deleted` leftovers.
@@ -204,12 +235,14 @@ pub fn open(cfg: StoreConfig) -> Result<Inner> {
 fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
     let cap = inner.cfg.max_decompressed_batch_bytes;
     let id_header = inner.cfg.message_id_header.as_deref();
+    // End of the last padding entry crossed (see `cleaner::skip_cleaned_gap`).
+    let mut padding_end = None;
     loop {
         let seg = match inner.log.segment_at(pos) {
             Some(s) => s,
             None => match inner.log.segment_from(pos) {
                 // Between segments (the writer rolled): continue in the next one.
-                Some(s) if entry::check(s.bytes()).is_ok() => {
+                Some(s) if entry::starts_entry(s.bytes()) => {
                     pos = s.base;
                     continue;
                 }
@@ -218,13 +251,19 @@ fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
         };
         let rel = (pos - seg.base) as usize;
         let bytes = &seg.bytes()[rel..];
+        if let Some(span) = entry::padding_span(bytes) {
+            // Dead entries the cleaner freed: skipped by length, nothing to check.
+            pos += span;
+            padding_end = Some(pos);
+            continue;
+        }
         let h = match entry::check_header(bytes) {
             Ok(h) => h,
             Err(_) => {
                 // End of this segment's data. If a later segment holds valid entries the
                 // writer rolled over; otherwise this is the end of the log.
                 match inner.log.segment_from(seg.end()) {
-                    Some(next) if entry::check(next.bytes()).is_ok() => {
+                    Some(next) if entry::starts_entry(next.bytes()) => {
                         pos = next.base;
                         continue;
                     }
@@ -236,11 +275,11 @@ fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
         if entry::check(bytes) == Err(EntryFault::BadBody) {
             // A torn last write, or a damaged byte in the middle of the log: only the
             // latter has a valid entry after it.
-            let follows = bytes.get(size..).is_some_and(|b| entry::check(b).is_ok())
+            let follows = bytes.get(size..).is_some_and(entry::starts_entry)
                 || inner
                     .log
                     .segment_from(seg.end())
-                    .is_some_and(|next| entry::check(next.bytes()).is_ok());
+                    .is_some_and(|next| entry::starts_entry(next.bytes()));
             if !follows {
                 return Ok(pos);
             }
@@ -250,7 +289,7 @@ fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
             );
         }
         let body = &bytes[ENTRY_HEADER_BYTES..size];
-        if !dispatch(inner, h.partition, body, pos, cap, id_header) {
+        if !dispatch(inner, h.partition, body, pos, cap, id_header, padding_end) {
             tracing::error!(position = pos, partition = %h.partition, "offset discontinuity; log ends here");
             return Ok(pos);
         }
@@ -266,6 +305,7 @@ fn dispatch(
     pos: u64,
     cap: usize,
     id_header: Option<&[u8]>,
+    padding_end: Option<u64>,
 ) -> bool {
     let Some(part) = inner.parts.read().get(&p).cloned() else {
         return true; // a deleted partition's leftovers
@@ -278,7 +318,9 @@ fn dispatch(
     if fresh {
         g.log_start = h.base_offset();
         g.log_end = h.base_offset();
-    } else if h.base_offset() != g.log_end {
+    } else if h.base_offset() != g.log_end
+        && !crate::cleaner::skip_cleaned_gap(&mut g, h.base_offset(), padding_end)
+    {
         return false;
     }
     let base = h.base_offset();

@@ -210,6 +210,27 @@ impl Segment {
         Ok(())
     }
 
+    /// Frees the blocks of `[at, at+len)` (segment-relative, both multiples of the block
+    /// size for anything to be freed) without changing the file length: the range reads as
+    /// zeros afterwards, through the mapping too. The cleaner's tool (`cleaner.rs`); unlike
+    /// [`Segment::zero_from`] there is no fallback, since writing zeros frees nothing.
+    pub fn punch_hole(&self, at: u64, len: u64) -> Result<()> {
+        use rustix::fs::{FallocateFlags, fallocate};
+        if len == 0 {
+            return Ok(());
+        }
+        let mode = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+        fallocate(&self.file, mode, at, len)
+            .map_err(|e| StorageError::io("punching a hole in segment", &self.path, e.into()))
+    }
+
+    /// True while a reader holds bytes of this segment (a `Bytes` from [`Segment::slice`]):
+    /// the cleaner then leaves the segment for a later pass, so bytes already handed out
+    /// never turn into zeros under their reader.
+    pub fn readers_hold_bytes(&self) -> bool {
+        Arc::strong_count(&self.map) > 1
+    }
+
     pub fn sync_data(&self) -> Result<()> {
         self.file
             .sync_data()

@@ -101,6 +101,12 @@ pub struct StoreStats {
     pub hash_index_files: usize,
     /// Damaged batches met while serving since the store opened (never served).
     pub damaged_batches: u64,
+    /// Cleaner passes run since open (`cleaner.rs`).
+    pub clean_passes: u64,
+    /// Bytes of dead commit-log entries the cleaner covered with holes since open.
+    pub clean_bytes_punched: u64,
+    /// Drop in allocated commit-log bytes from the cleaner's hole punching since open.
+    pub clean_bytes_freed: u64,
 }
 
 /// The storage engine. `Send + Sync`; share as `Arc<Store>`.
@@ -141,6 +147,8 @@ pub(crate) struct Inner {
     /// What the open found wrong with the files (only a `Check`/`Repair` open gets past
     /// them).
     pub findings: Mutex<Vec<Finding>>,
+    /// Frees dead commit-log entries in place (`cleaner.rs`).
+    pub cleaner: crate::cleaner::Cleaner,
 }
 
 impl Inner {
@@ -172,6 +180,7 @@ impl Inner {
             state_version: AtomicU64::new(0),
             last_checkpoint: Mutex::new(None),
             lock: Mutex::new(None),
+            cleaner: Default::default(),
         }
     }
 
@@ -246,6 +255,12 @@ impl Inner {
             .bytes()
             .get(at..at + len)
             .ok_or_else(|| corrupt("entry runs past its segment"))?;
+        // Slots never point at dead entries, the only ones the cleaner pads (`cleaner.rs`).
+        debug_assert!(
+            entry::padding_span(&seg.bytes()[at..]).is_none(),
+            "a consume-queue slot of {p} points at a padding entry (position {})",
+            e.position
+        );
         // The batch CRC is checked once per process: entries this process wrote were
         // checked before the write, and an entry read once is remembered as checked (the
         // segment's checked prefix). The entry header (its own CRC covers the batch header)
@@ -570,6 +585,14 @@ impl Store {
                         out.chunks.push(b);
                     }
                     Err(err) => {
+                        // An entry that died while we read it (retention moved the log start
+                        // and the cleaner freed it) is gone, not damaged.
+                        if e.next_offset() <= part.lock().log_start {
+                            if out.chunks.is_empty() {
+                                return Err(gone());
+                            }
+                            break 'pages;
+                        }
                         inner.note_damage(p, e, &err);
                         if out.chunks.is_empty() {
                             return Err(err);
@@ -815,6 +838,7 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         let inner = &self.inner;
         let segs = inner.log.segments();
+        let clean = inner.cleaner.totals();
         StoreStats {
             partitions: inner.parts.read().len(),
             segments: segs.len(),
@@ -826,6 +850,9 @@ impl Store {
             synced_position: inner.log.synced(),
             hash_index_files: inner.hindex.file_count(),
             damaged_batches: inner.damage.count(),
+            clean_passes: clean.passes,
+            clean_bytes_punched: clean.bytes_punched,
+            clean_bytes_freed: clean.bytes_freed,
         }
     }
 

@@ -20,6 +20,7 @@ impl Inner {
         if position >= w.pos {
             return Ok(());
         }
+        self.fence_padding_at(position)?;
         {
             let parts = self.parts.read();
             for (id, part) in parts.iter() {
@@ -34,6 +35,8 @@ impl Inner {
         self.hindex.truncate(position)?;
         self.hindex.sync()?;
         cut.write(&self.cfg.dir)?;
+        self.cleaner.forget_walks();
+        self.cleaner.record_checkpoint(&cut);
         self.log.truncate(&mut w, position)
     }
 

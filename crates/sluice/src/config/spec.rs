@@ -174,6 +174,26 @@ pub const KEYS: &[KeySpec] = &[
         doc: "Background fsync interval when flush = \"async\".",
     },
     KeySpec {
+        key: "storage.retention_check_interval_ms",
+        kind: Kind::Int {
+            min: 10,
+            max: 3_600_000,
+        },
+        default: "60000",
+        kafka_name: Some("log.retention.check.interval.ms"),
+        doc: "Interval of the retention pass (time/size retention, whole-segment deletion), each followed by a cleaner pass. Checked on the background flush's cadence, so never more often than storage.flush_interval_ms.",
+    },
+    KeySpec {
+        key: "storage.clean_bytes_per_pass",
+        kind: Kind::Int {
+            min: 0,
+            max: 1 << 40,
+        },
+        default: "268435456",
+        kafka_name: None,
+        doc: "I/O budget of one cleaner pass: bytes of commit-log entries it may walk to free the blocks of dead entries in place (hole punching). 0 turns the cleaner off.",
+    },
+    KeySpec {
         key: "storage.index",
         kind: Kind::Bool,
         default: "true",
