@@ -96,7 +96,9 @@ pub fn find_on_open(ckpt: &Checkpoint, log: &CommitLog, files: &QueueFiles) -> V
     }
     let log_start = log.start();
     for r in &ckpt.partitions {
-        if r.cq_end <= r.cq_start || r.log_end <= r.log_start {
+        // A partition whose directory is gone was deleted after the checkpoint (its
+        // directory is renamed away first): nothing of it is expected.
+        if r.cq_end <= r.cq_start || r.log_end <= r.log_start || !files.dir(r.id).exists() {
             continue;
         }
         if r.start_pos < log_start {
@@ -114,16 +116,28 @@ pub fn find_on_open(ckpt: &Checkpoint, log: &CommitLog, files: &QueueFiles) -> V
         let mut first = r.cq_start / per_file * per_file;
         while first < r.cq_end {
             let path = files.cq.path(&dir, first);
-            if !path.exists() {
-                out.push(Finding {
+            let (from, to) = (first.max(r.cq_start), (first + per_file).min(r.cq_end));
+            // The checkpoint's slots were written (and synced) before it: the file holds at
+            // least up to its last live slot.
+            let needed = (to - first) * CQ_ENTRY_BYTES as u64;
+            match std::fs::metadata(&path) {
+                Err(_) => out.push(Finding {
                     file: path,
                     what: format!(
-                        "consume-queue file of partition {} is missing (slots {}..{} are live)",
-                        r.id.0,
-                        first.max(r.cq_start),
-                        (first + per_file).min(r.cq_end)
+                        "consume-queue file of partition {} is missing (slots {from}..{to} are live)",
+                        r.id.0
                     ),
-                });
+                }),
+                Ok(m) if m.len() < needed => out.push(Finding {
+                    file: path,
+                    what: format!(
+                        "consume-queue file of partition {} is {} bytes, shorter than its live \
+                         slots {from}..{to} need ({needed})",
+                        r.id.0,
+                        m.len()
+                    ),
+                }),
+                Ok(_) => {}
             }
             first += per_file;
         }
