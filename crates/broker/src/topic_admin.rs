@@ -272,6 +272,18 @@ impl Broker {
                 });
             }
         }
+        // Keys with the one value this broker has: shown, read-only.
+        for (k, v, _) in topic_config::FIXED_KEYS {
+            if wanted(k) {
+                out.push(ConfigEntry {
+                    name: k.to_string(),
+                    value: Some(v.to_string()),
+                    is_override: t.overrides.contains_key(*k),
+                    read_only: true,
+                    sensitive: false,
+                });
+            }
+        }
         for (k, v) in &t.overrides {
             if ACCEPTED_KEYS.contains(&k.as_str()) && wanted(k) {
                 out.push(ConfigEntry {

@@ -21,6 +21,36 @@ pub const TIMESTAMP_AFTER_MAX_MS: &str = "message.timestamp.after.max.ms";
 /// Deprecated in Kafka: both bounds at once when the two above are not set.
 pub const TIMESTAMP_DIFFERENCE_MAX_MS: &str = "message.timestamp.difference.max.ms";
 pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
+/// Keys accepted only with the one value that describes what this broker does (anything
+/// else is refused with INVALID_CONFIG, saying why), with that value.
+pub const FIXED_KEYS: &[(&str, &str, &str)] = &[
+    (
+        "compression.type",
+        "producer",
+        "batches are stored with the producer's codec; recompression to a topic codec is not \
+         implemented (set compression.type on the producer)",
+    ),
+    (
+        "unclean.leader.election.enable",
+        "false",
+        "no replica that missed records is ever made leader",
+    ),
+    (
+        "remote.storage.enable",
+        "false",
+        "there is no tiered storage",
+    ),
+    (
+        "local.retention.ms",
+        "-2",
+        "without tiered storage all data is local (-2: follow retention.ms)",
+    ),
+    (
+        "local.retention.bytes",
+        "-2",
+        "without tiered storage all data is local (-2: follow retention.bytes)",
+    ),
+];
 
 /// Keys that change behaviour.
 pub const ACTIVE_KEYS: &[&str] = &[
@@ -40,24 +70,19 @@ pub const ACTIVE_KEYS: &[&str] = &[
 
 /// Kafka topic keys accepted and stored (tools set them) but without effect here.
 pub const ACCEPTED_KEYS: &[&str] = &[
-    "compression.type",
     "delete.retention.ms",
     "file.delete.delay.ms",
     "flush.ms",
     "index.interval.bytes",
-    "local.retention.bytes",
-    "local.retention.ms",
     "max.compaction.lag.ms",
     "message.downconversion.enable",
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
     "preallocate",
-    "remote.storage.enable",
     "segment.bytes",
     "segment.index.bytes",
     "segment.jitter.ms",
     "segment.ms",
-    "unclean.leader.election.enable",
     "leader.replication.throttled.replicas",
     "follower.replication.throttled.replicas",
 ];
@@ -194,6 +219,17 @@ impl TopicConfig {
                     )));
                 }
             }
+            k if FIXED_KEYS.iter().any(|(f, _, _)| *f == k) => {
+                let (_, only, why) = FIXED_KEYS
+                    .iter()
+                    .find(|(f, _, _)| *f == k)
+                    .ok_or_else(bad)?;
+                if value.trim() != *only {
+                    return Err(BrokerError::InvalidConfig(format!(
+                        "{key}={value}: only {only} is accepted: {why}"
+                    )));
+                }
+            }
             k if ACCEPTED_KEYS.contains(&k) => {}
             k => {
                 return Err(BrokerError::InvalidConfig(format!(
@@ -259,7 +295,7 @@ impl TopicConfig {
                 widest.map_or(i64::MAX, |(b, a)| b.max(a)).to_string()
             }
             MIN_INSYNC_REPLICAS => "1".to_string(),
-            _ => return None,
+            k => FIXED_KEYS.iter().find(|(f, _, _)| *f == k)?.1.to_string(),
         })
     }
 }
@@ -368,6 +404,14 @@ mod tests {
             (Some(5000), Some(100))
         );
         assert!(TopicConfig::resolve(&d, &map(&[("min.insync.replicas", "2")])).is_err());
+        assert!(TopicConfig::resolve(&d, &map(&[("compression.type", "producer")])).is_ok());
+        let refused = TopicConfig::resolve(&d, &map(&[("compression.type", "zstd")]));
+        assert!(
+            matches!(refused, Err(BrokerError::InvalidConfig(m)) if m.contains("recompression"))
+        );
+        assert!(
+            TopicConfig::resolve(&d, &map(&[("unclean.leader.election.enable", "true")])).is_err()
+        );
         assert!(TopicConfig::resolve(&d, &map(&[("message.timestamp.type", "x")])).is_err());
     }
 
