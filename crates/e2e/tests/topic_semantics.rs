@@ -184,6 +184,13 @@ fn timestamp_configs_take_effect() {
         r[0].as_ref().unwrap_err().1,
         RDKafkaErrorCode::InvalidConfig
     );
+    // So is a topic codec the broker would not recompress to.
+    let t = NewTopic::new("zstd", 1, TopicReplication::Fixed(1)).set("compression.type", "zstd");
+    let r = rt.block_on(a.create_topics([&t], &opts())).unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidConfig
+    );
 
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", server.bootstrap())
