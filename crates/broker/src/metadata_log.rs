@@ -205,6 +205,10 @@ pub struct MetadataLog {
     snapshot_every: usize,
     /// Test hook: every append fails while set (as a full or failing disk would).
     pub inject_failure: bool,
+    /// Test hook: the next append writes this many bytes, then fails.
+    inject_partial_write: Option<usize>,
+    /// A failed append could not be cut off: further appends are refused.
+    poisoned: bool,
 }
 
 fn io_err(op: &str, path: &Path, e: std::io::Error) -> BrokerError {
@@ -261,6 +265,8 @@ impl MetadataLog {
             records_since_snapshot: count,
             snapshot_every: snapshot_every.max(1),
             inject_failure: false,
+            inject_partial_write: None,
+            poisoned: false,
         };
         if count > 0 {
             // Start from a clean log (also drops a torn tail).
@@ -284,9 +290,25 @@ impl MetadataLog {
         let mut line = serde_json::to_vec(&r).map_err(|e| BrokerError::Metadata(e.to_string()))?;
         line.push(b'\n');
         let path = self.dir.join("metadata.log");
-        self.log
-            .write_all(&line)
-            .map_err(|e| io_err("append", &path, e))?;
+        if self.poisoned {
+            return Err(BrokerError::Metadata(format!(
+                "append to {}: a failed write could not be undone; restart to recover",
+                path.display()
+            )));
+        }
+        let before = self
+            .log
+            .metadata()
+            .map_err(|e| io_err("stat", &path, e))?
+            .len();
+        if let Err(e) = self.write_line(&line) {
+            // A write that failed part-way (a full disk) must not leave half a line for the
+            // next record to follow: the next open would stop at it. Cut it off.
+            if self.log.set_len(before).is_err() {
+                self.poisoned = true;
+            }
+            return Err(io_err("append", &path, e));
+        }
         if durable {
             self.log.sync_data().map_err(|e| io_err("sync", &path, e))?;
         }
@@ -296,6 +318,15 @@ impl MetadataLog {
             self.snapshot()?;
         }
         Ok(())
+    }
+
+    /// Writes one record line (the test hook can make it fail after `n` bytes).
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if let Some(n) = self.inject_partial_write.take() {
+            self.log.write_all(&line[..n.min(line.len())])?;
+            return Err(std::io::Error::other("injected partial write (test hook)"));
+        }
+        self.log.write_all(line)
     }
 
     /// Writes the image as the new snapshot (atomically) and empties the log.
@@ -328,6 +359,31 @@ impl MetadataLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_that_fails_part_way_leaves_no_half_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let topic = |name: &str, p: u32| {
+            MetaRecord::TopicCreated(TopicRecord {
+                name: name.into(),
+                topic_id: 1 + u128::from(p),
+                partitions: vec![p],
+                configs: BTreeMap::new(),
+            })
+        };
+        {
+            let mut log = MetadataLog::open(dir.path(), 100).unwrap();
+            log.append(topic("a", 0), true).unwrap();
+            log.inject_partial_write = Some(9);
+            assert!(log.append(topic("lost", 1), true).is_err());
+            assert!(!log.image().topics.contains_key("lost"));
+            log.append(topic("b", 2), true).unwrap();
+        }
+        // Without the cut the half line joined the next record and the open failed.
+        let log = MetadataLog::open(dir.path(), 100).unwrap();
+        let names: Vec<&String> = log.image().topics.keys().collect();
+        assert_eq!(names, ["a", "b"]);
+    }
 
     #[test]
     fn survives_reopen_and_torn_tail() {
