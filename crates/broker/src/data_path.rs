@@ -10,6 +10,16 @@ use crate::error::{BrokerError, Result};
 use crate::metrics::TopicCounters;
 use crate::producer_state::{BatchIdentity, Verdict};
 
+/// What a topic's configs require of each produced record (see
+/// [`Broker::apply_record_rules`]).
+#[derive(Clone, Copy, Debug)]
+struct RecordRules {
+    keys_required: bool,
+    log_append_time: bool,
+    before_max_ms: Option<i64>,
+    after_max_ms: Option<i64>,
+}
+
 /// Result of one partition's append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Produced {
@@ -94,73 +104,85 @@ impl Broker {
         Ok(self.resolve(topic, partition)?.0)
     }
 
-    /// `message.timestamp.type` and the timestamp bounds: LogAppendTime topics get every
-    /// batch stamped with the append time (returned); CreateTime topics with
-    /// `message.timestamp.before/after.max.ms` refuse records outside them (records without
-    /// a timestamp, -1, pass, as in Kafka).
-    fn apply_timestamp_policy(&self, topic: &str, batches: &mut BytesMut) -> Result<Option<i64>> {
-        let (log_append, before, after) = {
-            let topics = self.topics.read();
-            let c = &topics.get(topic)?.config;
-            (
-                c.log_append_time,
-                c.timestamp_before_max_ms,
-                c.timestamp_after_max_ms,
-            )
+    /// The partition, its batch size limit, counters and record rules, under one lock.
+    fn resolve_for_produce(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(PartitionId, usize, TopicCounters, RecordRules)> {
+        let topics = self.topics.read();
+        let t = topics.get(topic)?;
+        let c = &t.config;
+        let rules = RecordRules {
+            keys_required: c.is_compacted(),
+            log_append_time: c.log_append_time,
+            before_max_ms: c.timestamp_before_max_ms,
+            after_max_ms: c.timestamp_after_max_ms,
         };
-        let now = self.clock.now_ms();
-        if log_append {
-            let mut at = 0;
-            while at < batches.len() {
-                let len = storage::batch::BatchHeader::parse(&batches[at..])?.total_len();
-                storage::batch::set_log_append_time(&mut batches[at..at + len], now);
-                at += len;
-            }
-            return Ok(Some(now));
-        }
-        if before.is_none() && after.is_none() {
-            return Ok(None);
-        }
-        let low = before.map_or(i64::MIN, |b| now.saturating_sub(b));
-        let high = after.map_or(i64::MAX, |a| now.saturating_add(a));
-        let cap = self.store.config().max_decompressed_batch_bytes;
-        for h in crate::log_scan::headers(batches) {
-            let data = storage::records::records_bytes(&h, cap)?;
-            let mut outside = None;
-            storage::records::for_each_record(&h, &data, |r| {
-                if r.timestamp != -1 && (r.timestamp < low || r.timestamp > high) {
-                    outside.get_or_insert(r.timestamp);
-                }
-            })?;
-            if let Some(ts) = outside {
-                return Err(BrokerError::InvalidTimestamp(format!(
-                    "record timestamp {ts} is outside [{low}, {high}] (topic {topic}: \
-                     message.timestamp.before.max.ms / after.max.ms)"
-                )));
-            }
-        }
-        Ok(None)
+        Ok((
+            t.partition(partition)?,
+            c.max_message_bytes,
+            t.counters.clone(),
+            rules,
+        ))
     }
 
-    /// A compacted topic keeps the latest record per key, so every record needs one
-    /// (Kafka refuses keyless records there with INVALID_RECORD).
-    fn check_keys(&self, topic: &str, batches: &[u8]) -> Result<()> {
-        if !self.topics.read().get(topic)?.config.is_compacted() {
-            return Ok(());
-        }
-        let cap = self.store.config().max_decompressed_batch_bytes;
-        for h in crate::log_scan::headers(batches) {
-            let data = storage::records::records_bytes(&h, cap)?;
-            let mut keyless = false;
-            storage::records::for_each_record(&h, &data, |r| keyless |= r.key.is_none())?;
-            if keyless {
-                return Err(BrokerError::InvalidRecord(format!(
-                    "topic {topic} is compacted (cleanup.policy={}): every record needs a key",
-                    self.topics.read().get(topic)?.config.cleanup_policy
-                )));
+    /// Applies the topic's record rules. Compacted topics need a key on every record
+    /// (Kafka refuses keyless records there with INVALID_RECORD); CreateTime topics with
+    /// `message.timestamp.before/after.max.ms` refuse records outside the bounds (records
+    /// without a timestamp, -1, pass, as in Kafka) — both in one decoding pass, only for
+    /// topics that set them. LogAppendTime topics get every batch stamped with the append
+    /// time, which is returned.
+    fn apply_record_rules(
+        &self,
+        topic: &str,
+        rules: RecordRules,
+        batches: &mut BytesMut,
+    ) -> Result<Option<i64>> {
+        let now = self.clock.now_ms();
+        let bounded = !rules.log_append_time
+            && (rules.before_max_ms.is_some() || rules.after_max_ms.is_some());
+        if rules.keys_required || bounded {
+            let low = rules
+                .before_max_ms
+                .map_or(i64::MIN, |b| now.saturating_sub(b));
+            let high = rules
+                .after_max_ms
+                .map_or(i64::MAX, |a| now.saturating_add(a));
+            let cap = self.store.config().max_decompressed_batch_bytes;
+            for h in crate::log_scan::headers(batches) {
+                let data = storage::records::records_bytes(&h, cap)?;
+                let (mut keyless, mut outside) = (false, None);
+                storage::records::for_each_record(&h, &data, |r| {
+                    keyless |= r.key.is_none();
+                    if bounded && r.timestamp != -1 && (r.timestamp < low || r.timestamp > high) {
+                        outside.get_or_insert(r.timestamp);
+                    }
+                })?;
+                if rules.keys_required && keyless {
+                    return Err(BrokerError::InvalidRecord(format!(
+                        "topic {topic} is compacted (cleanup.policy contains compact): every \
+                         record needs a key"
+                    )));
+                }
+                if let Some(ts) = outside {
+                    return Err(BrokerError::InvalidTimestamp(format!(
+                        "record timestamp {ts} is outside [{low}, {high}] (topic {topic}: \
+                         message.timestamp.before.max.ms / after.max.ms)"
+                    )));
+                }
             }
         }
-        Ok(())
+        if !rules.log_append_time {
+            return Ok(None);
+        }
+        let mut at = 0;
+        while at < batches.len() {
+            let len = storage::batch::BatchHeader::parse(&batches[at..])?.total_len();
+            storage::batch::set_log_append_time(&mut batches[at..at + len], now);
+            at += len;
+        }
+        Ok(Some(now))
     }
 
     /// Appends Kafka v2 record batches to a partition, stored as sent, and waits for the
@@ -190,7 +212,7 @@ impl Broker {
         if self.is_shutting_down() {
             return Err(BrokerError::ShuttingDown);
         }
-        let (pid, max_bytes, counters) = self.resolve(topic, partition)?;
+        let (pid, max_bytes, counters, rules) = self.resolve_for_produce(topic, partition)?;
         let summaries = batch_walk::walk(&batches, true).map_err(|e| match e {
             batch_walk::WalkError::BadMagic(_) => BrokerError::InvalidRecord(e.to_string()),
             _ => BrokerError::CorruptMessage(e.to_string()),
@@ -199,9 +221,8 @@ impl Broker {
             return Err(BrokerError::InvalidRecord("no record batch".into()));
         }
         check_client_batches(&batches)?;
-        self.check_keys(topic, &batches)?;
         let mut batches = batches;
-        let stamped = self.apply_timestamp_policy(topic, &mut batches)?;
+        let stamped = self.apply_record_rules(topic, rules, &mut batches)?;
         if let Some(big) = summaries.iter().find(|s| s.total_bytes > max_bytes) {
             return Err(BrokerError::MessageTooLarge {
                 size: big.total_bytes,
