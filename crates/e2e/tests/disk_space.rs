@@ -254,8 +254,11 @@ fn disk_use_follows_live_data_with_a_forever_topic_next_to_a_short_one() {
     // On disk per record (at most): the value, the record's own framing, a batch header
     // (61) and an entry header (16) each, rdkafka sending about one record per batch here.
     const OVERHEAD: u64 = 16 + 61 + 24;
+    // On a tmpfs, so the test does not depend on the machine's filesystem punching holes.
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let mount_dir = dir.path().join("space");
+    let _tmpfs = Tmpfs::mount(&mount_dir, "1g");
+    let data = mount_dir.join("data");
     let server = start(&data, "1000");
     let bootstrap = server.bootstrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
