@@ -11,18 +11,23 @@ bin=${1:-${SLUICE_BIN:-$root/target/debug/sluice}}
 
 "$here/setup.sh"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 work=$(mktemp -d)
-kport=$(free_port); aport=$(free_port)
-"$bin" server --data-dir "$work/data" --kafka-listener "127.0.0.1:$kport" \
-  --admin-listener "127.0.0.1:$aport" >"$work/server.log" 2>&1 &
+# Port 0: the OS picks, and the startup banner ("  kafka  <addr> ...") says which; no port
+# is handed over between a probe and the server (a race with anything else on the machine).
+"$bin" server --data-dir "$work/data" --kafka-listener 127.0.0.1:0 \
+  --admin-listener 127.0.0.1:0 >"$work/server.log" 2>&1 &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-for _ in $(seq 1 200); do
-  (echo >"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break
+kaddr=
+for _ in $(seq 1 600); do
+  kaddr=$(awk '$1 == "kafka" { print $2; exit }' "$work/server.log" 2>/dev/null || true)
+  [ -n "$kaddr" ] && break
+  kill -0 "$pid" 2>/dev/null || { echo "sluice server exited:"; cat "$work/server.log"; exit 2; }
   sleep 0.05
 done
+[ -n "$kaddr" ] || { echo "sluice server printed no banner:"; cat "$work/server.log"; exit 2; }
+kport=${kaddr##*:}
 export BOOTSTRAP="127.0.0.1:$kport"
 
 failed=0
