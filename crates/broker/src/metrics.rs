@@ -18,11 +18,11 @@ fn request_histogram() -> Histogram {
 /// Every metric family Sluice exports, and the registry holding them.
 pub struct BrokerMetrics {
     pub registry: Mutex<Registry>,
-    /// `sluice_requests_total{api}`
+    /// `sluice_requests_total{protocol,api}`
     pub requests: Family<Labels, Counter>,
-    /// `sluice_request_errors_total{api,error}`
+    /// `sluice_request_errors_total{protocol,api,error}`
     pub request_errors: Family<Labels, Counter>,
-    /// `sluice_request_duration_seconds{api}`
+    /// `sluice_request_duration_seconds{protocol,api}`
     pub request_duration: Family<Labels, Histogram, fn() -> Histogram>,
     /// `sluice_connections_open` (open now; a gauge may not share the counter's family name)
     pub connections: Gauge,
@@ -135,18 +135,23 @@ impl BrokerMetrics {
         m
     }
 
-    /// Counts one request of `api` and its duration.
-    pub fn observe_request(&self, api: &'static str, seconds: f64) {
-        let labels = vec![("api".to_string(), api.to_string())];
+    /// Counts one request of `api` on the front door speaking `protocol` ("kafka", later
+    /// "amqp", …), and its duration.
+    pub fn observe_request(&self, protocol: &'static str, api: &'static str, seconds: f64) {
+        let labels = vec![
+            ("protocol".to_string(), protocol.to_string()),
+            ("api".to_string(), api.to_string()),
+        ];
         self.requests.get_or_create(&labels).inc();
         self.request_duration
             .get_or_create(&labels)
             .observe(seconds);
     }
 
-    /// Counts one error answered to `api`.
-    pub fn observe_error(&self, api: &'static str, error: &str) {
+    /// Counts one error answered to `api` on the front door speaking `protocol`.
+    pub fn observe_error(&self, protocol: &'static str, api: &'static str, error: &str) {
         let labels = vec![
+            ("protocol".to_string(), protocol.to_string()),
             ("api".to_string(), api.to_string()),
             ("error".to_string(), error.to_string()),
         ];
@@ -188,7 +193,7 @@ mod tests {
     #[test]
     fn family_names_are_unique_in_the_exposition() {
         let m = BrokerMetrics::new();
-        m.observe_request("Produce", 0.001);
+        m.observe_request("kafka", "Produce", 0.001);
         m.connections.inc();
         m.connections_total.inc();
         let mut out = String::new();
@@ -205,7 +210,7 @@ mod tests {
         assert!(out.contains("sluice_connections_total 1"), "{out}");
         assert!(out.contains("sluice_connections_open 1"), "{out}");
         assert!(
-            out.contains("sluice_requests_total{api=\"Produce\"} 1"),
+            out.contains("sluice_requests_total{protocol=\"kafka\",api=\"Produce\"} 1"),
             "{out}"
         );
     }

@@ -132,9 +132,11 @@ async fn write_loop(
                 started,
             } => {
                 let body = body.await;
-                broker
-                    .metrics()
-                    .observe_request(api_name(api), started.elapsed().as_secs_f64());
+                broker.metrics().observe_request(
+                    crate::PROTOCOL,
+                    api_name(api),
+                    started.elapsed().as_secs_f64(),
+                );
                 log_request(peer, &prefix, api_name(api));
                 match codec::encode_response(prefix.correlation_id, prefix.api_version, &body) {
                     Ok(b) => vec![b.freeze()],
@@ -333,9 +335,11 @@ async fn read_loop(
             }
         };
         let api_name = api_name(api);
-        broker
-            .metrics()
-            .observe_request(api_name, started.elapsed().as_secs_f64());
+        broker.metrics().observe_request(
+            crate::PROTOCOL,
+            api_name,
+            started.elapsed().as_secs_f64(),
+        );
         if let Some(encoded) = encoded {
             let buf = encoded.map_err(|error| CloseReason::Encode {
                 api,

@@ -33,3 +33,6 @@ pub use config::{
 pub use connection::CloseReason;
 pub use framing::FrameError;
 pub use server::serve;
+
+/// This door's `protocol` label on request metrics.
+pub const PROTOCOL: &str = "kafka";

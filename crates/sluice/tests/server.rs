@@ -216,7 +216,13 @@ fn metrics_and_health_endpoints() {
     );
     assert!(metric_sum(&after, "sluice_topic_bytes_in_total", &["topic=\"m\""]) > 0.0);
     assert!(metric_sum(&after, "sluice_topic_records_out_total", &["topic=\"m\""]) >= 100.0);
-    assert!(metric_sum(&after, "sluice_requests_total", &["api=\"Produce\""]) >= 1.0);
+    assert!(
+        metric_sum(
+            &after,
+            "sluice_requests_total",
+            &["protocol=\"kafka\"", "api=\"Produce\""]
+        ) >= 1.0
+    );
     assert!(
         metric_sum(
             &after,

@@ -139,9 +139,11 @@ fn count_out(ctx: &Ctx<'_>, pass: &Pass) {
     for t in &pass.reply.0.responses {
         for p in &t.partitions {
             if p.error_code != NONE {
-                ctx.broker
-                    .metrics()
-                    .observe_error("Fetch", &code_name(p.error_code));
+                ctx.broker.metrics().observe_error(
+                    crate::PROTOCOL,
+                    "Fetch",
+                    &code_name(p.error_code),
+                );
             }
         }
     }

@@ -90,9 +90,11 @@ pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
                     .collect(),
             ),
         Err(e) => {
-            ctx.broker
-                .metrics()
-                .observe_error("JoinGroup", &code_name(group_code(&e)));
+            ctx.broker.metrics().observe_error(
+                crate::PROTOCOL,
+                "JoinGroup",
+                &code_name(group_code(&e)),
+            );
             let member_id = match &e {
                 GroupError::MemberIdRequired(id) => s(id.clone()),
                 _ => req.member_id.clone(),
@@ -131,9 +133,11 @@ pub async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
             }
         }
         Err(e) => {
-            ctx.broker
-                .metrics()
-                .observe_error("SyncGroup", &code_name(group_code(&e)));
+            ctx.broker.metrics().observe_error(
+                crate::PROTOCOL,
+                "SyncGroup",
+                &code_name(group_code(&e)),
+            );
             SyncGroupResponse::default().with_error_code(group_code(&e))
         }
     }

@@ -59,7 +59,11 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
                             .with_timestamp(ts),
                         Err(e) => {
                             let code = broker_code(&e);
-                            b.metrics().observe_error("ListOffsets", &code_name(code));
+                            b.metrics().observe_error(
+                                crate::PROTOCOL,
+                                "ListOffsets",
+                                &code_name(code),
+                            );
                             base.with_error_code(code)
                                 .with_offset(-1)
                                 .with_timestamp(-1)

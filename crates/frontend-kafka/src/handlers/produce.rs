@@ -226,7 +226,7 @@ impl Answer {
         if code != NONE {
             self.broker
                 .metrics()
-                .observe_error("Produce", &code_name(code));
+                .observe_error(crate::PROTOCOL, "Produce", &code_name(code));
         }
         r.with_error_code(code)
     }
@@ -258,7 +258,7 @@ fn count_errors(ctx: &Ctx<'_>, outcomes: &[Outcome]) -> bool {
             failed = true;
             ctx.broker
                 .metrics()
-                .observe_error("Produce", &code_name(code));
+                .observe_error(crate::PROTOCOL, "Produce", &code_name(code));
         }
     }
     failed

@@ -148,7 +148,8 @@ pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsRes
                 }
                 Err(e) => {
                     let code = broker_code(&e);
-                    b.metrics().observe_error("CreateTopics", &code_name(code));
+                    b.metrics()
+                        .observe_error(crate::PROTOCOL, "CreateTopics", &code_name(code));
                     base.with_error_code(code).with_error_message(err_msg(&e))
                 }
             }

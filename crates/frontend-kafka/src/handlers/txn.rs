@@ -33,7 +33,9 @@ fn code_of(ctx: &Ctx<'_>, api: &'static str, r: broker::Result<()>) -> i16 {
         Ok(()) => NONE,
         Err(e) => {
             let code = broker_code(&e);
-            ctx.broker.metrics().observe_error(api, &code_name(code));
+            ctx.broker
+                .metrics()
+                .observe_error(crate::PROTOCOL, api, &code_name(code));
             code
         }
     }
