@@ -149,12 +149,17 @@ fn segments(data: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn http_get(url: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-s", url])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The body of `GET path` on the admin port (HTTP/1.0: the server closes when done).
+fn http_get(server: &Server, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.admin_port)).expect("admin port");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -179,10 +184,10 @@ fn flipped_bytes_fail_consumers_loudly_until_a_repair_skips_exactly_the_lost_off
         panic!("a consumer read past damaged bytes without an error");
     };
     assert!(err.to_string().contains("Invalid message"), "{err}"); // CORRUPT_MESSAGE
-    let health = http_get(&server.admin_url("/health"));
+    let health = http_get(&server, "/health");
     assert!(health.contains("\"degraded\""), "{health}");
     assert!(health.contains(&seg.display().to_string()), "{health}");
-    let metrics = http_get(&server.admin_url("/metrics"));
+    let metrics = http_get(&server, "/metrics");
     assert!(
         metrics.contains("sluice_storage_damaged_batches_total 1"),
         "{metrics}"
