@@ -44,6 +44,14 @@ fn store_config(
 fn locked_dir(cfg: &crate::config::ServerConfig) -> anyhow::Result<(PathBuf, impl Sized)> {
     let dir = std::fs::canonicalize(&cfg.data_dir)
         .with_context(|| format!("no data directory at {}", cfg.data_dir.display()))?;
+    // Never create a store while checking for one.
+    if !dir.join("store").join("FORMAT").exists() {
+        return Err(usage(format!(
+            "no Sluice store in {} (expected {})",
+            dir.display(),
+            dir.join("store").display()
+        )));
+    }
     let lock = crate::data_dir_lock::DataDirLock::acquire(&dir)
         .map_err(|e| usage(format!("{e:#} (stop the server first)")))?;
     Ok((dir, lock))
