@@ -9,7 +9,6 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -21,35 +20,10 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
-use sluice_e2e::Server;
+use sluice_e2e::{Server, Tmpfs};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const SEGMENT_BYTES: u64 = 8 << 20;
-
-/// A tmpfs mounted for the test's lifetime.
-struct Tmpfs<'a>(&'a Path);
-
-impl<'a> Tmpfs<'a> {
-    fn mount(dir: &'a Path, size: &str) -> Tmpfs<'a> {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mount -t tmpfs failed: this test needs root (CI runs as root)"
-        );
-        Tmpfs(dir)
-    }
-}
-
-impl Drop for Tmpfs<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
-    }
-}
 
 /// Bytes allocated under `dir` (what `du` counts: st_blocks of every file).
 fn du_bytes(dir: &Path) -> u64 {
