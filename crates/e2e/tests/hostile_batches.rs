@@ -18,6 +18,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_e2e::Server;
+use storage::batch_builder::put_varint;
 
 const INVALID_RECORD: i16 = 87;
 const PRODUCE_VERSION: i16 = 8;
@@ -37,15 +38,6 @@ fn recs(values: &[&'static [u8]]) -> Vec<Rec> {
             offset_delta: i as i64,
         })
         .collect()
-}
-
-fn varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
 }
 
 /// The header fields a test may lie about; the defaults describe `records` honestly.
@@ -81,13 +73,13 @@ fn batch(h: Header, records: &[Rec]) -> Vec<u8> {
     let mut section = Vec::new();
     for r in records {
         let mut body = vec![0u8]; // attributes
-        varint(&mut body, 0); // timestamp delta
-        varint(&mut body, r.offset_delta);
-        varint(&mut body, -1); // null key
-        varint(&mut body, r.value.len() as i64);
+        put_varint(&mut body, 0); // timestamp delta
+        put_varint(&mut body, r.offset_delta);
+        put_varint(&mut body, -1); // null key
+        put_varint(&mut body, r.value.len() as i64);
         body.extend_from_slice(r.value);
-        varint(&mut body, 0); // headers
-        varint(&mut section, body.len() as i64);
+        put_varint(&mut body, 0); // headers
+        put_varint(&mut section, body.len() as i64);
         section.extend_from_slice(&body);
     }
     let n = records.len() as i32;

@@ -25,7 +25,9 @@ pub struct BatchBuilder {
     producer: Option<(i64, i16, i32)>,
 }
 
-fn varint(out: &mut Vec<u8>, v: i64) {
+/// Appends `v` as a zigzag varint, the encoding of every length and delta in a v2 record
+/// (for callers that build records by hand, e.g. tests sending malformed ones).
+pub fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8) | 0x80);
@@ -37,10 +39,10 @@ fn varint(out: &mut Vec<u8>, v: i64) {
 fn bytes_or_null(out: &mut Vec<u8>, b: Option<&[u8]>) {
     match b {
         Some(b) => {
-            varint(out, b.len() as i64);
+            put_varint(out, b.len() as i64);
             out.extend_from_slice(b);
         }
-        None => varint(out, -1),
+        None => put_varint(out, -1),
     }
 }
 
@@ -93,16 +95,16 @@ impl BatchBuilder {
         let mut r =
             Vec::with_capacity(16 + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len));
         r.push(0); // record attributes (unused in v2)
-        varint(&mut r, timestamp_ms.wrapping_sub(base));
-        varint(&mut r, i64::from(self.count));
+        put_varint(&mut r, timestamp_ms.wrapping_sub(base));
+        put_varint(&mut r, i64::from(self.count));
         bytes_or_null(&mut r, key);
         bytes_or_null(&mut r, value);
-        varint(&mut r, headers.len() as i64);
+        put_varint(&mut r, headers.len() as i64);
         for (name, v) in headers {
             bytes_or_null(&mut r, Some(name));
             bytes_or_null(&mut r, *v);
         }
-        varint(&mut self.section, r.len() as i64);
+        put_varint(&mut self.section, r.len() as i64);
         self.section.extend_from_slice(&r);
         self.count += 1;
         self

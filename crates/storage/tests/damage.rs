@@ -33,16 +33,6 @@ fn keep_all() -> PartitionConfig {
     }
 }
 
-fn segment_files(dir: &Path) -> Vec<(u64, PathBuf)> {
-    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.join("commitlog"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter_map(|p| Some((p.file_stem()?.to_str()?.parse().ok()?, p)))
-        .collect();
-    v.sort();
-    v
-}
-
 /// Two partitions written interleaved over several segments; returns, for P0, each batch's
 /// (commit-log position, base offset, bytes as stored), and closes the store.
 async fn write(dir: &Path, batches: u64) -> Vec<(u64, i64, Vec<u8>)> {

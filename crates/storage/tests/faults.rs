@@ -25,19 +25,6 @@ fn keep_all() -> PartitionConfig {
     }
 }
 
-fn segment_files(dir: &Path) -> Vec<(u64, PathBuf)> {
-    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.join("commitlog"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter_map(|p| {
-            let base = p.file_stem()?.to_str()?.parse().ok()?;
-            Some((base, p))
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// XORs one byte at global commit-log position `pos`.
 fn flip(dir: &Path, pos: u64) {
     let (base, path) = segment_files(dir)

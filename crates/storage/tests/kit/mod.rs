@@ -224,3 +224,14 @@ pub fn batch_with_headers(codec: i16, recs: &[RecH<'_>]) -> Vec<u8> {
     }
     assemble(codec, recs.len(), base_ts, max_ts, &section)
 }
+
+/// The commit-log segment files of the store in `dir`, as (base position, path), in order.
+pub fn segment_files(dir: &std::path::Path) -> Vec<(u64, std::path::PathBuf)> {
+    let mut v: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir.join("commitlog"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| Some((p.file_stem()?.to_str()?.parse().ok()?, p)))
+        .collect();
+    v.sort();
+    v
+}
