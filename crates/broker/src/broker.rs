@@ -14,7 +14,7 @@ use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator};
 use crate::groups::GroupsCell;
-use crate::metadata_log::{MetaRecord, MetadataLog};
+use crate::metadata::{LocalMetadataLog, MetaRecord, MetadataStore};
 use crate::metrics::BrokerMetrics;
 use crate::producer_state::ProducerStateTable;
 use crate::topic_config::TopicConfig;
@@ -48,7 +48,10 @@ pub struct Broker {
     pub(crate) config: BrokerConfig,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) topics: RwLock<TopicRegistry>,
-    pub(crate) meta: Mutex<MetadataLog>,
+    /// Every metadata change goes through here: record → persist → apply.
+    pub(crate) meta: Mutex<Box<dyn MetadataStore>>,
+    /// Test hook: metadata appends fail while set (`inject_metadata_failure`).
+    meta_fails: AtomicBool,
     pub(crate) groups: GroupsCell,
     pub(crate) metrics: BrokerMetrics,
     next_producer_id: AtomicI64,
@@ -80,10 +83,10 @@ impl Broker {
         config: BrokerConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Broker>> {
-        let meta = MetadataLog::open(
+        let meta: Box<dyn MetadataStore> = Box::new(LocalMetadataLog::open(
             &config.data_dir.join("meta"),
             config.metadata_snapshot_every,
-        )?;
+        )?);
         let metrics = BrokerMetrics::new();
         let mut registry = TopicRegistry::default();
         let image = meta.image().clone();
@@ -159,6 +162,7 @@ impl Broker {
             clock,
             topics: RwLock::new(registry),
             meta: Mutex::new(meta),
+            meta_fails: AtomicBool::new(false),
             groups: GroupsCell::new(coordinator),
             metrics,
             next_producer_id: AtomicI64::new(next_pid),
@@ -232,12 +236,18 @@ impl Broker {
     /// Test hook: while `on`, every metadata append fails (as a failing disk would).
     #[doc(hidden)]
     pub fn inject_metadata_failure(&self, on: bool) {
-        self.meta.lock().inject_failure = on;
+        self.meta_fails.store(on, Ordering::SeqCst);
     }
 
     /// Appends a metadata record; errors are logged and returned.
     pub(crate) fn persist(&self, r: MetaRecord, durable: bool) -> Result<()> {
-        let res = self.meta.lock().append(r, durable);
+        let res = if self.meta_fails.load(Ordering::SeqCst) {
+            Err(BrokerError::Metadata(
+                "metadata append: injected failure (test hook)".into(),
+            ))
+        } else {
+            self.meta.lock().append(r, durable)
+        };
         if let Err(e) = &res {
             tracing::error!(error = %e, "metadata log append failed");
         }
@@ -310,7 +320,7 @@ impl Broker {
                 tracing::warn!("a broker timer task did not stop within {SHUTDOWN_TASK_WAIT:?}");
             }
         }
-        self.meta.lock().snapshot()?;
+        self.meta.lock().compact()?;
         if let Err(e) = self.snapshot_producers() {
             tracing::warn!(error = %e, "producer state snapshot failed at shutdown");
         }

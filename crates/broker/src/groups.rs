@@ -13,7 +13,7 @@ use crate::group::{
     CommittedOffset, Completion, GroupCoordinator, GroupDescription, GroupError, GroupListing,
     JoinOutcome, JoinRequest, LeavingMember, Reply, SyncOutcome, SyncRequest,
 };
-use crate::metadata_log::MetaRecord;
+use crate::metadata::MetaRecord;
 
 type Key = (String, String);
 
@@ -57,9 +57,10 @@ impl GroupsCell {
 }
 
 impl GroupsInner {
-    /// Routes completions to their waiters; returns groups whose generation changed.
-    fn deliver(&mut self, out: Vec<Completion>) -> BTreeSet<String> {
-        let mut changed = BTreeSet::new();
+    /// Routes completions to their waiters. Members whose group is in `unsaved` (its new
+    /// generation could not be persisted) get COORDINATOR_NOT_AVAILABLE instead of a
+    /// generation a restart would not know, and rejoin.
+    fn deliver(&mut self, out: Vec<Completion>, unsaved: &BTreeSet<String>) {
         for c in out {
             match c {
                 Completion::Join {
@@ -67,9 +68,12 @@ impl GroupsInner {
                     member_id,
                     result,
                 } => {
-                    if result.is_ok() {
-                        changed.insert(group_id.clone());
-                    }
+                    let result = match result {
+                        Ok(_) if unsaved.contains(&group_id) => {
+                            Err(GroupError::CoordinatorNotAvailable)
+                        }
+                        r => r,
+                    };
                     if let Some(w) = self.join_waiters.remove(&(group_id, member_id)) {
                         let _ = w.send(result);
                     }
@@ -85,7 +89,6 @@ impl GroupsInner {
                 }
             }
         }
-        changed
     }
 
     fn generation_records(&self, groups: BTreeSet<String>) -> Vec<MetaRecord> {
@@ -117,10 +120,33 @@ pub struct OffsetToCommit {
 }
 
 impl Broker {
-    fn persist_all(&self, records: Vec<MetaRecord>) {
-        for r in records {
-            let _ = self.persist(r, false);
+    /// Persists the generation of every group a rebalance in `out` completed (and of
+    /// `also`), then answers the parked members (see [`GroupsInner::deliver`]). Runs under
+    /// the groups lock, so no member learns a generation before it is saved.
+    fn complete(&self, g: &mut GroupsInner, out: Vec<Completion>, also: Option<&str>) {
+        let mut changed: BTreeSet<String> = out
+            .iter()
+            .filter_map(|c| match c {
+                Completion::Join {
+                    group_id,
+                    result: Ok(_),
+                    ..
+                } => Some(group_id.clone()),
+                _ => None,
+            })
+            .collect();
+        changed.extend(also.map(str::to_string));
+        let mut unsaved = BTreeSet::new();
+        for r in g.generation_records(changed) {
+            let MetaRecord::GroupGeneration { group_id, .. } = &r else {
+                continue;
+            };
+            let group_id = group_id.clone();
+            if self.persist(r, false).is_err() {
+                unsaved.insert(group_id);
+            }
         }
+        g.deliver(out, &unsaved);
     }
 
     /// JoinGroup; waits until the rebalance completes when the member must be parked.
@@ -130,7 +156,7 @@ impl Broker {
         }
         let group_id = req.group_id.clone();
         let now = self.now_ms();
-        let (rx, records) = {
+        let rx = {
             let mut g = self.groups.lock();
             let (reply, out) = g.coordinator.join(req, now);
             let rx = match reply {
@@ -141,10 +167,9 @@ impl Broker {
                     Ok(rx)
                 }
             };
-            let changed = g.deliver(out);
-            (rx, g.generation_records(changed))
+            self.complete(&mut g, out, None);
+            rx
         };
-        self.persist_all(records);
         match rx {
             Err(now_result) => now_result,
             Ok(rx) => rx.await.unwrap_or(Err(GroupError::RebalanceInProgress)),
@@ -169,7 +194,7 @@ impl Broker {
                     Ok(rx)
                 }
             };
-            g.deliver(out);
+            self.complete(&mut g, out, None);
             rx
         };
         match rx {
@@ -201,15 +226,9 @@ impl Broker {
         members: &[LeavingMember],
     ) -> Vec<Result<(), GroupError>> {
         let now = self.now_ms();
-        let (results, records) = {
-            let mut g = self.groups.lock();
-            let (results, out) = g.coordinator.leave(group_id, members, now);
-            let changed = g.deliver(out);
-            let mut changed = changed;
-            changed.insert(group_id.to_string());
-            (results, g.generation_records(changed))
-        };
-        self.persist_all(records);
+        let mut g = self.groups.lock();
+        let (results, out) = g.coordinator.leave(group_id, members, now);
+        self.complete(&mut g, out, Some(group_id));
         results
     }
 
@@ -217,43 +236,43 @@ impl Broker {
     pub fn tick_groups(&self) {
         let now = self.now_ms();
         self.expire_offsets(now);
-        let records = {
-            let mut g = self.groups.lock();
-            let out = g.coordinator.tick(now);
-            if out.is_empty() {
-                return;
-            }
-            let changed = g.deliver(out);
-            g.generation_records(changed)
-        };
-        self.persist_all(records);
+        let mut g = self.groups.lock();
+        let out = g.coordinator.tick(now);
+        if !out.is_empty() {
+            self.complete(&mut g, out, None);
+        }
     }
 
-    /// Applies `offsets_retention_ms` at most once per `OFFSET_EXPIRY_CHECK_MS`.
+    /// Applies `offsets_retention_ms` at most once per `OFFSET_EXPIRY_CHECK_MS`. Each
+    /// expiry is persisted before it is applied; one that cannot be saved stays (in memory
+    /// and on disk alike) and is retried at the next check.
     fn expire_offsets(&self, now: i64) {
         let Some(retention) = self.config.offsets_retention_ms else {
             return;
         };
-        let (dropped, forgotten) = {
-            let mut g = self.groups.lock();
-            if now - g.last_offset_expiry_ms < OFFSET_EXPIRY_CHECK_MS {
-                return;
-            }
-            g.last_offset_expiry_ms = now;
-            g.coordinator.expire_offsets(now, retention)
-        };
+        let mut g = self.groups.lock();
+        if now - g.last_offset_expiry_ms < OFFSET_EXPIRY_CHECK_MS {
+            return;
+        }
+        g.last_offset_expiry_ms = now;
+        let (dropped, forgotten) = g.coordinator.expired_offsets(now, retention);
         for (group_id, partitions) in dropped {
-            tracing::info!(group = %group_id, partitions = partitions.len(), "committed offsets expired");
-            let _ = self.persist(
-                MetaRecord::OffsetsDeleted {
-                    group_id,
-                    partitions,
-                },
-                false,
-            );
+            let record = MetaRecord::OffsetsDeleted {
+                group_id: group_id.clone(),
+                partitions: partitions.clone(),
+            };
+            if self.persist(record, false).is_ok() {
+                tracing::info!(group = %group_id, partitions = partitions.len(), "committed offsets expired");
+                g.coordinator.remove_offsets(&group_id, &partitions);
+            }
         }
         for group_id in forgotten {
-            let _ = self.persist(MetaRecord::GroupDeleted { group_id }, false);
+            let record = MetaRecord::GroupDeleted {
+                group_id: group_id.clone(),
+            };
+            if self.persist(record, false).is_ok() {
+                g.coordinator.forget_group(&group_id);
+            }
         }
     }
 
@@ -341,11 +360,12 @@ impl Broker {
         partitions: &[(String, i32)],
         subscribed_topics: &[String],
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        let results = self.groups.lock().coordinator.delete_offsets(
-            group_id,
-            partitions,
-            subscribed_topics,
-        )?;
+        // Applied, persisted and (if the persist fails) undone under one lock.
+        let mut g = self.groups.lock();
+        let previous = g.coordinator.fetch_offsets(group_id, Some(partitions));
+        let results = g
+            .coordinator
+            .delete_offsets(group_id, partitions, subscribed_topics)?;
         let deleted: Vec<(String, i32)> = partitions
             .iter()
             .zip(&results)
@@ -353,13 +373,14 @@ impl Broker {
             .map(|(p, _)| p.clone())
             .collect();
         if !deleted.is_empty() {
-            let _ = self.persist(
-                MetaRecord::OffsetsDeleted {
-                    group_id: group_id.to_string(),
-                    partitions: deleted,
-                },
-                false,
-            );
+            let record = MetaRecord::OffsetsDeleted {
+                group_id: group_id.to_string(),
+                partitions: deleted,
+            };
+            if self.persist(record, false).is_err() {
+                g.coordinator.revert_offsets(group_id, previous, true);
+                return Err(GroupError::CoordinatorNotAvailable);
+            }
         }
         Ok(results)
     }
@@ -373,13 +394,22 @@ impl Broker {
     }
 
     pub fn delete_group(&self, group_id: &str) -> Result<(), GroupError> {
-        self.groups.lock().coordinator.delete_group(group_id)?;
-        let _ = self.persist(
-            MetaRecord::GroupDeleted {
-                group_id: group_id.to_string(),
-            },
-            false,
-        );
+        let mut g = self.groups.lock();
+        let generation = g.coordinator.generation(group_id);
+        let offsets = g.coordinator.fetch_offsets(group_id, None);
+        g.coordinator.delete_group(group_id)?;
+        let record = MetaRecord::GroupDeleted {
+            group_id: group_id.to_string(),
+        };
+        if self.persist(record, false).is_err() {
+            let (generation_id, protocol_type) = generation.unwrap_or((0, None));
+            let offsets = offsets
+                .into_iter()
+                .filter_map(|(t, p, o)| Some(((t, p), o?)));
+            g.coordinator
+                .restore_group(group_id, generation_id, protocol_type, offsets);
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
         Ok(())
     }
 

@@ -22,7 +22,7 @@ mod error;
 pub mod group;
 mod groups;
 mod log_scan;
-mod metadata_log;
+pub mod metadata;
 pub mod metrics;
 pub mod producer_state;
 mod topic_admin;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
-use crate::metadata_log::{MetaRecord, TopicRecord};
+use crate::metadata::{MetaRecord, TopicRecord};
 use crate::topic_config::{self, ACCEPTED_KEYS, ACTIVE_KEYS, ConfigEntry, ConfigOp, TopicConfig};
 use crate::topics::{Topic, TopicInfo, new_topic_id, validate_topic_name};
 
@@ -320,16 +320,21 @@ impl Broker {
             return Ok(());
         }
         let pc = tc.partition_config();
+        let old = t.config.partition_config();
         for p in &t.partitions {
             self.store.configure_partition(*p, pc.clone())?;
         }
-        self.persist(
-            MetaRecord::TopicConfigsSet {
-                name: name.to_string(),
-                configs: overrides.clone(),
-            },
-            true,
-        )?;
+        let record = MetaRecord::TopicConfigsSet {
+            name: name.to_string(),
+            configs: overrides.clone(),
+        };
+        if let Err(e) = self.persist(record, true) {
+            // Not saved, not changed: the partitions go back to the old settings.
+            for p in &t.partitions {
+                self.store.configure_partition(*p, old.clone())?;
+            }
+            return Err(e);
+        }
         if let Some(t) = topics.by_name.get_mut(name) {
             t.overrides = overrides;
             t.config = tc;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use sluice_broker::group::GroupError;
 use sluice_broker::{Broker, BrokerConfig, BrokerError, ConfigOp, NewTopic};
 
 fn open(dir: &std::path::Path) -> Arc<Broker> {
@@ -205,6 +206,25 @@ async fn auto_create_respects_config_and_names() {
     b.shutdown().await.unwrap();
 }
 
+fn join_request(group: &str) -> sluice_broker::group::JoinRequest {
+    sluice_broker::group::JoinRequest {
+        group_id: group.into(),
+        member_id: String::new(),
+        group_instance_id: None,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 10_000,
+        // A member whose join failed is dropped from the next rebalance after this.
+        rebalance_timeout_ms: 1_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![sluice_broker::group::ProtocolOffer {
+            name: "range".into(),
+            metadata: bytes::Bytes::new(),
+        }],
+        require_known_member_id: false,
+    }
+}
+
 /// Issue 12: a change whose metadata record cannot be written is an error the client sees,
 /// and the state is what it was before, in memory and after a restart.
 #[tokio::test]
@@ -263,16 +283,39 @@ async fn a_failed_metadata_write_fails_the_request_and_changes_nothing() {
     assert!(b.list_topics().iter().all(|t| t.name != "u"));
     assert!(b.end_txn("tx", pid, epoch, true).await.is_err());
     assert_eq!(txn_state(&b), "Ongoing");
+    // AlterConfigs: refused, the old value still in force.
+    let set_retention = ConfigOp::Set("retention.ms".into(), "1000".into());
+    assert!(
+        b.alter_topic_configs("t", &[set_retention], true, false)
+            .is_err()
+    );
+    let retention = b.describe_topic_configs("t", Some(&["retention.ms".to_string()]));
+    assert!(!retention.unwrap()[0].is_override);
+    // OffsetDelete and DeleteGroup: refused, the offsets and the group still there.
+    assert!(b.delete_offsets("g", &[("t".into(), 0)], &[]).is_err());
+    assert_eq!(committed(&b), Some(5));
+    assert!(b.delete_group("g").is_err());
+    assert!(b.list_groups().iter().any(|g| g.group_id == "g"));
+    assert_eq!(committed(&b), Some(5));
+    // A rebalance whose new generation cannot be saved hands out no generation.
+    assert!(matches!(
+        b.join_group(join_request("joiners")).await,
+        Err(GroupError::CoordinatorNotAvailable)
+    ));
 
     // Once the disk is back the same requests work; nothing half-done is in the way.
     b.inject_metadata_failure(false);
     b.create_topic(topic("u"), false).unwrap();
     b.end_txn("tx", pid, epoch, true).await.unwrap();
+    let joined = b.join_group(join_request("joiners")).await.unwrap();
     assert_eq!(txn_state(&b), "CompleteCommit");
     b.shutdown().await.unwrap();
     drop(b);
     let b = open(dir.path());
     assert_eq!(committed(&b), Some(5));
     assert!(b.list_topics().iter().any(|t| t.name == "u"));
+    // The generation handed out once the disk was back was saved: the next one is newer.
+    let again = b.join_group(join_request("joiners")).await.unwrap();
+    assert!(again.generation_id > joined.generation_id);
     b.shutdown().await.unwrap();
 }

@@ -140,16 +140,18 @@ impl GroupCoordinator {
     }
 
     /// Kafka's offset retention: in groups with no members, committed offsets older than
-    /// `retention_ms` are dropped, and a group left with nothing is forgotten. Returns the
-    /// dropped (group, partitions) and the forgotten groups.
-    pub fn expire_offsets(
-        &mut self,
+    /// `retention_ms` expire, and a group left with nothing is forgotten. Returns the
+    /// expiring (group, partitions) and the groups to forget, changing nothing: the caller
+    /// persists each change, then applies it with [`GroupCoordinator::remove_offsets`] and
+    /// [`GroupCoordinator::forget_group`] (a change that could not be saved is not made).
+    pub fn expired_offsets(
+        &self,
         now_ms: TimestampMs,
         retention_ms: i64,
     ) -> (Vec<ExpiredOffsets>, Vec<String>) {
         let mut dropped = Vec::new();
         let mut forgotten = Vec::new();
-        for g in self.groups.values_mut() {
+        for g in self.groups.values() {
             if g.state != GroupState::Empty {
                 continue;
             }
@@ -159,20 +161,33 @@ impl GroupCoordinator {
                 .filter(|(_, o)| now_ms.saturating_sub(o.commit_timestamp_ms) > retention_ms)
                 .map(|(k, _)| k.clone())
                 .collect();
-            for k in &old {
-                g.offsets.remove(k);
-            }
             if !old.is_empty() {
-                dropped.push((g.group_id.clone(), old));
-                if g.offsets.is_empty() && g.pending_members.is_empty() {
+                if old.len() == g.offsets.len() && g.pending_members.is_empty() {
                     forgotten.push(g.group_id.clone());
                 }
+                dropped.push((g.group_id.clone(), old));
             }
         }
-        for id in &forgotten {
-            self.groups.remove(id);
-        }
         (dropped, forgotten)
+    }
+
+    /// Drops `partitions`' committed offsets of `group_id` (expired, or deleted).
+    pub fn remove_offsets(&mut self, group_id: &str, partitions: &[(String, i32)]) {
+        if let Some(g) = self.groups.get_mut(group_id) {
+            for k in partitions {
+                g.offsets.remove(k);
+            }
+        }
+    }
+
+    /// Forgets a group that is empty and holds no offsets (after its offsets expired).
+    pub fn forget_group(&mut self, group_id: &str) {
+        let idle = self.groups.get(group_id).is_some_and(|g| {
+            g.state == GroupState::Empty && g.offsets.is_empty() && g.pending_members.is_empty()
+        });
+        if idle {
+            self.groups.remove(group_id);
+        }
     }
 
     /// Drops every committed offset of a deleted topic.

@@ -452,12 +452,16 @@ fn offsets_of_empty_groups_expire() {
     c.commit_offsets("g", generation, &a, None, o(2, 1_000), clock.now_ms())
         .unwrap();
     clock.advance_ms(10_000);
-    let (dropped, forgotten) = c.expire_offsets(clock.now_ms(), 5_000);
+    let (dropped, forgotten) = c.expired_offsets(clock.now_ms(), 5_000);
     assert_eq!(
         dropped,
         vec![("old".to_string(), vec![("t".to_string(), 0)])]
     );
     assert_eq!(forgotten, vec!["old".to_string()]);
+    // Asking changes nothing; the caller applies what it could persist.
+    assert_eq!(c.fetch_offsets("old", None).len(), 1);
+    c.remove_offsets("old", &dropped[0].1);
+    c.forget_group("old");
     assert_eq!(c.describe_group("old").state, GroupState::Dead);
     // The live group keeps its offsets.
     assert_eq!(c.fetch_offsets("g", None).len(), 1);

@@ -2,6 +2,7 @@
 //! returns (inside the lock, so records reach the metadata log in the order they were
 //! made), writes markers, applies committed offsets, and serves the read_committed view.
 
+use std::collections::HashMap;
 use std::sync::Weak;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use crate::broker::Broker;
 use crate::data_path::Fetched;
 use crate::error::{BrokerError, Result};
 use crate::group::CommittedOffset;
-use crate::metadata_log::MetaRecord;
+use crate::metadata::MetaRecord;
 use crate::txn::control;
 use crate::txn::coordinator::{EndOutcome, EndPlan, TxnError, TxnRecord, TxnState};
 
@@ -184,22 +185,29 @@ impl Broker {
     }
 
     /// Appends a marker to every partition of the transaction, applies its offsets when it
-    /// commits, then marks it complete. On failure the transaction stays prepared and the
-    /// timer retries.
+    /// commits, then marks it complete. On failure (markers, or a metadata record that
+    /// could not be saved) the transaction stays prepared and the timer retries; markers
+    /// written twice are harmless (the second finds no open transaction).
     async fn execute_plan(&self, plan: EndPlan) -> Result<()> {
         let result = self.write_markers(&plan).await;
+        let result = match result {
+            Ok(()) if plan.commit && !plan.offsets.is_empty() => self.apply_txn_offsets(&plan),
+            r => r,
+        };
         if let Err(e) = &result {
-            tracing::warn!(transactional_id = %plan.transactional_id, error = %e, "writing transaction markers failed; will retry");
+            tracing::warn!(transactional_id = %plan.transactional_id, error = %e, "completing the transaction failed; will retry");
             self.txns.lock().retry_later(&plan.transactional_id);
             return result;
         }
-        if plan.commit && !plan.offsets.is_empty() {
-            self.apply_txn_offsets(&plan);
-        }
         let now = self.now_ms();
         let mut c = self.txns.lock();
-        if let Some(rec) = c.complete(&plan.transactional_id, plan.producer_epoch, now) {
-            self.persist_txn(&rec)?;
+        let before = c.get(&plan.transactional_id).cloned();
+        if let Some(rec) = c.complete(&plan.transactional_id, plan.producer_epoch, now)
+            && let Err(e) = self.persist_txn(&rec)
+        {
+            c.put_back(&plan.transactional_id, before);
+            c.retry_later(&plan.transactional_id);
+            return Err(e);
         }
         Ok(())
     }
@@ -236,7 +244,9 @@ impl Broker {
         Ok(())
     }
 
-    fn apply_txn_offsets(&self, plan: &EndPlan) {
+    /// Saves, then applies, the offsets a committed transaction carries (a group's offsets
+    /// that could not be saved are not applied: the caller retries the completion).
+    fn apply_txn_offsets(&self, plan: &EndPlan) -> Result<()> {
         let mut by_group: std::collections::BTreeMap<&str, Vec<(String, i32, CommittedOffset)>> =
             Default::default();
         for o in &plan.offsets {
@@ -247,25 +257,24 @@ impl Broker {
             ));
         }
         for (group_id, offsets) in by_group {
-            {
-                let mut g = self.groups.lock();
-                let (generation, protocol_type) =
-                    g.coordinator.generation(group_id).unwrap_or((0, None));
-                g.coordinator.restore_group(
-                    group_id,
-                    generation,
-                    protocol_type,
-                    offsets.iter().map(|(t, p, o)| ((t.clone(), *p), o.clone())),
-                );
-            }
-            let _ = self.persist(
+            let mut g = self.groups.lock();
+            self.persist(
                 MetaRecord::OffsetsCommitted {
                     group_id: group_id.to_string(),
-                    offsets,
+                    offsets: offsets.clone(),
                 },
                 false,
+            )?;
+            let (generation, protocol_type) =
+                g.coordinator.generation(group_id).unwrap_or((0, None));
+            g.coordinator.restore_group(
+                group_id,
+                generation,
+                protocol_type,
+                offsets.into_iter().map(|(t, p, o)| ((t, p), o)),
             );
         }
+        Ok(())
     }
 
     /// Produce-path check of a transactional batch (call under the partition's producer
@@ -445,17 +454,40 @@ impl Broker {
         Ok(out)
     }
 
-    /// Timer work: aborts timed-out transactions, retries unfinished completions.
+    /// Timer work: aborts timed-out transactions, retries unfinished completions, forgets
+    /// idle transactional ids. A transition whose record cannot be saved is put back and
+    /// tried again at the next tick.
     pub async fn tick_transactions(&self) {
         let now = self.now_ms();
         let plans = {
             let mut c = self.txns.lock();
-            let plans = c.tick(now);
-            for (_, rec) in &plans {
-                let _ = self.persist_txn(rec);
-            }
-            for transactional_id in c.expire(now) {
-                let _ = self.persist(MetaRecord::TxnRemoved { transactional_id }, false);
+            // What a failed save puts back: the transactions a tick may move.
+            let before: HashMap<String, TxnRecord> = c
+                .records()
+                .filter(|r| {
+                    matches!(
+                        r.state,
+                        TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort
+                    )
+                })
+                .map(|r| (r.transactional_id.clone(), r.clone()))
+                .collect();
+            let mut plans = c.tick(now);
+            plans.retain(|(plan, rec)| {
+                let saved = self.persist_txn(rec).is_ok();
+                if !saved {
+                    let id = &plan.transactional_id;
+                    c.put_back(id, before.get(id).cloned());
+                }
+                saved
+            });
+            for rec in c.expire(now) {
+                let record = MetaRecord::TxnRemoved {
+                    transactional_id: rec.transactional_id.clone(),
+                };
+                if self.persist(record, false).is_err() {
+                    c.restore([rec]);
+                }
             }
             plans
         };

@@ -513,7 +513,7 @@ impl TxnCoordinator {
 
     /// Forgets transactional ids idle for `TXN_ID_EXPIRATION_MS` with no transaction open
     /// or completing. Returns them (to persist their removal).
-    pub fn expire(&mut self, now_ms: TimestampMs) -> Vec<String> {
+    pub fn expire(&mut self, now_ms: TimestampMs) -> Vec<TxnRecord> {
         let expired: Vec<String> = self
             .txns
             .values()
@@ -528,12 +528,14 @@ impl TxnCoordinator {
             })
             .map(|r| r.transactional_id.clone())
             .collect();
+        let mut removed = Vec::with_capacity(expired.len());
         for id in &expired {
             if let Some(r) = self.txns.remove(id) {
                 self.by_producer.remove(&r.producer_id);
+                removed.push(r);
             }
         }
-        expired
+        removed
     }
 
     /// Checks a transactional batch: its producer's current epoch, an open transaction
@@ -826,7 +828,12 @@ mod tests {
         clock.advance_ms(TXN_ID_EXPIRATION_MS);
         assert!(c.expire(clock.now_ms()).is_empty());
         clock.advance_ms(1);
-        assert_eq!(c.expire(clock.now_ms()), vec!["idle".to_string()]);
+        let expired: Vec<String> = c
+            .expire(clock.now_ms())
+            .into_iter()
+            .map(|r| r.transactional_id)
+            .collect();
+        assert_eq!(expired, vec!["idle".to_string()]);
         assert!(c.get("idle").is_none() && c.transactional_id_of(1).is_none());
         assert!(c.get("busy").is_some());
     }
