@@ -21,8 +21,8 @@ pub struct Health {
     pub partitions: u32,
     pub groups: usize,
     pub data_dir: String,
-    pub kafka_listener: String,
-    pub kafka_advertised: String,
+    /// Every front door's listener: protocol, bound address, advertised address.
+    pub listeners: Vec<crate::DoorListener>,
     pub admin_listener: String,
     /// Damaged batches met while serving, one line each (partition, offsets, file,
     /// position, reason); at most the first 100.
@@ -46,8 +46,7 @@ pub(crate) fn health(server: &AdminServer) -> Health {
         partitions: info.partitions,
         groups: info.groups,
         data_dir: server.data_dir.display().to_string(),
-        kafka_listener: server.listeners.kafka.to_string(),
-        kafka_advertised: server.listeners.kafka_advertised.clone(),
+        listeners: server.listeners.doors.clone(),
         admin_listener: server.listeners.admin.to_string(),
         damaged_batches: info.damage.into_iter().take(100).collect(),
     }

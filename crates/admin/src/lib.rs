@@ -35,11 +35,22 @@ pub enum AdminError {
     Serve(#[from] std::io::Error),
 }
 
+/// One front door's listener (Kafka, AMQP, …), shown by `/health`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DoorListener {
+    /// The protocol, as in the `protocol` label of request metrics ("kafka").
+    pub protocol: &'static str,
+    /// The bound address.
+    pub address: SocketAddr,
+    /// What clients are told to connect to, when the protocol advertises one.
+    pub advertised: Option<String>,
+}
+
 /// Where the server listens, shown by `/health`.
 #[derive(Clone, Debug)]
 pub struct Listeners {
-    pub kafka: SocketAddr,
-    pub kafka_advertised: String,
+    /// Every front door the server runs, in start order.
+    pub doors: Vec<DoorListener>,
     pub admin: SocketAddr,
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sluice_admin::{AdminServer, Listeners, Sample};
+use sluice_admin::{AdminServer, DoorListener, Listeners, Sample};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -39,8 +39,11 @@ async fn metrics_health_and_shutdown() {
         broker.clone(),
         dir.path().to_path_buf(),
         Listeners {
-            kafka: "127.0.0.1:9092".parse().unwrap(),
-            kafka_advertised: "127.0.0.1:9092".into(),
+            doors: vec![DoorListener {
+                protocol: "kafka",
+                address: "0.0.0.0:9092".parse().unwrap(),
+                advertised: Some("127.0.0.1:9092".into()),
+            }],
             admin: addr,
         },
     )
@@ -78,6 +81,9 @@ async fn metrics_health_and_shutdown() {
     assert_eq!(h["status"], "ok");
     assert_eq!(h["topics"], 0);
     assert_eq!(h["admin_listener"], addr.to_string());
+    assert_eq!(h["listeners"][0]["protocol"], "kafka");
+    assert_eq!(h["listeners"][0]["address"], "0.0.0.0:9092");
+    assert_eq!(h["listeners"][0]["advertised"], "127.0.0.1:9092");
 
     let (code, _, _) = get(addr, "/nope").await;
     assert_eq!(code, 404);

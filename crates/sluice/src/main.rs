@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod config;
 mod data_dir_lock;
+mod doors;
 mod logging;
 mod server;
 mod storage_cmd;

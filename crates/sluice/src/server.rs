@@ -97,7 +97,7 @@ pub fn broker_config(cfg: &ServerConfig, data_dir: &Path) -> broker::BrokerConfi
     }
 }
 
-async fn bind(addr: &str, what: &str, key: &str) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(addr: &str, what: &str, key: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             format!(
@@ -134,30 +134,28 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         .context("cannot open the broker")?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let kafka_listener = match bind(&cfg.kafka_listener, "Kafka clients", "--kafka-listener").await
-    {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = broker.shutdown().await;
-            return Err(usage(format!("{e:#}")));
-        }
-    };
-    let kafka_addr = kafka_listener.local_addr()?;
-    let advertised_host = cfg.advertised_host_for(kafka_addr);
-    let advertised_port = cfg.advertised_port.unwrap_or(kafka_addr.port());
-    let advertised = format!("{advertised_host}:{advertised_port}");
+    let mut doors =
+        match crate::doors::start(crate::doors::configured(&cfg), &broker, &shutdown_rx).await {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = shutdown_tx.send(true);
+                let _ = broker.shutdown().await;
+                return Err(usage(format!("{e:#}")));
+            }
+        };
 
     let admin = if cfg.admin_enabled {
         let listener = match bind(&cfg.admin_listener, "admin HTTP", "--admin-listener").await {
             Ok(l) => l,
             Err(e) => {
+                let _ = shutdown_tx.send(true);
+                doors.stop(Duration::from_secs(2)).await;
                 let _ = broker.shutdown().await;
                 return Err(usage(format!("{e:#}")));
             }
         };
         let listeners = admin::Listeners {
-            kafka: kafka_addr,
-            kafka_advertised: advertised.clone(),
+            doors: doors.listeners.clone(),
             admin: listener.local_addr()?,
         };
         let server = admin::AdminServer::new(broker.clone(), data_dir.clone(), listeners)
@@ -167,33 +165,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         None
     };
 
-    let kafka_config = kafka_config(&cfg, advertised_host.clone(), advertised_port);
-    let mut kafka_task = tokio::spawn(frontend_kafka::serve(
-        kafka_listener,
-        broker.clone(),
-        kafka_config,
-        shutdown_rx.clone(),
-    ));
-
     announce(
         &cfg,
         &data_dir,
-        kafka_addr,
-        &advertised,
+        &doors.listeners,
         admin.as_ref().map(|a| a.0),
     );
 
     let reason = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
-        r = &mut kafka_task => {
+        e = doors.stopped() => {
             let _ = shutdown_tx.send(true);
             let _ = broker.shutdown().await;
-            return match r {
-                Ok(Ok(())) => Err(anyhow::anyhow!("the Kafka listener stopped unexpectedly")),
-                Ok(Err(e)) => Err(anyhow::anyhow!("the Kafka listener failed: {e}")),
-                Err(e) => Err(anyhow::anyhow!("the Kafka listener task failed: {e}")),
-            };
+            return Err(e);
         }
     };
     tracing::info!(
@@ -210,19 +195,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
         std::process::exit(EXIT_SECOND_SIGNAL);
     });
     let _ = shutdown_tx.send(true);
-    let grace = Duration::from_millis(cfg.shutdown_timeout_ms);
-    match tokio::time::timeout(grace, &mut kafka_task).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "Kafka listener ended with an error"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "Kafka listener task failed"),
-        Err(_) => {
-            tracing::warn!(
-                timeout_ms = cfg.shutdown_timeout_ms,
-                "in-flight requests did not finish in time; closing anyway"
-            );
-            kafka_task.abort();
-        }
-    }
+    doors
+        .stop(Duration::from_millis(cfg.shutdown_timeout_ms))
+        .await;
     broker
         .shutdown()
         .await
@@ -237,32 +212,42 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
 fn announce(
     cfg: &ServerConfig,
     data_dir: &Path,
-    kafka_addr: SocketAddr,
-    advertised: &str,
+    doors: &[admin::DoorListener],
     admin_addr: Option<SocketAddr>,
 ) {
     let admin = match admin_addr {
         Some(a) => format!("http://{a} (/metrics, /health)"),
         None => "disabled".to_string(),
     };
+    let listeners: Vec<String> = doors
+        .iter()
+        .map(|d| format!("{}={}", d.protocol, d.address))
+        .collect();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        kafka = %kafka_addr,
-        advertised,
+        listeners = %listeners.join(","),
         admin,
         data_dir = %data_dir.display(),
         flush = if cfg.flush_sync { "sync" } else { "async" },
         "sluice server ready"
     );
     // The banner goes to stdout whatever the log format (logs go to stderr). A closed
-    // stdout must not stop a server, so write errors are ignored.
+    // stdout must not stop a server, so write errors are ignored. One line per door:
+    // `  <protocol>  <bound address>[ (clients connect to <advertised>)]`; test harnesses
+    // read the bound ports from it.
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "sluice {} ready", env!("CARGO_PKG_VERSION"));
-    let _ = writeln!(
-        out,
-        "  kafka  {kafka_addr} (clients connect to {advertised})"
-    );
+    for d in doors {
+        let _ = match &d.advertised {
+            Some(a) => writeln!(
+                out,
+                "  {:<6} {} (clients connect to {a})",
+                d.protocol, d.address
+            ),
+            None => writeln!(out, "  {:<6} {}", d.protocol, d.address),
+        };
+    }
     let _ = writeln!(out, "  admin  {admin}");
     let _ = writeln!(out, "  data   {}", data_dir.display());
     let _ = writeln!(out, "  press Ctrl-C to stop");
@@ -271,14 +256,9 @@ fn announce(
 
 // `..default()` keeps this compiling when the front door grows new settings.
 #[allow(clippy::needless_update)]
-fn kafka_config(
-    cfg: &ServerConfig,
-    advertised_host: String,
-    advertised_port: u16,
-) -> frontend_kafka::KafkaConfig {
+/// The Kafka door's settings (the advertised address is filled in once bound).
+pub(crate) fn kafka_config(cfg: &ServerConfig) -> frontend_kafka::KafkaConfig {
     frontend_kafka::KafkaConfig {
-        advertised_host,
-        advertised_port,
         max_frame_bytes: cfg.max_frame_bytes,
         max_connections: cfg.max_connections,
         max_connections_per_ip: cfg.max_connections_per_ip,

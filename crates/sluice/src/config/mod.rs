@@ -307,22 +307,6 @@ pub struct ServerConfig {
     pub log_level: String,
 }
 
-impl ServerConfig {
-    /// The host clients are told to connect to: the configured one, else the listener's host,
-    /// with unspecified addresses (0.0.0.0, ::) replaced by loopback.
-    pub fn advertised_host_for(&self, bound: std::net::SocketAddr) -> String {
-        if let Some(h) = &self.advertised_host {
-            return h.clone();
-        }
-        let ip = bound.ip();
-        if ip.is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            ip.to_string()
-        }
-    }
-}
-
 fn unknown_key(key: &str, origin: &str) -> ConfigError {
     let close: Vec<&str> = KEYS
         .iter()
@@ -559,19 +543,6 @@ mod tests {
         assert_eq!(
             load_with(None, &env, &[]).unwrap().max_connections_per_ip,
             3
-        );
-    }
-
-    #[test]
-    fn advertised_host_defaults_to_loopback() {
-        let c = load_with(None, &no_env, &[]).unwrap();
-        assert_eq!(
-            c.advertised_host_for("0.0.0.0:9092".parse().unwrap()),
-            "127.0.0.1"
-        );
-        assert_eq!(
-            c.advertised_host_for("10.1.2.3:9092".parse().unwrap()),
-            "10.1.2.3"
         );
     }
 }

@@ -1,0 +1,211 @@
+//! The front-door registry: every protocol the server speaks is bound, started, watched and
+//! stopped the same way, and listed in `/health` and the start banner.
+//!
+//! Adding a door (AMQP, RocketMQ, MQTT): give its crate a `serve(listener, broker, config,
+//! shutdown)` like `frontend_kafka::serve`, implement [`FrontDoor`] for it below (its config
+//! comes from the door crate's own section of the server config), and add it to
+//! [`configured`]. Nothing else in the server changes.
+//!
+//! Order of events: every door's listener is bound before any door serves (an address in use
+//! fails the start with nothing half-running); on shutdown every door sees the signal, stops
+//! accepting and finishes its in-flight requests within the grace period, then the broker
+//! shuts down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::ServerConfig;
+
+/// One protocol's listener and service.
+pub trait FrontDoor: Send {
+    /// The protocol's name, as in the request metrics' `protocol` label and `/health`.
+    fn protocol(&self) -> &'static str;
+    /// The address to bind, and the config key or flag that sets it (for error messages).
+    fn listen_on(&self) -> (&str, &'static str);
+    /// What clients are told to connect to, given the bound listener (`None`: the
+    /// protocol has no such notion).
+    fn advertised(&self, bound: std::net::SocketAddr) -> Option<String>;
+    /// Serves clients on `listener` until `shutdown` flips to true, then finishes in-flight
+    /// requests and returns.
+    fn serve(
+        self: Box<Self>,
+        listener: TcpListener,
+        broker: Arc<broker::Broker>,
+        shutdown: watch::Receiver<bool>,
+    ) -> BoxedServe;
+}
+
+/// A door's serving future.
+pub type BoxedServe =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
+
+/// The doors the configuration enables, in start order.
+pub fn configured(cfg: &ServerConfig) -> Vec<Box<dyn FrontDoor>> {
+    vec![Box::new(KafkaDoor::new(cfg))]
+}
+
+/// The doors, bound and serving.
+pub struct RunningDoors {
+    pub listeners: Vec<admin::DoorListener>,
+    tasks: JoinSet<(&'static str, std::io::Result<()>)>,
+}
+
+/// Binds every door's listener, then starts each. An address that cannot be bound fails
+/// the whole start (nothing is serving yet).
+pub async fn start(
+    doors: Vec<Box<dyn FrontDoor>>,
+    broker: &Arc<broker::Broker>,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<RunningDoors> {
+    let mut bound = Vec::with_capacity(doors.len());
+    for door in doors {
+        let (addr, key) = door.listen_on();
+        let what = format!("{} clients", door.protocol());
+        let listener = crate::server::bind(addr, &what, key).await?;
+        bound.push((door, listener));
+    }
+    let mut running = RunningDoors {
+        listeners: Vec::with_capacity(bound.len()),
+        tasks: JoinSet::new(),
+    };
+    for (door, listener) in bound {
+        let address = listener.local_addr()?;
+        let protocol = door.protocol();
+        running.listeners.push(admin::DoorListener {
+            protocol,
+            address,
+            advertised: door.advertised(address),
+        });
+        let serve = door.serve(listener, broker.clone(), shutdown.clone());
+        running.tasks.spawn(async move { (protocol, serve.await) });
+    }
+    Ok(running)
+}
+
+impl RunningDoors {
+    /// Resolves when a door stops on its own (it should not while the server runs), with
+    /// why; never resolves when there are no doors.
+    pub async fn stopped(&mut self) -> anyhow::Error {
+        match self.tasks.join_next().await {
+            Some(Ok((protocol, Ok(())))) => {
+                anyhow::anyhow!("the {protocol} listener stopped unexpectedly")
+            }
+            Some(Ok((protocol, Err(e)))) => anyhow::anyhow!("the {protocol} listener failed: {e}"),
+            Some(Err(e)) => anyhow::anyhow!("a front-door task failed: {e}"),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// After the shutdown signal: waits up to `grace` for every door to finish its in-flight
+    /// requests, then aborts what is left.
+    pub async fn stop(mut self, grace: Duration) {
+        let all = async {
+            while let Some(r) = self.tasks.join_next().await {
+                match r {
+                    Ok((_, Ok(()))) => {}
+                    Ok((protocol, Err(e))) => {
+                        tracing::warn!(protocol, error = %e, "listener ended with an error");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "front-door task failed"),
+                }
+            }
+        };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(
+                timeout_ms = grace.as_millis() as u64,
+                "in-flight requests did not finish in time; closing anyway"
+            );
+            self.tasks.abort_all();
+        }
+    }
+}
+
+/// The Kafka protocol door (`frontend-kafka`).
+struct KafkaDoor {
+    listener: String,
+    advertised_host: Option<String>,
+    advertised_port: Option<u16>,
+    config: frontend_kafka::KafkaConfig,
+}
+
+impl KafkaDoor {
+    fn new(cfg: &ServerConfig) -> KafkaDoor {
+        KafkaDoor {
+            listener: cfg.kafka_listener.clone(),
+            advertised_host: cfg.advertised_host.clone(),
+            advertised_port: cfg.advertised_port,
+            config: crate::server::kafka_config(cfg),
+        }
+    }
+
+    /// The host and port clients are told: the configured ones, else the bound port and
+    /// the listener's host, with unspecified addresses (0.0.0.0, ::) replaced by loopback.
+    fn advertise(&self, bound: std::net::SocketAddr) -> (String, u16) {
+        let host = self.advertised_host.clone().unwrap_or_else(|| {
+            let ip = bound.ip();
+            if ip.is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                ip.to_string()
+            }
+        });
+        (host, self.advertised_port.unwrap_or(bound.port()))
+    }
+}
+
+impl FrontDoor for KafkaDoor {
+    fn protocol(&self) -> &'static str {
+        frontend_kafka::PROTOCOL
+    }
+
+    fn listen_on(&self) -> (&str, &'static str) {
+        (&self.listener, "--kafka-listener")
+    }
+
+    fn advertised(&self, bound: std::net::SocketAddr) -> Option<String> {
+        let (host, port) = self.advertise(bound);
+        Some(format!("{host}:{port}"))
+    }
+
+    fn serve(
+        self: Box<Self>,
+        listener: TcpListener,
+        broker: Arc<broker::Broker>,
+        shutdown: watch::Receiver<bool>,
+    ) -> BoxedServe {
+        let mut config = self.config.clone();
+        match listener.local_addr() {
+            Ok(bound) => (config.advertised_host, config.advertised_port) = self.advertise(bound),
+            Err(e) => return Box::pin(async move { Err(e) }),
+        }
+        Box::pin(frontend_kafka::serve(listener, broker, config, shutdown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_clients_are_told_loopback_for_a_wildcard_listener() {
+        let mut cfg = crate::config::Layered::load(&crate::config::Sources {
+            file: None,
+            env: &|_: &str| None,
+            flags: Vec::new(),
+        })
+        .unwrap()
+        .server_config();
+        let door = KafkaDoor::new(&cfg);
+        let advertised = |d: &KafkaDoor, a: &str| d.advertised(a.parse().unwrap()).unwrap();
+        assert_eq!(advertised(&door, "0.0.0.0:9092"), "127.0.0.1:9092");
+        assert_eq!(advertised(&door, "10.1.2.3:40000"), "10.1.2.3:40000");
+        cfg.advertised_host = Some("broker.example".into());
+        cfg.advertised_port = Some(19092);
+        let door = KafkaDoor::new(&cfg);
+        assert_eq!(advertised(&door, "0.0.0.0:9092"), "broker.example:19092");
+    }
+}
