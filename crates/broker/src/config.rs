@@ -1,6 +1,9 @@
-//! Broker-wide settings, with Kafka's names in the docs where Kafka has one.
+//! Broker-wide settings, with Kafka's names in the docs where Kafka has one, and the
+//! configuration keys that set them ([`CONFIG_KEYS`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use common::config::{I32_MAX, KeySpec, Kind, Settings};
 
 use storage::Flush;
 
@@ -80,5 +83,220 @@ impl Default for BrokerConfig {
             metadata_snapshot_every: 10_000,
             producer_id_expiration_ms: 24 * 60 * 60 * 1000,
         }
+    }
+}
+
+/// The broker core's configuration keys: identity, topic and group defaults, its limits.
+pub const CONFIG_KEYS: &[KeySpec] = &[
+    KeySpec {
+        key: "kafka.node_id",
+        kind: Kind::Int {
+            min: 0,
+            max: I32_MAX,
+        },
+        default: "0",
+        kafka_name: Some("node.id"),
+        doc: "This broker's id in metadata responses.",
+    },
+    KeySpec {
+        key: "kafka.cluster_id",
+        kind: Kind::Str,
+        default: "\"sluice-cluster\"",
+        kafka_name: Some("cluster.id"),
+        doc: "Cluster id reported to clients in metadata.",
+    },
+    KeySpec {
+        key: "storage.flush",
+        kind: Kind::Enum(&["async", "sync"]),
+        default: "\"async\"",
+        kafka_name: None,
+        doc: "async: acknowledge after the page cache, fsync every flush_interval_ms. sync: acknowledge after fsync (group commit).",
+    },
+    KeySpec {
+        key: "storage.index",
+        kind: Kind::Bool,
+        default: "true",
+        kafka_name: None,
+        doc: "Build the key/time index for new topics (per-topic config sluice.index overrides).",
+    },
+    KeySpec {
+        key: "topics.auto_create_topics_enable",
+        kind: Kind::Bool,
+        default: "true",
+        kafka_name: Some("auto.create.topics.enable"),
+        doc: "Create a topic when a client produces to or asks metadata for an unknown one.",
+    },
+    KeySpec {
+        key: "topics.num_partitions",
+        kind: Kind::Int {
+            min: 1,
+            max: 10_000,
+        },
+        default: "1",
+        kafka_name: Some("num.partitions"),
+        doc: "Partitions of a topic created without an explicit count.",
+    },
+    KeySpec {
+        key: "topics.log_retention_ms",
+        kind: Kind::Int {
+            min: -1,
+            max: i64::MAX,
+        },
+        default: "604800000",
+        kafka_name: Some("log.retention.ms"),
+        doc: "Default time retention of a topic (-1: keep forever).",
+    },
+    KeySpec {
+        key: "topics.log_retention_bytes",
+        kind: Kind::Int {
+            min: -1,
+            max: i64::MAX,
+        },
+        default: "-1",
+        kafka_name: Some("log.retention.bytes"),
+        doc: "Default size retention per partition (-1: no limit).",
+    },
+    KeySpec {
+        key: "limits.message_max_bytes",
+        kind: Kind::Int {
+            min: 1024,
+            max: I32_MAX,
+        },
+        default: "1048588",
+        kafka_name: Some("message.max.bytes"),
+        doc: "Largest record batch a producer may send.",
+    },
+    KeySpec {
+        key: "limits.max_topics",
+        kind: Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        default: "10000",
+        kafka_name: None,
+        doc: "Most topics the broker will hold.",
+    },
+    KeySpec {
+        key: "limits.max_partitions_per_topic",
+        kind: Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        default: "10000",
+        kafka_name: None,
+        doc: "Most partitions one topic may have.",
+    },
+    KeySpec {
+        key: "limits.max_partitions",
+        kind: Kind::Int {
+            min: 1,
+            max: 10_000_000,
+        },
+        default: "200000",
+        kafka_name: None,
+        doc: "Most partitions the broker will hold in total.",
+    },
+    KeySpec {
+        key: "groups.max_session_timeout_ms",
+        kind: Kind::Int {
+            min: 1000,
+            max: 3_600_000,
+        },
+        default: "1800000",
+        kafka_name: Some("group.max.session.timeout.ms"),
+        doc: "Largest consumer session timeout a member may ask for.",
+    },
+    KeySpec {
+        key: "groups.initial_rebalance_delay_ms",
+        kind: Kind::Int {
+            min: 0,
+            max: 300_000,
+        },
+        default: "0",
+        kafka_name: Some("group.initial.rebalance.delay.ms"),
+        doc: "Wait this long for more members before the first rebalance of an empty group.",
+    },
+    KeySpec {
+        key: "groups.min_session_timeout_ms",
+        kind: Kind::Int {
+            min: 1,
+            max: 3_600_000,
+        },
+        default: "6000",
+        kafka_name: Some("group.min.session.timeout.ms"),
+        doc: "Smallest consumer session timeout a member may ask for.",
+    },
+    KeySpec {
+        key: "groups.max_size",
+        kind: Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        default: "1000",
+        kafka_name: Some("group.max.size"),
+        doc: "Most members in one consumer group.",
+    },
+    KeySpec {
+        key: "groups.offsets_retention_ms",
+        kind: Kind::Int {
+            min: -1,
+            max: i64::MAX,
+        },
+        default: "604800000",
+        kafka_name: None,
+        doc: "Committed offsets of an empty group are dropped after this long (-1: keep forever; Kafka: offsets.retention.minutes).",
+    },
+];
+
+impl BrokerConfig {
+    /// The settings [`CONFIG_KEYS`] hold, for a broker whose data lives in `data_dir`;
+    /// the rest at their defaults.
+    pub fn from_settings(s: &dyn Settings, data_dir: &Path) -> BrokerConfig {
+        let optional = |k: &str| Some(s.int(k)).filter(|v| *v >= 0);
+        let int32 = |k: &str| i32::try_from(s.int(k)).unwrap_or(i32::MAX);
+        BrokerConfig {
+            data_dir: data_dir.to_path_buf(),
+            node_id: int32("kafka.node_id"),
+            cluster_id: s.str("kafka.cluster_id"),
+            auto_create_topics: s.bool("topics.auto_create_topics_enable"),
+            default_partitions: u32::try_from(s.int("topics.num_partitions")).unwrap_or(1),
+            message_max_bytes: usize::try_from(s.int("limits.message_max_bytes"))
+                .unwrap_or(usize::MAX),
+            default_retention_ms: optional("topics.log_retention_ms"),
+            default_retention_bytes: optional("topics.log_retention_bytes").map(|b| b as u64),
+            default_flush: if s.str("storage.flush") == "sync" {
+                Flush::Sync
+            } else {
+                Flush::Async
+            },
+            default_index: s.bool("storage.index"),
+            group_initial_rebalance_delay_ms: u64::try_from(
+                s.int("groups.initial_rebalance_delay_ms"),
+            )
+            .unwrap_or(0),
+            group_min_session_timeout_ms: int32("groups.min_session_timeout_ms"),
+            group_max_session_timeout_ms: int32("groups.max_session_timeout_ms"),
+            group_max_size: usize::try_from(s.int("groups.max_size")).unwrap_or(usize::MAX),
+            offsets_retention_ms: optional("groups.offsets_retention_ms"),
+            max_topics: usize::try_from(s.int("limits.max_topics")).unwrap_or(usize::MAX),
+            max_partitions_per_topic: u32::try_from(s.int("limits.max_partitions_per_topic"))
+                .unwrap_or(u32::MAX),
+            max_partitions_total: u32::try_from(s.int("limits.max_partitions")).unwrap_or(u32::MAX),
+            ..BrokerConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::config::Defaults;
+
+    /// One default per setting: the keys' built-in defaults are `BrokerConfig::default()`.
+    #[test]
+    fn key_defaults_are_the_struct_defaults() {
+        let default = BrokerConfig::default();
+        let from_keys = BrokerConfig::from_settings(&Defaults(CONFIG_KEYS), &default.data_dir);
+        assert_eq!(format!("{from_keys:?}"), format!("{default:?}"));
     }
 }

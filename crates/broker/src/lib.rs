@@ -31,7 +31,7 @@ mod topics;
 pub mod txn;
 
 pub use broker::{Broker, GROUP_TICK_MS, HealthInfo};
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, CONFIG_KEYS};
 pub use data_path::{Fetched, PendingProduce, Produced, Watermarks};
 pub use error::{BrokerError, Result};
 pub use groups::OffsetToCommit;

@@ -4,6 +4,7 @@
 //! Nothing here does I/O or knows a wire protocol.
 
 mod clock;
+pub mod config;
 mod ids;
 pub mod limits;
 mod log_limit;

@@ -1,4 +1,7 @@
-//! Settings of the Kafka listener.
+//! Settings of the Kafka listener, and the configuration keys that set them
+//! ([`CONFIG_KEYS`], gathered by the server with every other crate's).
+
+use common::config::{I32_MAX, KeySpec, Kind, MIB, Settings};
 
 /// Default of [`KafkaConfig::max_inflight_request_bytes`]: 256 MiB, room for two
 /// maximum-size frames and many ordinary ones.
@@ -64,7 +67,8 @@ impl Default for KafkaConfig {
             advertised_port: 9092,
             max_frame_bytes: common::limits::MAX_FRAME_BYTES,
             max_inflight_bytes_per_connection: 64 * 1024 * 1024,
-            max_inflight_responses_per_connection: 64,
+            // What `sluice server` has always run with (the key `limits.max_in_flight_requests_per_connection`).
+            max_inflight_responses_per_connection: 16,
             max_inflight_request_bytes: MAX_INFLIGHT_REQUEST_BYTES,
             max_connections: 10_000,
             max_connections_per_ip: MAX_CONNECTIONS_PER_IP,
@@ -75,5 +79,205 @@ impl Default for KafkaConfig {
             max_fetch_wait_ms: 30_000,
             shutdown_grace_ms: 10_000,
         }
+    }
+}
+
+/// The Kafka door's configuration keys (`kafka.*` listener keys and its `limits.*`).
+pub const CONFIG_KEYS: &[KeySpec] = &[
+    KeySpec {
+        key: "kafka.listener",
+        kind: Kind::Addr,
+        default: "\"0.0.0.0:9092\"",
+        kafka_name: None,
+        doc: "Address the Kafka protocol listener binds to.",
+    },
+    KeySpec {
+        key: "kafka.advertised_host",
+        kind: Kind::Str,
+        default: "\"\"",
+        kafka_name: Some("advertised.host.name"),
+        doc: "Host given to clients in metadata. Empty: the listener's host, or 127.0.0.1 when that is 0.0.0.0/::.",
+    },
+    KeySpec {
+        key: "kafka.advertised_port",
+        kind: Kind::Int { min: 0, max: 65535 },
+        default: "0",
+        kafka_name: Some("advertised.port"),
+        doc: "Port given to clients in metadata. 0: the listener's (bound) port.",
+    },
+    KeySpec {
+        key: "kafka.idle_timeout_ms",
+        kind: Kind::Int {
+            min: 1000,
+            max: i32::MAX as i64,
+        },
+        default: "600000",
+        kafka_name: Some("connections.max.idle.ms"),
+        doc: "Close a client connection idle for this long.",
+    },
+    KeySpec {
+        key: "kafka.frame_read_timeout_ms",
+        kind: Kind::Int {
+            min: 100,
+            max: i32::MAX as i64,
+        },
+        default: "30000",
+        kafka_name: None,
+        doc: "Once a request's length has arrived, close the connection if the rest does not arrive within this long.",
+    },
+    KeySpec {
+        key: "limits.max_frame_bytes",
+        kind: Kind::Int {
+            min: 1024,
+            max: I32_MAX,
+        },
+        default: "104857600",
+        kafka_name: Some("socket.request.max.bytes"),
+        doc: "Largest request frame accepted; a larger one closes the connection.",
+    },
+    KeySpec {
+        key: "limits.max_connections",
+        kind: Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        default: "10000",
+        kafka_name: Some("max.connections"),
+        doc: "Most client connections served at once; further ones are refused.",
+    },
+    KeySpec {
+        key: "limits.max_connections_per_ip",
+        kind: Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        default: "1000",
+        kafka_name: Some("max.connections.per.ip"),
+        doc: "Most connections served at once from one client IP address; further ones from it are refused (logged).",
+    },
+    KeySpec {
+        key: "limits.max_inflight_request_bytes",
+        kind: Kind::Int {
+            min: MIB,
+            max: I32_MAX,
+        },
+        default: "268435456",
+        kafka_name: Some("queued.max.request.bytes"),
+        doc: "Request bytes read and being handled across all connections; when used up, reads wait (backpressure on producers faster than the disk).",
+    },
+    KeySpec {
+        key: "limits.max_partitions_per_request",
+        kind: Kind::Int {
+            min: 1,
+            max: 10_000_000,
+        },
+        default: "10000",
+        kafka_name: None,
+        doc: "Partitions served per Produce or Fetch request; the rest get POLICY_VIOLATION.",
+    },
+    KeySpec {
+        key: "limits.max_in_flight_requests_per_connection",
+        kind: Kind::Int { min: 1, max: 1024 },
+        default: "16",
+        kafka_name: Some("queued.max.requests"),
+        doc: "Requests read ahead on one connection before backpressure.",
+    },
+    KeySpec {
+        key: "limits.max_inflight_bytes_per_connection",
+        kind: Kind::Int {
+            min: 1024,
+            max: I32_MAX,
+        },
+        default: "67108864",
+        kafka_name: None,
+        doc: "Response bytes queued for one connection before its reads pause (backpressure).",
+    },
+    KeySpec {
+        key: "limits.max_fetch_response_bytes",
+        kind: Kind::Int {
+            min: 1024,
+            max: I32_MAX,
+        },
+        default: "67108864",
+        kafka_name: Some("fetch.max.bytes"),
+        doc: "Upper bound on one Fetch response, whatever the client asks.",
+    },
+    KeySpec {
+        key: "limits.max_fetch_wait_ms",
+        kind: Kind::Int {
+            min: 0,
+            max: 300_000,
+        },
+        default: "30000",
+        kafka_name: None,
+        doc: "Upper bound on how long a Fetch may wait for data.",
+    },
+];
+
+/// Where the Kafka door listens and what it tells clients (`kafka.listener`,
+/// `kafka.advertised_host`, `kafka.advertised_port`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaListener {
+    pub listener: String,
+    /// `None`: the bound host (loopback for a wildcard listener).
+    pub advertised_host: Option<String>,
+    /// `None`: the bound port.
+    pub advertised_port: Option<u16>,
+}
+
+impl KafkaListener {
+    pub fn from_settings(s: &dyn Settings) -> KafkaListener {
+        KafkaListener {
+            listener: s.str("kafka.listener"),
+            advertised_host: Some(s.str("kafka.advertised_host")).filter(|h| !h.is_empty()),
+            advertised_port: match s.int("kafka.advertised_port") {
+                0 => None,
+                p => u16::try_from(p).ok(),
+            },
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The settings [`CONFIG_KEYS`] hold; the advertised address and shutdown grace are
+    /// left at their defaults (the server fills them once the listener is bound).
+    pub fn from_settings(s: &dyn Settings) -> KafkaConfig {
+        let size = |k: &str| usize::try_from(s.int(k)).unwrap_or(usize::MAX);
+        let ms = |k: &str| u64::try_from(s.int(k)).unwrap_or(0);
+        KafkaConfig {
+            max_frame_bytes: size("limits.max_frame_bytes"),
+            max_connections: size("limits.max_connections"),
+            max_connections_per_ip: size("limits.max_connections_per_ip"),
+            max_inflight_request_bytes: size("limits.max_inflight_request_bytes"),
+            max_partitions_per_request: size("limits.max_partitions_per_request"),
+            max_inflight_responses_per_connection: size(
+                "limits.max_in_flight_requests_per_connection",
+            ),
+            idle_timeout_ms: ms("kafka.idle_timeout_ms"),
+            frame_read_timeout_ms: ms("kafka.frame_read_timeout_ms"),
+            max_inflight_bytes_per_connection: size("limits.max_inflight_bytes_per_connection"),
+            max_fetch_response_bytes: size("limits.max_fetch_response_bytes"),
+            max_fetch_wait_ms: ms("limits.max_fetch_wait_ms"),
+            ..KafkaConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod config_key_tests {
+    use super::*;
+    use common::config::Defaults;
+
+    /// One default per setting: the keys' built-in defaults are `KafkaConfig::default()`.
+    #[test]
+    fn key_defaults_are_the_struct_defaults() {
+        let from_keys = KafkaConfig::from_settings(&Defaults(CONFIG_KEYS));
+        assert_eq!(
+            format!("{from_keys:?}"),
+            format!("{:?}", KafkaConfig::default())
+        );
+        let listener = KafkaListener::from_settings(&Defaults(CONFIG_KEYS));
+        assert_eq!(listener.advertised_host, None);
+        assert_eq!(listener.advertised_port, None);
     }
 }

@@ -27,8 +27,8 @@ mod server;
 pub mod versions;
 
 pub use config::{
-    FRAME_READ_TIMEOUT_MS, KafkaConfig, MAX_CONNECTIONS_PER_IP, MAX_INFLIGHT_REQUEST_BYTES,
-    MAX_PARTITIONS_PER_REQUEST,
+    CONFIG_KEYS, FRAME_READ_TIMEOUT_MS, KafkaConfig, KafkaListener, MAX_CONNECTIONS_PER_IP,
+    MAX_INFLIGHT_REQUEST_BYTES, MAX_PARTITIONS_PER_REQUEST,
 };
 pub use connection::CloseReason;
 pub use framing::FrameError;

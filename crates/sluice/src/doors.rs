@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::ServerConfig;
+use crate::config::{Layered, ServerConfig};
 
 /// One protocol's listener and service.
 pub trait FrontDoor: Send {
@@ -44,8 +44,8 @@ pub type BoxedServe =
     std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
 
 /// The doors the configuration enables, in start order.
-pub fn configured(cfg: &ServerConfig) -> Vec<Box<dyn FrontDoor>> {
-    vec![Box::new(KafkaDoor::new(cfg))]
+pub fn configured(settings: &Layered, server: &ServerConfig) -> Vec<Box<dyn FrontDoor>> {
+    vec![Box::new(KafkaDoor::new(settings, server))]
 }
 
 /// The doors, bound and serving.
@@ -126,26 +126,26 @@ impl RunningDoors {
 
 /// The Kafka protocol door (`frontend-kafka`).
 struct KafkaDoor {
-    listener: String,
-    advertised_host: Option<String>,
-    advertised_port: Option<u16>,
+    listener: frontend_kafka::KafkaListener,
     config: frontend_kafka::KafkaConfig,
 }
 
 impl KafkaDoor {
-    fn new(cfg: &ServerConfig) -> KafkaDoor {
+    fn new(settings: &Layered, server: &ServerConfig) -> KafkaDoor {
+        let config = frontend_kafka::KafkaConfig {
+            shutdown_grace_ms: server.shutdown_timeout_ms,
+            ..frontend_kafka::KafkaConfig::from_settings(settings)
+        };
         KafkaDoor {
-            listener: cfg.kafka_listener.clone(),
-            advertised_host: cfg.advertised_host.clone(),
-            advertised_port: cfg.advertised_port,
-            config: crate::server::kafka_config(cfg),
+            listener: frontend_kafka::KafkaListener::from_settings(settings),
+            config,
         }
     }
 
     /// The host and port clients are told: the configured ones, else the bound port and
     /// the listener's host, with unspecified addresses (0.0.0.0, ::) replaced by loopback.
     fn advertise(&self, bound: std::net::SocketAddr) -> (String, u16) {
-        let host = self.advertised_host.clone().unwrap_or_else(|| {
+        let host = self.listener.advertised_host.clone().unwrap_or_else(|| {
             let ip = bound.ip();
             if ip.is_unspecified() {
                 "127.0.0.1".to_string()
@@ -153,7 +153,7 @@ impl KafkaDoor {
                 ip.to_string()
             }
         });
-        (host, self.advertised_port.unwrap_or(bound.port()))
+        (host, self.listener.advertised_port.unwrap_or(bound.port()))
     }
 }
 
@@ -163,7 +163,7 @@ impl FrontDoor for KafkaDoor {
     }
 
     fn listen_on(&self) -> (&str, &'static str) {
-        (&self.listener, "--kafka-listener")
+        (&self.listener.listener, "--kafka-listener")
     }
 
     fn advertised(&self, bound: std::net::SocketAddr) -> Option<String> {
@@ -190,22 +190,39 @@ impl FrontDoor for KafkaDoor {
 mod tests {
     use super::*;
 
-    #[test]
-    fn kafka_clients_are_told_loopback_for_a_wildcard_listener() {
-        let mut cfg = crate::config::Layered::load(&crate::config::Sources {
+    fn door(flags: &[(&str, &str)]) -> KafkaDoor {
+        let settings = Layered::load(&crate::config::Sources {
             file: None,
             env: &|_: &str| None,
-            flags: Vec::new(),
+            flags: flags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string(), "test".to_string()))
+                .collect(),
         })
-        .unwrap()
-        .server_config();
-        let door = KafkaDoor::new(&cfg);
+        .unwrap();
+        KafkaDoor::new(&settings, &settings.server_config())
+    }
+
+    #[test]
+    fn kafka_clients_are_told_loopback_for_a_wildcard_listener() {
         let advertised = |d: &KafkaDoor, a: &str| d.advertised(a.parse().unwrap()).unwrap();
-        assert_eq!(advertised(&door, "0.0.0.0:9092"), "127.0.0.1:9092");
-        assert_eq!(advertised(&door, "10.1.2.3:40000"), "10.1.2.3:40000");
-        cfg.advertised_host = Some("broker.example".into());
-        cfg.advertised_port = Some(19092);
-        let door = KafkaDoor::new(&cfg);
-        assert_eq!(advertised(&door, "0.0.0.0:9092"), "broker.example:19092");
+        let plain = door(&[]);
+        assert_eq!(advertised(&plain, "0.0.0.0:9092"), "127.0.0.1:9092");
+        assert_eq!(advertised(&plain, "10.1.2.3:40000"), "10.1.2.3:40000");
+        let named = door(&[
+            ("kafka.advertised_host", "broker.example"),
+            ("kafka.advertised_port", "19092"),
+        ]);
+        assert_eq!(advertised(&named, "0.0.0.0:9092"), "broker.example:19092");
+    }
+
+    #[test]
+    fn the_kafka_door_takes_its_keys_and_the_server_grace() {
+        let d = door(&[
+            ("limits.max_connections", "7"),
+            ("server.shutdown_timeout_ms", "1234"),
+        ]);
+        assert_eq!(d.config.max_connections, 7);
+        assert_eq!(d.config.shutdown_grace_ms, 1234);
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::cli::args::ServerArgs;
 use crate::cli::exit::{EXIT_SECOND_SIGNAL, usage};
-use crate::config::{Layered, ServerConfig, Sources};
+use crate::config::{Layered, Sources};
 
 /// Turns the dedicated flags and `--set` into `(key, value, origin)` overrides.
 fn flag_overrides(args: &ServerArgs) -> anyhow::Result<Vec<(String, String, String)>> {
@@ -69,34 +69,6 @@ pub fn load_config(args: &ServerArgs) -> anyhow::Result<Layered> {
     })?)
 }
 
-pub fn broker_config(cfg: &ServerConfig, data_dir: &Path) -> broker::BrokerConfig {
-    broker::BrokerConfig {
-        data_dir: data_dir.to_path_buf(),
-        node_id: cfg.node_id,
-        auto_create_topics: cfg.auto_create_topics,
-        default_partitions: cfg.num_partitions as u32,
-        message_max_bytes: cfg.message_max_bytes,
-        default_retention_ms: (cfg.retention_ms >= 0).then_some(cfg.retention_ms),
-        default_retention_bytes: (cfg.retention_bytes >= 0).then_some(cfg.retention_bytes as u64),
-        default_flush: if cfg.flush_sync {
-            storage::Flush::Sync
-        } else {
-            storage::Flush::Async
-        },
-        cluster_id: cfg.cluster_id.clone(),
-        default_index: cfg.index,
-        group_initial_rebalance_delay_ms: cfg.initial_rebalance_delay_ms,
-        group_min_session_timeout_ms: cfg.min_session_timeout_ms.min(i32::MAX as i64) as i32,
-        group_max_session_timeout_ms: cfg.max_session_timeout_ms.min(i32::MAX as i64) as i32,
-        group_max_size: cfg.group_max_size,
-        offsets_retention_ms: (cfg.offsets_retention_ms >= 0).then_some(cfg.offsets_retention_ms),
-        max_topics: cfg.max_topics,
-        max_partitions_per_topic: cfg.max_partitions_per_topic,
-        max_partitions_total: cfg.max_partitions,
-        ..broker::BrokerConfig::default()
-    }
-}
-
 pub(crate) async fn bind(addr: &str, what: &str, key: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -128,21 +100,27 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     let _lock = crate::data_dir_lock::DataDirLock::acquire(&data_dir)
         .map_err(|e| usage(format!("{e:#}")))?;
 
-    let store = open_store(&cfg, &data_dir)?;
+    let store = open_store(&layered, &data_dir)?;
     let clock: Arc<dyn common::Clock> = Arc::new(common::SystemClock);
-    let broker = broker::Broker::open(store.clone(), broker_config(&cfg, &data_dir), clock)
+    let broker_config = broker::BrokerConfig::from_settings(&layered, &data_dir);
+    let broker = broker::Broker::open(store.clone(), broker_config, clock)
         .context("cannot open the broker")?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut doors =
-        match crate::doors::start(crate::doors::configured(&cfg), &broker, &shutdown_rx).await {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = shutdown_tx.send(true);
-                let _ = broker.shutdown().await;
-                return Err(usage(format!("{e:#}")));
-            }
-        };
+    let mut doors = match crate::doors::start(
+        crate::doors::configured(&layered, &cfg),
+        &broker,
+        &shutdown_rx,
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = shutdown_tx.send(true);
+            let _ = broker.shutdown().await;
+            return Err(usage(format!("{e:#}")));
+        }
+    };
 
     let admin = if cfg.admin_enabled {
         let listener = match bind(&cfg.admin_listener, "admin HTTP", "--admin-listener").await {
@@ -166,7 +144,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
     };
 
     announce(
-        &cfg,
+        broker.config().default_flush,
         &data_dir,
         &doors.listeners,
         admin.as_ref().map(|a| a.0),
@@ -210,7 +188,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
 }
 
 fn announce(
-    cfg: &ServerConfig,
+    flush: storage::Flush,
     data_dir: &Path,
     doors: &[admin::DoorListener],
     admin_addr: Option<SocketAddr>,
@@ -228,7 +206,10 @@ fn announce(
         listeners = %listeners.join(","),
         admin,
         data_dir = %data_dir.display(),
-        flush = if cfg.flush_sync { "sync" } else { "async" },
+        flush = match flush {
+            storage::Flush::Sync => "sync",
+            storage::Flush::Async => "async",
+        },
         "sluice server ready"
     );
     // The banner goes to stdout whatever the log format (logs go to stderr). A closed
@@ -254,36 +235,10 @@ fn announce(
     let _ = out.flush();
 }
 
-// `..default()` keeps this compiling when the front door grows new settings.
-#[allow(clippy::needless_update)]
-/// The Kafka door's settings (the advertised address is filled in once bound).
-pub(crate) fn kafka_config(cfg: &ServerConfig) -> frontend_kafka::KafkaConfig {
-    frontend_kafka::KafkaConfig {
-        max_frame_bytes: cfg.max_frame_bytes,
-        max_connections: cfg.max_connections,
-        max_connections_per_ip: cfg.max_connections_per_ip,
-        max_inflight_request_bytes: cfg.max_inflight_request_bytes,
-        max_partitions_per_request: cfg.max_partitions_per_request,
-        max_inflight_responses_per_connection: cfg.max_in_flight_per_connection,
-        idle_timeout_ms: cfg.idle_timeout_ms,
-        frame_read_timeout_ms: cfg.frame_read_timeout_ms,
-        max_inflight_bytes_per_connection: cfg.max_inflight_bytes_per_connection,
-        max_fetch_response_bytes: cfg.max_fetch_response_bytes,
-        max_fetch_wait_ms: cfg.max_fetch_wait_ms,
-        shutdown_grace_ms: cfg.shutdown_timeout_ms,
-        ..frontend_kafka::KafkaConfig::default()
-    }
-}
-
 /// The store under `<data dir>/store`, configured from the server config. A store damaged in
 /// a way a crash cannot explain refuses to open with a message naming the files.
-fn open_store(cfg: &ServerConfig, data_dir: &Path) -> anyhow::Result<Arc<storage::Store>> {
-    let mut store_config = storage::StoreConfig::new(data_dir.join("store"));
-    store_config.segment_bytes = cfg.segment_bytes;
-    store_config.flush_interval_ms = cfg.flush_interval_ms;
-    store_config.retention_check_interval_ms = cfg.retention_check_interval_ms;
-    store_config.clean_bytes_per_pass = cfg.clean_bytes_per_pass;
-    store_config.max_decompressed_batch_bytes = cfg.max_decompressed_batch_bytes;
+fn open_store(cfg: &Layered, data_dir: &Path) -> anyhow::Result<Arc<storage::Store>> {
+    let store_config = storage::StoreConfig::from_settings(cfg, data_dir.join("store"));
     let store = storage::Store::open(store_config)
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     Ok(Arc::new(store))

@@ -19,31 +19,30 @@ pub async fn run(cmd: StorageCommand) -> anyhow::Result<i32> {
 }
 
 /// The server configuration the data directory was written with.
-fn server_config(args: &StorageArgs) -> anyhow::Result<crate::config::ServerConfig> {
+fn server_config(args: &StorageArgs) -> anyhow::Result<crate::config::Layered> {
     let server_args = ServerArgs {
         config: args.config.clone(),
         data_dir: args.data_dir.clone(),
         ..ServerArgs::default()
     };
-    Ok(crate::server::load_config(&server_args)?.server_config())
+    crate::server::load_config(&server_args)
 }
 
 fn store_config(
-    cfg: &crate::config::ServerConfig,
+    cfg: &crate::config::Layered,
     data_dir: &std::path::Path,
     mode: storage::OpenMode,
 ) -> storage::StoreConfig {
-    let mut c = storage::StoreConfig::new(data_dir.join("store"));
-    c.segment_bytes = cfg.segment_bytes;
-    c.max_decompressed_batch_bytes = cfg.max_decompressed_batch_bytes;
+    let mut c = storage::StoreConfig::from_settings(cfg, data_dir.join("store"));
     c.background = false;
     c.open_mode = mode;
     c
 }
 
-fn locked_dir(cfg: &crate::config::ServerConfig) -> anyhow::Result<(PathBuf, impl Sized)> {
-    let dir = std::fs::canonicalize(&cfg.data_dir)
-        .with_context(|| format!("no data directory at {}", cfg.data_dir.display()))?;
+fn locked_dir(cfg: &crate::config::Layered) -> anyhow::Result<(PathBuf, impl Sized)> {
+    let data_dir = cfg.server_config().data_dir;
+    let dir = std::fs::canonicalize(&data_dir)
+        .with_context(|| format!("no data directory at {}", data_dir.display()))?;
     // Never create a store while checking for one.
     if !dir.join("store").join("FORMAT").exists() {
         return Err(usage(format!(
@@ -116,7 +115,7 @@ async fn repair(args: &StorageArgs, skip_damaged: bool) -> anyhow::Result<i32> {
     // Metadata: partitions holding records that no topic names become recovered-<id>.
     let broker_cfg = broker::BrokerConfig {
         recover_orphan_partitions: true,
-        ..crate::server::broker_config(&cfg, &dir)
+        ..broker::BrokerConfig::from_settings(&cfg, &dir)
     };
     let clock: Arc<dyn common::Clock> = Arc::new(common::SystemClock);
     let broker = broker::Broker::open(store.clone(), broker_cfg, clock)

@@ -1,8 +1,10 @@
-//! Store-wide and per-partition configuration.
+//! Store-wide and per-partition configuration, and the configuration keys that set the
+//! store-wide settings ([`CONFIG_KEYS`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::config::{GIB, I32_MAX, KeySpec, Kind, MIB, Settings};
 use common::limits;
 use common::{Clock, SystemClock};
 
@@ -243,5 +245,95 @@ mod tests {
             bad[5] ^= 1;
             assert_eq!(PartitionConfig::decode(&bad), None);
         }
+    }
+}
+
+/// The storage engine's configuration keys.
+pub const CONFIG_KEYS: &[KeySpec] = &[
+    KeySpec {
+        key: "storage.segment_bytes",
+        kind: Kind::Int {
+            min: MIB,
+            max: 4 * GIB,
+        },
+        default: "1073741824",
+        kafka_name: Some("log.segment.bytes"),
+        doc: "Size of one commit-log segment file.",
+    },
+    KeySpec {
+        key: "storage.flush_interval_ms",
+        kind: Kind::Int {
+            min: 1,
+            max: 3_600_000,
+        },
+        default: "1000",
+        kafka_name: Some("log.flush.interval.ms"),
+        doc: "Background fsync interval when flush = \"async\".",
+    },
+    KeySpec {
+        key: "storage.retention_check_interval_ms",
+        kind: Kind::Int {
+            min: 10,
+            max: 3_600_000,
+        },
+        default: "60000",
+        kafka_name: Some("log.retention.check.interval.ms"),
+        doc: "Interval of the retention pass (time/size retention, whole-segment deletion), each followed by a cleaner pass. Checked on the background flush's cadence, so never more often than storage.flush_interval_ms.",
+    },
+    KeySpec {
+        key: "storage.clean_bytes_per_pass",
+        kind: Kind::Int {
+            min: 0,
+            max: 1 << 40,
+        },
+        default: "268435456",
+        kafka_name: None,
+        doc: "I/O budget of one cleaner pass: bytes of commit-log entries it may walk to free the blocks of dead entries in place (hole punching). 0 turns the cleaner off.",
+    },
+    KeySpec {
+        key: "limits.max_decompressed_batch_bytes",
+        kind: Kind::Int {
+            min: 1024,
+            max: I32_MAX,
+        },
+        default: "67108864",
+        kafka_name: None,
+        doc: "Largest decompressed size of one record batch the broker will decode (indexing, recovery); a larger one is refused.",
+    },
+];
+
+impl StoreConfig {
+    /// A store in `dir` with the settings [`CONFIG_KEYS`] hold; the rest at their defaults.
+    pub fn from_settings(s: &dyn Settings, dir: PathBuf) -> StoreConfig {
+        let mut c = StoreConfig::new(dir);
+        c.segment_bytes = u64::try_from(s.int("storage.segment_bytes")).unwrap_or(c.segment_bytes);
+        c.flush_interval_ms = u64::try_from(s.int("storage.flush_interval_ms")).unwrap_or(0);
+        c.retention_check_interval_ms =
+            u64::try_from(s.int("storage.retention_check_interval_ms")).unwrap_or(0);
+        c.clean_bytes_per_pass = u64::try_from(s.int("storage.clean_bytes_per_pass")).unwrap_or(0);
+        c.max_decompressed_batch_bytes =
+            usize::try_from(s.int("limits.max_decompressed_batch_bytes")).unwrap_or(usize::MAX);
+        c
+    }
+}
+
+#[cfg(test)]
+mod config_key_tests {
+    use super::*;
+    use common::config::Defaults;
+
+    /// One default per setting: the keys' built-in defaults are `StoreConfig::new`'s.
+    #[test]
+    fn key_defaults_are_the_struct_defaults() {
+        let d = StoreConfig::new(PathBuf::from("x"));
+        let k = StoreConfig::from_settings(&Defaults(CONFIG_KEYS), PathBuf::from("x"));
+        assert_eq!(k.segment_bytes, d.segment_bytes);
+        assert_eq!(k.flush_interval_ms, d.flush_interval_ms);
+        assert_eq!(k.retention_check_interval_ms, d.retention_check_interval_ms);
+        assert_eq!(k.clean_bytes_per_pass, d.clean_bytes_per_pass);
+        assert_eq!(
+            k.max_decompressed_batch_bytes,
+            d.max_decompressed_batch_bytes
+        );
     }
 }

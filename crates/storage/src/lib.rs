@@ -105,8 +105,8 @@ mod truncate;
 pub use check::CheckReport;
 pub use cleaner::CleanPass;
 pub use config::{
-    DEFAULT_CLEAN_BYTES_PER_PASS, DEFAULT_CLEAN_MIN_RUN_BYTES, DEFAULT_MESSAGE_ID_HEADER,
-    DEFAULT_RETENTION_MS, Flush, OpenMode, PartitionConfig, StoreConfig,
+    CONFIG_KEYS, DEFAULT_CLEAN_BYTES_PER_PASS, DEFAULT_CLEAN_MIN_RUN_BYTES,
+    DEFAULT_MESSAGE_ID_HEADER, DEFAULT_RETENTION_MS, Flush, OpenMode, PartitionConfig, StoreConfig,
 };
 pub use damage::{DamagedBatch, Finding};
 /// The header of a padding entry of a given span (for the fuzz targets; format in

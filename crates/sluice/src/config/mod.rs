@@ -1,6 +1,8 @@
 //! `sluice server` configuration: built-in defaults, overridden by a TOML file (`--config`),
 //! overridden by `SLUICE_…` environment variables, overridden by flags (`--data-dir`, `--set
-//! key=value`, …). Every key is listed once, in [`spec::KEYS`].
+//! key=value`, …). Every key is listed once, in its owning crate's `CONFIG_KEYS` (gathered
+//! by [`spec::keys`]); each crate builds its config from [`Layered`] through
+//! `common::config::Settings`.
 //!
 //! Errors name the key, where the value came from and what is allowed, so a user can fix a
 //! typo without reading the source.
@@ -11,7 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use spec::{KEYS, KeySpec, Kind};
+use common::config::Settings;
+use spec::{KeySpec, Kind};
 
 /// A parsed configuration value.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,7 +67,7 @@ pub struct Layered {
 impl Layered {
     pub fn load(sources: &Sources<'_>) -> Result<Self, ConfigError> {
         let mut values = BTreeMap::new();
-        for spec in KEYS {
+        for spec in spec::keys() {
             let parsed: toml::Value =
                 toml::from_str::<toml::Table>(&format!("v = {}", spec.default))
                     .ok()
@@ -77,7 +80,7 @@ impl Layered {
         if let Some(path) = sources.file {
             layered.apply_file(path)?;
         }
-        for spec in KEYS {
+        for spec in spec::keys() {
             let var = spec.env_var();
             if let Some(raw) = (sources.env)(&var) {
                 let v = from_str(spec, &raw, &format!("environment variable {var}"))?;
@@ -154,27 +157,6 @@ impl Layered {
         }
     }
 
-    fn int(&self, key: &str) -> i64 {
-        match self.get(key) {
-            Value::Int(i) => *i,
-            other => panic!("config key {key} is not an integer: {other:?}"),
-        }
-    }
-
-    fn bool(&self, key: &str) -> bool {
-        match self.get(key) {
-            Value::Bool(b) => *b,
-            other => panic!("config key {key} is not a bool: {other:?}"),
-        }
-    }
-
-    fn str(&self, key: &str) -> String {
-        match self.get(key) {
-            Value::Str(s) => s.clone(),
-            other => panic!("config key {key} is not a string: {other:?}"),
-        }
-    }
-
     /// The effective configuration as a commented TOML document.
     pub fn to_toml(&self) -> String {
         let mut out = String::from(
@@ -183,7 +165,7 @@ impl Layered {
         );
         for section in spec::sections() {
             out.push_str(&format!("\n[{section}]\n"));
-            for spec in KEYS.iter().filter(|k| k.section() == section) {
+            for spec in spec::keys().iter().filter(|k| k.section() == section) {
                 let (value, origin) = &self.values[spec.key];
                 out.push_str(&format!("# {}\n", spec.doc));
                 let mut meta = format!(
@@ -205,54 +187,12 @@ impl Layered {
         out
     }
 
-    /// The typed view the server uses.
+    /// The server's own settings (each crate reads its own through [`Settings`]).
     pub fn server_config(&self) -> ServerConfig {
-        let opt_str = |k: &str| Some(self.str(k)).filter(|s| !s.is_empty());
         ServerConfig {
-            kafka_listener: self.str("kafka.listener"),
-            advertised_host: opt_str("kafka.advertised_host"),
-            advertised_port: match self.int("kafka.advertised_port") {
-                0 => None,
-                p => Some(p as u16),
-            },
-            node_id: self.int("kafka.node_id") as i32,
-            idle_timeout_ms: self.int("kafka.idle_timeout_ms") as u64,
-            frame_read_timeout_ms: self.int("kafka.frame_read_timeout_ms") as u64,
             admin_enabled: self.bool("admin.enabled"),
             admin_listener: self.str("admin.listener"),
             data_dir: PathBuf::from(self.str("storage.dir")),
-            segment_bytes: self.int("storage.segment_bytes") as u64,
-            flush_sync: self.str("storage.flush") == "sync",
-            flush_interval_ms: self.int("storage.flush_interval_ms") as u64,
-            retention_check_interval_ms: self.int("storage.retention_check_interval_ms") as u64,
-            clean_bytes_per_pass: self.int("storage.clean_bytes_per_pass") as u64,
-            auto_create_topics: self.bool("topics.auto_create_topics_enable"),
-            num_partitions: self.int("topics.num_partitions") as i32,
-            retention_ms: self.int("topics.log_retention_ms"),
-            retention_bytes: self.int("topics.log_retention_bytes"),
-            message_max_bytes: self.int("limits.message_max_bytes") as usize,
-            max_frame_bytes: self.int("limits.max_frame_bytes") as usize,
-            max_connections: self.int("limits.max_connections") as usize,
-            max_connections_per_ip: self.int("limits.max_connections_per_ip") as usize,
-            max_inflight_request_bytes: self.int("limits.max_inflight_request_bytes") as usize,
-            max_partitions_per_request: self.int("limits.max_partitions_per_request") as usize,
-            max_decompressed_batch_bytes: self.int("limits.max_decompressed_batch_bytes") as usize,
-            max_in_flight_per_connection: self.int("limits.max_in_flight_requests_per_connection")
-                as usize,
-            max_session_timeout_ms: self.int("groups.max_session_timeout_ms"),
-            min_session_timeout_ms: self.int("groups.min_session_timeout_ms"),
-            group_max_size: self.int("groups.max_size") as usize,
-            offsets_retention_ms: self.int("groups.offsets_retention_ms"),
-            cluster_id: self.str("kafka.cluster_id"),
-            index: self.bool("storage.index"),
-            max_inflight_bytes_per_connection: self.int("limits.max_inflight_bytes_per_connection")
-                as usize,
-            max_fetch_response_bytes: self.int("limits.max_fetch_response_bytes") as usize,
-            max_fetch_wait_ms: self.int("limits.max_fetch_wait_ms") as u64,
-            max_topics: self.int("limits.max_topics") as usize,
-            max_partitions_per_topic: self.int("limits.max_partitions_per_topic") as u32,
-            max_partitions: self.int("limits.max_partitions") as u32,
-            initial_rebalance_delay_ms: self.int("groups.initial_rebalance_delay_ms") as u64,
             shutdown_timeout_ms: self.int("server.shutdown_timeout_ms") as u64,
             log_json: self.str("log.format") == "json",
             log_level: self.str("log.level"),
@@ -260,55 +200,42 @@ impl Layered {
     }
 }
 
-/// Typed, validated server configuration.
+impl Settings for Layered {
+    fn int(&self, key: &str) -> i64 {
+        match self.get(key) {
+            Value::Int(i) => *i,
+            other => panic!("config key {key} is not an integer: {other:?}"),
+        }
+    }
+
+    fn bool(&self, key: &str) -> bool {
+        match self.get(key) {
+            Value::Bool(b) => *b,
+            other => panic!("config key {key} is not a bool: {other:?}"),
+        }
+    }
+
+    fn str(&self, key: &str) -> String {
+        match self.get(key) {
+            Value::Str(s) => s.clone(),
+            other => panic!("config key {key} is not a string: {other:?}"),
+        }
+    }
+}
+
+/// The server's own settings (the admin listener, data directory, shutdown, logging).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerConfig {
-    pub kafka_listener: String,
-    pub advertised_host: Option<String>,
-    pub advertised_port: Option<u16>,
-    pub node_id: i32,
-    pub idle_timeout_ms: u64,
-    pub frame_read_timeout_ms: u64,
     pub admin_enabled: bool,
     pub admin_listener: String,
     pub data_dir: PathBuf,
-    pub segment_bytes: u64,
-    pub flush_sync: bool,
-    pub flush_interval_ms: u64,
-    pub retention_check_interval_ms: u64,
-    pub clean_bytes_per_pass: u64,
-    pub auto_create_topics: bool,
-    pub num_partitions: i32,
-    pub retention_ms: i64,
-    pub retention_bytes: i64,
-    pub message_max_bytes: usize,
-    pub max_frame_bytes: usize,
-    pub max_connections: usize,
-    pub max_connections_per_ip: usize,
-    pub max_inflight_request_bytes: usize,
-    pub max_partitions_per_request: usize,
-    pub max_decompressed_batch_bytes: usize,
-    pub max_in_flight_per_connection: usize,
-    pub max_session_timeout_ms: i64,
-    pub min_session_timeout_ms: i64,
-    pub group_max_size: usize,
-    pub offsets_retention_ms: i64,
-    pub cluster_id: String,
-    pub index: bool,
-    pub max_inflight_bytes_per_connection: usize,
-    pub max_fetch_response_bytes: usize,
-    pub max_fetch_wait_ms: u64,
-    pub max_topics: usize,
-    pub max_partitions_per_topic: u32,
-    pub max_partitions: u32,
-    pub initial_rebalance_delay_ms: u64,
     pub shutdown_timeout_ms: u64,
     pub log_json: bool,
     pub log_level: String,
 }
 
 fn unknown_key(key: &str, origin: &str) -> ConfigError {
-    let close: Vec<&str> = KEYS
+    let close: Vec<&str> = spec::keys()
         .iter()
         .filter(|k| k.name() == key.rsplit('.').next().unwrap_or(key) || similar(k.key, key))
         .map(|k| k.key)
@@ -413,23 +340,12 @@ mod tests {
         file: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
         flags: &[(&str, &str)],
-    ) -> Result<ServerConfig, ConfigError> {
+    ) -> Result<Layered, ConfigError> {
         let flags = flags
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string(), format!("--set {k}")))
             .collect();
-        Layered::load(&Sources { file, env, flags }).map(|l| l.server_config())
-    }
-
-    #[test]
-    fn defaults_are_zero_config() {
-        let c = load_with(None, &no_env, &[]).unwrap();
-        assert_eq!(c.kafka_listener, "0.0.0.0:9092");
-        assert_eq!(c.admin_listener, "0.0.0.0:8080");
-        assert_eq!(c.data_dir, PathBuf::from("./sluice-data"));
-        assert!(!c.flush_sync);
-        assert!(c.auto_create_topics);
-        assert_eq!(c.num_partitions, 1);
+        Layered::load(&Sources { file, env, flags })
     }
 
     #[test]
@@ -447,9 +363,11 @@ mod tests {
             _ => None,
         };
         let c = load_with(Some(&path), &env, &[("storage.dir", "/from-flag")]).unwrap();
-        assert_eq!(c.data_dir, PathBuf::from("/from-flag"));
-        assert_eq!(c.num_partitions, 5);
-        assert_eq!(c.segment_bytes, 2097152);
+        assert_eq!(c.server_config().data_dir, PathBuf::from("/from-flag"));
+        let b = broker::BrokerConfig::from_settings(&c, Path::new("d"));
+        assert_eq!(b.default_partitions, 5);
+        let store = storage::StoreConfig::from_settings(&c, PathBuf::from("d"));
+        assert_eq!(store.segment_bytes, 2097152);
     }
 
     #[test]
@@ -491,57 +409,74 @@ mod tests {
     #[test]
     fn kafka_names_are_aliases() {
         let c = load_with(None, &no_env, &[("auto.create.topics.enable", "false")]).unwrap();
-        assert!(!c.auto_create_topics);
+        assert!(!broker::BrokerConfig::from_settings(&c, Path::new("d")).auto_create_topics);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.toml");
         std::fs::write(&path, "\"num.partitions\" = 4\n").unwrap();
         let c = load_with(Some(&path), &no_env, &[]).unwrap();
-        assert_eq!(c.num_partitions, 4);
+        assert_eq!(c.int("topics.num_partitions"), 4);
     }
 
     #[test]
     fn print_config_round_trips() {
-        let l = Layered::load(&Sources {
-            file: None,
-            env: &no_env,
-            flags: vec![("log.format".into(), "json".into(), "--log-format".into())],
-        })
+        let l = load_with(
+            None,
+            &no_env,
+            &[("log.format", "json"), ("storage.flush", "sync")],
+        )
         .unwrap();
         let text = l.to_toml();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.toml");
         std::fs::write(&path, &text).unwrap();
         let again = load_with(Some(&path), &no_env, &[]).unwrap();
-        assert_eq!(again, l.server_config());
+        for k in spec::keys() {
+            assert_eq!(again.get(k.key), l.get(k.key), "{}", k.key);
+        }
         assert!(text.contains("format = \"json\""));
+        assert!(text.contains("flush = \"sync\""));
     }
 
+    /// The layered defaults (parsed as TOML, the way a user's values are) build each
+    /// crate's `Default` config, and the named limit constants are what they say.
     #[test]
-    fn limit_defaults_are_the_named_constants() {
+    fn defaults_build_each_crates_default_config() {
         let c = load_with(None, &no_env, &[]).unwrap();
+        let kafka = frontend_kafka::KafkaConfig::from_settings(&c);
         assert_eq!(
-            c.max_connections_per_ip,
+            format!("{kafka:?}"),
+            format!("{:?}", frontend_kafka::KafkaConfig::default())
+        );
+        assert_eq!(
+            kafka.max_connections_per_ip,
             frontend_kafka::MAX_CONNECTIONS_PER_IP
         );
         assert_eq!(
-            c.max_inflight_request_bytes,
+            kafka.max_inflight_request_bytes,
             frontend_kafka::MAX_INFLIGHT_REQUEST_BYTES
         );
         assert_eq!(
-            c.max_partitions_per_request,
+            kafka.max_partitions_per_request,
             frontend_kafka::MAX_PARTITIONS_PER_REQUEST
         );
         assert_eq!(
-            c.frame_read_timeout_ms,
+            kafka.frame_read_timeout_ms,
             frontend_kafka::FRAME_READ_TIMEOUT_MS
         );
+        let b = broker::BrokerConfig::default();
         assert_eq!(
-            c.max_decompressed_batch_bytes,
+            format!("{:?}", broker::BrokerConfig::from_settings(&c, &b.data_dir)),
+            format!("{b:?}")
+        );
+        let store = storage::StoreConfig::from_settings(&c, PathBuf::from("d"));
+        assert_eq!(
+            store.max_decompressed_batch_bytes,
             common::limits::MAX_DECOMPRESSED_BATCH_BYTES
         );
         let env = |k: &str| (k == "SLUICE_LIMITS_MAX_CONNECTIONS_PER_IP").then(|| "3".to_string());
+        let c = load_with(None, &env, &[]).unwrap();
         assert_eq!(
-            load_with(None, &env, &[]).unwrap().max_connections_per_ip,
+            frontend_kafka::KafkaConfig::from_settings(&c).max_connections_per_ip,
             3
         );
     }
