@@ -2,11 +2,9 @@
 //!
 //! `flock(2)` on `<data dir>/sluice.lock`: released by the kernel when the process exits,
 //! however it exits (kill -9 included), so a crash never leaves a stale lock behind.
-#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// Holds the lock until dropped.
@@ -24,9 +22,8 @@ impl DataDirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-        // SAFETY: flock on a descriptor we own; no memory is passed.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
+        // An exclusive flock, held until the file is closed.
+        if file.try_lock().is_err() {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();

@@ -390,7 +390,8 @@ impl Inner {
             match seg.punch_hole(at, len) {
                 Ok(()) => pass.bytes_punched += new,
                 Err(StorageError::Io { source, .. })
-                    if source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+                    if source.raw_os_error()
+                        == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()) =>
                 {
                     tracing::warn!(path = ?seg.path, "the filesystem cannot punch holes: the cleaner is off; dead entries are freed only with whole segments");
                     self.cleaner.unsupported.store(true, Ordering::Release);

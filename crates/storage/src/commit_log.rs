@@ -208,7 +208,7 @@ impl CommitLog {
             return Err(StorageError::io(
                 "writing segment",
                 &seg.path,
-                std::io::Error::from_raw_os_error(libc::ENOSPC),
+                std::io::Error::from(rustix::io::Errno::NOSPC),
             ));
         }
         seg.write_all_at(at - seg.base, run)?;

@@ -68,7 +68,12 @@ impl StorageError {
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
         match source.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => StorageError::DiskFull { op, path },
+            Some(e)
+                if e == rustix::io::Errno::NOSPC.raw_os_error()
+                    || e == rustix::io::Errno::DQUOT.raw_os_error() =>
+            {
+                StorageError::DiskFull { op, path }
+            }
             _ => StorageError::Io { op, path, source },
         }
     }

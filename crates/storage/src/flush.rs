@@ -5,7 +5,6 @@
 //! (the writer lock is *not* held during the fsync, so appends keep arriving), then wake them
 //! all. Appends arriving during an fsync are covered by the next one. One fdatasync thus
 //! covers every append that arrived while the previous one ran.
-#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -198,11 +197,8 @@ impl Inner {
         if files.len() > 64 {
             let root = std::fs::File::open(&self.files.root)
                 .map_err(|e| StorageError::io("opening", &self.files.root, e))?;
-            use std::os::fd::AsRawFd;
-            // SAFETY: plain syscall on an owned fd.
-            if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
-                let e = std::io::Error::last_os_error();
-                return Err(StorageError::io("syncfs", &self.files.root, e));
+            if let Err(e) = rustix::fs::syncfs(&root) {
+                return Err(StorageError::io("syncfs", &self.files.root, e.into()));
             }
             return Ok(());
         }

@@ -75,6 +75,21 @@ impl Partition {
 
     /// Records an appended batch (already in the commit log).
     pub fn push(&mut self, e: CqEntry) {
+        // lib.rs invariants: slots in commit-log position order, offsets dense.
+        debug_assert!(
+            self.cq_pending
+                .last()
+                .is_none_or(|last| e.position > last.position),
+            "queue slot at log position {} after one at {:?}",
+            e.position,
+            self.cq_pending.last().map(|l| l.position)
+        );
+        debug_assert!(
+            self.cq_start == self.cq_end || e.base_offset == self.log_end,
+            "queue slot for offset {} after log end {}",
+            e.base_offset,
+            self.log_end
+        );
         if self.cq_start == self.cq_end {
             self.start_pos = e.position;
             self.head_max_ts = e.max_timestamp;

@@ -11,7 +11,6 @@
 //!    will refuse), otherwise it is the torn tail. A batch whose base offset does not continue
 //!    its partition also ends the scan. Everything from the end on is zeroed.
 //! 4. A fresh checkpoint is written, so a second crash replays less.
-#![allow(unsafe_code)] // see the SAFETY comments
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -124,7 +123,6 @@ fn partition_dirs(root: &Path) -> Result<Vec<PartitionId>> {
 /// Takes an exclusive advisory lock on `dir/LOCK` for the life of the store: two processes
 /// appending to one commit log would corrupt it.
 fn lock_dir(dir: &Path) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
     let path = dir.join("LOCK");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -132,9 +130,8 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(&path)
         .map_err(|e| StorageError::io("opening", &path, e))?;
-    // SAFETY: plain syscall on an owned fd.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
+    if let Err(e) = rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        let e = std::io::Error::from(e);
         return Err(StorageError::io(
             "locking the store (is another process using it?)",
             &path,

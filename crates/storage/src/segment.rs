@@ -8,7 +8,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::IoSlice;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,52 +128,28 @@ impl Segment {
     /// Writes all of `bufs` at segment-relative `at`, retrying short writes.
     pub fn write_all_at(&self, at: u64, bufs: &[IoSlice<'_>]) -> Result<()> {
         // Usually one pwritev writes everything; the slices are copied (to be advanced) only
-        // after a short write.
+        // after a short write. At most IOV_MAX (1024) slices go to one call.
+        const IOV_MAX: usize = 1024;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
-        if bufs.len() <= 1024 {
-            // SAFETY: IoSlice is ABI-compatible with iovec; the fd is open for writing.
-            let r = unsafe {
-                libc::pwritev(
-                    self.file.as_raw_fd(),
-                    bufs.as_ptr() as *const libc::iovec,
-                    bufs.len() as libc::c_int,
-                    at as libc::off_t,
-                )
-            };
-            if r >= 0 && r as usize == total {
-                return Ok(());
-            }
+        if bufs.len() <= IOV_MAX && rustix::io::pwritev(&self.file, bufs, at) == Ok(total) {
+            return Ok(());
         }
         let mut bufs: Vec<IoSlice<'_>> = bufs.to_vec();
         let mut slices: &mut [IoSlice<'_>] = &mut bufs;
         let mut pos = at;
         while !slices.is_empty() {
-            let n = slices.len().min(1024);
-            // SAFETY: IoSlice is ABI-compatible with iovec; the fd is open for writing.
-            let r = unsafe {
-                libc::pwritev(
-                    self.file.as_raw_fd(),
-                    slices.as_ptr() as *const libc::iovec,
-                    n as libc::c_int,
-                    pos as libc::off_t,
-                )
-            };
-            if r < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
+            let n = slices.len().min(IOV_MAX);
+            let written = match rustix::io::pwritev(&self.file, &slices[..n], pos) {
+                Ok(0) => {
+                    let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                    return Err(StorageError::io("writing segment", &self.path, e));
                 }
-                return Err(StorageError::io("writing segment", &self.path, e));
-            }
-            if r == 0 {
-                return Err(StorageError::io(
-                    "writing segment",
-                    &self.path,
-                    std::io::Error::from(std::io::ErrorKind::WriteZero),
-                ));
-            }
-            pos += r as u64;
-            IoSlice::advance_slices(&mut slices, r as usize);
+                Ok(w) => w,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(StorageError::io("writing segment", &self.path, e.into())),
+            };
+            pos += written as u64;
+            IoSlice::advance_slices(&mut slices, written);
         }
         Ok(())
     }
@@ -187,16 +162,8 @@ impl Segment {
             return Ok(());
         }
         self.verified.fetch_min(at, Ordering::AcqRel);
-        // SAFETY: plain syscall on an owned fd.
-        let r = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                at as libc::off_t,
-                (self.capacity - at) as libc::off_t,
-            )
-        };
-        if r == 0 {
+        let mode = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        if rustix::fs::fallocate(&self.file, mode, at, self.capacity - at).is_ok() {
             return Ok(());
         }
         // Filesystems without hole punching: write zeros in 1 MiB steps.
