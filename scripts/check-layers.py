@@ -18,12 +18,15 @@ import sys
 ALLOWED = {
     "sluice-common": set(),
     "sluice-storage": {"sluice-common"},
-    "sluice-broker": {"sluice-storage", "sluice-common"},
+    # The protocol-neutral queue engine: a pure state machine beside storage, used by the broker.
+    "sluice-queues": {"sluice-common"},
+    "sluice-broker": {"sluice-storage", "sluice-queues", "sluice-common"},
     "sluice-frontend-kafka": {"sluice-broker", "sluice-common"},
     "sluice-admin": {"sluice-broker", "sluice-common"},
     "sluice": {
         "sluice-common",
         "sluice-storage",
+        "sluice-queues",
         "sluice-broker",
         "sluice-frontend-kafka",
         "sluice-admin",

@@ -1,0 +1,136 @@
+//! Sluice queue engine: shared delivery over a partition's log — many consumers take messages
+//! from one queue, each message leased to one consumer until acked, nacked, released or
+//! expired. RabbitMQ queues, RocketMQ SimpleConsumer/POP, MQTT shared subscriptions and
+//! Kafka share groups all sit on it (`shared/DESIGN.md` §Layers for many doors; issue 15).
+//!
+//! It is a pure state machine: events in, deliveries and persistence records out. It holds
+//! no message bytes (only offsets), does no I/O, reads no clock (time comes in as `now_ms`
+//! arguments; callers use `common::Clock`), and knows no protocol.
+//!
+//! Reading order:
+//! - [`QueueState`] (`queue_state.rs`): the state of one queue and the settling operations
+//!   (ack, nack, release, expire, extend, purge, advance the log start, counts).
+//! - `acquire.rs`: [`QueueState::acquire`] / [`QueueState::acquire_filtered`], taking an
+//!   [`Acquire`] request (`delivery.rs` holds the request and result types).
+//! - `lease.rs`: the in-flight leases, indexed by offset, deadline and consumer.
+//! - `range_set.rs`: [`RangeSet`], the compact set of offsets everything else is built on.
+//! - `record.rs` + `outbox.rs`: the persistence [`Record`]s, their byte format (§FORMAT
+//!   below) and the outbox that coalesces them until the caller drains it.
+//! - `recovery.rs`: [`QueueState::snapshot`], [`QueueState::snapshot_due`] and
+//!   [`QueueState::recover`].
+//!
+//! # The model
+//!
+//! A queue is a partition's offsets `log_start..log_end` plus a delivery state. Each offset is
+//! *available* (never delivered, or returned with its delivery count), *acquired* (leased to
+//! one consumer until a deadline), or *settled* (acked, dead, or purged). The state is:
+//! - `low_water`: every offset below is settled (or below the log start);
+//! - `cursor`: every offset at or above was never delivered and is not settled, so a backlog
+//!   of any depth costs nothing — 10 M ready messages are the number `log_end - cursor`;
+//! - between them, compact sets: settled ranges, leases (a `BTreeMap` by offset), returned
+//!   offsets with their delivery counts, and ranges a filter skipped (available, never
+//!   delivered).
+//!
+//! Memory: a fixed ~250 bytes per queue, plus about 100–130 bytes per in-flight message (its
+//! lease in three B-tree indexes, see `lease.rs`), ~40 bytes per returned message awaiting
+//! redelivery, and ~40 bytes per *gap* (a settled run or skipped run above the low water;
+//! acks in offset order leave none). Nothing per ready message.
+//!
+//! Invariants (checked by [`QueueState::check_invariants`], which the model test runs after
+//! every step): `log_start <= low_water <= cursor`; the settled, leased, returned and skipped
+//! sets are disjoint and cover exactly `low_water..cursor`; `low_water` itself is not settled.
+//!
+//! # What callers may rely on
+//!
+//! - `acquire` hands out the smallest available offsets first, so a message nacked with
+//!   requeue, released or expired goes out again before newer ones (its original position,
+//!   as RabbitMQ). `delivery_count` counts deliveries including this one; `redelivered` is
+//!   `delivery_count > 1`. One call examines at most `max_scan` candidates (a filter that
+//!   matches nothing costs bounded work; `resume_from` says where it stopped).
+//! - Every offset of an ack/nack/extend is checked before any is applied: an offset not in
+//!   flight, or held by another consumer, fails the whole call with a [`QueueError`] and
+//!   changes nothing.
+//! - With a `delivery_limit`, a message returned with a delivery count above it is settled
+//!   dead and reported in [`Released::dead`] (reason [`DeadReason::DeliveryLimit`]);
+//!   `nack(requeue = false)` reports [`DeadReason::Rejected`]. The caller dead-letters or
+//!   drops them; the engine has already settled them.
+//! - Leases expire only when the caller calls [`QueueState::expire`] (at
+//!   [`QueueState::next_deadline`]). A lease's end is `now_ms + lease_ms`, saturating.
+//! - Offsets are non-negative (Kafka's); `log_end` is passed in because the log grows without
+//!   the engine hearing of it.
+//!
+//! # Persistence
+//!
+//! Each operation that changes what must survive a restart queues a [`Record`] in the
+//! outbox; the caller drains them ([`QueueState::drain_records`]), encodes them
+//! ([`Record::encode`]) and appends them, in order, to the queue's internal state partition.
+//! - One acquire writes one `Delivered` record; a run of consecutive offsets with the same
+//!   count is one 16-byte entry, so a batch of fresh messages costs 22 bytes.
+//! - Acks write `Settled` ranges. Consecutive records of one kind coalesce in the outbox
+//!   until drained, so tens of thousands of acks between two flushes become a few ranges.
+//! - Requeue, release, expiry and lease extension write nothing: recovery voids every lease
+//!   anyway, and the delivery count was persisted when the message was delivered.
+//! - After a restart ([`QueueState::recover`] over the records, oldest first): settled
+//!   messages are never delivered again; delivered-not-settled ones are available with
+//!   `redelivered` set and their persisted delivery count. What the caller had not yet
+//!   persisted is lost; with the broker's `flush = sync` a record is durable before the
+//!   next delivery decision relies on it, with `flush = async` acks in the last flush
+//!   window may be redelivered.
+//! - [`QueueState::snapshot_due`] says when to [`QueueState::write_snapshot`]: after
+//!   `snapshot_every_records` records, or more record bytes than `snapshot_every_bytes` and
+//!   the last snapshot's size. Once the snapshot is persisted, every record before it can be
+//!   deleted. Replaying records the snapshot already covers is harmless.
+//!
+//! # FORMAT
+//!
+//! Version 1. Every record is one byte string (the state partition's message value);
+//! integers are fixed-width big-endian; offsets are `i64` and non-negative; ranges are
+//! half-open. Integrity (CRC) is the commit log's job.
+//!
+//! ```text
+//! record      = version:u8 (=1) kind:u8 body
+//! kind 1  Delivered   n:u32 (<= 4096)  n x run
+//! kind 2  Settled     outcome:u8 (0 acked, 1 dead, 2 purged)  n:u32 (<= 4096)  n x range
+//! kind 3  LogStart    offset:i64
+//! kind 4  Snapshot    log_start:i64 low_water:i64 cursor:i64
+//!                     n:u32 n x range      settled ranges inside low_water..cursor
+//!                     m:u32 m x run        delivered, not settled (ascending, disjoint)
+//! run         = start:i64 len:u32 (1..=65536) delivery_count:u32 (>= 1)      16 bytes
+//! range       = start:i64 end:i64 (start < end; ascending, disjoint)         16 bytes
+//! ```
+//!
+//! Record meanings, applied in order: `Delivered` sets the delivery count of each offset in
+//! its runs (later runs win; settled offsets stay settled); `Settled` settles its ranges;
+//! `LogStart` forgets everything below (it only moves forward); `Snapshot` replaces the
+//! whole state (`log_start <= low_water <= cursor`; everything in `log_start..low_water` is
+//! settled; offsets in `low_water..cursor` neither settled nor delivered were passed over by
+//! a filter and are available). The recovered cursor is the highest end any record names.
+//! Decoding checks all of the above, refuses trailing bytes, unknown versions and kinds, and
+//! never allocates more entries than the remaining bytes could hold.
+
+mod acquire;
+mod config;
+mod delivery;
+mod error;
+mod lease;
+mod outbox;
+mod queue_state;
+mod range_set;
+mod record;
+mod recovery;
+
+pub use config::{
+    DEFAULT_LEASE_MS, DEFAULT_MAX_SCAN, DEFAULT_SNAPSHOT_EVERY_BYTES,
+    DEFAULT_SNAPSHOT_EVERY_RECORDS, MAX_ACQUIRE, QueueConfig,
+};
+pub use delivery::{
+    Acquire, Acquired, ConsumerId, DeadLetter, DeadReason, Delivery, LostLease, Released, Verdict,
+};
+pub use error::{DecodeError, QueueError};
+pub use queue_state::{Footprint, QueueState};
+pub use range_set::RangeSet;
+pub use record::{
+    DeliveredRun, FORMAT_VERSION, MAX_RECORD_ENTRIES, MAX_RUN_LEN, Record, SettleOutcome, Snapshot,
+};
+
+pub use common::{Offset, TimestampMs};

@@ -1,0 +1,328 @@
+//! The persisted form of a queue's delivery state: records and their byte format.
+//!
+//! The format is documented in the crate doc (`lib.rs`, §FORMAT); keep the two in step.
+
+use std::ops::Range;
+
+use common::Offset;
+
+use crate::error::DecodeError;
+
+/// The format version every record starts with.
+pub const FORMAT_VERSION: u8 = 1;
+/// Most entries (runs or ranges) in one `Delivered` or `Settled` record: at 16 bytes an
+/// entry, a record stays under 64 KiB. The outbox splits larger ones.
+pub const MAX_RECORD_ENTRIES: usize = 4096;
+/// Longest run in a `Delivered` record or a snapshot (recovery touches each offset of a
+/// run, so a run's length bounds the work one 16-byte entry can cause).
+pub const MAX_RUN_LEN: u32 = crate::MAX_ACQUIRE;
+
+const KIND_DELIVERED: u8 = 1;
+const KIND_SETTLED: u8 = 2;
+const KIND_LOG_START: u8 = 3;
+const KIND_SNAPSHOT: u8 = 4;
+const HEADER_BYTES: usize = 2;
+const ENTRY_BYTES: usize = 16;
+
+/// `len` consecutive offsets from `start`, each delivered `delivery_count` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeliveredRun {
+    pub start: Offset,
+    pub len: u32,
+    pub delivery_count: u32,
+}
+
+impl DeliveredRun {
+    pub fn end(&self) -> Offset {
+        self.start + i64::from(self.len)
+    }
+}
+
+/// How settled offsets ended. Recovery treats all alike (settled is final); the outcome is
+/// kept for the dead-letter machinery and for operators reading the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettleOutcome {
+    Acked = 0,
+    Dead = 1,
+    Purged = 2,
+}
+
+/// Everything recovery needs, at one instant: the state minus leases' holders and deadlines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub log_start: Offset,
+    /// Every offset below is settled or below the log start.
+    pub low_water: Offset,
+    /// Every offset at or above was never delivered and is not settled.
+    pub cursor: Offset,
+    /// Settled ranges within `low_water..cursor`, ascending.
+    pub settled: Vec<Range<Offset>>,
+    /// Delivered at least once and not settled (in flight or returned), ascending.
+    pub delivered: Vec<DeliveredRun>,
+}
+
+/// One persisted change to a queue's delivery state. Replaying records in order, each on the
+/// result of the previous (a `Snapshot` replaces everything), rebuilds the state; replaying a
+/// suffix of them again is harmless (every record *sets* state; settled is final).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// One acquire (or several, coalesced in the outbox): these offsets now have these
+    /// delivery counts. Later runs win over earlier ones for the same offset.
+    Delivered(Vec<DeliveredRun>),
+    /// These offsets are settled (acked, dead or purged) and never delivered again.
+    Settled {
+        outcome: SettleOutcome,
+        ranges: Vec<Range<Offset>>,
+    },
+    /// The log start moved here: forget everything below.
+    LogStart(Offset),
+    /// The whole state; records before it are no longer needed.
+    Snapshot(Snapshot),
+}
+
+impl Record {
+    /// Runs or ranges held (the unit of the per-record limit).
+    pub fn entry_count(&self) -> usize {
+        match self {
+            Record::Delivered(runs) => runs.len(),
+            Record::Settled { ranges, .. } => ranges.len(),
+            Record::LogStart(_) => 0,
+            Record::Snapshot(s) => s.settled.len() + s.delivered.len(),
+        }
+    }
+
+    /// The exact length of [`Record::encode`]'s output.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_BYTES
+            + match self {
+                Record::Delivered(runs) => 4 + ENTRY_BYTES * runs.len(),
+                Record::Settled { ranges, .. } => 1 + 4 + ENTRY_BYTES * ranges.len(),
+                Record::LogStart(_) => 8,
+                Record::Snapshot(_) => 3 * 8 + 2 * 4 + ENTRY_BYTES * self.entry_count(),
+            }
+    }
+
+    /// Appends the record's bytes to `out` (format: crate doc §FORMAT).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(self.encoded_len());
+        out.push(FORMAT_VERSION);
+        match self {
+            Record::Delivered(runs) => {
+                out.push(KIND_DELIVERED);
+                put_runs(out, runs);
+            }
+            Record::Settled { outcome, ranges } => {
+                out.push(KIND_SETTLED);
+                out.push(*outcome as u8);
+                put_ranges(out, ranges);
+            }
+            Record::LogStart(offset) => {
+                out.push(KIND_LOG_START);
+                out.extend_from_slice(&offset.to_be_bytes());
+            }
+            Record::Snapshot(s) => {
+                out.push(KIND_SNAPSHOT);
+                for mark in [s.log_start, s.low_water, s.cursor] {
+                    out.extend_from_slice(&mark.to_be_bytes());
+                }
+                put_ranges(out, &s.settled);
+                put_runs(out, &s.delivered);
+            }
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+
+    /// Decodes exactly one record from `bytes` (nothing may follow it).
+    pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+        let mut r = Reader { bytes, pos: 0 };
+        let version = r.u8()?;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let record = match r.u8()? {
+            KIND_DELIVERED => Record::Delivered(r.runs(MAX_RECORD_ENTRIES, false)?),
+            KIND_SETTLED => {
+                let outcome = match r.u8()? {
+                    0 => SettleOutcome::Acked,
+                    1 => SettleOutcome::Dead,
+                    2 => SettleOutcome::Purged,
+                    other => return Err(DecodeError::UnknownOutcome(other)),
+                };
+                let ranges = r.ranges(MAX_RECORD_ENTRIES)?;
+                Record::Settled { outcome, ranges }
+            }
+            KIND_LOG_START => {
+                let offset = r.i64()?;
+                if offset < 0 {
+                    return Err(DecodeError::InvalidRange {
+                        start: offset,
+                        end: offset,
+                    });
+                }
+                Record::LogStart(offset)
+            }
+            KIND_SNAPSHOT => Record::Snapshot(r.snapshot()?),
+            other => return Err(DecodeError::UnknownKind(other)),
+        };
+        match bytes.len() - r.pos {
+            0 => Ok(record),
+            extra => Err(DecodeError::TrailingBytes(extra)),
+        }
+    }
+}
+
+fn put_ranges(out: &mut Vec<u8>, ranges: &[Range<Offset>]) {
+    out.extend_from_slice(&count_u32(ranges.len()).to_be_bytes());
+    for r in ranges {
+        out.extend_from_slice(&r.start.to_be_bytes());
+        out.extend_from_slice(&r.end.to_be_bytes());
+    }
+}
+
+fn put_runs(out: &mut Vec<u8>, runs: &[DeliveredRun]) {
+    out.extend_from_slice(&count_u32(runs.len()).to_be_bytes());
+    for run in runs {
+        out.extend_from_slice(&run.start.to_be_bytes());
+        out.extend_from_slice(&run.len.to_be_bytes());
+        out.extend_from_slice(&run.delivery_count.to_be_bytes());
+    }
+}
+
+fn count_u32(n: usize) -> u32 {
+    // A snapshot of more than 4 G entries would need 64 GiB of in-flight state first.
+    u32::try_from(n).expect("record entry count fits u32")
+}
+
+/// A bounds-checked cursor over the input; every read fails with `Truncated` at the end.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let rest = &self.bytes[self.pos..];
+        let Some(chunk) = rest.get(..N) else {
+            return Err(DecodeError::Truncated {
+                needed: N - rest.len(),
+            });
+        };
+        self.pos += N;
+        Ok(chunk.try_into().expect("slice of length N"))
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.take()?))
+    }
+
+    fn i64(&mut self) -> Result<Offset, DecodeError> {
+        Ok(i64::from_be_bytes(self.take()?))
+    }
+
+    /// Reads an entry count, refusing more than `max` or more than the bytes left could
+    /// hold, so nothing is allocated from a claim the input cannot back.
+    fn count(&mut self, max: usize) -> Result<usize, DecodeError> {
+        let claimed = self.u32()? as usize;
+        let fits = (self.bytes.len() - self.pos) / ENTRY_BYTES;
+        if claimed > max {
+            return Err(DecodeError::TooManyEntries {
+                claimed: claimed as u64,
+                max: max as u64,
+            });
+        }
+        if claimed > fits {
+            return Err(DecodeError::Truncated {
+                needed: (claimed - fits) * ENTRY_BYTES,
+            });
+        }
+        Ok(claimed)
+    }
+
+    /// Ranges: non-negative, non-empty, ascending and disjoint.
+    fn ranges(&mut self, max: usize) -> Result<Vec<Range<Offset>>, DecodeError> {
+        let n = self.count(max)?;
+        let mut out = Vec::with_capacity(n);
+        let mut prev_end = 0;
+        for _ in 0..n {
+            let (start, end) = (self.i64()?, self.i64()?);
+            if start < prev_end || end <= start {
+                return Err(DecodeError::InvalidRange { start, end });
+            }
+            prev_end = end;
+            out.push(start..end);
+        }
+        Ok(out)
+    }
+
+    /// Runs: non-negative, 1..=MAX_RUN_LEN long, count >= 1; `ordered` also demands
+    /// ascending, disjoint runs (snapshots; a coalesced `Delivered` may revisit offsets).
+    fn runs(&mut self, max: usize, ordered: bool) -> Result<Vec<DeliveredRun>, DecodeError> {
+        let n = self.count(max)?;
+        let mut out = Vec::with_capacity(n);
+        let mut prev_end = 0;
+        for _ in 0..n {
+            let start = self.i64()?;
+            let (len, count) = (self.u32()?, self.u32()?);
+            let bad = start < 0
+                || len == 0
+                || len > MAX_RUN_LEN
+                || count == 0
+                || start.checked_add(i64::from(len)).is_none()
+                || (ordered && start < prev_end);
+            if bad {
+                return Err(DecodeError::InvalidRun { start, len, count });
+            }
+            let run = DeliveredRun {
+                start,
+                len,
+                delivery_count: count,
+            };
+            prev_end = run.end();
+            out.push(run);
+        }
+        Ok(out)
+    }
+
+    fn snapshot(&mut self) -> Result<Snapshot, DecodeError> {
+        let (log_start, low_water, cursor) = (self.i64()?, self.i64()?, self.i64()?);
+        if !(0 <= log_start && log_start <= low_water && low_water <= cursor) {
+            return Err(DecodeError::InvalidMarks {
+                log_start,
+                low_water,
+                cursor,
+            });
+        }
+        let settled = self.ranges(usize::MAX)?;
+        let delivered = self.runs(usize::MAX, true)?;
+        let outside = |start: Offset, end: Offset| start < low_water || end > cursor;
+        if let Some(r) = settled.iter().find(|r| outside(r.start, r.end)) {
+            return Err(DecodeError::InvalidRange {
+                start: r.start,
+                end: r.end,
+            });
+        }
+        if let Some(run) = delivered.iter().find(|r| outside(r.start, r.end())) {
+            return Err(DecodeError::InvalidRun {
+                start: run.start,
+                len: run.len,
+                count: run.delivery_count,
+            });
+        }
+        Ok(Snapshot {
+            log_start,
+            low_water,
+            cursor,
+            settled,
+            delivered,
+        })
+    }
+}

@@ -1,0 +1,452 @@
+//! The queue engine against a model that keeps one state per offset in a `Vec`: random
+//! sequences of acquire / ack / nack / release / expire / extend / purge / log-start moves /
+//! appends / snapshots must give the same deliveries, errors and counts. After every step the
+//! persisted records (encoded and decoded) must recover a queue that delivers exactly the
+//! unsettled messages, each with the right `redelivered` flag and delivery count — from all
+//! records and from the last snapshot onwards.
+
+use proptest::prelude::*;
+use sluice_queues::{
+    Acquire, Acquired, ConsumerId, DeadLetter, DeadReason, Delivery, LostLease, Offset,
+    QueueConfig, QueueError, QueueState, Record, Released, Verdict,
+};
+
+const CONSUMERS: u64 = 3;
+const LEASE_MS: i64 = 40;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Slot {
+    /// Delivered this many times, available.
+    Available(u32),
+    Held {
+        consumer: u64,
+        deadline_ms: i64,
+        count: u32,
+    },
+    Settled,
+}
+
+struct Model {
+    log_start: Offset,
+    log_end: Offset,
+    now_ms: i64,
+    limit: Option<u32>,
+    slots: Vec<Slot>,
+}
+
+impl Model {
+    fn slot(&self, offset: Offset) -> Option<Slot> {
+        if offset < self.log_start || offset >= self.log_end {
+            return None;
+        }
+        Some(self.slots[offset as usize])
+    }
+
+    fn acquire(&mut self, req: &Acquire, filter: impl Fn(Offset) -> bool) -> Acquired {
+        let mut out = Acquired::default();
+        let mut scanned = 0;
+        let max_scan = req.max_scan.unwrap_or(u32::MAX);
+        for o in req.from.max(self.log_start)..self.log_end {
+            let Slot::Available(count) = self.slots[o as usize] else {
+                continue;
+            };
+            if out.deliveries.len() == req.max_n as usize {
+                break;
+            }
+            if scanned == max_scan {
+                out.resume_from = Some(o);
+                break;
+            }
+            scanned += 1;
+            if !filter(o) {
+                continue;
+            }
+            self.slots[o as usize] = Slot::Held {
+                consumer: req.consumer.0,
+                deadline_ms: req.now_ms + req.lease_ms.unwrap_or(LEASE_MS),
+                count: count + 1,
+            };
+            out.deliveries.push(Delivery {
+                offset: o,
+                delivery_count: count + 1,
+                redelivered: count > 0,
+            });
+        }
+        out
+    }
+
+    /// The error the engine must give for `offsets`, if any (first bad offset, ascending).
+    fn check_held(&self, consumer: u64, offsets: &[Offset]) -> Result<Vec<Offset>, QueueError> {
+        let mut sorted = offsets.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        for &offset in &sorted {
+            match self.slot(offset) {
+                Some(Slot::Held { consumer: c, .. }) if c == consumer => {}
+                Some(Slot::Held { consumer: c, .. }) => {
+                    return Err(QueueError::HeldByOther {
+                        offset,
+                        consumer: ConsumerId(consumer),
+                        holder: ConsumerId(c),
+                    });
+                }
+                _ => {
+                    return Err(QueueError::NotInFlight {
+                        offset,
+                        consumer: ConsumerId(consumer),
+                    });
+                }
+            }
+        }
+        Ok(sorted)
+    }
+
+    fn settle(
+        &mut self,
+        consumer: u64,
+        offsets: &[Offset],
+        dead: bool,
+    ) -> Result<Released, QueueError> {
+        let sorted = self.check_held(consumer, offsets)?;
+        let mut released = Released::default();
+        for &o in &sorted {
+            if let Slot::Held { count, .. } = self.slots[o as usize]
+                && dead
+            {
+                released.dead.push(DeadLetter {
+                    offset: o,
+                    delivery_count: count,
+                    reason: DeadReason::Rejected,
+                });
+            }
+            self.slots[o as usize] = Slot::Settled;
+        }
+        Ok(released)
+    }
+
+    fn give_back(&mut self, offsets: &[Offset]) -> Released {
+        let mut released = Released::default();
+        for &o in offsets {
+            let Slot::Held { count, .. } = self.slots[o as usize] else {
+                unreachable!("giving back an offset not held");
+            };
+            if self.limit.is_some_and(|limit| count > limit) {
+                self.slots[o as usize] = Slot::Settled;
+                released.dead.push(DeadLetter {
+                    offset: o,
+                    delivery_count: count,
+                    reason: DeadReason::DeliveryLimit,
+                });
+            } else {
+                self.slots[o as usize] = Slot::Available(count);
+                released.requeued.push(o);
+            }
+        }
+        released
+    }
+
+    fn held(&self, pred: impl Fn(u64, i64) -> bool) -> Vec<Offset> {
+        (self.log_start..self.log_end)
+            .filter(|&o| {
+                matches!(self.slots[o as usize], Slot::Held { consumer, deadline_ms, .. } if pred(consumer, deadline_ms))
+            })
+            .collect()
+    }
+
+    fn ready(&self) -> u64 {
+        (self.log_start..self.log_end)
+            .filter(|&o| matches!(self.slots[o as usize], Slot::Available(_)))
+            .count() as u64
+    }
+
+    /// What a recovered queue must deliver: every unsettled message, with its count.
+    fn after_restart(&self) -> Vec<Delivery> {
+        (self.log_start..self.log_end)
+            .filter_map(|o| {
+                let count = match self.slots[o as usize] {
+                    Slot::Available(count) | Slot::Held { count, .. } => count,
+                    Slot::Settled => return None,
+                };
+                Some(Delivery {
+                    offset: o,
+                    delivery_count: count + 1,
+                    redelivered: count > 0,
+                })
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Append(i64),
+    Acquire {
+        consumer: u64,
+        max_n: u32,
+        filter_mod: i64,
+        max_scan: Option<u32>,
+        lease_ms: Option<i64>,
+        from: Option<i64>,
+    },
+    Ack {
+        consumer: u64,
+        offsets: Vec<i64>,
+    },
+    AckRange {
+        consumer: u64,
+        start: i64,
+        len: i64,
+    },
+    Nack {
+        consumer: u64,
+        offsets: Vec<i64>,
+        requeue: bool,
+    },
+    Release(u64),
+    Extend {
+        consumer: u64,
+        offset: i64,
+        by_ms: i64,
+    },
+    Tick(i64),
+    AdvanceLogStart(i64),
+    Purge(i64),
+    Snapshot,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let consumer = 0..CONSUMERS;
+    let offsets = proptest::collection::vec(0i64..40, 0..5);
+    prop_oneof![
+        2 => (0i64..8).prop_map(Op::Append),
+        4 => (
+            consumer.clone(),
+            0u32..6,
+            0i64..4,
+            proptest::option::of(1u32..6),
+            proptest::option::of(1i64..80),
+            proptest::option::of(0i64..40),
+        )
+            .prop_map(|(consumer, max_n, filter_mod, max_scan, lease_ms, from)| Op::Acquire {
+                consumer,
+                max_n,
+                filter_mod,
+                max_scan,
+                lease_ms,
+                from,
+            }),
+        3 => (consumer.clone(), offsets.clone()).prop_map(|(consumer, offsets)| Op::Ack { consumer, offsets }),
+        1 => (consumer.clone(), 0i64..40, 0i64..5).prop_map(|(consumer, start, len)| Op::AckRange { consumer, start, len }),
+        2 => (consumer.clone(), offsets, any::<bool>())
+            .prop_map(|(consumer, offsets, requeue)| Op::Nack { consumer, offsets, requeue }),
+        1 => consumer.clone().prop_map(Op::Release),
+        1 => (consumer, 0i64..40, 0i64..100).prop_map(|(consumer, offset, by_ms)| Op::Extend { consumer, offset, by_ms }),
+        2 => (0i64..50).prop_map(Op::Tick),
+        1 => (0i64..4).prop_map(Op::AdvanceLogStart),
+        1 => (0i64..6).prop_map(Op::Purge),
+        1 => Just(Op::Snapshot),
+    ]
+}
+
+/// Deliver every offset when `k == 0`, else those not divisible by `k + 1`.
+fn filter_for(k: i64) -> impl Fn(Offset) -> bool {
+    move |o| k == 0 || o % (k + 1) != 0
+}
+
+fn step(q: &mut QueueState, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
+    match op.clone() {
+        Op::Append(n) => m.append(n),
+        Op::Acquire {
+            consumer,
+            max_n,
+            filter_mod,
+            max_scan,
+            lease_ms,
+            from,
+        } => {
+            let mut req = Acquire::new(ConsumerId(consumer), max_n, m.log_end, m.now_ms);
+            req.max_scan = max_scan;
+            req.lease_ms = lease_ms;
+            req.from = from.unwrap_or(Offset::MIN);
+            let filter = filter_for(filter_mod);
+            let got = q.acquire_filtered(&req, |o| {
+                if filter(o) {
+                    Verdict::Deliver
+                } else {
+                    Verdict::Skip
+                }
+            });
+            let mut model_req = req.clone();
+            model_req.max_scan = Some(max_scan.unwrap_or(u32::MAX));
+            prop_assert_eq!(got, m.acquire(&model_req, filter));
+        }
+        Op::Ack { consumer, offsets } => {
+            let want = m.settle(consumer, &offsets, false).map(|_| 0);
+            let got = q.ack(ConsumerId(consumer), &offsets).map(|_| 0);
+            prop_assert_eq!(got, want);
+        }
+        Op::AckRange {
+            consumer,
+            start,
+            len,
+        } => {
+            let offsets: Vec<_> = (start..start + len).collect();
+            let want = m
+                .settle(consumer, &offsets, false)
+                .map(|_| offsets.len() as u64);
+            prop_assert_eq!(
+                q.ack_ranges(ConsumerId(consumer), &[start..start + len]),
+                want
+            );
+        }
+        Op::Nack {
+            consumer,
+            offsets,
+            requeue,
+        } => {
+            let want = if requeue {
+                m.check_held(consumer, &offsets)
+                    .map(|sorted| m.give_back(&sorted))
+            } else {
+                m.settle(consumer, &offsets, true)
+            };
+            prop_assert_eq!(q.nack(ConsumerId(consumer), &offsets, requeue), want);
+        }
+        Op::Release(consumer) => {
+            let held = m.held(|c, _| c == consumer);
+            prop_assert_eq!(q.release_consumer(ConsumerId(consumer)), m.give_back(&held));
+        }
+        Op::Extend {
+            consumer,
+            offset,
+            by_ms,
+        } => {
+            let deadline = m.now_ms + by_ms;
+            let want = m.check_held(consumer, &[offset]).map(|_| {
+                if let Slot::Held { deadline_ms, .. } = &mut m.slots[offset as usize] {
+                    *deadline_ms = deadline;
+                }
+            });
+            prop_assert_eq!(q.extend_lease(ConsumerId(consumer), offset, deadline), want);
+        }
+        Op::Tick(ms) => {
+            m.now_ms += ms;
+            let now = m.now_ms;
+            let due = m.held(|_, deadline| deadline <= now);
+            prop_assert_eq!(q.expire(now), m.give_back(&due));
+            let next = (m.log_start..m.log_end)
+                .filter_map(|o| match m.slots[o as usize] {
+                    Slot::Held { deadline_ms, .. } => Some(deadline_ms),
+                    _ => None,
+                })
+                .min();
+            prop_assert_eq!(q.next_deadline(), next);
+        }
+        Op::AdvanceLogStart(delta) => {
+            let new_start = (m.log_start + delta).min(m.log_end);
+            let lost: Vec<LostLease> = m
+                .held(|_, _| true)
+                .into_iter()
+                .filter(|&o| o < new_start)
+                .map(|o| match m.slots[o as usize] {
+                    Slot::Held { consumer, .. } => LostLease {
+                        consumer: ConsumerId(consumer),
+                        offset: o,
+                    },
+                    _ => unreachable!(),
+                })
+                .collect();
+            m.log_start = m.log_start.max(new_start);
+            prop_assert_eq!(q.advance_log_start(new_start), lost);
+        }
+        Op::Purge(k) => {
+            let up_to = (m.log_start + k).min(m.log_end);
+            let mut purged = 0;
+            for o in m.log_start..up_to {
+                if matches!(m.slots[o as usize], Slot::Available(_)) {
+                    m.slots[o as usize] = Slot::Settled;
+                    purged += 1;
+                }
+            }
+            prop_assert_eq!(q.purge_below(up_to), purged);
+        }
+        Op::Snapshot => q.write_snapshot(),
+    }
+    Ok(())
+}
+
+impl Model {
+    fn append(&mut self, n: i64) {
+        self.log_end += n;
+        self.slots.resize(self.log_end as usize, Slot::Available(0));
+    }
+}
+
+fn check_counts(q: &QueueState, m: &Model) -> Result<(), TestCaseError> {
+    q.check_invariants().map_err(TestCaseError::fail)?;
+    prop_assert_eq!(q.ready(m.log_end), m.ready());
+    prop_assert_eq!(q.unacked(), m.held(|_, _| true).len() as u64);
+    for c in 0..CONSUMERS {
+        prop_assert_eq!(
+            q.acquired_by(ConsumerId(c)),
+            m.held(|held, _| held == c).len() as u64
+        );
+    }
+    Ok(())
+}
+
+/// Recovers from `records` and checks the queue delivers exactly what the model says.
+fn check_recovery(
+    config: &QueueConfig,
+    records: &[Vec<u8>],
+    m: &Model,
+) -> Result<(), TestCaseError> {
+    let mut r = QueueState::recover_encoded(config.clone(), records.iter().map(Vec::as_slice))
+        .map_err(|e| TestCaseError::fail(format!("recovery failed: {e}")))?;
+    r.check_invariants().map_err(TestCaseError::fail)?;
+    let want = m.after_restart();
+    prop_assert_eq!(r.ready(m.log_end), want.len() as u64);
+    prop_assert_eq!(r.unacked(), 0);
+    let req = Acquire::new(ConsumerId(99), u32::MAX, m.log_end, m.now_ms).max_scan(u32::MAX);
+    let got = r.acquire(&req);
+    prop_assert_eq!(got.deliveries, want);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn engine_matches_model_and_recovers(
+        start in 0i64..5,
+        limit in proptest::option::of(0u32..4),
+        ops in proptest::collection::vec(op(), 1..60),
+    ) {
+        let config = QueueConfig { lease_ms: LEASE_MS, delivery_limit: limit, ..QueueConfig::default() };
+        let mut q = QueueState::new(config.clone(), start);
+        let mut m = Model {
+            log_start: start,
+            log_end: start,
+            now_ms: 1_000,
+            limit,
+            slots: vec![Slot::Settled; start as usize],
+        };
+        let mut persisted: Vec<Vec<u8>> = Vec::new();
+        let mut last_snapshot = 0;
+        for op in &ops {
+            step(&mut q, &mut m, op)?;
+            check_counts(&q, &m)?;
+            for record in q.drain_records() {
+                let bytes = record.to_bytes();
+                prop_assert_eq!(bytes.len(), record.encoded_len());
+                prop_assert_eq!(Record::decode(&bytes), Ok(record.clone()));
+                if matches!(record, Record::Snapshot(_)) {
+                    last_snapshot = persisted.len();
+                }
+                persisted.push(bytes);
+            }
+            check_recovery(&config, &persisted, &m)?;
+            check_recovery(&config, &persisted[last_snapshot..], &m)?;
+        }
+    }
+}
