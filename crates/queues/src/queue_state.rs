@@ -101,14 +101,18 @@ impl QueueState {
 
     /// Available messages given the partition's `log_end` (RabbitMQ's "ready").
     pub fn ready(&self, log_end: Offset) -> u64 {
-        let below_cursor = self.returned.range(..log_end).count() as u64
+        if log_end >= self.cursor {
+            // The usual case, O(1): everything available below the cursor is in the log.
+            return self.returned.len() as u64 + self.skipped.len() + log_end.abs_diff(self.cursor);
+        }
+        // The log end is behind the cursor (a truncated log): count what is below it.
+        self.returned.range(..log_end).count() as u64
             + self
                 .skipped
                 .intersection(self.low_water..log_end)
                 .iter()
                 .map(|r| r.end.abs_diff(r.start))
-                .sum::<u64>();
-        below_cursor + log_end.saturating_sub(self.cursor).max(0) as u64
+                .sum::<u64>()
     }
 
     /// Acquired, not yet settled (RabbitMQ's "unacked").
@@ -175,6 +179,15 @@ impl QueueState {
     /// Nack/reject: with `requeue` the messages go back to available at their original
     /// positions (redelivered next time, delivery count kept, unless over the delivery
     /// limit); without, they are settled dead and returned for dead-lettering.
+    /// [`QueueState::ack_ranges`] for one range (AMQP `multiple` over a contiguous run).
+    pub fn ack_range(
+        &mut self,
+        consumer: ConsumerId,
+        range: Range<Offset>,
+    ) -> Result<u64, QueueError> {
+        self.ack_ranges(consumer, std::slice::from_ref(&range))
+    }
+
     pub fn nack(
         &mut self,
         consumer: ConsumerId,
@@ -239,7 +252,7 @@ impl QueueState {
         }
         let mut purged = RangeSet::new();
         let rest = self.returned.split_off(&up_to);
-        for (&offset, _) in &self.returned {
+        for &offset in self.returned.keys() {
             purged.insert(offset..offset + 1);
         }
         self.returned = rest;
