@@ -31,7 +31,7 @@
 //!   offsets with their delivery counts, and ranges a filter skipped (available, never
 //!   delivered).
 //!
-//! Memory: a fixed ~250 bytes per queue, plus about 100–130 bytes per in-flight message (its
+//! Memory: a fixed part under 320 bytes per queue (`size_of::<QueueState>()`), plus about 100–130 bytes per in-flight message (its
 //! lease in three B-tree indexes, see `lease.rs`), ~40 bytes per returned message awaiting
 //! redelivery, and ~40 bytes per *gap* (a settled run or skipped run above the low water;
 //! acks in offset order leave none). Nothing per ready message.
@@ -66,8 +66,15 @@
 //! ([`Record::encode`]) and appends them, in order, to the queue's internal state partition.
 //! - One acquire writes one `Delivered` record; a run of consecutive offsets with the same
 //!   count is one 16-byte entry, so a batch of fresh messages costs 22 bytes.
-//! - Acks write `Settled` ranges. Consecutive records of one kind coalesce in the outbox
-//!   until drained, so tens of thousands of acks between two flushes become a few ranges.
+//! - Acks write `Settled` ranges. Records coalesce in the outbox until drained: between two
+//!   drains, however acquires and acks interleave, the outbox holds one `Delivered` record
+//!   and one `Settled` per outcome (more only past [`MAX_RECORD_ENTRIES`] entries or across
+//!   a `LogStart`/`Snapshot`), so tens of thousands of acks per flush become a few ranges.
+//!   Moving settles across deliveries is safe because replay keeps settled offsets settled;
+//!   deliveries keep their order (see `outbox.rs`).
+//! - Any prefix of the drained records (a torn tail under `flush = async`) recovers to a
+//!   state that claims nothing false: what it treats as settled was settled, and no
+//!   delivery count exceeds the real one. The model test checks every prefix.
 //! - Requeue, release, expiry and lease extension write nothing: recovery voids every lease
 //!   anyway, and the delivery count was persisted when the message was delivered.
 //! - After a restart ([`QueueState::recover`] over the records, oldest first): settled
@@ -78,8 +85,9 @@
 //!   window may be redelivered.
 //! - [`QueueState::snapshot_due`] says when to [`QueueState::write_snapshot`]: after
 //!   `snapshot_every_records` records, or more record bytes than `snapshot_every_bytes` and
-//!   the last snapshot's size. Once the snapshot is persisted, every record before it can be
-//!   deleted. Replaying records the snapshot already covers is harmless.
+//!   the last snapshot's size (never while one waits in the outbox). Once the snapshot is
+//!   persisted, every record before it can be deleted. Replaying records the snapshot
+//!   already covers is harmless.
 //!
 //! # FORMAT
 //!

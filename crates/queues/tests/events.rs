@@ -6,8 +6,8 @@
 
 use common::{Clock, ManualClock};
 use sluice_queues::{
-    Acquire, ConsumerId, DeadLetter, DeadReason, Delivery, LostLease, Offset, QueueConfig,
-    QueueError, QueueState, Record, SettleOutcome, Verdict,
+    Acquire, ConsumerId, DeadLetter, DeadReason, DeliveredRun, Delivery, LostLease, Offset,
+    QueueConfig, QueueError, QueueState, Record, SettleOutcome, Verdict,
 };
 
 const A: ConsumerId = ConsumerId(1);
@@ -418,6 +418,28 @@ fn one_acquire_batch_writes_one_small_record_and_acks_coalesce_between_drains() 
             ranges: vec![0..1000]
         }]
     );
+    // A steady consumer between two flushes: 100 acquires of 10, each acked at once, two
+    // consumers interleaved. Still two records: every delivery, then every ack.
+    for round in 0..100 {
+        let who = if round % 2 == 0 { A } else { B };
+        let got = take(&mut q, &clock, who, 10, 100_000);
+        q.ack(who, &got).unwrap();
+    }
+    let records = q.drain_records();
+    assert_eq!(
+        records,
+        vec![
+            Record::Delivered(vec![DeliveredRun {
+                start: 1000,
+                len: 1000,
+                delivery_count: 1
+            }]),
+            Record::Settled {
+                outcome: SettleOutcome::Acked,
+                ranges: vec![1000..2000]
+            },
+        ]
+    );
 }
 
 #[test]
@@ -488,6 +510,7 @@ fn a_snapshot_replaces_the_records_before_it() {
     }
     assert!(q.snapshot_due(), "6 records since the start");
     q.write_snapshot();
+    assert!(!q.snapshot_due(), "a snapshot is already on its way");
     let snapshot = q.drain_records();
     assert!(!q.snapshot_due());
     let trimmed: Vec<Vec<u8>> = snapshot.iter().map(Record::to_bytes).collect();

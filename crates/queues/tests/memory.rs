@@ -77,3 +77,18 @@ fn in_order_acks_keep_state_bounded_by_what_is_in_flight() {
     assert_eq!(q.low_water(), 100_000);
     assert_eq!(q.footprint(), Footprint::default());
 }
+
+#[test]
+fn an_idle_queue_costs_a_few_hundred_bytes() {
+    // Tens of thousands of queues (one per AMQP queue, per RocketMQ group and queue) must
+    // stay cheap: the fixed part, with no heap allocation until a message is delivered.
+    assert!(
+        std::mem::size_of::<QueueState>() <= 320,
+        "{}",
+        std::mem::size_of::<QueueState>()
+    );
+    let mut q = QueueState::new(QueueConfig::default(), 42);
+    q.drain_records();
+    assert_eq!(q.footprint(), Footprint::default());
+    assert_eq!((q.ready(42), q.unacked(), q.next_deadline()), (0, 0, None));
+}
