@@ -9,7 +9,8 @@
 //!
 //! Reading order:
 //! - [`QueueState`] (`queue_state.rs`): the state of one queue and the settling operations
-//!   (ack, nack, release, expire, extend, purge, advance the log start, counts).
+//!   (ack, nack, release, expire, extend, purge / settle the head, advance the log start,
+//!   counts).
 //! - `acquire.rs`: [`QueueState::acquire`] / [`QueueState::acquire_filtered`], taking an
 //!   [`Acquire`] request (`delivery.rs` holds the request and result types).
 //! - `lease.rs`: the in-flight leases, indexed by offset, deadline and consumer.

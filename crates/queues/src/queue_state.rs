@@ -242,30 +242,37 @@ impl QueueState {
         self.return_leases(&due)
     }
 
-    /// Settles every *available* message below `up_to` (purge with `up_to = log_end`; the
-    /// head of the queue for length limits and TTL). In-flight messages are untouched.
-    /// Returns how many were settled.
+    /// Settles every *available* message below `up_to` (queue.purge with `up_to = log_end`).
+    /// In-flight messages are untouched. Returns how many were settled.
     pub fn purge_below(&mut self, up_to: Offset) -> u64 {
+        self.settle_ready_below(up_to, SettleOutcome::Purged).len()
+    }
+
+    /// Settles every *available* message below `up_to` with `outcome` and returns them as
+    /// ranges (cheap for any depth). For dropping or dead-lettering the head of the queue
+    /// (length limits, TTL): with [`SettleOutcome::Dead`] the caller dead-letters the
+    /// returned offsets. In-flight messages are untouched.
+    pub fn settle_ready_below(&mut self, up_to: Offset, outcome: SettleOutcome) -> RangeSet {
         let from = self.low_water;
+        let mut settled = RangeSet::new();
         if up_to <= from {
-            return 0;
+            return settled;
         }
-        let mut purged = RangeSet::new();
         let rest = self.returned.split_off(&up_to);
         for &offset in self.returned.keys() {
-            purged.insert(offset..offset + 1);
+            settled.insert(offset..offset + 1);
         }
         self.returned = rest;
         for range in self.skipped.intersection(from..up_to) {
             self.skipped.remove(range.clone());
-            purged.insert(range);
+            settled.insert(range);
         }
         if up_to > self.cursor {
-            purged.insert(self.cursor..up_to);
+            settled.insert(self.cursor..up_to);
             self.cursor = up_to;
         }
-        self.settle(&purged, SettleOutcome::Purged);
-        purged.len()
+        self.settle(&settled, outcome);
+        settled
     }
 
     /// The partition's log start moved to `new_start` (retention, delete-records): forget

@@ -356,6 +356,26 @@ fn purge_drops_ready_messages_but_not_those_in_flight() {
 }
 
 #[test]
+fn the_head_of_the_queue_can_be_dead_lettered_as_ranges() {
+    let (mut q, clock) = queue();
+    take(&mut q, &clock, A, 2, 10);
+    q.nack(A, &[0], true).unwrap();
+    q.drain_records();
+    // Offset 1 is in flight; 0 (returned) and 2..6 (never delivered) are dropped.
+    let dropped = q.settle_ready_below(6, SettleOutcome::Dead);
+    assert_eq!(dropped.iter().collect::<Vec<_>>(), vec![0..1, 2..6]);
+    assert_eq!((q.ready(10), q.unacked()), (4, 1));
+    assert_eq!(
+        q.drain_records(),
+        vec![Record::Settled {
+            outcome: SettleOutcome::Dead,
+            ranges: vec![0..1, 2..6]
+        }]
+    );
+    assert_eq!(take(&mut q, &clock, B, 10, 10), vec![6, 7, 8, 9]);
+}
+
+#[test]
 fn retention_past_in_flight_messages_drops_their_leases() {
     let (mut q, clock) = queue();
     take(&mut q, &clock, A, 3, 10);
