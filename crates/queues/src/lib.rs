@@ -32,8 +32,9 @@
 //!   offsets with their delivery counts, and ranges a filter skipped (available, never
 //!   delivered).
 //!
-//! Memory: a fixed part under 320 bytes per queue (`size_of::<QueueState>()`), plus about 100–130 bytes per in-flight message (its
-//! lease in three B-tree indexes, see `lease.rs`), ~40 bytes per returned message awaiting
+//! Memory: a fixed part under 320 bytes per queue (`size_of::<QueueState>()`, no heap until
+//! a message is delivered), plus about 100–130 bytes per in-flight message (its lease in
+//! three B-tree indexes, see `lease.rs`), ~40 bytes per returned message awaiting
 //! redelivery, and ~40 bytes per *gap* (a settled run or skipped run above the low water;
 //! acks in offset order leave none). Nothing per ready message.
 //!
@@ -89,6 +90,20 @@
 //!   the last snapshot's size (never while one waits in the outbox). Once the snapshot is
 //!   persisted, every record before it can be deleted. Replaying records the snapshot
 //!   already covers is harmless.
+//!
+//! # For the broker that drives it
+//!
+//! - Dead letters: a [`DeadLetter`] is settled in memory when returned, but its `Settled`
+//!   record waits in the outbox; publish the dead letter first, then drain and persist, and
+//!   a crash in between redelivers rather than loses it.
+//! - Delivery counts: AMQP's `x-delivery-count` is `delivery_count - 1` (earlier attempts);
+//!   Kafka share groups' `deliveryCount` is `delivery_count`.
+//! - A snapshot is one record holding every in-flight run and settled gap: 16 bytes each,
+//!   so a queue with very many fragmented in-flight messages writes a large value; the
+//!   state partition's message size limit must allow it.
+//! - Backoff before redelivery (issue 16) can be a lease kept until the retry time: extend
+//!   it to `now + backoff`, and [`QueueState::expire`] returns it then (it counts against
+//!   the holder's prefetch meanwhile; a reserved scheduler `ConsumerId` would avoid that).
 //!
 //! # FORMAT
 //!

@@ -85,7 +85,12 @@ proptest! {
     }
 
     #[test]
-    fn damaged_records_never_panic(record in record(), at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
+    fn damaged_records_never_panic(
+        record in record(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        cut in any::<prop::sample::Index>(),
+    ) {
         let mut bytes = record.to_bytes();
         let i = at.index(bytes.len());
         bytes[i] = byte;

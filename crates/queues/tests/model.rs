@@ -149,7 +149,10 @@ impl Model {
     fn held(&self, pred: impl Fn(u64, i64) -> bool) -> Vec<Offset> {
         (self.log_start..self.log_end)
             .filter(|&o| {
-                matches!(self.slots[o as usize], Slot::Held { consumer, deadline_ms, .. } if pred(consumer, deadline_ms))
+                matches!(
+                    self.slots[o as usize],
+                    Slot::Held { consumer, deadline_ms, .. } if pred(consumer, deadline_ms)
+                )
             })
             .collect()
     }
@@ -271,12 +274,15 @@ fn op() -> impl Strategy<Value = Op> {
                 lease_ms,
                 from,
             }),
-        3 => (consumer.clone(), targets()).prop_map(|(consumer, targets)| Op::Ack { consumer, targets }),
-        1 => (consumer.clone(), target(), 0i64..5).prop_map(|(consumer, start, len)| Op::AckRange { consumer, start, len }),
+        3 => (consumer.clone(), targets())
+            .prop_map(|(consumer, targets)| Op::Ack { consumer, targets }),
+        1 => (consumer.clone(), target(), 0i64..5)
+            .prop_map(|(consumer, start, len)| Op::AckRange { consumer, start, len }),
         2 => (consumer.clone(), targets(), any::<bool>())
             .prop_map(|(consumer, targets, requeue)| Op::Nack { consumer, targets, requeue }),
         1 => consumer.clone().prop_map(Op::Release),
-        1 => (consumer, target(), 0i64..100).prop_map(|(consumer, target, by_ms)| Op::Extend { consumer, target, by_ms }),
+        1 => (consumer, target(), 0i64..100)
+            .prop_map(|(consumer, target, by_ms)| Op::Extend { consumer, target, by_ms }),
         2 => (0i64..50).prop_map(Op::Tick),
         1 => (0i64..4).prop_map(Op::AdvanceLogStart),
         1 => (0i64..6).prop_map(Op::Purge),
@@ -507,7 +513,11 @@ proptest! {
         limit in proptest::option::of(0u32..4),
         ops in proptest::collection::vec((op(), proptest::bool::weighted(0.6)), 1..60),
     ) {
-        let config = QueueConfig { lease_ms: LEASE_MS, delivery_limit: limit, ..QueueConfig::default() };
+        let config = QueueConfig {
+            lease_ms: LEASE_MS,
+            delivery_limit: limit,
+            ..QueueConfig::default()
+        };
         let mut q = QueueState::new(config.clone(), start);
         let mut m = Model {
             log_start: start,
