@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The crate graph points one way (shared/DESIGN.md, docs/architecture.md):
 
-    common <- storage <- broker <- frontend-* / admin <- sluice
+    common <- storage <- broker <- kafka-coord <- frontend-kafka <- sluice
+                                 <- frontend-* / admin
 
 A crate's normal dependencies may name only the workspace crates listed for it below (no
 crate skips a layer: a front door talks to the broker, never to storage), and the Kafka
@@ -21,13 +22,16 @@ ALLOWED = {
     # The protocol-neutral queue engine: a pure state machine beside storage, used by the broker.
     "sluice-queues": {"sluice-common"},
     "sluice-broker": {"sluice-storage", "sluice-queues", "sluice-common"},
-    "sluice-frontend-kafka": {"sluice-broker", "sluice-common"},
+    # Kafka's own semantics (groups, idempotence, transactions) above the core.
+    "sluice-kafka-coord": {"sluice-broker", "sluice-common"},
+    "sluice-frontend-kafka": {"sluice-kafka-coord", "sluice-broker", "sluice-common"},
     "sluice-admin": {"sluice-broker", "sluice-common"},
     "sluice": {
         "sluice-common",
         "sluice-storage",
         "sluice-queues",
         "sluice-broker",
+        "sluice-kafka-coord",
         "sluice-frontend-kafka",
         "sluice-admin",
     },

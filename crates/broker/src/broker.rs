@@ -1,35 +1,25 @@
-//! `Broker`: the core every front door talks to. Owns the topic table, the metadata log,
-//! the group coordinator and the store handle. Its API speaks domain types only.
+//! `Broker`: the core every front door talks to. Owns the topic table, the metadata store,
+//! the committed offsets and the store handle. Its API speaks domain types only; the
+//! semantics of one protocol (Kafka's groups, idempotence, transactions) live above it and
+//! plug in through [`PartitionHooks`].
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use common::Clock;
+use common::{Clock, Offset, PartitionId};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use storage::Store;
 
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
-use crate::group::{CoordinatorConfig, GroupCoordinator};
-use crate::groups::GroupsCell;
+use crate::hooks::PartitionHooks;
 use crate::metadata::{LocalMetadataLog, MetaRecord, MetadataStore};
 use crate::metrics::BrokerMetrics;
-use crate::producer_state::ProducerStateTable;
+use crate::offsets::OffsetStore;
 use crate::topic_config::TopicConfig;
 use crate::topics::{Topic, TopicRegistry};
-use crate::txn::coordinator::TxnCoordinator;
-use crate::txn::partition_txns::PartitionTxnIndex;
-
-/// How often the group coordinator's timers (sessions, rebalance deadlines) are checked.
-pub const GROUP_TICK_MS: u64 = 100;
-/// How often idempotent-producer state is snapshotted (bounds the log scan after a crash).
-pub const PRODUCER_SNAPSHOT_INTERVAL_MS: u64 = 30_000;
-/// How long shutdown waits for each timer task to stop.
-const SHUTDOWN_TASK_WAIT: Duration = Duration::from_secs(5);
-/// Producer ids reserved per metadata record.
-const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// Numbers for the health endpoint.
 #[derive(Clone, Debug, Serialize)]
@@ -37,6 +27,7 @@ pub struct HealthInfo {
     pub node_id: i32,
     pub topics: usize,
     pub partitions: u32,
+    /// Groups holding committed offsets.
     pub groups: usize,
     /// Damaged batches met while serving, described (never served; the broker is
     /// degraded).
@@ -52,18 +43,14 @@ pub struct Broker {
     pub(crate) meta: Mutex<Box<dyn MetadataStore>>,
     /// Test hook: metadata appends fail while set (`inject_metadata_failure`).
     meta_fails: AtomicBool,
-    pub(crate) groups: GroupsCell,
+    pub(crate) offsets: Mutex<OffsetStore>,
     pub(crate) metrics: BrokerMetrics,
-    next_producer_id: AtomicI64,
-    reserved_producer_id: AtomicI64,
-    pub(crate) producers: ProducerStateTable,
-    pub(crate) txns: Mutex<TxnCoordinator>,
-    pub(crate) txn_index: PartitionTxnIndex,
+    /// One append lock per partition: appends that run hooks, and writers of control
+    /// batches, serialise on it (plain appends do not need it).
+    append_locks: Mutex<HashMap<PartitionId, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) hooks: OnceLock<Arc<dyn PartitionHooks>>,
     pub(crate) shutting_down: AtomicBool,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
-    /// Timer tasks; `shutdown` waits for them so none still holds the broker (and its
-    /// store's directory lock) when shutdown returns.
-    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -76,8 +63,7 @@ impl std::fmt::Debug for Broker {
 
 impl Broker {
     /// Loads the metadata image from `config.data_dir/meta`, configures every partition in
-    /// the store, restores groups and committed offsets, and (inside a tokio runtime)
-    /// starts the group timer task.
+    /// the store and restores committed offsets.
     pub fn open(
         store: Arc<Store>,
         config: BrokerConfig,
@@ -89,7 +75,7 @@ impl Broker {
         )?);
         let metrics = BrokerMetrics::new();
         let mut registry = TopicRegistry::default();
-        let image = meta.image().clone();
+        let image = meta.image();
         for t in image.topics.values() {
             let tc = match TopicConfig::resolve(&config, &t.configs) {
                 Ok(c) => c,
@@ -98,11 +84,8 @@ impl Broker {
                     TopicConfig::resolve(&config, &Default::default())?
                 }
             };
-            let partitions: Vec<common::PartitionId> = t
-                .partitions
-                .iter()
-                .map(|p| common::PartitionId(*p))
-                .collect();
+            let partitions: Vec<PartitionId> =
+                t.partitions.iter().map(|p| PartitionId(*p)).collect();
             for p in &partitions {
                 store.configure_partition(*p, tc.partition_config())?;
             }
@@ -116,46 +99,14 @@ impl Broker {
             });
         }
         registry.next_partition_id = registry.next_partition_id.max(image.next_partition_id);
+        let offsets = OffsetStore::from_image(image);
         let orphans = orphan_partitions(&store, &registry, &config)?;
         // Never hand out an id the store already holds.
         if let Some(max) = store.partitions().iter().map(|p| p.0).max() {
             registry.next_partition_id = registry.next_partition_id.max(max + 1);
         }
-        let mut coordinator = GroupCoordinator::new(CoordinatorConfig {
-            min_session_timeout_ms: config.group_min_session_timeout_ms,
-            max_session_timeout_ms: config.group_max_session_timeout_ms,
-            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
-            max_members_per_group: config.group_max_size,
-            ..CoordinatorConfig::default()
-        });
-        for g in image.groups.values() {
-            coordinator.restore_group(
-                &g.group_id,
-                g.generation_id,
-                g.protocol_type.clone(),
-                g.offsets
-                    .iter()
-                    .map(|(t, p, o)| ((t.clone(), *p), o.clone())),
-            );
-        }
         metrics.topics.set(registry.by_name.len() as i64);
         metrics.partitions.set(i64::from(registry.partition_count));
-        metrics.groups.set(coordinator.group_count() as i64);
-        let next_pid = image.next_producer_id.max(1);
-        let producers = ProducerStateTable::new(
-            &config.data_dir.join("meta"),
-            config.producer_id_expiration_ms,
-        );
-        let all_partitions: Vec<common::PartitionId> = registry
-            .by_name
-            .values()
-            .flat_map(|t| t.partitions.iter().copied())
-            .collect();
-        producers.rebuild(&store, &all_partitions, clock.now_ms())?;
-        let txn_index = PartitionTxnIndex::new(&config.data_dir.join("meta"));
-        txn_index.rebuild(&store, &all_partitions)?;
-        let mut txns = TxnCoordinator::new();
-        txns.restore(image.transactions.values().cloned());
         let (shutdown_tx, _) = tokio::sync::watch::channel(false);
         let broker = Arc::new(Broker {
             store,
@@ -163,35 +114,14 @@ impl Broker {
             topics: RwLock::new(registry),
             meta: Mutex::new(meta),
             meta_fails: AtomicBool::new(false),
-            groups: GroupsCell::new(coordinator),
+            offsets: Mutex::new(offsets),
             metrics,
-            next_producer_id: AtomicI64::new(next_pid),
-            reserved_producer_id: AtomicI64::new(next_pid),
-            producers,
-            txns: Mutex::new(txns),
-            txn_index,
+            append_locks: Mutex::new(HashMap::new()),
+            hooks: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             shutdown_tx,
-            background: Mutex::new(Vec::new()),
             config,
         });
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let tasks = vec![
-                handle.spawn(group_timer(
-                    Arc::downgrade(&broker),
-                    broker.shutdown_tx.subscribe(),
-                )),
-                handle.spawn(producer_snapshot_timer(
-                    Arc::downgrade(&broker),
-                    broker.shutdown_tx.subscribe(),
-                )),
-                handle.spawn(crate::txn::txn_timer(
-                    Arc::downgrade(&broker),
-                    broker.shutdown_tx.subscribe(),
-                )),
-            ];
-            *broker.background.lock() = tasks;
-        }
         for p in orphans {
             broker.adopt_orphan(p)?;
         }
@@ -206,12 +136,19 @@ impl Broker {
         &self.metrics
     }
 
+    /// The storage engine (for tests and the binary's storage statistics; front doors go
+    /// through the broker's API).
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// The clock the broker reads (layers above take time from it too).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     pub fn node_id(&self) -> i32 {
@@ -228,7 +165,7 @@ impl Broker {
             node_id: self.config.node_id,
             topics: topics.by_name.len(),
             partitions: topics.partition_count,
-            groups: self.groups.lock().coordinator.group_count(),
+            groups: self.metrics.groups.get() as usize,
             damage: self.store.damage().iter().map(|d| d.to_string()).collect(),
         }
     }
@@ -254,21 +191,88 @@ impl Broker {
         res
     }
 
-    /// InitProducerId: a fresh producer id (epoch 0). Ids are reserved in blocks in the
-    /// metadata log so they are never reused after a restart.
-    pub fn init_producer_id(&self) -> Result<(i64, i16)> {
-        let id = self.next_producer_id.fetch_add(1, Ordering::SeqCst);
-        if id >= self.reserved_producer_id.load(Ordering::SeqCst) {
-            let next = id + PRODUCER_ID_BLOCK;
-            self.persist(
-                MetaRecord::ProducerIdsReserved {
-                    next_producer_id: next,
-                },
-                true,
-            )?;
-            self.reserved_producer_id.fetch_max(next, Ordering::SeqCst);
-        }
-        Ok((id, 0))
+    /// Saves one entry of a layer above the core (`value: None` removes it); an error
+    /// means nothing was saved.
+    pub fn persist_extension(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Option<serde_json::Value>,
+        durable: bool,
+    ) -> Result<()> {
+        let record = MetaRecord::Extension {
+            namespace: namespace.to_string(),
+            key: key.to_string(),
+            value,
+        };
+        self.persist(record, durable)
+    }
+
+    /// The saved entries of one extension namespace (read when a layer above opens).
+    pub fn extension_entries(&self, namespace: &str) -> Vec<(String, serde_json::Value)> {
+        self.meta
+            .lock()
+            .image()
+            .extension(namespace)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Installs the layer that checks and follows appends of Kafka-format producer batches
+    /// (see [`PartitionHooks`]). Once per broker; a second call is refused.
+    pub fn set_partition_hooks(&self, hooks: Arc<dyn PartitionHooks>) -> Result<()> {
+        self.hooks
+            .set(hooks)
+            .map_err(|_| BrokerError::InvalidConfig("partition hooks are already set".into()))
+    }
+
+    /// The append lock of partition `p` (see [`Broker::append_locked`]).
+    pub fn append_lock(&self, p: PartitionId) -> Arc<tokio::sync::Mutex<()>> {
+        self.append_locks.lock().entry(p).or_default().clone()
+    }
+
+    /// Appends `batches` to partition `p` as they are (no client checks, no hooks):
+    /// for a layer above that writes its own batches (transaction markers) while holding
+    /// [`Broker::append_lock`]. Waits for durability as the partition's flush policy says.
+    pub async fn append_locked(&self, p: PartitionId, batches: bytes::BytesMut) -> Result<Offset> {
+        Ok(self.store.append(p, batches).await?.base_offset)
+    }
+
+    /// Every partition: (topic, index, id).
+    pub fn all_partitions(&self) -> Vec<(String, i32, PartitionId)> {
+        self.topics
+            .read()
+            .by_name
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (t.name.clone(), i as i32, *p))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Log start and end of partition `p`.
+    pub fn partition_watermarks(&self, p: PartitionId) -> Result<crate::Watermarks> {
+        let o = self.store.offsets(p)?;
+        Ok(crate::Watermarks {
+            log_start: o.log_start,
+            high_watermark: o.log_end,
+        })
+    }
+
+    /// Calls `f` with the header of every batch of partition `p` from the one holding
+    /// `from` up to `to` (rebuilding state derived from the log); returns how many.
+    pub fn for_each_batch(
+        &self,
+        p: PartitionId,
+        from: Offset,
+        to: Offset,
+        f: impl FnMut(&storage::batch::BatchHeader<'_>),
+    ) -> Result<usize> {
+        crate::log_scan::for_each_batch(&self.store, p, from, to, f)
     }
 
     /// Recomputes scrape-time gauges (group lag, counts).
@@ -288,10 +292,6 @@ impl Broker {
         self.metrics
             .partitions
             .set(i64::from(topics.partition_count));
-        drop(topics);
-        self.metrics
-            .groups
-            .set(self.groups.lock().coordinator.group_count() as i64);
     }
 
     /// A receiver that flips to true when shutdown starts (long polls return early).
@@ -303,100 +303,17 @@ impl Broker {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Persists group state and closes the store. Idempotent.
+    /// Compacts the metadata and closes the store. Idempotent. Layers above shut down
+    /// first (their state snapshots read the store).
     pub async fn shutdown(&self) -> Result<()> {
         if self.shutting_down.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
         let _ = self.shutdown_tx.send(true);
-        self.groups.fail_all_waiters();
-        let tasks = std::mem::take(&mut *self.background.lock());
-        for task in tasks {
-            // A timer mid-tick finishes that tick, then sees the signal and returns.
-            if tokio::time::timeout(SHUTDOWN_TASK_WAIT, task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a broker timer task did not stop within {SHUTDOWN_TASK_WAIT:?}");
-            }
-        }
         self.meta.lock().compact()?;
-        if let Err(e) = self.snapshot_producers() {
-            tracing::warn!(error = %e, "producer state snapshot failed at shutdown");
-        }
         self.store.close()?;
         Ok(())
     }
-}
-
-impl Broker {
-    /// Snapshots idempotent-producer state (after expiring idle producers).
-    pub(crate) fn snapshot_producers(&self) -> Result<()> {
-        self.producers.expire(self.clock.now_ms());
-        // Log ends first: the snapshot must not claim appends whose state it lacks.
-        let partitions: Vec<common::PartitionId> = self
-            .topics
-            .read()
-            .by_name
-            .values()
-            .flat_map(|t| t.partitions.iter().copied())
-            .collect();
-        let mut ends = Vec::with_capacity(partitions.len());
-        let mut txn_ends = Vec::with_capacity(partitions.len());
-        for p in partitions {
-            if let Ok(o) = self.store.offsets(p) {
-                ends.push((p, o.log_end));
-                txn_ends.push((p, o.log_start, o.log_end));
-            }
-        }
-        self.txn_index.snapshot(&txn_ends)?;
-        self.producers.snapshot(&ends)
-    }
-}
-
-/// Runs `tick` every `period` until shutdown starts or the broker is dropped. The broker is
-/// held only while a tick runs, so a timer never keeps it alive.
-pub(crate) async fn every<F, Fut>(
-    broker: Weak<Broker>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-    period: Duration,
-    tick: F,
-) where
-    F: Fn(Arc<Broker>) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    interval.tick().await;
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let Some(b) = broker.upgrade() else { return };
-        if b.is_shutting_down() {
-            return;
-        }
-        tick(b).await;
-    }
-}
-
-async fn producer_snapshot_timer(
-    broker: Weak<Broker>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let period = Duration::from_millis(PRODUCER_SNAPSHOT_INTERVAL_MS);
-    every(broker, shutdown, period, |b| async move {
-        if let Err(e) = b.snapshot_producers() {
-            tracing::warn!(error = %e, "producer state snapshot failed");
-        }
-    })
-    .await;
-}
-
-async fn group_timer(broker: Weak<Broker>, shutdown: tokio::sync::watch::Receiver<bool>) {
-    let period = Duration::from_millis(GROUP_TICK_MS);
-    every(broker, shutdown, period, |b| async move { b.tick_groups() }).await;
 }
 
 impl From<BrokerError> for std::io::Error {

@@ -30,16 +30,6 @@ pub struct BrokerConfig {
     pub default_flush: Flush,
     /// Build the key/time index for new topics by default (`sluice.index`).
     pub default_index: bool,
-    /// Kafka `group.initial.rebalance.delay.ms`.
-    pub group_initial_rebalance_delay_ms: u64,
-    /// Kafka `group.min.session.timeout.ms`.
-    pub group_min_session_timeout_ms: i32,
-    /// Kafka `group.max.session.timeout.ms`.
-    pub group_max_session_timeout_ms: i32,
-    /// Kafka `group.max.size`.
-    pub group_max_size: usize,
-    /// Kafka `offsets.retention.minutes`, in ms (None = keep committed offsets forever).
-    pub offsets_retention_ms: Option<i64>,
     /// Most topics the broker will hold.
     pub max_topics: usize,
     /// Most partitions one topic may have.
@@ -48,9 +38,6 @@ pub struct BrokerConfig {
     pub max_partitions_total: u32,
     /// Metadata log records before it is compacted into a snapshot.
     pub metadata_snapshot_every: usize,
-    /// Idle time after which an idempotent producer's sequence state is forgotten (Kafka's
-    /// `producer.id.expiration.ms`).
-    pub producer_id_expiration_ms: i64,
     /// Adopt store partitions that hold records but that no topic in the metadata names
     /// (its snapshot or log was lost) as topics `recovered-<partition id>` instead of
     /// refusing to open. Set by `sluice storage repair`, never by a normal start.
@@ -71,22 +58,15 @@ impl Default for BrokerConfig {
             default_retention_bytes: None,
             default_flush: Flush::Async,
             default_index: true,
-            // The server's default (`groups.initial_rebalance_delay_ms`); Kafka's is 3 s.
-            group_initial_rebalance_delay_ms: 0,
-            group_min_session_timeout_ms: 6_000,
-            group_max_session_timeout_ms: 1_800_000,
-            group_max_size: 1_000,
-            offsets_retention_ms: Some(7 * 24 * 60 * 60 * 1000),
             max_topics: 10_000,
             max_partitions_per_topic: 10_000,
             max_partitions_total: 200_000,
             metadata_snapshot_every: 10_000,
-            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
         }
     }
 }
 
-/// The broker core's configuration keys: identity, topic and group defaults, its limits.
+/// The broker core's configuration keys: identity, topic defaults, its limits.
 pub const CONFIG_KEYS: &[KeySpec] = &[
     KeySpec {
         key: "kafka.node_id",
@@ -196,56 +176,6 @@ pub const CONFIG_KEYS: &[KeySpec] = &[
         kafka_name: None,
         doc: "Most partitions the broker will hold in total.",
     },
-    KeySpec {
-        key: "groups.max_session_timeout_ms",
-        kind: Kind::Int {
-            min: 1000,
-            max: 3_600_000,
-        },
-        default: "1800000",
-        kafka_name: Some("group.max.session.timeout.ms"),
-        doc: "Largest consumer session timeout a member may ask for.",
-    },
-    KeySpec {
-        key: "groups.initial_rebalance_delay_ms",
-        kind: Kind::Int {
-            min: 0,
-            max: 300_000,
-        },
-        default: "0",
-        kafka_name: Some("group.initial.rebalance.delay.ms"),
-        doc: "Wait this long for more members before the first rebalance of an empty group.",
-    },
-    KeySpec {
-        key: "groups.min_session_timeout_ms",
-        kind: Kind::Int {
-            min: 1,
-            max: 3_600_000,
-        },
-        default: "6000",
-        kafka_name: Some("group.min.session.timeout.ms"),
-        doc: "Smallest consumer session timeout a member may ask for.",
-    },
-    KeySpec {
-        key: "groups.max_size",
-        kind: Kind::Int {
-            min: 1,
-            max: 1_000_000,
-        },
-        default: "1000",
-        kafka_name: Some("group.max.size"),
-        doc: "Most members in one consumer group.",
-    },
-    KeySpec {
-        key: "groups.offsets_retention_ms",
-        kind: Kind::Int {
-            min: -1,
-            max: i64::MAX,
-        },
-        default: "604800000",
-        kafka_name: None,
-        doc: "Committed offsets of an empty group are dropped after this long (-1: keep forever; Kafka: offsets.retention.minutes).",
-    },
 ];
 
 impl BrokerConfig {
@@ -270,14 +200,6 @@ impl BrokerConfig {
                 Flush::Async
             },
             default_index: s.bool("storage.index"),
-            group_initial_rebalance_delay_ms: u64::try_from(
-                s.int("groups.initial_rebalance_delay_ms"),
-            )
-            .unwrap_or(0),
-            group_min_session_timeout_ms: int32("groups.min_session_timeout_ms"),
-            group_max_session_timeout_ms: int32("groups.max_session_timeout_ms"),
-            group_max_size: usize::try_from(s.int("groups.max_size")).unwrap_or(usize::MAX),
-            offsets_retention_ms: optional("groups.offsets_retention_ms"),
             max_topics: usize::try_from(s.int("limits.max_topics")).unwrap_or(usize::MAX),
             max_partitions_per_topic: u32::try_from(s.int("limits.max_partitions_per_topic"))
                 .unwrap_or(u32::MAX),

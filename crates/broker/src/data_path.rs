@@ -7,8 +7,8 @@ use common::{Offset, PartitionId, TimestampMs};
 use crate::batch_walk;
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
+use crate::hooks::{Admit, PartitionRef};
 use crate::metrics::TopicCounters;
-use crate::producer_state::{BatchIdentity, Verdict};
 
 /// What a topic's configs require of each produced record (see
 /// [`Broker::apply_record_rules`]).
@@ -231,9 +231,9 @@ impl Broker {
         }
         let records: u64 = summaries.iter().map(|s| s.record_count.max(0) as u64).sum();
         let len = batches.len() as u64;
-        let ids = producer_identities(&batches);
         let log_failure = |e: &storage::StorageError| log_append_failure(topic, partition, e);
-        if ids.is_empty() {
+        let hooks = self.hooks.get().filter(|_| from_producer(&batches));
+        let Some(hooks) = hooks else {
             let pending = self
                 .store
                 .append_begin(pid, batches)
@@ -241,45 +241,47 @@ impl Broker {
             counters.bytes_in.inc_by(len);
             counters.records_in.inc_by(records);
             return Ok(PendingProduce::Append(pending, stamped));
-        }
-        // Idempotent producer: check, append and remember under the partition's lock so
-        // two in-flight requests cannot both pass the sequence check. The lock is not held
-        // while the append waits for its fsync: the next batch of the same producer may be
-        // written meanwhile, and its sequence check must see this one.
-        let lock = self.producers.partition_lock(pid);
-        let _guard = lock.lock().await;
-        if let Verdict::Duplicate { base_offset } = self.producers.check(pid, &ids)? {
-            let log_start_offset = self.store.offsets(pid)?.log_start;
-            let produced = Produced {
-                base_offset,
-                log_start_offset,
-                log_append_time_ms: None,
-            };
-            // The original may still be waiting for its fsync: a retry must not be
-            // acknowledged before it is durable.
-            let sync = self.store.partition_config(pid)?.flush == storage::Flush::Sync;
-            return Ok(PendingProduce::Duplicate {
-                produced,
-                flush: sync.then(|| self.store.clone()),
-            });
-        }
-        // Transactional batches must belong to their producer's open transaction.
-        let opened = match crate::txn::transactional_producer(&batches) {
-            Some(producer) => self.txn_before_append(pid, topic, partition, producer)?,
-            None => None,
         };
+        // Producer batches: checked, written and recorded under the partition's append lock
+        // so two in-flight requests cannot both pass a sequence check. The lock is not held
+        // while the append waits for its fsync: the next batch of the same producer may be
+        // written meanwhile, and its check must see this one.
+        let lock = self.append_lock(pid);
+        let _guard = lock.lock().await;
+        let at = PartitionRef {
+            topic,
+            partition,
+            id: pid,
+            log_end: self.store.offsets(pid)?.log_end,
+        };
+        let note = match hooks.before_append(at, &batches)? {
+            Admit::Append { note } => note,
+            Admit::Duplicate { base_offset } => {
+                let log_start_offset = self.store.offsets(pid)?.log_start;
+                let produced = Produced {
+                    base_offset,
+                    log_start_offset,
+                    log_append_time_ms: None,
+                };
+                // The original may still be waiting for its fsync: a retry must not be
+                // acknowledged before it is durable.
+                let sync = self.store.partition_config(pid)?.flush == storage::Flush::Sync;
+                return Ok(PendingProduce::Duplicate {
+                    produced,
+                    flush: sync.then(|| self.store.clone()),
+                });
+            }
+        };
+        // The hook reads the producer fields, which the write leaves alone: keep a copy of
+        // the headers' bytes only (61 bytes per batch), not the records.
+        let headers = batch_headers(&batches);
         let pending = self
             .store
             .append_begin(pid, batches)
             .inspect_err(log_failure);
-        self.txn_appended(
-            pid,
-            opened,
-            pending.as_ref().ok().map(|a| a.appended.base_offset),
-        );
+        let base = pending.as_ref().ok().map(|a| a.appended.base_offset);
+        hooks.after_append(at, &headers, note, base);
         let pending = pending?;
-        self.producers
-            .record(pid, &ids, pending.appended.base_offset, self.clock.now_ms());
         counters.bytes_in.inc_by(len);
         counters.records_in.inc_by(records);
         Ok(PendingProduce::Append(pending, stamped))
@@ -431,16 +433,27 @@ fn check_client_batches(batches: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Producer identities of the batches, or none when the first batch is not from an
-/// idempotent producer (producer id -1).
-fn producer_identities(batches: &[u8]) -> Vec<BatchIdentity> {
-    let ids: Vec<BatchIdentity> = crate::log_scan::headers(batches)
-        .map(|h| BatchIdentity::of(&h))
-        .collect();
-    if ids.iter().any(|id| id.producer_id < 0 || id.first_seq < 0) {
-        return Vec::new();
+/// True when the batches come from a producer with an id (idempotent or transactional):
+/// the partition hooks check and follow those.
+fn from_producer(batches: &[u8]) -> bool {
+    crate::log_scan::headers(batches)
+        .next()
+        .is_some_and(|h| h.producer_id() >= 0)
+}
+
+/// The batches with their records cut off: each batch's 61-byte header, its length field
+/// rewritten to cover only the header (what the hooks read after the write).
+fn batch_headers(batches: &[u8]) -> Vec<u8> {
+    const HEADER: usize = storage::batch::HEADER_BYTES;
+    let mut out = Vec::new();
+    for h in crate::log_scan::headers(batches) {
+        let start = out.len();
+        out.extend_from_slice(&h.bytes()[..HEADER]);
+        // batchLength counts the bytes after the length field (offset 8..12).
+        let len = (HEADER - storage::batch::LOG_OVERHEAD) as i32;
+        out[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
     }
-    ids
+    out
 }
 
 /// Storage failures on produce (disk full, I/O errors) are the operator's business: say

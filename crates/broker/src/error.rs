@@ -1,7 +1,5 @@
 //! The broker core's error type. Front doors map each variant to their protocol's code.
 
-use crate::group::GroupError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("unknown topic or partition")]
@@ -38,16 +36,12 @@ pub enum BrokerError {
     Storage(#[source] storage::StorageError),
     #[error("metadata log: {0}")]
     Metadata(String),
-    #[error(transparent)]
-    Group(#[from] GroupError),
-    #[error("out of order sequence number: {0}")]
-    OutOfOrderSequence(String),
-    #[error("producer fenced: {0}")]
-    ProducerFenced(String),
     #[error("broker is shutting down")]
     ShuttingDown,
+    /// A layer above the core ([`crate::PartitionHooks`]) refused an append; its own error
+    /// type, which the front door that installed it knows how to map.
     #[error(transparent)]
-    Txn(crate::txn::TxnError),
+    Refused(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<storage::StorageError> for BrokerError {

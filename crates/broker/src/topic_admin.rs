@@ -180,7 +180,9 @@ impl Broker {
         // with empty partitions (delete it again), never records that no topic names (which
         // the next start would take for lost metadata).
         for p in &partitions {
-            self.txn_index.forget_partition(*p);
+            if let Some(h) = self.hooks.get() {
+                h.forget_partition(*p);
+            }
             if let Err(e) = self.store.delete_partition(*p) {
                 tracing::warn!(topic = %name, partition = %p, error = %e, "deleting partition data failed");
             }
@@ -199,7 +201,7 @@ impl Broker {
             .partitions
             .set(i64::from(topics.partition_count));
         drop(topics);
-        self.groups.lock().coordinator.forget_topic(name);
+        self.forget_topic_offsets(name);
         self.metrics.forget_topic(name);
         tracing::info!(topic = %name, "topic deleted");
         Ok(())
@@ -371,18 +373,6 @@ impl Broker {
                     .map(|b| b as i64)
                     .unwrap_or(-1)
                     .to_string(),
-            ),
-            e(
-                "group.initial.rebalance.delay.ms",
-                c.group_initial_rebalance_delay_ms.to_string(),
-            ),
-            e(
-                "group.min.session.timeout.ms",
-                c.group_min_session_timeout_ms.to_string(),
-            ),
-            e(
-                "group.max.session.timeout.ms",
-                c.group_max_session_timeout_ms.to_string(),
             ),
             e("default.replication.factor", "1".to_string()),
             e("offsets.topic.replication.factor", "1".to_string()),

@@ -76,9 +76,9 @@ pub trait Settings {
 
 /// The built-in defaults of a key list, as [`Settings`].
 #[derive(Clone, Copy, Debug)]
-pub struct Defaults(pub &'static [KeySpec]);
+pub struct Defaults<'a>(pub &'a [KeySpec]);
 
-impl Defaults {
+impl Defaults<'_> {
     fn raw(&self, key: &str) -> &'static str {
         self.0
             .iter()
@@ -88,7 +88,7 @@ impl Defaults {
     }
 }
 
-impl Settings for Defaults {
+impl Settings for Defaults<'_> {
     fn int(&self, key: &str) -> i64 {
         let raw = self.raw(key).replace('_', "");
         raw.parse()

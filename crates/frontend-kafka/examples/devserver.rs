@@ -26,13 +26,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )))?);
     let config = BrokerConfig {
         data_dir: dir.clone().into(),
-        group_initial_rebalance_delay_ms: delay,
         ..BrokerConfig::default()
     };
     let broker = Broker::open(store, config, Arc::new(common::SystemClock))?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let kafka = KafkaConfig {
         advertised_port: port,
+        coordinator: kafka_coord::CoordConfig {
+            group_initial_rebalance_delay_ms: delay,
+            ..kafka_coord::CoordConfig::default()
+        },
         ..KafkaConfig::default()
     };
     let (tx, rx) = tokio::sync::watch::channel(false);

@@ -58,6 +58,8 @@ pub struct KafkaConfig {
     pub max_fetch_wait_ms: u64,
     /// How long `serve` waits for connections to finish after shutdown starts.
     pub shutdown_grace_ms: u64,
+    /// Kafka's coordinators (groups, producer ids).
+    pub coordinator: kafka_coord::CoordConfig,
 }
 
 impl Default for KafkaConfig {
@@ -78,6 +80,7 @@ impl Default for KafkaConfig {
             max_fetch_response_bytes: 64 * 1024 * 1024,
             max_fetch_wait_ms: 30_000,
             shutdown_grace_ms: 10_000,
+            coordinator: kafka_coord::CoordConfig::default(),
         }
     }
 }
@@ -258,6 +261,7 @@ impl KafkaConfig {
             max_inflight_bytes_per_connection: size("limits.max_inflight_bytes_per_connection"),
             max_fetch_response_bytes: size("limits.max_fetch_response_bytes"),
             max_fetch_wait_ms: ms("limits.max_fetch_wait_ms"),
+            coordinator: kafka_coord::CoordConfig::from_settings(s),
             ..KafkaConfig::default()
         }
     }
@@ -271,7 +275,8 @@ mod config_key_tests {
     /// One default per setting: the keys' built-in defaults are `KafkaConfig::default()`.
     #[test]
     fn key_defaults_are_the_struct_defaults() {
-        let from_keys = KafkaConfig::from_settings(&Defaults(CONFIG_KEYS));
+        let keys = [CONFIG_KEYS, kafka_coord::CONFIG_KEYS].concat();
+        let from_keys = KafkaConfig::from_settings(&Defaults(&keys));
         assert_eq!(
             format!("{from_keys:?}"),
             format!("{:?}", KafkaConfig::default())

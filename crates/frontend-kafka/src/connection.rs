@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broker::Broker;
+use kafka_coord::KafkaCoord;
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes};
@@ -84,7 +85,7 @@ const MAX_IOVECS: usize = 64;
 pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
-    broker: Arc<Broker>,
+    coord: Arc<KafkaCoord>,
     config: Arc<KafkaConfig>,
     budget: Arc<RequestBudget>,
     shutdown: watch::Receiver<bool>,
@@ -92,10 +93,12 @@ pub async fn run(
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Outgoing>(config.max_inflight_responses_per_connection.max(1));
+    let broker = coord.broker().clone();
     let mut writer = AbortOnDrop(tokio::spawn(write_loop(wr, rx, peer, broker.clone())));
     let conn = Conn {
         peer,
         broker: &broker,
+        coord: &coord,
         config: &config,
         budget: &budget,
     };
@@ -196,6 +199,7 @@ async fn write_segments(wr: &mut OwnedWriteHalf, mut segments: Vec<Bytes>) -> st
 struct Conn<'a> {
     peer: SocketAddr,
     broker: &'a Arc<Broker>,
+    coord: &'a Arc<KafkaCoord>,
     config: &'a KafkaConfig,
     budget: &'a RequestBudget,
 }
@@ -295,6 +299,7 @@ async fn read_loop(
             drop(header);
             let ctx = Ctx {
                 broker,
+                coord: conn.coord,
                 config,
                 client_id: &client_id,
                 peer,

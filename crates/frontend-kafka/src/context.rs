@@ -1,9 +1,11 @@
-//! What every request handler gets: the broker, settings, and who is asking.
+//! What every request handler gets: the broker core, the Kafka coordinators, settings,
+//! and who is asking.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use broker::Broker;
+use kafka_coord::KafkaCoord;
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::watch;
@@ -13,6 +15,8 @@ use crate::config::KafkaConfig;
 
 pub struct Ctx<'a> {
     pub broker: &'a Arc<Broker>,
+    /// Kafka's groups, idempotent producers and transactions, above the core.
+    pub coord: &'a Arc<KafkaCoord>,
     pub config: &'a KafkaConfig,
     pub client_id: &'a str,
     pub peer: SocketAddr,

@@ -1,10 +1,33 @@
 //! Domain errors → Kafka error codes (the only place that knows both).
 
 use broker::BrokerError;
-use broker::group::GroupError;
+use kafka_coord::CoordError;
+use kafka_coord::group::GroupError;
 use kafka_protocol::ResponseError as E;
 
 pub const NONE: i16 = 0;
+
+/// An error with a Kafka error code.
+pub trait ErrorCode {
+    fn kafka_code(&self) -> i16;
+}
+
+impl ErrorCode for BrokerError {
+    fn kafka_code(&self) -> i16 {
+        broker_code(self)
+    }
+}
+
+impl ErrorCode for CoordError {
+    fn kafka_code(&self) -> i16 {
+        coord_code(self)
+    }
+}
+
+/// The Kafka error code of a core or coordinator error.
+pub fn error_code(e: &impl ErrorCode) -> i16 {
+    e.kafka_code()
+}
 
 pub fn broker_code(e: &BrokerError) -> i16 {
     let code = match e {
@@ -23,17 +46,29 @@ pub fn broker_code(e: &BrokerError) -> i16 {
         BrokerError::LimitReached(_) => E::PolicyViolation,
         BrokerError::Storage(_) => E::KafkaStorageError,
         BrokerError::Metadata(_) => E::KafkaStorageError,
-        BrokerError::Group(g) => return group_code(g),
-        BrokerError::OutOfOrderSequence(_) => E::OutOfOrderSequenceNumber,
-        BrokerError::ProducerFenced(_) => E::InvalidProducerEpoch,
         BrokerError::ShuttingDown => E::NotLeaderOrFollower,
-        BrokerError::Txn(t) => return txn_code(t),
+        BrokerError::Refused(_) => match CoordError::from_broker(e) {
+            Some(c) => return coord_code(c),
+            None => E::UnknownServerError,
+        },
     };
     code.code()
 }
 
-pub fn txn_code(e: &broker::txn::TxnError) -> i16 {
-    use broker::txn::TxnError as T;
+/// The Kafka coordinators' errors (groups, transactions, idempotent producers).
+pub fn coord_code(e: &CoordError) -> i16 {
+    let code = match e {
+        CoordError::Broker(b) => return broker_code(b),
+        CoordError::Group(g) => return group_code(g),
+        CoordError::Txn(t) => return txn_code(t),
+        CoordError::OutOfOrderSequence(_) => E::OutOfOrderSequenceNumber,
+        CoordError::ProducerFenced(_) => E::InvalidProducerEpoch,
+    };
+    code.code()
+}
+
+pub fn txn_code(e: &kafka_coord::txn::TxnError) -> i16 {
+    use kafka_coord::txn::TxnError as T;
     let code = match e {
         T::ProducerFenced(_) => E::ProducerFenced,
         T::InvalidProducerIdMapping => E::InvalidProducerIdMapping,

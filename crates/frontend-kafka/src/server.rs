@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker::Broker;
+use kafka_coord::KafkaCoord;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -14,15 +15,32 @@ use crate::connection;
 use crate::limits::{IpConnections, RequestBudget};
 
 /// Serves the Kafka protocol on `listener` until `shutdown` becomes true (or its sender
-/// is dropped). Then it stops accepting, lets each connection finish the request it is
-/// handling (long polls return early) and send its responses, closes the connections
-/// (waiting at most `shutdown_grace_ms`), and returns.
+/// is dropped). First opens Kafka's coordinators over `broker` (groups, producer ids,
+/// transactions: restored and rebuilt from the log). At shutdown it stops accepting, lets
+/// each connection finish the request it is handling (long polls return early) and send
+/// its responses, closes the connections (waiting at most `shutdown_grace_ms`), shuts the
+/// coordinators down (parked group members answered, producer state snapshotted), and
+/// returns; the broker itself is the caller's to shut down.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     config: KafkaConfig,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let coord = KafkaCoord::open(broker, config.coordinator.clone())
+        .map_err(|e| std::io::Error::other(format!("cannot open the Kafka coordinators: {e}")))?;
+    let served = serve_with(listener, coord.clone(), config, shutdown).await;
+    coord.shutdown().await;
+    served
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    coord: Arc<KafkaCoord>,
+    config: KafkaConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let broker = coord.broker().clone();
     let config = Arc::new(config);
     let mut tasks = JoinSet::new();
     let budget = Arc::new(RequestBudget::new(config.max_inflight_request_bytes));
@@ -54,10 +72,11 @@ pub async fn serve(
                     let metrics = broker.metrics();
                     metrics.connections.inc();
                     metrics.connections_total.inc();
-                    let (b, c, s) = (broker.clone(), config.clone(), shutdown.clone());
+                    let (k, c, s) = (coord.clone(), config.clone(), shutdown.clone());
                     let budget = budget.clone();
                     tasks.spawn(async move {
-                        connection::run(stream, peer, b.clone(), c, budget, s).await;
+                        let b = k.broker().clone();
+                        connection::run(stream, peer, k, c, budget, s).await;
                         b.metrics().connections.dec();
                         drop(slot);
                     });

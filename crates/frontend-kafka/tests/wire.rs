@@ -37,7 +37,6 @@ async fn start_in(
         Arc::new(storage::Store::open(storage::StoreConfig::new(dir.join("store"))).unwrap());
     let cfg = BrokerConfig {
         data_dir: dir.to_path_buf(),
-        group_initial_rebalance_delay_ms: 0,
         ..broker_cfg
     };
     let broker = Broker::open(store, cfg, Arc::new(common::SystemClock)).unwrap();

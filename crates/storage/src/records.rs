@@ -17,6 +17,32 @@ pub struct RecordMeta<'a> {
     pub offset_delta: i32,
     pub timestamp: i64,
     pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// The record's headers, still encoded ([`RecordMeta::headers`] walks them).
+    pub headers_raw: &'a [u8],
+    pub header_count: i32,
+}
+
+impl<'a> RecordMeta<'a> {
+    /// The headers, (name, value) in order. The record was checked when it was decoded,
+    /// so the walk cannot fail; it stops early only on bytes that changed since.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + use<'a> {
+        let mut c = Cursor {
+            b: self.headers_raw,
+            at: 0,
+        };
+        let mut left = self.header_count.max(0);
+        std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            let hk = usize::try_from(c.varint().ok()?).ok()?;
+            let name = c.take(hk).ok()?;
+            let value = c.bytes().ok()?;
+            Some((name, value))
+        })
+    }
 }
 
 fn bad(what: &str) -> StorageError {
@@ -126,11 +152,12 @@ pub fn for_each_record_with_id<'a>(
             )));
         }
         let key = r.bytes()?;
-        let _value = r.bytes()?;
+        let value = r.bytes()?;
         let headers = r.varint()?;
         if headers < 0 {
             return Err(bad("negative header count"));
         }
+        let headers_start = r.at;
         let mut id = None;
         let mut id_seen = false;
         for _ in 0..headers {
@@ -161,6 +188,9 @@ pub fn for_each_record_with_id<'a>(
                 offset_delta,
                 timestamp,
                 key,
+                value,
+                headers_raw: &body[headers_start..],
+                header_count: headers,
             },
             id,
         );

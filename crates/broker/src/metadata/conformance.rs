@@ -6,14 +6,13 @@
 //!
 //! Each check panics with a message naming the broken rule.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::image::{MetaImage, MetaRecord, TopicRecord};
 use super::store::MetadataStore;
 use crate::error::Result;
-use crate::group::CommittedOffset;
-use crate::txn::coordinator::{TxnRecord, TxnState};
+use crate::offsets::CommittedOffset;
 
 /// How the suite opens an implementation and makes its writes fail.
 pub trait Harness {
@@ -33,8 +32,8 @@ pub fn run<H: Harness>(h: &H, dir: &Path) {
     compaction_keeps_the_image(h, &dir.join("compact"));
 }
 
-/// A script touching every record kind: `n` rounds of topic, config, offset, group,
-/// producer-id and transaction changes, some undone later in the same round.
+/// A script touching every record kind a store is written today: `n` rounds of topic,
+/// config, offset, group and extension changes, some undone later in the same round.
 pub fn script(n: usize) -> Vec<MetaRecord> {
     let mut out = Vec::new();
     for i in 0..n {
@@ -72,15 +71,16 @@ pub fn script(n: usize) -> Vec<MetaRecord> {
             group_id: group.clone(),
             partitions: vec![(topic.clone(), 1)],
         });
-        out.push(MetaRecord::GroupGeneration {
-            group_id: group.clone(),
-            generation_id: i as i32,
-            protocol_type: Some("consumer".into()),
+        out.push(MetaRecord::Extension {
+            namespace: "test.generations".into(),
+            key: group.clone(),
+            value: Some(serde_json::json!({ "generation": i })),
         });
-        out.push(MetaRecord::ProducerIdsReserved {
-            next_producer_id: 1_000 * (i as i64 + 1),
+        out.push(MetaRecord::Extension {
+            namespace: "test.ids".into(),
+            key: "next".into(),
+            value: Some((1_000 * (i as i64 + 1)).into()),
         });
-        out.push(MetaRecord::TxnUpdated(txn(i)));
         if i % 4 == 3 {
             out.push(MetaRecord::TopicDeleted {
                 name: format!("t{}", i - 1),
@@ -88,36 +88,19 @@ pub fn script(n: usize) -> Vec<MetaRecord> {
             out.push(MetaRecord::GroupDeleted {
                 group_id: format!("g{}", (i + 1) % 3),
             });
-            out.push(MetaRecord::TxnRemoved {
-                transactional_id: format!("tx{}", i - 2),
+            out.push(MetaRecord::Extension {
+                namespace: "test.generations".into(),
+                key: format!("g{}", (i + 2) % 3),
+                value: None,
             });
         }
     }
     out
 }
 
-fn txn(i: usize) -> TxnRecord {
-    TxnRecord {
-        transactional_id: format!("tx{i}"),
-        producer_id: 100 + i as i64,
-        producer_epoch: (i % 5) as i16,
-        timeout_ms: 60_000,
-        state: if i.is_multiple_of(2) {
-            TxnState::Ongoing
-        } else {
-            TxnState::CompleteCommit
-        },
-        partitions: BTreeSet::from([(format!("t{i}"), 0)]),
-        groups: BTreeSet::new(),
-        pending_offsets: Vec::new(),
-        started_ms: 5_000,
-        updated_ms: 6_000 + i as i64,
-        next_producer_id: None,
-    }
-}
-
 fn model(records: &[MetaRecord]) -> MetaImage {
     let mut image = MetaImage::default();
+    image.version = 0;
     for r in records {
         image.apply(r.clone());
     }
@@ -126,10 +109,9 @@ fn model(records: &[MetaRecord]) -> MetaImage {
 
 /// The image a store holds, with the format version (a storage detail) left out.
 fn state(store: &impl MetadataStore) -> MetaImage {
-    MetaImage {
-        version: 0,
-        ..store.image().clone()
-    }
+    let mut image = store.image().clone();
+    image.version = 0;
+    image
 }
 
 fn open<H: Harness>(h: &H, dir: &Path, snapshot_every: usize) -> H::Store {

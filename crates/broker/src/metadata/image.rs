@@ -7,10 +7,20 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::group::CommittedOffset;
+use crate::offsets::CommittedOffset;
 
-/// Format version written in every snapshot.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// Format version written in every snapshot. Version 1 (before the Kafka coordinator moved
+/// out of the core) kept group generations, producer-id blocks and transactions in fields
+/// of their own; [`MetaImage::upgrade`] turns them into extension entries.
+pub const SNAPSHOT_VERSION: u32 = 2;
+
+/// Namespaces of extension entries written by the Kafka coordinator (`kafka-coord`), named
+/// here only to upgrade version-1 images and records.
+pub const KAFKA_GROUP_NS: &str = "kafka.group";
+pub const KAFKA_TXN_NS: &str = "kafka.txn";
+pub const KAFKA_PRODUCER_IDS_NS: &str = "kafka.producer_ids";
+/// The key of the next unreserved producer id in [`KAFKA_PRODUCER_IDS_NS`].
+pub const NEXT_PRODUCER_ID_KEY: &str = "next";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TopicRecord {
@@ -21,8 +31,10 @@ pub struct TopicRecord {
     pub configs: BTreeMap<String, String>,
 }
 
+/// A version-1 image's group: its generation went to the Kafka coordinator's extension
+/// entries, its offsets to [`MetaImage::offsets`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct GroupRecord {
+pub struct LegacyGroupRecord {
     pub group_id: String,
     pub generation_id: i32,
     pub protocol_type: Option<String>,
@@ -59,6 +71,7 @@ pub enum MetaRecord {
         name: String,
         configs: BTreeMap<String, String>,
     },
+    /// Committed offsets of a group (any protocol's consumer group or subscription).
     OffsetsCommitted {
         group_id: String,
         offsets: Vec<(String, i32, CommittedOffset)>,
@@ -67,20 +80,30 @@ pub enum MetaRecord {
         group_id: String,
         partitions: Vec<(String, i32)>,
     },
+    /// Every committed offset of a group goes.
+    GroupDeleted {
+        group_id: String,
+    },
+    /// A layer above the core (a front door's coordinator) sets (`Some`) or removes
+    /// (`None`) one entry of its own namespace. The core stores it and never reads it.
+    Extension {
+        namespace: String,
+        key: String,
+        value: Option<serde_json::Value>,
+    },
+    /// Version 1 (read only): a Kafka group's generation.
     GroupGeneration {
         group_id: String,
         generation_id: i32,
         protocol_type: Option<String>,
     },
-    GroupDeleted {
-        group_id: String,
-    },
+    /// Version 1 (read only): producer ids reserved up to here.
     ProducerIdsReserved {
         next_producer_id: i64,
     },
-    /// A transactional id's whole state after a transition.
-    TxnUpdated(crate::txn::coordinator::TxnRecord),
-    /// A transactional id expired.
+    /// Version 1 (read only): a transactional id's whole state.
+    TxnUpdated(serde_json::Value),
+    /// Version 1 (read only): a transactional id expired.
     TxnRemoved {
         transactional_id: String,
     },
@@ -91,12 +114,20 @@ pub enum MetaRecord {
 pub struct MetaImage {
     pub version: u32,
     pub topics: BTreeMap<String, TopicRecord>,
-    pub groups: BTreeMap<String, GroupRecord>,
     pub next_partition_id: u32,
-    pub next_producer_id: i64,
-    /// Transaction coordinator state by transactional id.
+    /// Committed offsets by group, then (topic, partition).
     #[serde(default)]
-    pub transactions: BTreeMap<String, crate::txn::coordinator::TxnRecord>,
+    pub offsets: BTreeMap<String, BTreeMap<String, Vec<(i32, CommittedOffset)>>>,
+    /// Entries of the layers above the core, by namespace and key ([`MetaRecord::Extension`]).
+    #[serde(default)]
+    pub extensions: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    /// Version 1 fields, moved by [`MetaImage::upgrade`].
+    #[serde(default, skip_serializing)]
+    groups: BTreeMap<String, LegacyGroupRecord>,
+    #[serde(default, skip_serializing)]
+    next_producer_id: i64,
+    #[serde(default, skip_serializing)]
+    transactions: BTreeMap<String, serde_json::Value>,
 }
 
 impl MetaImage {
@@ -115,9 +146,10 @@ impl MetaImage {
             }
             MetaRecord::TopicDeleted { name } => {
                 self.topics.remove(&name);
-                for g in self.groups.values_mut() {
-                    g.offsets.retain(|(t, _, _)| *t != name);
+                for topics in self.offsets.values_mut() {
+                    topics.remove(&name);
                 }
+                self.offsets.retain(|_, topics| !topics.is_empty());
             }
             MetaRecord::PartitionsAdded { name, partitions } => {
                 if let Some(max) = partitions.iter().copied().max() {
@@ -133,58 +165,148 @@ impl MetaImage {
                 }
             }
             MetaRecord::OffsetsCommitted { group_id, offsets } => {
-                let g = self.group(&group_id);
-                for (t, p, o) in offsets {
-                    match g
-                        .offsets
-                        .iter_mut()
-                        .find(|(gt, gp, _)| *gt == t && *gp == p)
-                    {
-                        Some(slot) => slot.2 = o,
-                        None => g.offsets.push((t, p, o)),
-                    }
-                }
+                self.commit(&group_id, offsets);
             }
             MetaRecord::OffsetsDeleted {
                 group_id,
                 partitions,
             } => {
-                let g = self.group(&group_id);
-                g.offsets
-                    .retain(|(t, p, _)| !partitions.iter().any(|(dt, dp)| dt == t && dp == p));
+                if let Some(topics) = self.offsets.get_mut(&group_id) {
+                    for (t, p) in partitions {
+                        if let Some(parts) = topics.get_mut(&t) {
+                            parts.retain(|(q, _)| *q != p);
+                        }
+                    }
+                    topics.retain(|_, parts| !parts.is_empty());
+                }
+                self.offsets.retain(|_, topics| !topics.is_empty());
             }
+            MetaRecord::GroupDeleted { group_id } => {
+                self.offsets.remove(&group_id);
+                // Version 1 deleted the group's generation with it.
+                self.set_extension(KAFKA_GROUP_NS, &group_id, None);
+            }
+            MetaRecord::Extension {
+                namespace,
+                key,
+                value,
+            } => self.set_extension(&namespace, &key, value),
+            legacy => self.apply_v1(legacy),
+        }
+    }
+
+    /// Version-1 records, as the extension entries the Kafka coordinator now writes.
+    fn apply_v1(&mut self, r: MetaRecord) {
+        match r {
             MetaRecord::GroupGeneration {
                 group_id,
                 generation_id,
                 protocol_type,
             } => {
-                let g = self.group(&group_id);
-                g.generation_id = generation_id;
-                g.protocol_type = protocol_type;
-            }
-            MetaRecord::GroupDeleted { group_id } => {
-                self.groups.remove(&group_id);
+                let value = serde_json::json!({
+                    "generation_id": generation_id,
+                    "protocol_type": protocol_type,
+                });
+                self.set_extension(KAFKA_GROUP_NS, &group_id, Some(value));
             }
             MetaRecord::ProducerIdsReserved { next_producer_id } => {
-                self.next_producer_id = self.next_producer_id.max(next_producer_id);
+                let ids = self
+                    .extensions
+                    .entry(KAFKA_PRODUCER_IDS_NS.to_string())
+                    .or_default();
+                let now = ids
+                    .get(NEXT_PRODUCER_ID_KEY)
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(0);
+                ids.insert(
+                    NEXT_PRODUCER_ID_KEY.to_string(),
+                    next_producer_id.max(now).into(),
+                );
             }
-            MetaRecord::TxnUpdated(t) => {
-                self.transactions.insert(t.transactional_id.clone(), t);
+            MetaRecord::TxnUpdated(value) => {
+                if let Some(id) = value.get("transactional_id").and_then(|v| v.as_str()) {
+                    let id = id.to_string();
+                    self.set_extension(KAFKA_TXN_NS, &id, Some(value));
+                }
             }
             MetaRecord::TxnRemoved { transactional_id } => {
-                self.transactions.remove(&transactional_id);
+                self.set_extension(KAFKA_TXN_NS, &transactional_id, None);
+            }
+            _ => unreachable!("apply_v1 is called with version-1 records only"),
+        }
+    }
+
+    fn commit(&mut self, group_id: &str, offsets: Vec<(String, i32, CommittedOffset)>) {
+        let topics = self.offsets.entry(group_id.to_string()).or_default();
+        for (t, p, o) in offsets {
+            let parts = topics.entry(t).or_default();
+            match parts.iter_mut().find(|(q, _)| *q == p) {
+                Some(slot) => slot.1 = o,
+                None => parts.push((p, o)),
             }
         }
     }
 
-    fn group(&mut self, group_id: &str) -> &mut GroupRecord {
-        self.groups
-            .entry(group_id.to_string())
-            .or_insert_with(|| GroupRecord {
-                group_id: group_id.to_string(),
-                generation_id: 0,
-                protocol_type: None,
-                offsets: Vec::new(),
+    fn set_extension(&mut self, namespace: &str, key: &str, value: Option<serde_json::Value>) {
+        match value {
+            Some(v) => {
+                self.extensions
+                    .entry(namespace.to_string())
+                    .or_default()
+                    .insert(key.to_string(), v);
+            }
+            None => {
+                if let Some(ns) = self.extensions.get_mut(namespace) {
+                    ns.remove(key);
+                    if ns.is_empty() {
+                        self.extensions.remove(namespace);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves a version-1 image's group, producer-id and transaction fields into
+    /// [`MetaImage::offsets`] and the Kafka coordinator's extension entries.
+    pub fn upgrade(&mut self) {
+        for (group_id, g) in std::mem::take(&mut self.groups) {
+            if !g.offsets.is_empty() {
+                self.commit(&group_id, g.offsets);
+            }
+            self.apply_v1(MetaRecord::GroupGeneration {
+                group_id,
+                generation_id: g.generation_id,
+                protocol_type: g.protocol_type,
+            });
+        }
+        let next = std::mem::take(&mut self.next_producer_id);
+        if next > 0 {
+            self.apply_v1(MetaRecord::ProducerIdsReserved {
+                next_producer_id: next,
+            });
+        }
+        for (_, t) in std::mem::take(&mut self.transactions) {
+            self.apply_v1(MetaRecord::TxnUpdated(t));
+        }
+        self.version = SNAPSHOT_VERSION;
+    }
+
+    /// The entries of one extension namespace.
+    pub fn extension(
+        &self,
+        namespace: &str,
+    ) -> impl Iterator<Item = (&String, &serde_json::Value)> {
+        self.extensions.get(namespace).into_iter().flatten()
+    }
+
+    /// Every committed offset, as (group, topic, partition, offset).
+    pub fn committed_offsets(&self) -> impl Iterator<Item = (&str, &str, i32, &CommittedOffset)> {
+        self.offsets.iter().flat_map(|(g, topics)| {
+            topics.iter().flat_map(move |(t, parts)| {
+                parts
+                    .iter()
+                    .map(move |(p, o)| (g.as_str(), t.as_str(), *p, o))
             })
+        })
     }
 }

@@ -8,7 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::image::{MetaImage, MetaRecord, SNAPSHOT_VERSION};
+use super::image::{MetaImage, MetaRecord};
 use super::store::MetadataStore;
 use crate::error::{BrokerError, Result};
 
@@ -42,12 +42,10 @@ impl LocalMetadataLog {
         let mut image = match fs::read(&snap_path) {
             Ok(bytes) => serde_json::from_slice::<MetaImage>(&bytes)
                 .map_err(|e| BrokerError::Metadata(format!("{}: {e}", snap_path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetaImage {
-                version: SNAPSHOT_VERSION,
-                ..MetaImage::default()
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetaImage::default(),
             Err(e) => return Err(io_err("read", &snap_path, e)),
         };
+        image.upgrade();
         let log_path = dir.join("metadata.log");
         let mut count = 0;
         let bytes = match fs::read(&log_path) {
@@ -182,8 +180,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::group::CommittedOffset;
     use crate::metadata::TopicRecord;
+    use crate::offsets::CommittedOffset;
 
     #[test]
     fn a_write_that_fails_part_way_leaves_no_half_line() {
@@ -251,7 +249,7 @@ mod tests {
         let log = LocalMetadataLog::open(dir.path(), 100).unwrap();
         assert_eq!(log.image().topics["t"].partitions, vec![0, 1]);
         assert_eq!(log.image().next_partition_id, 2);
-        assert_eq!(log.image().groups["g"].offsets[0].2.offset, 5);
+        assert_eq!(log.image().offsets["g"]["t"][0].1.offset, 5);
         drop(log);
         let log = LocalMetadataLog::open(dir.path(), 100).unwrap();
         assert_eq!(log.image().topics.len(), 1);

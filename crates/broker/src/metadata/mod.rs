@@ -1,5 +1,6 @@
-//! Broker metadata: topics, configs, committed offsets, group generations, producer-id
-//! blocks and transaction state.
+//! Broker metadata: topics, configs, committed offsets, and the entries layers above the
+//! core keep in their own namespaces (the Kafka coordinator's group generations,
+//! producer-id blocks and transactions).
 //!
 //! - `image.rs` — the state machine: [`MetaRecord`] applied to [`MetaImage`]; pure.
 //! - `store.rs` — [`MetadataStore`], the one path a change takes (record → persist →
@@ -13,6 +14,9 @@ mod image;
 mod local_log;
 mod store;
 
-pub use image::{GroupRecord, MetaImage, MetaRecord, SNAPSHOT_VERSION, TopicRecord};
+pub use image::{
+    KAFKA_GROUP_NS, KAFKA_PRODUCER_IDS_NS, KAFKA_TXN_NS, LegacyGroupRecord, MetaImage, MetaRecord,
+    NEXT_PRODUCER_ID_KEY, SNAPSHOT_VERSION, TopicRecord,
+};
 pub use local_log::LocalMetadataLog;
 pub use store::MetadataStore;

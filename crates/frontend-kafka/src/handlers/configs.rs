@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 };
 
 use crate::context::{Ctx, s};
-use crate::errors::{NONE, broker_code};
+use crate::errors::{NONE, error_code};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -61,13 +61,23 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                             .collect(),
                     ),
                     Err(e) => base
-                        .with_error_code(broker_code(&e))
+                        .with_error_code(error_code(&e))
                         .with_error_message(Some(s(e.to_string()))),
                 },
                 RESOURCE_BROKER => {
+                    let coordinators = ctx.coord.describe_configs().into_iter().map(|(k, v)| {
+                        broker::ConfigEntry {
+                            name: k.to_string(),
+                            value: Some(v),
+                            is_override: false,
+                            read_only: true,
+                            sensitive: false,
+                        }
+                    });
                     let entries = b
                         .describe_broker_configs()
                         .into_iter()
+                        .chain(coordinators)
                         .filter(|e| keys.as_ref().is_none_or(|ks| ks.contains(&e.name)))
                         .map(|e| entry_result(e, true))
                         .collect();
@@ -105,7 +115,7 @@ fn alter_one(
         .alter_topic_configs(name, &ops, incremental, validate_only)
     {
         Ok(()) => (NONE, None),
-        Err(e) => (broker_code(&e), Some(e.to_string())),
+        Err(e) => (error_code(&e), Some(e.to_string())),
     }
 }
 

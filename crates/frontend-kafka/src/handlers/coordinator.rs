@@ -9,7 +9,7 @@ use kafka_protocol::messages::{
 };
 
 use crate::context::{Ctx, s};
-use crate::errors::{NONE, broker_code};
+use crate::errors::{NONE, error_code};
 
 /// FindCoordinator key types.
 const KEY_GROUP: i8 = 0;
@@ -83,7 +83,7 @@ pub async fn init_producer_id(ctx: &Ctx<'_>, req: InitProducerIdRequest) -> Init
     if let Some(tid) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
         let expected = (pid >= 0).then_some((pid, epoch));
         return match ctx
-            .broker
+            .coord
             .init_transactional_producer(&tid.0, req.transaction_timeout_ms, expected)
             .await
         {
@@ -91,7 +91,7 @@ pub async fn init_producer_id(ctx: &Ctx<'_>, req: InitProducerIdRequest) -> Init
                 .with_error_code(NONE)
                 .with_producer_id(ProducerId(id))
                 .with_producer_epoch(epoch),
-            Err(e) => base.with_error_code(broker_code(&e)),
+            Err(e) => base.with_error_code(error_code(&e)),
         };
     }
     if pid >= 0 && (0..i16::MAX).contains(&epoch) {
@@ -100,11 +100,11 @@ pub async fn init_producer_id(ctx: &Ctx<'_>, req: InitProducerIdRequest) -> Init
             .with_producer_id(ProducerId(pid))
             .with_producer_epoch(epoch + 1);
     }
-    match ctx.broker.init_producer_id() {
+    match ctx.coord.init_producer_id() {
         Ok((id, epoch)) => base
             .with_error_code(NONE)
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(epoch),
-        Err(e) => base.with_error_code(broker_code(&e)),
+        Err(e) => base.with_error_code(error_code(&e)),
     }
 }

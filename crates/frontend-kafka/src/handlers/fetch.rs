@@ -12,7 +12,7 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 
 use crate::context::{Ctx, topic_name};
-use crate::errors::{NONE, broker_code, code_name};
+use crate::errors::{NONE, code_name, error_code};
 use crate::handlers::partition_limit::{self, PartitionLimit};
 use crate::segmented;
 
@@ -177,7 +177,7 @@ fn read_all(
             };
             let budget = (part_max.max(0) as usize).min(remaining);
             match ctx
-                .broker
+                .coord
                 .fetch_isolated(name, index, offset, budget, read_committed)
             {
                 Ok(iso) => {
@@ -221,10 +221,12 @@ fn read_all(
                 }
                 Err(e) => {
                     any_error = true;
-                    let code = broker_code(&e);
-                    if let broker::BrokerError::OffsetOutOfRange {
-                        log_start, log_end, ..
-                    } = e
+                    let code = error_code(&e);
+                    if let kafka_coord::CoordError::Broker(
+                        broker::BrokerError::OffsetOutOfRange {
+                            log_start, log_end, ..
+                        },
+                    ) = e
                     {
                         pd = pd
                             .with_high_watermark(log_end)

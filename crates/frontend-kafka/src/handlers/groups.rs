@@ -1,6 +1,6 @@
 //! JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ListGroups, DescribeGroups, DeleteGroups.
 
-use broker::group::{GroupError, JoinRequest, LeavingMember, ProtocolOffer, SyncRequest};
+use kafka_coord::group::{GroupError, JoinRequest, LeavingMember, ProtocolOffer, SyncRequest};
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
@@ -62,7 +62,7 @@ pub async fn join(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
     };
     let legacy = ctx.version < 7;
     let base = JoinGroupResponse::default().with_generation_id(-1);
-    match until_shutdown(ctx, ctx.broker.join_group(domain)).await {
+    match until_shutdown(ctx, ctx.coord.join_group(domain)).await {
         Ok(o) => JoinGroupResponse::default()
             .with_error_code(NONE)
             .with_generation_id(o.generation_id)
@@ -120,7 +120,7 @@ pub async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect(),
     };
-    match until_shutdown(ctx, ctx.broker.sync_group(domain)).await {
+    match until_shutdown(ctx, ctx.coord.sync_group(domain)).await {
         Ok(o) => {
             let r = SyncGroupResponse::default()
                 .with_error_code(NONE)
@@ -144,7 +144,7 @@ pub async fn sync(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
 }
 
 pub fn heartbeat(ctx: &Ctx<'_>, req: HeartbeatRequest) -> HeartbeatResponse {
-    let r = ctx.broker.heartbeat(
+    let r = ctx.coord.heartbeat(
         &req.group_id.0,
         &req.member_id,
         req.group_instance_id.as_deref(),
@@ -171,7 +171,7 @@ pub fn leave(ctx: &Ctx<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse {
             group_instance_id: None,
         }]
     };
-    let results = ctx.broker.leave_group(&req.group_id.0, &members);
+    let results = ctx.coord.leave_group(&req.group_id.0, &members);
     if ctx.version < 3 {
         let code = results
             .first()
@@ -197,7 +197,7 @@ pub fn list(ctx: &Ctx<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
     let states: Vec<String> = req.states_filter.iter().map(|x| x.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|x| x.to_lowercase()).collect();
     let groups = ctx
-        .broker
+        .coord
         .list_groups()
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.as_str().to_lowercase()))
@@ -228,7 +228,7 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGroupsResp
         .groups
         .into_iter()
         .map(|g| {
-            let d = ctx.broker.describe_group(&g.0);
+            let d = ctx.coord.describe_group(&g.0);
             DescribedGroup::default()
                 .with_error_code(NONE)
                 .with_group_id(g)
@@ -265,7 +265,7 @@ pub fn delete(ctx: &Ctx<'_>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
         .into_iter()
         .map(|g| {
             let code = ctx
-                .broker
+                .coord
                 .delete_group(&g.0)
                 .map_or_else(|e| group_code(&e), |_| NONE);
             DeletableGroupResult::default()

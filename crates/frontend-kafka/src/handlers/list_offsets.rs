@@ -7,7 +7,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::context::Ctx;
-use crate::errors::{NONE, broker_code, code_name};
+use crate::errors::{NONE, code_name, error_code};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -58,7 +58,7 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
                             .with_offset(offset)
                             .with_timestamp(ts),
                         Err(e) => {
-                            let code = broker_code(&e);
+                            let code = error_code(&e);
                             b.metrics().observe_error(
                                 crate::PROTOCOL,
                                 "ListOffsets",

@@ -1,8 +1,9 @@
 //! OffsetCommit, OffsetFetch (single group v1-7, batched groups v8+), OffsetDelete.
 
-use broker::OffsetToCommit;
-use broker::group::{CommittedOffset, GroupDescription};
+use broker::CommittedOffset;
 use bytes::Buf;
+use kafka_coord::OffsetToCommit;
+use kafka_coord::group::GroupDescription;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -20,7 +21,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Message};
 
 use crate::context::{Ctx, s, topic_name};
-use crate::errors::{NONE, broker_code, group_code};
+use crate::errors::{NONE, error_code, group_code};
 
 pub fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let mut flat = Vec::new();
@@ -39,7 +40,7 @@ pub fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
             });
         }
     }
-    let result = ctx.broker.commit_offsets(
+    let result = ctx.coord.commit_offsets(
         &req.group_id.0,
         req.generation_id_or_member_epoch,
         &req.member_id,
@@ -49,7 +50,7 @@ pub fn commit(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let mut codes: Box<dyn Iterator<Item = i16>> = match result {
         Ok(per) => Box::new(
             per.into_iter()
-                .map(|r| r.map_or_else(|e| broker_code(&e), |_| NONE)),
+                .map(|r| r.map_or_else(|e| error_code(&e), |_| NONE)),
         ),
         Err(e) => {
             let code = group_code(&e);
@@ -86,7 +87,7 @@ fn fetch_group(ctx: &Ctx<'_>, group: &str, topics: Option<Vec<(String, Vec<i32>)
             .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
             .collect()
     });
-    let rows = ctx.broker.fetch_offsets(group, wanted.as_deref());
+    let rows = ctx.coord.fetch_offsets(group, wanted.as_deref());
     let mut out: Fetched = Vec::new();
     for (t, p, o) in rows {
         match out.iter_mut().find(|(name, _)| *name == t) {
@@ -207,7 +208,7 @@ fn subscribed_topics(d: &GroupDescription) -> Vec<String> {
 
 pub fn delete(ctx: &Ctx<'_>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = req.group_id.0.to_string();
-    let subscribed = subscribed_topics(&ctx.broker.describe_group(&group));
+    let subscribed = subscribed_topics(&ctx.coord.describe_group(&group));
     let parts: Vec<(String, i32)> = req
         .topics
         .iter()
@@ -217,7 +218,7 @@ pub fn delete(ctx: &Ctx<'_>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
                 .map(move |p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    match ctx.broker.delete_offsets(&group, &parts, &subscribed) {
+    match ctx.coord.delete_offsets(&group, &parts, &subscribed) {
         Err(e) => OffsetDeleteResponse::default().with_error_code(group_code(&e)),
         Ok(results) => {
             let mut codes = results

@@ -19,7 +19,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use crate::context::{Ctx, s, topic_name};
-use crate::errors::{NONE, broker_code, code_name};
+use crate::errors::{NONE, code_name, error_code};
 use crate::handlers::partition_limit::{self, PartitionLimit};
 
 /// One partition's outcome, before it becomes a wire response.
@@ -210,7 +210,7 @@ impl Answer {
                 } else {
                     r
                 };
-                (r, broker_code(&e))
+                (r, error_code(&e))
             }
             Some(Outcome::Code(c)) => (r, c),
             Some(Outcome::OverLimit) => {
@@ -252,7 +252,7 @@ fn count_errors(ctx: &Ctx<'_>, outcomes: &[Outcome]) -> bool {
             Outcome::Code(c) => *c,
             Outcome::OverLimit => partition_limit::CODE,
             Outcome::Pending(_) | Outcome::Done(Ok(_)) => NONE,
-            Outcome::Done(Err(e)) => broker_code(e),
+            Outcome::Done(Err(e)) => error_code(e),
         };
         if code != NONE {
             failed = true;

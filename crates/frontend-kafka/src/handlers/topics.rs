@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 };
 
 use crate::context::{Ctx, s, topic_name, uuid};
-use crate::errors::{NONE, broker_code, code_name};
+use crate::errors::{NONE, code_name, error_code};
 
 /// Kafka's ConfigSource.DEFAULT_CONFIG / TOPIC_CONFIG.
 const SOURCE_DEFAULT: i8 = 5;
@@ -147,7 +147,7 @@ pub fn create_topics(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsRes
                     r
                 }
                 Err(e) => {
-                    let code = broker_code(&e);
+                    let code = error_code(&e);
                     b.metrics()
                         .observe_error(crate::PROTOCOL, "CreateTopics", &code_name(code));
                     base.with_error_code(code).with_error_message(err_msg(&e))
@@ -189,9 +189,9 @@ pub fn delete_topics(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsRes
             match b.delete_topic(&n) {
                 Ok(()) => r.with_name(Some(topic_name(n))).with_error_code(NONE),
                 Err(e) if ctx.version >= 5 => r
-                    .with_error_code(broker_code(&e))
+                    .with_error_code(error_code(&e))
                     .with_error_message(err_msg(&e)),
-                Err(e) => r.with_error_code(broker_code(&e)),
+                Err(e) => r.with_error_code(error_code(&e)),
             }
         })
         .collect();
@@ -232,7 +232,7 @@ pub fn create_partitions(ctx: &Ctx<'_>, req: CreatePartitionsRequest) -> CreateP
             match b.create_partitions(&t.name.0, total, req.validate_only) {
                 Ok(()) => r.with_error_code(NONE),
                 Err(e) => r
-                    .with_error_code(broker_code(&e))
+                    .with_error_code(error_code(&e))
                     .with_error_message(err_msg(&e)),
             }
         })
@@ -254,7 +254,7 @@ pub fn delete_records(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteRecords
                         .with_partition_index(p.partition_index);
                     match b.delete_records(&t.name.0, p.partition_index, p.offset) {
                         Ok(low) => r.with_low_watermark(low).with_error_code(NONE),
-                        Err(e) => r.with_low_watermark(-1).with_error_code(broker_code(&e)),
+                        Err(e) => r.with_low_watermark(-1).with_error_code(error_code(&e)),
                     }
                 })
                 .collect();

@@ -26,13 +26,13 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use crate::context::{Ctx, s, topic_name};
-use crate::errors::{NONE, broker_code, code_name};
+use crate::errors::{ErrorCode, NONE, code_name, error_code};
 
-fn code_of(ctx: &Ctx<'_>, api: &'static str, r: broker::Result<()>) -> i16 {
+fn code_of(ctx: &Ctx<'_>, api: &'static str, r: Result<(), impl ErrorCode>) -> i16 {
     match r {
         Ok(()) => NONE,
         Err(e) => {
-            let code = broker_code(&e);
+            let code = error_code(&e);
             ctx.broker
                 .metrics()
                 .observe_error(crate::PROTOCOL, api, &code_name(code));
@@ -51,7 +51,7 @@ pub fn add_partitions(ctx: &Ctx<'_>, req: AddPartitionsToTxnRequest) -> AddParti
     let code = code_of(
         ctx,
         "AddPartitionsToTxn",
-        ctx.broker.add_partitions_to_txn(
+        ctx.coord.add_partitions_to_txn(
             &req.v3_and_below_transactional_id.0,
             req.v3_and_below_producer_id.0,
             req.v3_and_below_producer_epoch,
@@ -83,7 +83,7 @@ pub fn add_offsets(ctx: &Ctx<'_>, req: AddOffsetsToTxnRequest) -> AddOffsetsToTx
     let code = code_of(
         ctx,
         "AddOffsetsToTxn",
-        ctx.broker.add_offsets_to_txn(
+        ctx.coord.add_offsets_to_txn(
             &req.transactional_id.0,
             req.producer_id.0,
             req.producer_epoch,
@@ -116,7 +116,7 @@ pub fn txn_offset_commit(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffse
     let code = code_of(
         ctx,
         "TxnOffsetCommit",
-        ctx.broker.txn_offset_commit(
+        ctx.coord.txn_offset_commit(
             &req.transactional_id.0,
             &req.group_id.0,
             req.producer_id.0,
@@ -147,7 +147,7 @@ pub fn txn_offset_commit(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffse
 
 pub async fn end_txn(ctx: &Ctx<'_>, req: EndTxnRequest) -> EndTxnResponse {
     let r = ctx
-        .broker
+        .coord
         .end_txn(
             &req.transactional_id.0,
             req.producer_id.0,
@@ -179,7 +179,7 @@ pub fn list_transactions(ctx: &Ctx<'_>, req: ListTransactionsRequest) -> ListTra
         .collect();
     let ids: Vec<i64> = req.producer_id_filters.iter().map(|p| p.0).collect();
     let listed = ctx
-        .broker
+        .coord
         .list_transactions(&states, &ids)
         .into_iter()
         .map(|(id, producer_id, state)| {
@@ -202,7 +202,7 @@ pub fn describe_transactions(
     let states = req
         .transactional_ids
         .into_iter()
-        .map(|id| match ctx.broker.describe_transaction(&id.0) {
+        .map(|id| match ctx.coord.describe_transaction(&id.0) {
             Ok(d) => {
                 let mut topics: Vec<TopicData> = Vec::new();
                 for (t, p) in d.partitions {
@@ -226,7 +226,7 @@ pub fn describe_transactions(
                     .with_topics(topics)
             }
             Err(e) => DescribedTxn::default()
-                .with_error_code(broker_code(&e))
+                .with_error_code(error_code(&e))
                 .with_transactional_id(id)
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
@@ -250,7 +250,7 @@ pub fn describe_producers(
                 .into_iter()
                 .map(|p| {
                     let base = PartitionResponse::default().with_partition_index(p);
-                    match ctx.broker.describe_producers(&name, p) {
+                    match ctx.coord.describe_producers(&name, p) {
                         Ok(list) => base.with_error_code(NONE).with_active_producers(
                             list.into_iter()
                                 .map(|l| {
@@ -265,7 +265,7 @@ pub fn describe_producers(
                                 .collect(),
                         ),
                         Err(e) => base
-                            .with_error_code(broker_code(&e))
+                            .with_error_code(error_code(&e))
                             .with_error_message(Some(s(e.to_string()))),
                     }
                 })
@@ -293,7 +293,7 @@ pub fn offset_fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchRespon
     for t in &mut resp.topics {
         for p in &mut t.partitions {
             if ctx
-                .broker
+                .coord
                 .has_pending_txn_offset(&single_group, &t.name.0, p.partition_index)
             {
                 p.error_code = unstable;
@@ -305,7 +305,7 @@ pub fn offset_fetch(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchRespon
         for t in &mut g.topics {
             for p in &mut t.partitions {
                 if ctx
-                    .broker
+                    .coord
                     .has_pending_txn_offset(&g.group_id.0, &t.name.0, p.partition_index)
                 {
                     p.error_code = unstable;

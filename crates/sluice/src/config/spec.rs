@@ -58,11 +58,12 @@ const SERVER_KEYS: &[KeySpec] = &[
     },
 ];
 
-/// Every key, in `--print-config` order: the Kafka door's, the broker's, the store's,
-/// then the server's.
+/// Every key, in `--print-config` order: the Kafka door's and its coordinators', the
+/// broker's, the store's, then the server's.
 static ALL: LazyLock<Vec<KeySpec>> = LazyLock::new(|| {
     [
         frontend_kafka::CONFIG_KEYS,
+        kafka_coord::CONFIG_KEYS,
         broker::CONFIG_KEYS,
         storage::CONFIG_KEYS,
         SERVER_KEYS,

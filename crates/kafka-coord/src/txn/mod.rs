@@ -21,7 +21,7 @@ pub use coordinator::{TxnError, TxnState};
 
 /// (producer id, epoch) of a produce payload whose first batch is transactional.
 pub(crate) fn transactional_producer(batches: &[u8]) -> Option<(i64, i16)> {
-    let h = storage::batch::BatchHeader::parse(batches).ok()?;
+    let h = broker::batch::BatchHeader::parse(batches).ok()?;
     (h.is_transactional() && !h.is_control() && h.producer_id() >= 0)
         .then(|| (h.producer_id(), h.producer_epoch()))
 }

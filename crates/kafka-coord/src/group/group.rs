@@ -1,4 +1,5 @@
-//! One classic group: members, generation, selected protocol, committed offsets.
+//! One classic group: members, generation, selected protocol. (Its committed offsets live
+//! in the core's offset store.)
 //!
 //! Invariants: `leader_id` is a key of `members` whenever `members` is non-empty and the
 //! state is not `Empty`; `static_members` maps each instance id to a key of `members`.
@@ -9,9 +10,7 @@ use bytes::Bytes;
 use common::TimestampMs;
 
 use super::member::Member;
-use super::types::{
-    CommittedOffset, Completion, GroupError, GroupState, JoinOutcome, JoinedMember, SyncOutcome,
-};
+use super::types::{Completion, GroupError, GroupState, JoinOutcome, JoinedMember, SyncOutcome};
 
 #[derive(Debug)]
 pub struct Group {
@@ -31,7 +30,6 @@ pub struct Group {
     /// group.initial.rebalance.delay.ms).
     pub initial_delay_until_ms: Option<TimestampMs>,
     pub rebalance_started_ms: TimestampMs,
-    pub offsets: BTreeMap<(String, i32), CommittedOffset>,
 }
 
 impl Group {
@@ -49,7 +47,6 @@ impl Group {
             rebalance_deadline_ms: 0,
             initial_delay_until_ms: None,
             rebalance_started_ms: 0,
-            offsets: BTreeMap::new(),
         }
     }
 

@@ -4,18 +4,19 @@
 
 use std::collections::HashMap;
 use std::sync::Weak;
-use std::time::Duration;
 
 use common::{Offset, PartitionId};
 use serde::Serialize;
 
-use crate::broker::Broker;
-use crate::data_path::Fetched;
-use crate::error::{BrokerError, Result};
-use crate::group::CommittedOffset;
-use crate::metadata::MetaRecord;
+use crate::KafkaCoord;
+use broker::BrokerError;
+use broker::Fetched;
+
+use crate::error::Result;
 use crate::txn::control;
 use crate::txn::coordinator::{EndOutcome, EndPlan, TxnError, TxnRecord, TxnState};
+use broker::CommittedOffset;
+use broker::metadata::KAFKA_TXN_NS;
 
 /// How often transaction timeouts (and unfinished completions) are checked.
 pub const TXN_TICK_MS: u64 = 1_000;
@@ -51,9 +52,15 @@ pub struct ProducerListing {
     pub current_txn_start_offset: Offset,
 }
 
-impl Broker {
+impl KafkaCoord {
+    /// Saves a transactional id's whole state (its metadata extension entry).
     fn persist_txn(&self, rec: &TxnRecord) -> Result<()> {
-        self.persist(MetaRecord::TxnUpdated(rec.clone()), false)
+        let value = serde_json::to_value(rec)
+            .map_err(|e| BrokerError::Metadata(format!("transaction state: {e}")))?;
+        let id = &rec.transactional_id;
+        Ok(self
+            .broker
+            .persist_extension(KAFKA_TXN_NS, id, Some(value), false)?)
     }
 
     /// InitProducerId with a transactional id. Fences the previous producer and aborts its
@@ -65,7 +72,7 @@ impl Broker {
         expected: Option<(i64, i16)>,
     ) -> Result<(i64, i16)> {
         if self.is_shutting_down() {
-            return Err(BrokerError::ShuttingDown);
+            return Err(BrokerError::ShuttingDown.into());
         }
         let now = self.now_ms();
         let outcome = {
@@ -91,11 +98,8 @@ impl Broker {
         epoch: i16,
         partitions: &[(String, i32)],
     ) -> Result<()> {
-        {
-            let topics = self.topics.read();
-            for (t, p) in partitions {
-                topics.get(t)?.partition(*p)?;
-            }
+        for (t, p) in partitions {
+            self.broker.partition_id(t, *p)?;
         }
         let now = self.now_ms();
         let mut c = self.txns.lock();
@@ -163,7 +167,7 @@ impl Broker {
         commit: bool,
     ) -> Result<()> {
         if self.is_shutting_down() {
-            return Err(BrokerError::ShuttingDown);
+            return Err(BrokerError::ShuttingDown.into());
         }
         let now = self.now_ms();
         let plan = {
@@ -214,11 +218,11 @@ impl Broker {
 
     async fn write_markers(&self, plan: &EndPlan) -> Result<()> {
         for (topic, partition) in &plan.partitions {
-            let pid = match self.partition_id(topic, *partition) {
+            let pid = match self.broker.partition_id(topic, *partition) {
                 Ok(p) => p,
                 // The topic was deleted: nothing left to mark.
                 Err(BrokerError::UnknownTopicOrPartition) => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
             self.write_marker(pid, plan.producer_id, plan.producer_epoch, plan.commit)
                 .await?;
@@ -236,11 +240,10 @@ impl Broker {
         commit: bool,
     ) -> Result<()> {
         let batch = control::marker_batch(producer_id, epoch, commit, 0, self.now_ms());
-        let lock = self.producers.partition_lock(pid);
+        let lock = self.broker.append_lock(pid);
         let _guard = lock.lock().await;
-        let appended = self.store.append(pid, batch).await?;
-        self.txn_index
-            .end(pid, producer_id, commit, appended.base_offset);
+        let base_offset = self.broker.append_locked(pid, batch).await?;
+        self.txn_index.end(pid, producer_id, commit, base_offset);
         Ok(())
     }
 
@@ -258,66 +261,11 @@ impl Broker {
         }
         for (group_id, offsets) in by_group {
             let mut g = self.groups.lock();
-            self.persist(
-                MetaRecord::OffsetsCommitted {
-                    group_id: group_id.to_string(),
-                    offsets: offsets.clone(),
-                },
-                false,
-            )?;
-            let (generation, protocol_type) =
-                g.coordinator.generation(group_id).unwrap_or((0, None));
-            g.coordinator.restore_group(
-                group_id,
-                generation,
-                protocol_type,
-                offsets.into_iter().map(|(t, p, o)| ((t, p), o)),
-            );
+            self.broker.commit_offsets(group_id, offsets)?;
+            // A group known only through its transactional commits exists from now on.
+            g.coordinator.restore_group(group_id, 0, None);
         }
         Ok(())
-    }
-
-    /// Produce-path check of a transactional batch (call under the partition's producer
-    /// lock), then opens its transaction in the partition index. Returns the producer id
-    /// when this append opened it (pass to [`Broker::txn_appended`]).
-    pub(crate) fn txn_before_append(
-        &self,
-        pid: PartitionId,
-        topic: &str,
-        partition: i32,
-        producer: (i64, i16),
-    ) -> Result<Option<i64>> {
-        let (producer_id, epoch) = producer;
-        if let Err(e) = self
-            .txns
-            .lock()
-            .verify_produce(producer_id, epoch, topic, partition)
-        {
-            return Err(match e {
-                TxnError::ProducerFenced(m) => BrokerError::ProducerFenced(m),
-                other => other.into(),
-            });
-        }
-        let log_end = self.store.offsets(pid)?.log_end;
-        Ok(self
-            .txn_index
-            .begin(pid, producer_id, log_end)
-            .then_some(producer_id))
-    }
-
-    /// After the append of a transactional batch: records where its transaction starts
-    /// (or forgets it when the append failed).
-    pub(crate) fn txn_appended(
-        &self,
-        pid: PartitionId,
-        opened: Option<i64>,
-        base_offset: Option<Offset>,
-    ) {
-        let Some(producer_id) = opened else { return };
-        match base_offset {
-            Some(o) => self.txn_index.fix_first(pid, producer_id, o),
-            None => self.txn_index.cancel(pid, producer_id),
-        }
     }
 
     /// Fetch at an isolation level: read_committed stops at the last stable offset and
@@ -330,10 +278,10 @@ impl Broker {
         max_bytes: usize,
         read_committed: bool,
     ) -> Result<IsolatedFetch> {
-        let pid = self.partition_id(topic, partition)?;
+        let pid = self.broker.partition_id(topic, partition)?;
         if !read_committed {
             // The hot path: one extra map lookup for the LSO field, nothing else.
-            let fetched = self.fetch(topic, partition, offset, max_bytes)?;
+            let fetched = self.broker.fetch(topic, partition, offset, max_bytes)?;
             let lso = self
                 .txn_index
                 .last_stable_offset(pid, fetched.high_watermark);
@@ -343,20 +291,20 @@ impl Broker {
                 aborted: Vec::new(),
             });
         }
-        let hw = self.store.offsets(pid)?.log_end;
+        let hw = self.broker.partition_watermarks(pid)?.high_watermark;
         let lso = self.txn_index.last_stable_offset(pid, hw);
         let budget = if offset >= lso { 0 } else { max_bytes };
-        let mut fetched = self.fetch(topic, partition, offset, budget)?;
+        let mut fetched = self.broker.fetch(topic, partition, offset, budget)?;
         let before = fetched.chunks.len();
         fetched.chunks.retain(|c| {
-            storage::batch::BatchHeader::parse(c).map_or(true, |h| h.last_offset() < lso)
+            broker::batch::BatchHeader::parse(c).map_or(true, |h| h.last_offset() < lso)
         });
         if fetched.chunks.len() != before {
             fetched.bytes = fetched.chunks.iter().map(|c| c.len()).sum();
             fetched.records = fetched
                 .chunks
                 .iter()
-                .filter_map(|c| storage::batch::BatchHeader::parse(c).ok())
+                .filter_map(|c| broker::batch::BatchHeader::parse(c).ok())
                 .map(|h| h.record_count().max(0) as u64)
                 .sum();
         }
@@ -381,8 +329,8 @@ impl Broker {
 
     /// ListOffsets latest under read_committed.
     pub fn last_stable_offset(&self, topic: &str, partition: i32) -> Result<Offset> {
-        let pid = self.partition_id(topic, partition)?;
-        let hw = self.store.offsets(pid)?.log_end;
+        let pid = self.broker.partition_id(topic, partition)?;
+        let hw = self.broker.partition_watermarks(pid)?.high_watermark;
         Ok(self.txn_index.last_stable_offset(pid, hw))
     }
 
@@ -421,7 +369,7 @@ impl Broker {
     /// DescribeProducers: producers with state on the partition and, for those with an
     /// open transaction, where it starts.
     pub fn describe_producers(&self, topic: &str, partition: i32) -> Result<Vec<ProducerListing>> {
-        let pid = self.partition_id(topic, partition)?;
+        let pid = self.broker.partition_id(topic, partition)?;
         let open = self.txn_index.ongoing(pid);
         let mut out: Vec<ProducerListing> = self
             .producers
@@ -482,10 +430,10 @@ impl Broker {
                 saved
             });
             for rec in c.expire(now) {
-                let record = MetaRecord::TxnRemoved {
-                    transactional_id: rec.transactional_id.clone(),
-                };
-                if self.persist(record, false).is_err() {
+                let removed =
+                    self.broker
+                        .persist_extension(KAFKA_TXN_NS, &rec.transactional_id, None, false);
+                if removed.is_err() {
                     c.restore([rec]);
                 }
             }
@@ -500,20 +448,7 @@ impl Broker {
     /// At open: an open transaction the index found in the log that no coordinator record
     /// owns (its Ongoing record was lost in a crash) would hold the LSO forever; abort it.
     pub(crate) async fn abort_orphaned_transactions(&self) {
-        let partitions: Vec<(String, i32, PartitionId)> = self
-            .topics
-            .read()
-            .by_name
-            .values()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| (t.name.clone(), i as i32, *p))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        for (topic, partition, pid) in partitions {
+        for (topic, partition, pid) in self.broker.all_partitions() {
             for (producer_id, _) in self.txn_index.ongoing(pid) {
                 let owned = {
                     let c = self.txns.lock();
@@ -535,20 +470,16 @@ impl Broker {
     }
 }
 
-impl From<TxnError> for BrokerError {
-    fn from(e: TxnError) -> Self {
-        BrokerError::Txn(e)
-    }
-}
-
 /// Checks transaction timeouts every `TXN_TICK_MS`; first clears orphaned transactions.
-pub(crate) async fn txn_timer(broker: Weak<Broker>, shutdown: tokio::sync::watch::Receiver<bool>) {
-    if let Some(b) = broker.upgrade() {
-        b.abort_orphaned_transactions().await;
+pub(crate) async fn txn_timer(
+    coord: Weak<KafkaCoord>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Some(c) = coord.upgrade() {
+        c.abort_orphaned_transactions().await;
     }
-    let period = Duration::from_millis(TXN_TICK_MS);
-    crate::broker::every(broker, shutdown, period, |b| async move {
-        b.tick_transactions().await
+    crate::every(coord, shutdown, TXN_TICK_MS, |c| async move {
+        c.tick_transactions().await
     })
     .await;
 }

@@ -11,15 +11,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
+use broker::batch::BatchHeader;
 use common::{Offset, PartitionId, TimestampMs};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use storage::batch::BatchHeader;
 
-use crate::error::{BrokerError, Result};
-use crate::log_scan::{self, REBUILD_SCAN_WINDOW};
+use broker::BrokerError;
+
+use crate::error::{CoordError, Result};
+use broker::{Broker, REBUILD_SCAN_WINDOW};
 
 /// Batches remembered per producer and partition (Kafka's max in-flight requests).
 pub const MAX_CACHED_BATCHES: usize = 5;
@@ -84,7 +85,7 @@ fn next_seq(seq: i32) -> i32 {
 impl ProducerEntry {
     fn verdict(&self, id: &BatchIdentity) -> Result<Verdict> {
         if id.epoch < self.epoch {
-            return Err(BrokerError::ProducerFenced(format!(
+            return Err(CoordError::ProducerFenced(format!(
                 "producer {} epoch {} is older than the current epoch {}",
                 id.producer_id, id.epoch, self.epoch
             )));
@@ -93,7 +94,7 @@ impl ProducerEntry {
             return if id.first_seq == 0 {
                 Ok(Verdict::Append)
             } else {
-                Err(BrokerError::OutOfOrderSequence(format!(
+                Err(CoordError::OutOfOrderSequence(format!(
                     "producer {} started epoch {} at sequence {}, expected 0",
                     id.producer_id, id.epoch, id.first_seq
                 )))
@@ -110,7 +111,7 @@ impl ProducerEntry {
         }
         match self.batches.back() {
             Some(last) if id.first_seq != next_seq(last.last_seq) => {
-                Err(BrokerError::OutOfOrderSequence(format!(
+                Err(CoordError::OutOfOrderSequence(format!(
                     "producer {} sent sequence {} after {}",
                     id.producer_id, id.first_seq, last.last_seq
                 )))
@@ -145,10 +146,9 @@ struct Snapshot {
 
 /// The idempotence table of the whole broker.
 pub struct ProducerStateTable {
+    /// Check-append-record runs under the core's append lock of the partition (see
+    /// `hooks.rs`), so two in-flight requests of one producer cannot both pass the check.
     entries: Mutex<HashMap<(u32, i64), ProducerEntry>>,
-    /// Serialises check-append-record per partition for idempotent batches, so two
-    /// in-flight requests of one producer cannot both pass the sequence check.
-    partition_locks: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
     dir: PathBuf,
     idle_expiry_ms: i64,
 }
@@ -158,15 +158,9 @@ impl ProducerStateTable {
     pub fn new(meta_dir: &Path, idle_expiry_ms: i64) -> ProducerStateTable {
         ProducerStateTable {
             entries: Mutex::new(HashMap::new()),
-            partition_locks: Mutex::new(HashMap::new()),
             dir: meta_dir.to_path_buf(),
             idle_expiry_ms,
         }
-    }
-
-    /// The lock idempotent appends to `p` take for check + append + record.
-    pub fn partition_lock(&self, p: PartitionId) -> Arc<tokio::sync::Mutex<()>> {
-        self.partition_locks.lock().entry(p.0).or_default().clone()
     }
 
     /// Decides what to do with a run of batches from one idempotent producer. The first
@@ -184,7 +178,7 @@ impl ProducerStateTable {
         if let Verdict::Append = verdict {
             for pair in ids.windows(2) {
                 if pair[1].first_seq != next_seq(pair[0].last_seq) {
-                    return Err(BrokerError::OutOfOrderSequence(format!(
+                    return Err(CoordError::OutOfOrderSequence(format!(
                         "batches in one request jump from sequence {} to {}",
                         pair[0].last_seq, pair[1].first_seq
                     )));
@@ -228,7 +222,6 @@ impl ProducerStateTable {
 
     pub fn forget_partition(&self, p: PartitionId) {
         self.entries.lock().retain(|(part, _), _| *part != p.0);
-        self.partition_locks.lock().remove(&p.0);
     }
 
     /// (producer id, epoch, last sequence, last seen) of the producers of `p`.
@@ -274,7 +267,7 @@ impl ProducerStateTable {
     /// Loads the snapshot (if any) and scans each partition's log past what it covers.
     pub fn rebuild(
         &self,
-        store: &storage::Store,
+        broker: &Broker,
         partitions: &[PartitionId],
         now_ms: TimestampMs,
     ) -> Result<()> {
@@ -293,14 +286,15 @@ impl ProducerStateTable {
         }
         let mut scanned = 0usize;
         for &p in partitions {
-            let offsets = store.offsets(p)?;
+            let marks = broker.partition_watermarks(p)?;
+            let end = marks.high_watermark;
             let from = snap
                 .covered_to
                 .get(&p.0)
                 .copied()
-                .unwrap_or(offsets.log_end - REBUILD_SCAN_WINDOW)
-                .max(offsets.log_start);
-            scanned += self.scan(store, p, from, offsets.log_end, now_ms)?;
+                .unwrap_or(end - REBUILD_SCAN_WINDOW)
+                .max(marks.log_start);
+            scanned += self.scan(broker, p, from, end, now_ms)?;
         }
         self.expire(now_ms);
         tracing::info!(
@@ -313,13 +307,13 @@ impl ProducerStateTable {
 
     fn scan(
         &self,
-        store: &storage::Store,
+        broker: &Broker,
         p: PartitionId,
         from: Offset,
         to: Offset,
         now_ms: TimestampMs,
     ) -> Result<usize> {
-        log_scan::for_each_batch(store, p, from, to, |header| {
+        Ok(broker.for_each_batch(p, from, to, |header| {
             let id = BatchIdentity::of(header);
             // Re-recording what the snapshot already holds is harmless: a duplicate is
             // skipped, anything else overwrites.
@@ -329,7 +323,7 @@ impl ProducerStateTable {
             ) {
                 self.record(p, std::slice::from_ref(&id), header.base_offset(), now_ms);
             }
-        })
+        })?)
     }
 }
 
@@ -390,7 +384,7 @@ mod tests {
         // Sequence 1 fell out of the window: neither a known retry nor the next batch.
         assert!(matches!(
             t.check(P, &[id(1, 0, 1, 1)]),
-            Err(BrokerError::OutOfOrderSequence(_))
+            Err(CoordError::OutOfOrderSequence(_))
         ));
     }
 
@@ -400,17 +394,17 @@ mod tests {
         t.record(P, &[id(1, 3, 0, 10)], 0, 0);
         assert!(matches!(
             t.check(P, &[id(1, 3, 11, 1)]),
-            Err(BrokerError::OutOfOrderSequence(_))
+            Err(CoordError::OutOfOrderSequence(_))
         ));
         assert!(matches!(
             t.check(P, &[id(1, 2, 10, 1)]),
-            Err(BrokerError::ProducerFenced(_))
+            Err(CoordError::ProducerFenced(_))
         ));
         // A bumped epoch starts again at sequence 0.
         assert_eq!(t.check(P, &[id(1, 4, 0, 1)]).unwrap(), Verdict::Append);
         assert!(matches!(
             t.check(P, &[id(1, 4, 5, 1)]),
-            Err(BrokerError::OutOfOrderSequence(_))
+            Err(CoordError::OutOfOrderSequence(_))
         ));
     }
 
@@ -441,9 +435,9 @@ mod tests {
         let t = ProducerStateTable::new(dir.path(), i64::MAX / 2);
         t.record(P, &[id(9, 1, 0, 3)], 40, 0);
         t.snapshot(&[(P, 43)]).unwrap();
-        let store = storage::Store::open(storage::StoreConfig::new(dir.path().join("s"))).unwrap();
+        let broker = crate::test_broker(dir.path());
         let again = ProducerStateTable::new(dir.path(), i64::MAX / 2);
-        again.rebuild(&store, &[], 0).unwrap();
+        again.rebuild(&broker, &[], 0).unwrap();
         assert_eq!(
             again.check(P, &[id(9, 1, 0, 3)]).unwrap(),
             Verdict::Duplicate { base_offset: 40 }

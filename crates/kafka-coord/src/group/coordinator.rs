@@ -12,8 +12,8 @@ use super::group::Group;
 use super::join::{add_member_and_rebalance, rejoin_known, rejoin_static};
 use super::member::Member;
 use super::types::{
-    CommittedOffset, Completion, GroupDescription, GroupError, GroupListing, GroupState,
-    JoinOutcome, JoinRequest, LeavingMember, MemberDescription, Reply, SyncOutcome, SyncRequest,
+    Completion, GroupDescription, GroupError, GroupListing, GroupState, JoinOutcome, JoinRequest,
+    LeavingMember, MemberDescription, Reply, SyncOutcome, SyncRequest,
 };
 
 /// Limits and timing of the coordinator (Kafka's broker-side group settings).
@@ -50,17 +50,6 @@ pub struct GroupCoordinator {
 }
 
 type Out = Vec<Completion>;
-
-/// (group id, partitions whose committed offsets expired).
-pub type ExpiredOffsets = (String, Vec<(String, i32)>);
-
-/// (group id, generation, protocol type, committed offsets) of one group.
-pub type GroupExport = (
-    String,
-    i32,
-    Option<String>,
-    Vec<((String, i32), CommittedOffset)>,
-);
 
 impl GroupCoordinator {
     pub fn new(config: CoordinatorConfig) -> Self {
@@ -411,39 +400,21 @@ impl GroupCoordinator {
     }
 
     /// Restores a group from persisted metadata (members are not persisted: after a restart
-    /// consumers rejoin and resume from committed offsets).
+    /// consumers rejoin and resume from committed offsets). Keeps a newer generation.
     pub fn restore_group(
         &mut self,
         group_id: &str,
         generation_id: i32,
         protocol_type: Option<String>,
-        offsets: impl IntoIterator<Item = ((String, i32), CommittedOffset)>,
     ) {
         let g = self
             .groups
             .entry(group_id.to_string())
             .or_insert_with(|| Group::new(group_id.to_string()));
-        g.generation_id = generation_id;
-        g.protocol_type = protocol_type;
-        g.offsets.extend(offsets);
-    }
-
-    /// (generation, protocol type, offsets) of every group, for snapshots and lag.
-    pub fn export(&self) -> Vec<GroupExport> {
-        self.groups
-            .values()
-            .map(|g| {
-                (
-                    g.group_id.clone(),
-                    g.generation_id,
-                    g.protocol_type.clone(),
-                    g.offsets
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                )
-            })
-            .collect()
+        if generation_id >= g.generation_id {
+            g.generation_id = generation_id;
+            g.protocol_type = protocol_type.or(g.protocol_type.take());
+        }
     }
 
     pub fn group_count(&self) -> usize {

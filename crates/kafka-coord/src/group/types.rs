@@ -146,14 +146,7 @@ pub enum Reply<T> {
     },
 }
 
-/// One committed offset.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CommittedOffset {
-    pub offset: i64,
-    pub leader_epoch: i32,
-    pub metadata: Option<String>,
-    pub commit_timestamp_ms: i64,
-}
+pub use broker::CommittedOffset;
 
 #[derive(Clone, Debug)]
 pub struct MemberDescription {

@@ -3,9 +3,9 @@
 //! producer id/epoch of the transaction and one record: key `[version i16 = 0, type i16]`
 //! (0 abort, 1 commit), value `[version i16 = 0, coordinator_epoch i32]`.
 
+use broker::batch::BatchBuilder;
+use broker::batch::BatchHeader;
 use bytes::BytesMut;
-use storage::batch::BatchHeader;
-use storage::batch_builder::BatchBuilder;
 
 const CONTROL_TYPE_ABORT: i16 = 0;
 const CONTROL_TYPE_COMMIT: i16 = 1;
@@ -46,9 +46,9 @@ pub fn marker_kind(header: &BatchHeader<'_>) -> Option<bool> {
     if !header.is_control() {
         return None;
     }
-    let data = storage::records::records_bytes(header, 1 << 20).ok()?;
+    let data = broker::batch::records_bytes(header, 1 << 20).ok()?;
     let mut kind = None;
-    storage::records::for_each_record(header, &data, |r| {
+    broker::batch::for_each_record(header, &data, |r| {
         if let Some(key) = r.key
             && key.len() >= KEY_BYTES
         {
@@ -71,7 +71,7 @@ mod tests {
     fn markers_round_trip_and_pass_batch_validation() {
         for commit in [true, false] {
             let b = marker_batch(42, 3, commit, 0, 1_700_000_000_000);
-            let spans = storage::batch::validate_batches(&b).unwrap();
+            let spans = broker::batch::validate_batches(&b).unwrap();
             assert_eq!(spans.len(), 1);
             let h = BatchHeader::parse(&b).unwrap();
             assert!(h.is_control() && h.is_transactional());

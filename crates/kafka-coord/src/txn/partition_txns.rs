@@ -10,13 +10,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::log_scan::{self, REBUILD_SCAN_WINDOW};
+use broker::batch::BatchHeader;
+use broker::{AbortedRange, Broker, REBUILD_SCAN_WINDOW};
 use common::{Offset, PartitionId};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use storage::batch::BatchHeader;
 
-use crate::error::{BrokerError, Result};
+use broker::BrokerError;
+
+use crate::error::Result;
 use crate::txn::control;
 
 const SNAPSHOT_FILE: &str = "txn_index.json";
@@ -147,6 +149,25 @@ impl PartitionTxnIndex {
             .collect()
     }
 
+    /// Aborted transactions overlapping offsets `from..to`, with their marker offsets (for
+    /// the core's committed-only reader).
+    pub fn aborted_ranges(&self, p: PartitionId, from: Offset, to: Offset) -> Vec<AbortedRange> {
+        let parts = self.parts.lock();
+        let Some(t) = parts.get(&p.0) else {
+            return Vec::new();
+        };
+        let start = t.aborted.partition_point(|a| a.last_offset < from);
+        t.aborted[start..]
+            .iter()
+            .filter(|a| a.first_offset < to)
+            .map(|a| AbortedRange {
+                producer_id: a.producer_id,
+                first_offset: a.first_offset,
+                last_offset: a.last_offset,
+            })
+            .collect()
+    }
+
     /// Open transactions of `p`: (producer id, first offset).
     pub fn ongoing(&self, p: PartitionId) -> Vec<(i64, Offset)> {
         self.parts
@@ -189,7 +210,7 @@ impl PartitionTxnIndex {
     }
 
     /// Loads the snapshot and scans every partition's log past what it covers.
-    pub fn rebuild(&self, store: &storage::Store, partitions: &[PartitionId]) -> Result<()> {
+    pub fn rebuild(&self, broker: &Broker, partitions: &[PartitionId]) -> Result<()> {
         let snap: Snapshot = match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "txn index snapshot unreadable; rebuilding from the log");
@@ -199,14 +220,15 @@ impl PartitionTxnIndex {
         };
         self.parts.lock().extend(snap.partitions);
         for &p in partitions {
-            let offsets = store.offsets(p)?;
+            let marks = broker.partition_watermarks(p)?;
+            let end = marks.high_watermark;
             let from = snap
                 .covered_to
                 .get(&p.0)
                 .copied()
-                .unwrap_or(offsets.log_end - REBUILD_SCAN_WINDOW)
-                .max(offsets.log_start);
-            log_scan::for_each_batch(store, p, from, offsets.log_end, |h| self.observe(p, h))?;
+                .unwrap_or(end - REBUILD_SCAN_WINDOW)
+                .max(marks.log_start);
+            broker.for_each_batch(p, from, end, |h| self.observe(p, h))?;
         }
         Ok(())
     }
@@ -256,37 +278,34 @@ mod tests {
     #[test]
     fn rebuilt_from_the_log_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
-        let store = storage::Store::open(storage::StoreConfig::new(dir.path().join("s"))).unwrap();
-        store
-            .configure_partition(P, storage::PartitionConfig::default())
-            .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
+        let broker = crate::test_broker(dir.path());
+        let p = crate::test_partition(&broker);
+        let append = |b| rt.block_on(broker.append_locked(p, b)).unwrap();
         // pid 7 writes and aborts; pid 8 writes and is still open at the "crash".
-        rt.block_on(store.append(P, data_batch(7))).unwrap();
-        rt.block_on(store.append(P, data_batch(8))).unwrap();
-        rt.block_on(store.append(P, control::marker_batch(7, 0, false, 0, now_ms())))
-            .unwrap();
+        append(data_batch(7));
+        append(data_batch(8));
+        append(control::marker_batch(7, 0, false, 0, now_ms()));
         let idx = PartitionTxnIndex::new(dir.path());
-        idx.rebuild(&store, &[P]).unwrap();
-        assert_eq!(idx.last_stable_offset(P, 3), 1);
-        assert_eq!(idx.aborted_between(P, 0, 3), vec![(7, 0)]);
-        assert_eq!(idx.ongoing(P), vec![(8, 1)]);
+        idx.rebuild(&broker, &[p]).unwrap();
+        assert_eq!(idx.last_stable_offset(p, 3), 1);
+        assert_eq!(idx.aborted_between(p, 0, 3), vec![(7, 0)]);
+        assert_eq!(idx.ongoing(p), vec![(8, 1)]);
         // Snapshot, then the commit of pid 8 is only in the log: the scan applies it.
-        idx.snapshot(&[(P, 0, 3)]).unwrap();
-        rt.block_on(store.append(P, control::marker_batch(8, 0, true, 0, now_ms())))
-            .unwrap();
+        idx.snapshot(&[(p, 0, 3)]).unwrap();
+        append(control::marker_batch(8, 0, true, 0, now_ms()));
         let again = PartitionTxnIndex::new(dir.path());
-        again.rebuild(&store, &[P]).unwrap();
+        again.rebuild(&broker, &[p]).unwrap();
         // A snapshot that covers less than its state: the re-scan must not duplicate
         // the abort of pid 7.
-        again.snapshot(&[(P, 0, 0)]).unwrap();
+        again.snapshot(&[(p, 0, 0)]).unwrap();
         let third = PartitionTxnIndex::new(dir.path());
-        third.rebuild(&store, &[P]).unwrap();
-        assert_eq!(third.aborted_between(P, 0, 4), vec![(7, 0)]);
-        assert_eq!(third.last_stable_offset(P, 4), 4);
-        assert_eq!(again.last_stable_offset(P, 4), 4);
-        assert_eq!(again.aborted_between(P, 0, 4), vec![(7, 0)]);
+        third.rebuild(&broker, &[p]).unwrap();
+        assert_eq!(third.aborted_between(p, 0, 4), vec![(7, 0)]);
+        assert_eq!(third.last_stable_offset(p, 4), 4);
+        assert_eq!(again.last_stable_offset(p, 4), 4);
+        assert_eq!(again.aborted_between(p, 0, 4), vec![(7, 0)]);
     }
 }

@@ -376,46 +376,42 @@ fn leave_group_rebalances_remaining_members() {
 fn offset_commit_rules() {
     let clock = ManualClock::new(1_000);
     let mut c = coordinator(0);
-    let o = |offset| {
-        vec![(
-            "t".to_string(),
-            0,
-            CommittedOffset {
-                offset,
-                leader_epoch: -1,
-                metadata: None,
-                commit_timestamp_ms: 0,
-            },
-        )]
-    };
-    // A consumer outside the group protocol may commit to an empty group.
+    let no_metadata = || std::iter::empty::<usize>();
+    // A consumer outside the group protocol may commit to an empty group (creating it).
     assert_eq!(
-        c.commit_offsets("g", -1, "", None, o(5), clock.now_ms()),
-        Ok(())
+        c.check_commit("g", -1, "", None, no_metadata(), clock.now_ms()),
+        Ok(true)
+    );
+    assert_eq!(
+        c.check_commit("g", -1, "", None, [5000], clock.now_ms()),
+        Err(GroupError::OffsetMetadataTooLarge)
     );
     let (a, generation) = single_stable_member(&mut c, &clock);
     // Once the group is live, generation and membership are checked.
     assert_eq!(
-        c.commit_offsets("g", -1, "", None, o(6), clock.now_ms()),
+        c.check_commit("g", -1, "", None, no_metadata(), clock.now_ms()),
         Err(GroupError::UnknownMemberId)
     );
     assert_eq!(
-        c.commit_offsets("g", generation + 7, &a, None, o(6), clock.now_ms()),
+        c.check_commit("g", generation + 7, &a, None, no_metadata(), clock.now_ms()),
         Err(GroupError::IllegalGeneration)
     );
     assert_eq!(
-        c.commit_offsets("g", generation, &a, None, o(7), clock.now_ms()),
-        Ok(())
+        c.check_commit("g", generation, &a, None, no_metadata(), clock.now_ms()),
+        Ok(false)
     );
-    let fetched = c.fetch_offsets("g", Some(&[("t".to_string(), 0), ("t".to_string(), 1)]));
-    assert_eq!(fetched[0].2.as_ref().map(|c| c.offset), Some(7));
-    assert!(fetched[1].2.is_none());
+    assert!(!c.is_idle("g"));
     // Deleting offsets of a subscribed topic of a live group is refused.
     let r = c
-        .delete_offsets("g", &[("t".to_string(), 0)], &["t".to_string()])
+        .check_delete_offsets("g", &[("t".to_string(), 0)], &["t".to_string()])
         .unwrap();
     assert_eq!(r, vec![Err(GroupError::GroupSubscribedToTopic)]);
     assert_eq!(c.delete_group("g"), Err(GroupError::NonEmptyGroup));
+    // A commit to an unknown group inside the protocol is refused.
+    assert_eq!(
+        c.check_commit("other", 3, "m", None, no_metadata(), clock.now_ms()),
+        Err(GroupError::IllegalGeneration)
+    );
 }
 
 #[test]
@@ -428,43 +424,6 @@ fn invalid_session_timeout() {
         c.join(r, clock.now_ms()).0,
         Reply::Now(Err(GroupError::InvalidSessionTimeout))
     ));
-}
-
-#[test]
-fn offsets_of_empty_groups_expire() {
-    let clock = ManualClock::new(1_000);
-    let mut c = coordinator(0);
-    let o = |offset, ts| {
-        vec![(
-            "t".to_string(),
-            0,
-            CommittedOffset {
-                offset,
-                leader_epoch: -1,
-                metadata: None,
-                commit_timestamp_ms: ts,
-            },
-        )]
-    };
-    c.commit_offsets("old", -1, "", None, o(1, 1_000), clock.now_ms())
-        .unwrap();
-    let (a, generation) = single_stable_member(&mut c, &clock);
-    c.commit_offsets("g", generation, &a, None, o(2, 1_000), clock.now_ms())
-        .unwrap();
-    clock.advance_ms(10_000);
-    let (dropped, forgotten) = c.expired_offsets(clock.now_ms(), 5_000);
-    assert_eq!(
-        dropped,
-        vec![("old".to_string(), vec![("t".to_string(), 0)])]
-    );
-    assert_eq!(forgotten, vec!["old".to_string()]);
-    // Asking changes nothing; the caller applies what it could persist.
-    assert_eq!(c.fetch_offsets("old", None).len(), 1);
-    c.remove_offsets("old", &dropped[0].1);
-    c.forget_group("old");
-    assert_eq!(c.describe_group("old").state, GroupState::Dead);
-    // The live group keeps its offsets.
-    assert_eq!(c.fetch_offsets("g", None).len(), 1);
 }
 
 #[test]

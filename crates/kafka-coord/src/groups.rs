@@ -1,19 +1,19 @@
 //! The async side of group coordination: parks JoinGroup/SyncGroup callers on oneshot
-//! channels, feeds the state machine the clock's time, routes its completions, and
-//! persists committed offsets and generations to the metadata log.
+//! channels, feeds the state machine the clock's time, routes its completions, saves
+//! generations (metadata extension entries) and committed offsets (the core's store).
 
 use std::collections::{BTreeSet, HashMap};
 
+use broker::metadata::KAFKA_GROUP_NS;
+use broker::{BrokerError, CommittedOffset};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
-use crate::broker::Broker;
-use crate::error::{BrokerError, Result};
+use crate::KafkaCoord;
 use crate::group::{
-    CommittedOffset, Completion, GroupCoordinator, GroupDescription, GroupError, GroupListing,
-    JoinOutcome, JoinRequest, LeavingMember, Reply, SyncOutcome, SyncRequest,
+    Completion, GroupCoordinator, GroupDescription, GroupError, GroupListing, JoinOutcome,
+    JoinRequest, LeavingMember, Reply, SyncOutcome, SyncRequest,
 };
-use crate::metadata::MetaRecord;
 
 type Key = (String, String);
 
@@ -91,19 +91,17 @@ impl GroupsInner {
         }
     }
 
-    fn generation_records(&self, groups: BTreeSet<String>) -> Vec<MetaRecord> {
+    /// (group, its saved form) of each group in `groups` the coordinator knows.
+    fn generations(&self, groups: BTreeSet<String>) -> Vec<(String, serde_json::Value)> {
         groups
             .into_iter()
             .filter_map(|g| {
-                self.coordinator
-                    .generation(&g)
-                    .map(
-                        |(generation_id, protocol_type)| MetaRecord::GroupGeneration {
-                            group_id: g,
-                            generation_id,
-                            protocol_type,
-                        },
-                    )
+                let (generation_id, protocol_type) = self.coordinator.generation(&g)?;
+                let value = serde_json::json!({
+                    "generation_id": generation_id,
+                    "protocol_type": protocol_type,
+                });
+                Some((g, value))
             })
             .collect()
     }
@@ -119,7 +117,7 @@ pub struct OffsetToCommit {
     pub metadata: Option<String>,
 }
 
-impl Broker {
+impl KafkaCoord {
     /// Persists the generation of every group a rebalance in `out` completed (and of
     /// `also`), then answers the parked members (see [`GroupsInner::deliver`]). Runs under
     /// the groups lock, so no member learns a generation before it is saved.
@@ -137,12 +135,11 @@ impl Broker {
             .collect();
         changed.extend(also.map(str::to_string));
         let mut unsaved = BTreeSet::new();
-        for r in g.generation_records(changed) {
-            let MetaRecord::GroupGeneration { group_id, .. } = &r else {
-                continue;
-            };
-            let group_id = group_id.clone();
-            if self.persist(r, false).is_err() {
+        for (group_id, value) in g.generations(changed) {
+            let saved =
+                self.broker
+                    .persist_extension(KAFKA_GROUP_NS, &group_id, Some(value), false);
+            if saved.is_err() {
                 unsaved.insert(group_id);
             }
         }
@@ -241,11 +238,16 @@ impl Broker {
         if !out.is_empty() {
             self.complete(&mut g, out, None);
         }
+        self.broker
+            .metrics()
+            .groups
+            .set(g.coordinator.group_count() as i64);
     }
 
-    /// Applies `offsets_retention_ms` at most once per `OFFSET_EXPIRY_CHECK_MS`. Each
-    /// expiry is persisted before it is applied; one that cannot be saved stays (in memory
-    /// and on disk alike) and is retried at the next check.
+    /// Applies `offsets_retention_ms` at most once per `OFFSET_EXPIRY_CHECK_MS`: in groups
+    /// with no members, offsets older than the retention go, and a group left with none is
+    /// forgotten. Each change is saved before it is applied; one that cannot be saved stays
+    /// (in memory and on disk alike) and is retried at the next check.
     fn expire_offsets(&self, now: i64) {
         let Some(retention) = self.config.offsets_retention_ms else {
             return;
@@ -255,29 +257,36 @@ impl Broker {
             return;
         }
         g.last_offset_expiry_ms = now;
-        let (dropped, forgotten) = g.coordinator.expired_offsets(now, retention);
-        for (group_id, partitions) in dropped {
-            let record = MetaRecord::OffsetsDeleted {
-                group_id: group_id.clone(),
-                partitions: partitions.clone(),
-            };
-            if self.persist(record, false).is_ok() {
-                tracing::info!(group = %group_id, partitions = partitions.len(), "committed offsets expired");
-                g.coordinator.remove_offsets(&group_id, &partitions);
+        let cutoff = now.saturating_sub(retention);
+        let expired = self
+            .broker
+            .offsets_older_than(cutoff, |group| g.coordinator.is_idle(group));
+        for (group_id, partitions) in expired {
+            let count = partitions.len();
+            if self
+                .broker
+                .delete_committed_offsets(&group_id, partitions)
+                .is_err()
+            {
+                continue;
             }
-        }
-        for group_id in forgotten {
-            let record = MetaRecord::GroupDeleted {
-                group_id: group_id.clone(),
-            };
-            if self.persist(record, false).is_ok() {
+            tracing::info!(group = %group_id, partitions = count, "committed offsets expired");
+            let empty = self.broker.committed_offsets(&group_id, None).is_empty();
+            if empty && self.forget_generation(&group_id).is_ok() {
                 g.coordinator.forget_group(&group_id);
             }
         }
     }
 
+    /// Removes a group's saved generation.
+    fn forget_generation(&self, group_id: &str) -> broker::Result<()> {
+        self.broker
+            .persist_extension(KAFKA_GROUP_NS, group_id, None, false)
+    }
+
     /// OffsetCommit. Group-level errors fail the whole request; unknown partitions fail
-    /// only themselves.
+    /// only themselves. Checked and saved under the groups lock, so a group a commit
+    /// created goes again when the commit cannot be saved.
     pub fn commit_offsets(
         &self,
         group_id: &str,
@@ -289,53 +298,40 @@ impl Broker {
         let now = self.now_ms();
         let mut results = Vec::with_capacity(offsets.len());
         let mut valid = Vec::with_capacity(offsets.len());
-        {
-            let topics = self.topics.read();
-            for o in offsets {
-                let known = topics
-                    .get(&o.topic)
-                    .and_then(|t| t.partition(o.partition))
-                    .is_ok();
-                if known {
-                    valid.push((
-                        o.topic,
-                        o.partition,
-                        CommittedOffset {
-                            offset: o.offset,
-                            leader_epoch: o.leader_epoch,
-                            metadata: o.metadata,
-                            commit_timestamp_ms: now,
-                        },
-                    ));
-                    results.push(Ok(()));
-                } else {
-                    results.push(Err(BrokerError::UnknownTopicOrPartition));
-                }
+        for o in offsets {
+            if self.broker.partition_id(&o.topic, o.partition).is_ok() {
+                valid.push((
+                    o.topic,
+                    o.partition,
+                    CommittedOffset {
+                        offset: o.offset,
+                        leader_epoch: o.leader_epoch,
+                        metadata: o.metadata,
+                        commit_timestamp_ms: now,
+                    },
+                ));
+                results.push(Ok(()));
+            } else {
+                results.push(Err(BrokerError::UnknownTopicOrPartition));
             }
         }
-        // Applied, persisted and (if the persist fails) undone under one lock, so no
-        // reader sees an offset that was never saved survive the failure.
         let mut g = self.groups.lock();
-        let keys: Vec<(String, i32)> = valid.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
-        let previous = g.coordinator.fetch_offsets(group_id, Some(&keys));
-        let existed = g.coordinator.has_group(group_id);
-        g.coordinator.commit_offsets(
+        let metadata = valid
+            .iter()
+            .map(|(_, _, o)| o.metadata.as_ref().map_or(0, String::len));
+        let created = g.coordinator.check_commit(
             group_id,
             generation_id,
             member_id,
             group_instance_id,
-            valid.clone(),
+            metadata,
             now,
         )?;
-        if !valid.is_empty() {
-            let record = MetaRecord::OffsetsCommitted {
-                group_id: group_id.to_string(),
-                offsets: valid,
-            };
-            if self.persist(record, false).is_err() {
-                g.coordinator.revert_offsets(group_id, previous, existed);
-                return Err(GroupError::CoordinatorNotAvailable);
+        if self.broker.commit_offsets(group_id, valid).is_err() {
+            if created {
+                g.coordinator.forget_group(group_id);
             }
+            return Err(GroupError::CoordinatorNotAvailable);
         }
         Ok(results)
     }
@@ -346,10 +342,7 @@ impl Broker {
         group_id: &str,
         partitions: Option<&[(String, i32)]>,
     ) -> Vec<(String, i32, Option<CommittedOffset>)> {
-        self.groups
-            .lock()
-            .coordinator
-            .fetch_offsets(group_id, partitions)
+        self.broker.committed_offsets(group_id, partitions)
     }
 
     /// OffsetDelete; `subscribed_topics` are the topics live members subscribe to (the
@@ -360,27 +353,22 @@ impl Broker {
         partitions: &[(String, i32)],
         subscribed_topics: &[String],
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        // Applied, persisted and (if the persist fails) undone under one lock.
-        let mut g = self.groups.lock();
-        let previous = g.coordinator.fetch_offsets(group_id, Some(partitions));
-        let results = g
-            .coordinator
-            .delete_offsets(group_id, partitions, subscribed_topics)?;
+        let g = self.groups.lock();
+        let results =
+            g.coordinator
+                .check_delete_offsets(group_id, partitions, subscribed_topics)?;
         let deleted: Vec<(String, i32)> = partitions
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_ok())
             .map(|(p, _)| p.clone())
             .collect();
-        if !deleted.is_empty() {
-            let record = MetaRecord::OffsetsDeleted {
-                group_id: group_id.to_string(),
-                partitions: deleted,
-            };
-            if self.persist(record, false).is_err() {
-                g.coordinator.revert_offsets(group_id, previous, true);
-                return Err(GroupError::CoordinatorNotAvailable);
-            }
+        if self
+            .broker
+            .delete_committed_offsets(group_id, deleted)
+            .is_err()
+        {
+            return Err(GroupError::CoordinatorNotAvailable);
         }
         Ok(results)
     }
@@ -393,46 +381,27 @@ impl Broker {
         self.groups.lock().coordinator.describe_group(group_id)
     }
 
+    /// DeleteGroup: only an empty group; its offsets and generation go with it.
     pub fn delete_group(&self, group_id: &str) -> Result<(), GroupError> {
         let mut g = self.groups.lock();
-        let generation = g.coordinator.generation(group_id);
-        let offsets = g.coordinator.fetch_offsets(group_id, None);
-        g.coordinator.delete_group(group_id)?;
-        let record = MetaRecord::GroupDeleted {
-            group_id: group_id.to_string(),
-        };
-        if self.persist(record, false).is_err() {
-            let (generation_id, protocol_type) = generation.unwrap_or((0, None));
-            let offsets = offsets
-                .into_iter()
-                .filter_map(|(t, p, o)| Some(((t, p), o?)));
-            g.coordinator
-                .restore_group(group_id, generation_id, protocol_type, offsets);
+        if !g.coordinator.has_group(group_id) {
+            return Err(GroupError::GroupIdNotFound);
+        }
+        if !g.coordinator.is_idle(group_id) {
+            return Err(GroupError::NonEmptyGroup);
+        }
+        let saved = self
+            .broker
+            .delete_offset_group(group_id)
+            .and_then(|()| self.forget_generation(group_id));
+        if saved.is_err() {
             return Err(GroupError::CoordinatorNotAvailable);
         }
+        g.coordinator.delete_group(group_id)?;
+        self.broker
+            .metrics()
+            .groups
+            .set(g.coordinator.group_count() as i64);
         Ok(())
-    }
-
-    /// (group, topic, partition, high watermark - committed) for every committed offset.
-    pub fn group_lags(&self) -> Vec<(String, String, i32, i64)> {
-        let export = self.groups.lock().coordinator.export();
-        let topics = self.topics.read();
-        let mut out = Vec::new();
-        for (group, _, _, offsets) in export {
-            for ((topic, partition), o) in offsets {
-                let Ok(pid) = topics.get(&topic).and_then(|t| t.partition(partition)) else {
-                    continue;
-                };
-                if let Ok(offs) = self.store.offsets(pid) {
-                    out.push((
-                        group.clone(),
-                        topic,
-                        partition,
-                        offs.log_end.saturating_sub(o.offset).max(0),
-                    ));
-                }
-            }
-        }
-        out
     }
 }

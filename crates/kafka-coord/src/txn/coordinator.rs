@@ -231,8 +231,8 @@ impl TxnCoordinator {
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
         now_ms: TimestampMs,
-        allocate_id: impl FnOnce() -> Result<i64, crate::BrokerError>,
-    ) -> Result<Result<InitOutcome, TxnError>, crate::BrokerError> {
+        allocate_id: impl FnOnce() -> Result<i64, crate::CoordError>,
+    ) -> Result<Result<InitOutcome, TxnError>, crate::CoordError> {
         if !(1..=TXN_MAX_TIMEOUT_MS).contains(&timeout_ms) {
             return Ok(Err(TxnError::InvalidTransactionTimeout(timeout_ms)));
         }

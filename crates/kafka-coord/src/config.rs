@@ -1,0 +1,123 @@
+//! Settings of Kafka's coordinators, and the configuration keys that set them
+//! ([`CONFIG_KEYS`], gathered by the server with every other crate's).
+
+use common::config::{KeySpec, Kind, Settings};
+
+/// Kafka coordinator settings. `Default` is what `sluice server` uses with no config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CoordConfig {
+    /// Kafka `group.initial.rebalance.delay.ms`.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Kafka `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    /// Kafka `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i32,
+    /// Kafka `group.max.size`.
+    pub group_max_size: usize,
+    /// Kafka `offsets.retention.minutes`, in ms (None = keep committed offsets forever).
+    pub offsets_retention_ms: Option<i64>,
+    /// Idle time after which an idempotent producer's sequence state is forgotten (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
+}
+
+impl Default for CoordConfig {
+    fn default() -> Self {
+        Self {
+            // The server's default (`groups.initial_rebalance_delay_ms`); Kafka's is 3 s.
+            group_initial_rebalance_delay_ms: 0,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: 1_000,
+            offsets_retention_ms: Some(7 * 24 * 60 * 60 * 1000),
+            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
+        }
+    }
+}
+
+impl CoordConfig {
+    /// The settings [`CONFIG_KEYS`] hold; the rest at their defaults.
+    pub fn from_settings(s: &dyn Settings) -> CoordConfig {
+        let int32 = |k: &str| i32::try_from(s.int(k)).unwrap_or(i32::MAX);
+        CoordConfig {
+            group_initial_rebalance_delay_ms: u64::try_from(
+                s.int("groups.initial_rebalance_delay_ms"),
+            )
+            .unwrap_or(0),
+            group_min_session_timeout_ms: int32("groups.min_session_timeout_ms"),
+            group_max_session_timeout_ms: int32("groups.max_session_timeout_ms"),
+            group_max_size: usize::try_from(s.int("groups.max_size")).unwrap_or(usize::MAX),
+            offsets_retention_ms: Some(s.int("groups.offsets_retention_ms")).filter(|v| *v >= 0),
+            ..CoordConfig::default()
+        }
+    }
+}
+
+/// The Kafka coordinators' configuration keys (`groups.*`).
+pub const CONFIG_KEYS: &[KeySpec] = &[
+    KeySpec {
+        key: "groups.max_session_timeout_ms",
+        kind: Kind::Int {
+            min: 1000,
+            max: 3_600_000,
+        },
+        default: "1800000",
+        kafka_name: Some("group.max.session.timeout.ms"),
+        doc: "Largest consumer session timeout a member may ask for.",
+    },
+    KeySpec {
+        key: "groups.initial_rebalance_delay_ms",
+        kind: Kind::Int {
+            min: 0,
+            max: 300_000,
+        },
+        default: "0",
+        kafka_name: Some("group.initial.rebalance.delay.ms"),
+        doc: "Wait this long for more members before the first rebalance of an empty group.",
+    },
+    KeySpec {
+        key: "groups.min_session_timeout_ms",
+        kind: Kind::Int {
+            min: 1,
+            max: 3_600_000,
+        },
+        default: "6000",
+        kafka_name: Some("group.min.session.timeout.ms"),
+        doc: "Smallest consumer session timeout a member may ask for.",
+    },
+    KeySpec {
+        key: "groups.max_size",
+        kind: Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        default: "1000",
+        kafka_name: Some("group.max.size"),
+        doc: "Most members in one consumer group.",
+    },
+    KeySpec {
+        key: "groups.offsets_retention_ms",
+        kind: Kind::Int {
+            min: -1,
+            max: i64::MAX,
+        },
+        default: "604800000",
+        kafka_name: None,
+        doc: "Committed offsets of an empty group are dropped after this long (-1: keep forever; Kafka: offsets.retention.minutes).",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::config::Defaults;
+
+    /// One default per setting: the keys' built-in defaults are `CoordConfig::default()`.
+    #[test]
+    fn key_defaults_are_the_struct_defaults() {
+        assert_eq!(
+            CoordConfig::from_settings(&Defaults(CONFIG_KEYS)),
+            CoordConfig::default()
+        );
+    }
+}
