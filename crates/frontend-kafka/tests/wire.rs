@@ -133,6 +133,15 @@ fn produce_req(topic: &str, partition: i32, records: Bytes, acks: i16) -> Produc
         ])
 }
 
+/// Produces `records` to partition 0 of `topic` with `acks`; the partition's error code.
+async fn produce_code(c: &mut AsyncClient, topic: &str, records: Bytes, acks: i16) -> i16 {
+    let r = c
+        .call(&produce_req(topic, 0, records, acks), 9)
+        .await
+        .unwrap();
+    r.responses[0].partition_responses[0].error_code
+}
+
 fn fetch_req(topic: &str, offset: i64, max_wait_ms: i32, min_bytes: i32) -> FetchRequest {
     FetchRequest::default()
         .with_replica_id(BrokerId(-1))
@@ -311,43 +320,18 @@ async fn create_produce_fetch_list_offsets() {
     assert_eq!(by_ts.topics[0].partitions[0].offset, 1);
 
     // Errors: unknown topic (auto-create off), bad acks, corrupt CRC, oversized batch.
-    let r = c
-        .call(
-            &produce_req("nope", 0, batch(&["x"], Compression::None), 1),
-            9,
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.responses[0].partition_responses[0].error_code, 3);
-    let r = c
-        .call(
-            &produce_req("orders", 0, batch(&["x"], Compression::None), 2),
-            9,
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.responses[0].partition_responses[0].error_code, 21);
+    let x = || batch(&["x"], Compression::None);
+    assert_eq!(produce_code(&mut c, "nope", x(), 1).await, 3);
+    assert_eq!(produce_code(&mut c, "orders", x(), 2).await, 21);
     let mut bad = BytesMut::from(&batch(&["x"], Compression::None)[..]);
     let last = bad.len() - 1;
     bad[last] ^= 0xff;
-    let r = c
-        .call(&produce_req("orders", 0, bad.freeze(), 1), 9)
-        .await
-        .unwrap();
-    assert_eq!(
-        r.responses[0].partition_responses[0].error_code, 2,
-        "CORRUPT_MESSAGE"
-    );
+    let code = produce_code(&mut c, "orders", bad.freeze(), 1).await;
+    assert_eq!(code, 2, "CORRUPT_MESSAGE");
     let big = "x".repeat(1536 * 1024);
     let big_batch = batch(&[&big], Compression::None);
-    let r = c
-        .call(&produce_req("orders", 0, big_batch, 1), 9)
-        .await
-        .unwrap();
-    assert_eq!(
-        r.responses[0].partition_responses[0].error_code, 10,
-        "MESSAGE_TOO_LARGE"
-    );
+    let code = produce_code(&mut c, "orders", big_batch, 1).await;
+    assert_eq!(code, 10, "MESSAGE_TOO_LARGE");
     assert_eq!(
         c.call(&lo(-1), 7).await.unwrap().topics[0].partitions[0].offset,
         8,

@@ -438,7 +438,7 @@ fn bootstrap_from_the_environment() {
     let s = Server::start(&dir.path().join("data"));
     let out = std::process::Command::new(testkit::sluice_bin())
         .args(["topic", "create", "via-env"])
-        .env("SLUICE_BOOTSTRAP", &s.bootstrap())
+        .env("SLUICE_BOOTSTRAP", s.bootstrap())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
