@@ -18,8 +18,9 @@
 //!
 //! The binary under test is `target/<profile>/sluice`, next to the test executables
 //! (`cargo test --workspace` builds it; `cargo build -p sluice` before running one crate's
-//! tests); `SLUICE_BIN` overrides the path. Every helper panics with the server's log when
-//! something goes wrong: these are tests, and the log is what explains a failure.
+//! tests); `SLUICE_BIN` overrides the path. The server helpers panic with the server's log
+//! when something goes wrong (the log is what explains a failure); the wire client returns
+//! `io::Result`, since refusing or closing is often what a test expects.
 
 pub mod cli;
 pub mod http;
