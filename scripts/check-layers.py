@@ -3,11 +3,13 @@
 
     common <- storage <- broker <- kafka-coord <- frontend-kafka <- sluice
                                  <- frontend-* / admin
+    common <- kafka-client <- sluice (the CLI's Kafka client)
 
 A crate's normal dependencies may name only the workspace crates listed for it below (no
 crate skips a layer: a front door talks to the broker, never to storage), and the Kafka
-codec (`kafka-protocol`) is a normal dependency only of the Kafka front door and the CLI's
-Kafka client (`sluice`). Dev-dependencies (tests, benches) may use anything.
+codec (`kafka-protocol`) is a normal dependency only of the Kafka front door, the Kafka client
+crate and the CLI (`sluice`), and the test kit. Dev-dependencies (tests, benches) may use
+anything.
 
 Run by .ci/run. `--self-test` checks the checker on a graph with deliberate violations.
 """
@@ -26,6 +28,8 @@ ALLOWED = {
     "sluice-kafka-coord": {"sluice-broker", "sluice-common"},
     "sluice-frontend-kafka": {"sluice-kafka-coord", "sluice-broker", "sluice-common"},
     "sluice-admin": {"sluice-broker", "sluice-common"},
+    # The CLI's Kafka client speaks only the protocol: no broker, no storage.
+    "sluice-kafka-client": {"sluice-common"},
     "sluice": {
         "sluice-common",
         "sluice-storage",
@@ -34,14 +38,25 @@ ALLOWED = {
         "sluice-kafka-coord",
         "sluice-frontend-kafka",
         "sluice-admin",
+        "sluice-kafka-client",
     },
     # The load generator and the end-to-end tests drive the binary from outside.
     "sluice-bench": set(),
     "sluice-e2e": set(),
+    # Test support (a dev-dependency of the crates whose tests use it, never of the binary):
+    # storage for the shared record-batch builder it re-exports, the Kafka client for the
+    # framing its raw wire client shares with the CLI.
+    "sluice-testkit": {"sluice-storage", "sluice-kafka-client"},
 }
 # Crates that may depend on the Kafka codec outside their tests.
 KAFKA_CODEC = "kafka-protocol"
-KAFKA_CODEC_USERS = {"sluice-frontend-kafka", "sluice"}
+KAFKA_CODEC_USERS = {
+    "sluice-frontend-kafka",
+    "sluice-kafka-client",
+    "sluice",
+    # The raw wire client of the tests encodes typed requests.
+    "sluice-testkit",
+}
 
 
 def violations(packages):
@@ -60,7 +75,7 @@ def violations(packages):
             if dep in members and dep not in ALLOWED[name]:
                 out.append(f"{name} depends on {dep}: not allowed by the layering")
             if dep == KAFKA_CODEC and name not in KAFKA_CODEC_USERS:
-                out.append(f"{name} depends on {KAFKA_CODEC}: only the Kafka door and the CLI may")
+                out.append(f"{name} depends on {KAFKA_CODEC}: only the Kafka door, the client and tests may")
     return out
 
 

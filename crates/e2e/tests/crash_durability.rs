@@ -17,8 +17,8 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
-use sluice_e2e::Server;
 use std::sync::Mutex;
+use testkit::Server;
 
 const PARTITIONS: i32 = 4;
 const TOPIC: &str = "durable";

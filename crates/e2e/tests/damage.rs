@@ -14,7 +14,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use sluice_e2e::{Server, sluice_bin};
+use testkit::{Server, sluice_bin};
 
 const RECORDS: usize = 3000;
 /// Small segments, so the test's damage lands in the middle of the log.
@@ -149,26 +149,13 @@ fn segments(data: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// The body of `GET path` on the admin port (HTTP/1.0: the server closes when done).
-fn http_get(server: &Server, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.admin_port)).expect("admin port");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
-}
-
 #[test]
 fn flipped_bytes_fail_consumers_loudly_until_a_repair_skips_exactly_the_lost_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut server = start(&data);
     produce(&server, "flip");
-    server.terminate().unwrap();
+    server.terminate();
     // Flip bytes in the middle of the used part of the first segment.
     let seg = &segments(&data)[0];
     let mut bytes = std::fs::read(seg).unwrap();
@@ -184,16 +171,16 @@ fn flipped_bytes_fail_consumers_loudly_until_a_repair_skips_exactly_the_lost_off
         panic!("a consumer read past damaged bytes without an error");
     };
     assert!(err.to_string().contains("Invalid message"), "{err}"); // CORRUPT_MESSAGE
-    let health = http_get(&server, "/health");
+    let health = server.http_get("/health").1;
     assert!(health.contains("\"degraded\""), "{health}");
     assert!(health.contains(&seg.display().to_string()), "{health}");
-    let metrics = http_get(&server, "/metrics");
+    let metrics = server.http_get("/metrics").1;
     assert!(
         metrics.contains("sluice_storage_damaged_batches_total 1"),
         "{metrics}"
     );
     assert!(server.log().contains("damaged batch in the commit log"));
-    server.terminate().unwrap();
+    server.terminate();
 
     // Check names the lost offsets; repair keeps them unless told to skip.
     let (code, report) = storage(&data, &["check"]);
@@ -225,7 +212,7 @@ fn a_truncated_segment_refuses_to_start_and_repair_reports_the_lost_offsets() {
     let mut server = start(&data);
     produce(&server, "cut");
     produce(&server, "cut");
-    server.terminate().unwrap();
+    server.terminate();
     let segs = segments(&data);
     assert!(segs.len() >= 2, "{segs:?}");
     let f = std::fs::OpenOptions::new()
@@ -269,7 +256,7 @@ fn a_deleted_consume_queue_file_refuses_to_start_and_is_rebuilt_with_nothing_los
     let data = dir.path().join("data");
     let mut server = start(&data);
     produce(&server, "cq");
-    server.terminate().unwrap();
+    server.terminate();
     let qdir = std::fs::read_dir(data.join("store/queues"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -295,7 +282,7 @@ fn lost_metadata_refuses_to_start_and_repair_recovers_the_records_as_a_topic() {
     let data = dir.path().join("data");
     let mut server = start(&data);
     produce(&server, "meta");
-    server.terminate().unwrap();
+    server.terminate();
     for f in ["snapshot.json", "metadata.log"] {
         let _ = std::fs::remove_file(data.join("meta").join(f));
     }

@@ -14,7 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
-use sluice_e2e::{Server, Tmpfs};
+use testkit::{Server, Tmpfs};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -4,21 +4,19 @@
 //! it, and leave the partition exactly as it was: librdkafka consumers then read every
 //! good record, densely numbered, to the end of the partition.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
+use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use sluice_e2e::Server;
-use storage::batch_builder::put_varint;
+use testkit::Server;
+use testkit::put_varint;
+use testkit::wire::{Client, topic_name};
 
 const INVALID_RECORD: i16 = 87;
 const PRODUCE_VERSION: i16 = 8;
@@ -105,12 +103,6 @@ fn batch(h: Header, records: &[Rec]) -> Vec<u8> {
     b
 }
 
-/// A raw Kafka connection sending Produce requests.
-struct RawProducer {
-    stream: TcpStream,
-    correlation: i32,
-}
-
 /// What a Produce answered for the one partition sent.
 #[derive(Debug)]
 struct Answer {
@@ -119,69 +111,30 @@ struct Answer {
     message: String,
 }
 
-impl RawProducer {
-    fn connect(server: &Server) -> RawProducer {
-        let stream = TcpStream::connect(server.bootstrap()).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        RawProducer {
-            stream,
-            correlation: 0,
-        }
-    }
-
-    fn local_addr(&self) -> SocketAddr {
-        self.stream.local_addr().unwrap()
-    }
-
-    fn produce(&mut self, topic: &str, records: Vec<u8>) -> Answer {
-        self.correlation += 1;
-        let req = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(10_000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(StrBytes::from_string(topic.to_string()).into())
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(Bytes::from(records))),
-                    ]),
-            ]);
-        let header = RequestHeader::default()
-            .with_request_api_key(0)
-            .with_request_api_version(PRODUCE_VERSION)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("hostile-batches")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, ProduceRequest::header_version(PRODUCE_VERSION))
-            .unwrap();
-        req.encode(&mut body, PRODUCE_VERSION).unwrap();
-        let mut frame = BytesMut::new();
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).expect("send produce");
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).expect("produce response");
-        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
-        self.stream.read_exact(&mut buf).unwrap();
-        let mut buf = Bytes::from(buf);
-        let h = ResponseHeader::decode(&mut buf, ProduceResponse::header_version(PRODUCE_VERSION))
-            .unwrap();
-        assert_eq!(h.correlation_id, self.correlation);
-        let resp = ProduceResponse::decode(&mut buf, PRODUCE_VERSION).unwrap();
-        let p = &resp.responses[0].partition_responses[0];
-        Answer {
-            code: p.error_code,
-            base_offset: p.base_offset,
-            message: p
-                .error_message
-                .as_ref()
-                .map(|m| m.to_string())
-                .unwrap_or_default(),
-        }
+/// Sends `records` to partition 0 of `topic` (acks=all) over `c`.
+fn produce(c: &mut Client, topic: &str, records: Vec<u8>) -> Answer {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(topic_name(topic))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(records))),
+                ]),
+        ]);
+    let resp = c.call(&req, PRODUCE_VERSION).expect("produce response");
+    let p = &resp.responses[0].partition_responses[0];
+    Answer {
+        code: p.error_code,
+        base_offset: p.base_offset,
+        message: p
+            .error_message
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -192,7 +145,7 @@ fn assert_refused(a: &Answer, why: &str) {
 }
 
 fn create_topic(server: &Server, topic: &str) {
-    let out = std::process::Command::new(sluice_e2e::sluice_bin())
+    let out = std::process::Command::new(testkit::sluice_bin())
         .args([
             "topic",
             "create",
@@ -251,7 +204,7 @@ fn a_huge_claimed_record_count_is_refused_and_the_broker_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
     create_topic(&server, "count");
-    let mut p = RawProducer::connect(&server);
+    let mut p = Client::connect(server.bootstrap()).unwrap();
     // The 69-byte request of the issue: recordCount 2^31-1, lastOffsetDelta 0, one record.
     let lie = Header {
         record_count: Some(i32::MAX),
@@ -260,7 +213,7 @@ fn a_huge_claimed_record_count_is_refused_and_the_broker_stays_up() {
     };
     let b = batch(lie, &recs(&[b"x"]));
     assert_eq!(b.len(), 69);
-    assert_refused(&p.produce("count", b), "lastOffsetDelta");
+    assert_refused(&produce(&mut p, "count", b), "lastOffsetDelta");
     // The same count with a matching lastOffsetDelta is refused before any allocation.
     let lie = Header {
         record_count: Some(i32::MAX),
@@ -268,11 +221,15 @@ fn a_huge_claimed_record_count_is_refused_and_the_broker_stays_up() {
         ..Header::default()
     };
     assert_refused(
-        &p.produce("count", batch(lie, &recs(&[b"x"]))),
+        &produce(&mut p, "count", batch(lie, &recs(&[b"x"]))),
         "cannot fit",
     );
     // The same connection still works, the broker is alive and the log names the client.
-    let ok = p.produce("count", batch(Header::default(), &recs(&[b"a", b"b"])));
+    let ok = produce(
+        &mut p,
+        "count",
+        batch(Header::default(), &recs(&[b"a", b"b"])),
+    );
     assert_eq!((ok.code, ok.base_offset), (0, 0), "{ok:?}");
     let peer = format!("peer={}", p.local_addr());
     let log = server.log();
@@ -292,10 +249,9 @@ fn client_control_batches_are_refused_and_consumers_read_past_the_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
     create_topic(&server, "ctl");
-    let mut p = RawProducer::connect(&server);
+    let mut p = Client::connect(server.bootstrap()).unwrap();
     assert_eq!(
-        p.produce("ctl", batch(Header::default(), &recs(&[b"a"])))
-            .code,
+        produce(&mut p, "ctl", batch(Header::default(), &recs(&[b"a"]))).code,
         0
     );
     for (attributes, producer_id) in [(0x20, -1), (0x30, 4242)] {
@@ -306,12 +262,11 @@ fn client_control_batches_are_refused_and_consumers_read_past_the_attempt() {
             base_sequence: 0,
             ..Header::default()
         };
-        let a = p.produce("ctl", batch(h, &recs(&[b"fake marker"])));
+        let a = produce(&mut p, "ctl", batch(h, &recs(&[b"fake marker"])));
         assert_refused(&a, "control");
     }
     assert_eq!(
-        p.produce("ctl", batch(Header::default(), &recs(&[b"b"])))
-            .code,
+        produce(&mut p, "ctl", batch(Header::default(), &recs(&[b"b"]))).code,
         0
     );
     for isolation in ["read_uncommitted", "read_committed"] {
@@ -324,10 +279,9 @@ fn offsets_must_agree_with_the_records() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
     create_topic(&server, "offs");
-    let mut p = RawProducer::connect(&server);
+    let mut p = Client::connect(server.bootstrap()).unwrap();
     assert_eq!(
-        p.produce("offs", batch(Header::default(), &recs(&[b"a"])))
-            .code,
+        produce(&mut p, "offs", batch(Header::default(), &recs(&[b"a"]))).code,
         0
     );
     // Three records declaring lastOffsetDelta 0 (the next batch would reuse offsets).
@@ -336,7 +290,7 @@ fn offsets_must_agree_with_the_records() {
         ..Header::default()
     };
     assert_refused(
-        &p.produce("offs", batch(short, &recs(&[b"x", b"y", b"z"]))),
+        &produce(&mut p, "offs", batch(short, &recs(&[b"x", b"y", b"z"]))),
         "lastOffsetDelta",
     );
     // One record declaring lastOffsetDelta 2^31-1 (would move the log end by 2^31).
@@ -345,7 +299,7 @@ fn offsets_must_agree_with_the_records() {
         ..Header::default()
     };
     assert_refused(
-        &p.produce("offs", batch(long, &recs(&[b"x"]))),
+        &produce(&mut p, "offs", batch(long, &recs(&[b"x"]))),
         "lastOffsetDelta",
     );
     // Negative and duplicate record offset deltas.
@@ -358,11 +312,15 @@ fn offsets_must_agree_with_the_records() {
             })
             .collect();
         assert_refused(
-            &p.produce("offs", batch(Header::default(), &rs)),
+            &produce(&mut p, "offs", batch(Header::default(), &rs)),
             "offset delta",
         );
     }
-    let ok = p.produce("offs", batch(Header::default(), &recs(&[b"b", b"c"])));
+    let ok = produce(
+        &mut p,
+        "offs",
+        batch(Header::default(), &recs(&[b"b", b"c"])),
+    );
     assert_eq!((ok.code, ok.base_offset), (0, 1), "{ok:?}");
     assert_eq!(
         read_to_end(&server, "offs", "read_uncommitted"),
@@ -375,7 +333,7 @@ fn transactional_batches_need_their_producers_open_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
     create_topic(&server, "txn");
-    let mut p = RawProducer::connect(&server);
+    let mut p = Client::connect(server.bootstrap()).unwrap();
     let invented = |base_sequence| Header {
         attributes: 0x10,
         producer_id: 4242,
@@ -384,27 +342,34 @@ fn transactional_batches_need_their_producers_open_transaction() {
         ..Header::default()
     };
     // baseSequence -1 used to skip the transaction check.
-    let a = p.produce("txn", batch(invented(-1), &recs(&[b"never committed"])));
+    let a = produce(
+        &mut p,
+        "txn",
+        batch(invented(-1), &recs(&[b"never committed"])),
+    );
     assert_refused(&a, "sequence");
     // With a sequence, the invented producer has no open transaction.
-    let a = p.produce("txn", batch(invented(0), &recs(&[b"never committed"])));
+    let a = produce(
+        &mut p,
+        "txn",
+        batch(invented(0), &recs(&[b"never committed"])),
+    );
     assert_ne!(a.code, 0, "{a:?}");
     // A plain batch followed by a transactional one in the same request.
     let mut mixed = batch(Header::default(), &recs(&[b"plain"]));
     mixed.extend(batch(invented(0), &recs(&[b"never committed"])));
-    assert_refused(&p.produce("txn", mixed), "one producer");
+    assert_refused(&produce(&mut p, "txn", mixed), "one producer");
     // Transactional without a producer id.
     let orphan = Header {
         attributes: 0x10,
         ..Header::default()
     };
     assert_refused(
-        &p.produce("txn", batch(orphan, &recs(&[b"x"]))),
+        &produce(&mut p, "txn", batch(orphan, &recs(&[b"x"]))),
         "producer id",
     );
     assert_eq!(
-        p.produce("txn", batch(Header::default(), &recs(&[b"a"])))
-            .code,
+        produce(&mut p, "txn", batch(Header::default(), &recs(&[b"a"]))).code,
         0
     );
     for isolation in ["read_committed", "read_uncommitted"] {

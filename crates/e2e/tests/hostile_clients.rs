@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use sluice_e2e::Server;
+use testkit::Server;
 
 /// Resident memory of `pid` in MiB.
 fn rss_mib(pid: u32) -> u64 {
@@ -112,7 +112,7 @@ fn good_client_works(server: &Server, topic: &str) {
 fn two_gib_length_prefix_is_refused_without_allocating() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
-    let pid = server.pid().unwrap();
+    let pid = server.pid();
     let before = rss_mib(pid);
     let mut stream = TcpStream::connect(("127.0.0.1", server.kafka_port)).unwrap();
     let peer = stream.local_addr().unwrap();
@@ -185,7 +185,7 @@ fn truncated_frame_and_stalled_client_do_not_block_others() {
 fn client_that_never_reads_responses_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
-    let pid = server.pid().unwrap();
+    let pid = server.pid();
     let before = rss_mib(pid);
     let mut greedy = TcpStream::connect(("127.0.0.1", server.kafka_port)).unwrap();
     let peer = greedy.local_addr().unwrap();
@@ -235,7 +235,7 @@ fn five_thousand_idle_connections_stay_cheap() {
         &[],
         &[("SLUICE_LIMITS_MAX_CONNECTIONS_PER_IP", "20000")],
     );
-    let pid = server.pid().unwrap();
+    let pid = server.pid();
     let before = rss_mib(pid);
     let mut idle = Vec::with_capacity(wanted);
     for _ in 0..wanted {

@@ -3,15 +3,14 @@
 //! under a produce flood (memory bounded, a well-behaved client still served), partitions
 //! per request, the decompressed-size cap and the idle timeout.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -20,84 +19,21 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use sluice_e2e::Server;
+use testkit::Server;
+use testkit::wire::{self, Client, topic_name};
 
 const MIB: usize = 1024 * 1024;
-
-/// A blocking raw Kafka client: exact requests, exact error codes.
-struct Raw {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Raw {
-    fn connect(server: &Server) -> std::io::Result<Raw> {
-        let stream = TcpStream::connect(("127.0.0.1", server.kafka_port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        Ok(Raw {
-            stream,
-            correlation: 0,
-        })
-    }
-
-    fn frame<R: Request>(&mut self, req: &R, version: i16) -> Vec<u8> {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("limits-test")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, R::header_version(version))
-            .expect("encode header");
-        req.encode(&mut body, version).expect("encode request");
-        let mut frame = BytesMut::with_capacity(body.len() + 4);
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        frame.to_vec()
-    }
-
-    fn recv<R: Request>(&mut self, version: i16) -> std::io::Result<R::Response> {
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len)?;
-        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
-        self.stream.read_exact(&mut buf)?;
-        let mut buf = Bytes::from(buf);
-        let header = ResponseHeader::decode(&mut buf, R::Response::header_version(version))
-            .map_err(std::io::Error::other)?;
-        assert_eq!(header.correlation_id, self.correlation);
-        R::Response::decode(&mut buf, version).map_err(std::io::Error::other)
-    }
-
-    fn call<R: Request>(&mut self, req: &R, version: i16) -> std::io::Result<R::Response> {
-        let frame = self.frame(req, version);
-        self.stream.write_all(&frame)?;
-        self.recv::<R>(version)
-    }
-
-    /// ApiVersions v0 round trip: true if the connection is served.
-    fn served(&mut self) -> bool {
-        self.call(&ApiVersionsRequest::default(), 0)
-            .map(|r| r.error_code == 0)
-            .unwrap_or(false)
-    }
-}
-
-fn name(topic: &str) -> TopicName {
-    TopicName(StrBytes::from_string(topic.into()))
-}
 
 fn create_topic(server: &Server, topic: &str, partitions: i32) {
     let req = CreateTopicsRequest::default()
         .with_timeout_ms(10_000)
         .with_topics(vec![
             create_topics_request::CreatableTopic::default()
-                .with_name(name(topic))
+                .with_name(topic_name(topic))
                 .with_num_partitions(partitions)
                 .with_replication_factor(1),
         ]);
-    let mut raw = Raw::connect(server).expect("connect");
+    let mut raw = Client::connect(server.bootstrap()).expect("connect");
     let resp = raw.call(&req, 7).expect("CreateTopics");
     assert_eq!(resp.topics[0].error_code, 0, "create {topic}");
 }
@@ -146,7 +82,7 @@ fn produce_req(topic: &str, partitions: i32, records: &Bytes) -> ProduceRequest 
         .with_timeout_ms(30_000)
         .with_topic_data(vec![
             produce_request::TopicProduceData::default()
-                .with_name(name(topic))
+                .with_name(topic_name(topic))
                 .with_partition_data(
                     (0..partitions)
                         .map(|p| {
@@ -167,7 +103,7 @@ fn fetch_req(topic: &str, partitions: i32) -> FetchRequest {
         .with_max_bytes(16 * MIB as i32)
         .with_topics(vec![
             fetch_request::FetchTopic::default()
-                .with_topic(name(topic))
+                .with_topic(topic_name(topic))
                 .with_partitions(
                     (0..partitions)
                         .map(|p| {
@@ -179,33 +115,6 @@ fn fetch_req(topic: &str, partitions: i32) -> FetchRequest {
                         .collect(),
                 ),
         ])
-}
-
-/// True once the peer has closed the connection (EOF or reset) within `timeout`.
-fn closed_within(stream: &mut TcpStream, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 1024];
-    while Instant::now() < deadline {
-        let _ = stream.set_read_timeout(Some(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1)),
-        ));
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false;
-            }
-            Err(_) => return true,
-        }
-    }
-    false
 }
 
 /// Waits until the server log contains `needle`.
@@ -244,13 +153,15 @@ fn per_ip_connection_limit_refuses_the_extra_connection() {
     );
     // Server::start probes the port once; let that connection go away first.
     std::thread::sleep(Duration::from_millis(300));
-    let mut open: Vec<Raw> = (0..3).map(|_| Raw::connect(&server).unwrap()).collect();
+    let mut open: Vec<Client> = (0..3)
+        .map(|_| Client::connect(server.bootstrap()).unwrap())
+        .collect();
     for c in &mut open {
         assert!(c.served(), "connections within the limit are served");
     }
     let mut extra = TcpStream::connect(("127.0.0.1", server.kafka_port)).unwrap();
     assert!(
-        closed_within(&mut extra, Duration::from_secs(5)),
+        wire::closed_within(&mut extra, Duration::from_secs(5)),
         "the 4th connection from 127.0.0.1 is closed"
     );
     assert!(
@@ -290,19 +201,15 @@ fn per_ip_connection_limit_refuses_the_extra_connection() {
             s.into_std()
         })
         .unwrap();
-    other.set_nonblocking(false).unwrap();
-    let mut other = Raw {
-        stream: other,
-        correlation: 0,
-    };
+    let mut other = Client::from_stream(other).unwrap();
     assert!(other.served(), "a different IP is admitted");
     // Closing one frees its slot.
     drop(open.pop());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut again = Raw::connect(&server).unwrap();
+        let mut again = Client::connect(server.bootstrap()).unwrap();
         again
-            .stream
+            .stream()
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
         if again.served() {
@@ -322,7 +229,7 @@ fn partitions_past_the_per_request_limit_get_policy_violation() {
         &[("SLUICE_LIMITS_MAX_PARTITIONS_PER_REQUEST", "4")],
     );
     create_topic(&server, "wide", 6);
-    let mut raw = Raw::connect(&server).unwrap();
+    let mut raw = Client::connect(server.bootstrap()).unwrap();
     let records = batch(Bytes::from_static(b"v"), Compression::None);
 
     let resp = raw.call(&produce_req("wide", 6, &records), 8).unwrap();
@@ -383,7 +290,7 @@ fn decompressed_size_cap_is_configurable() {
         &[("SLUICE_LIMITS_MAX_DECOMPRESSED_BATCH_BYTES", "65536")],
     );
     create_topic(&server, "zipped", 1);
-    let mut raw = Raw::connect(&server).unwrap();
+    let mut raw = Client::connect(server.bootstrap()).unwrap();
     let small = batch(Bytes::from(vec![0u8; 16 * 1024]), Compression::Gzip);
     let resp = raw.call(&produce_req("zipped", 1, &small), 8).unwrap();
     assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
@@ -406,7 +313,7 @@ fn idle_connection_is_closed_with_a_log_line() {
     );
     let mut idle = TcpStream::connect(("127.0.0.1", server.kafka_port)).unwrap();
     let started = Instant::now();
-    assert!(closed_within(&mut idle, Duration::from_secs(10)));
+    assert!(wire::closed_within(&mut idle, Duration::from_secs(10)));
     assert!(started.elapsed() >= Duration::from_millis(900));
     assert!(
         log_shows(&server, "reason=idle for 1000 ms", Duration::from_secs(5)),
@@ -430,18 +337,22 @@ fn a_frame_larger_than_the_whole_budget_is_served() {
     );
     create_topic(&server, "big", 4);
     let records = batch(Bytes::from(vec![7u8; 1000 * 1024]), Compression::None);
-    let mut clients: Vec<Raw> = (0..3).map(|_| Raw::connect(&server).unwrap()).collect();
+    let mut clients: Vec<Client> = (0..3)
+        .map(|_| Client::connect(server.bootstrap()).unwrap())
+        .collect();
     // Several at once, so they queue on the budget.
-    let frames: Vec<Vec<u8>> = clients
+    let frames: Vec<Bytes> = clients
         .iter_mut()
         .map(|c| c.frame(&produce_req("big", 4, &records), 8))
         .collect();
     assert!(frames[0].len() > 4 * 1000 * 1024);
     for (c, f) in clients.iter_mut().zip(&frames) {
-        c.stream.write_all(f).unwrap();
+        c.send_raw(f).unwrap();
     }
     for c in &mut clients {
-        let resp = c.recv::<ProduceRequest>(8).expect("served");
+        let resp = c
+            .recv::<ProduceRequest>(c.correlation_id(), 8)
+            .expect("served");
         assert!(
             resp.responses[0]
                 .partition_responses
@@ -474,7 +385,7 @@ fn a_stalled_frame_gives_its_budget_back_after_the_read_timeout() {
     // A large produce queues behind the stalled reservation, then goes through.
     let started = Instant::now();
     let records = batch(Bytes::from(vec![1u8; 512 * 1024]), Compression::None);
-    let mut producer = Raw::connect(&server).unwrap();
+    let mut producer = Client::connect(server.bootstrap()).unwrap();
     let resp = producer
         .call(&produce_req("after-stall", 1, &records), 8)
         .expect("served once the stalled frame times out");
@@ -485,8 +396,8 @@ fn a_stalled_frame_gives_its_budget_back_after_the_read_timeout() {
         "waited {waited:?} for the stalled reservation (timeout 2 s)"
     );
     // Small requests were never blocked by it.
-    assert!(Raw::connect(&server).unwrap().served());
-    assert!(closed_within(&mut stalled, Duration::from_secs(5)));
+    assert!(Client::connect(server.bootstrap()).unwrap().served());
+    assert!(wire::closed_within(&mut stalled, Duration::from_secs(5)));
     assert!(
         log_shows(
             &server,
@@ -522,12 +433,12 @@ fn flood(budget_bytes: usize, flooders: usize, secs: u64) -> Flood {
             ("SLUICE_STORAGE_SEGMENT_BYTES", "67108864"),
         ],
     );
-    let pid = server.pid().unwrap();
+    let pid = server.pid();
     create_topic(&server, "flood", 8);
     create_topic(&server, "calm", 1);
     let records = batch(Bytes::from(vec![0x5a; 1000 * 1024]), Compression::None);
     let frame = Arc::new(
-        Raw::connect(&server)
+        Client::connect(server.bootstrap())
             .unwrap()
             .frame(&produce_req("flood", 8, &records), 8),
     );
@@ -549,19 +460,11 @@ fn flood(budget_bytes: usize, flooders: usize, secs: u64) -> Flood {
     let flooders: Vec<_> = (0..flooders)
         .map(|_| {
             let (stop, written, frame) = (stop.clone(), written.clone(), frame.clone());
-            let mut raw = Raw::connect(&server).unwrap();
+            let mut raw = Client::connect(server.bootstrap()).unwrap();
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    // Same correlation id every time; recv checks it matches.
-                    if raw.stream.write_all(&frame).is_err() {
-                        return;
-                    }
-                    let mut len = [0u8; 4];
-                    if raw.stream.read_exact(&mut len).is_err() {
-                        return;
-                    }
-                    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-                    if raw.stream.read_exact(&mut body).is_err() {
+                    // The same frame (one correlation id) every time: read, not decoded.
+                    if raw.send_raw(&frame).is_err() || raw.recv_frame().is_err() {
                         return;
                     }
                     written.fetch_add(frame.len() as u64, Ordering::Relaxed);

@@ -17,7 +17,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use sluice_e2e::Server;
+use testkit::Server;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -246,7 +246,7 @@ fn every_codec_through_a_group_of_three_and_resume_after_restart() {
     drop(consumers);
 
     // Restart the broker; committed offsets survive, so the group resumes after them.
-    let status = server.terminate().expect("graceful stop");
+    let status = server.terminate();
     assert!(status.success(), "graceful shutdown exits 0: {status}");
     server.restart();
     rt.block_on(async {

@@ -12,7 +12,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use sluice_e2e::Server;
+use testkit::Server;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 

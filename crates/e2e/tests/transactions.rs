@@ -19,7 +19,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use sluice_e2e::Server;
+use testkit::Server;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const PROCESSOR_ENV: &str = "TXN_PROCESSOR_BOOTSTRAP";

@@ -4,55 +4,23 @@
 //!
 //! `cargo run --release -p sluice-frontend-kafka --example wire_bench -- [MiB] [dir]`
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broker::{Broker, BrokerConfig, NewTopic};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use sluice_frontend_kafka::{KafkaConfig, serve};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use testkit::wire::AsyncClient;
 
 const RECORD_BYTES: usize = 1024;
 const RECORDS_PER_BATCH: usize = 64;
 const PIPELINE: usize = 16;
-
-struct Conn {
-    s: TcpStream,
-    corr: i32,
-}
-
-impl Conn {
-    async fn send<R: Request>(&mut self, req: &R, v: i16) {
-        self.corr += 1;
-        let h = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(v)
-            .with_correlation_id(self.corr)
-            .with_client_id(Some(StrBytes::from_static_str("bench")));
-        let mut b = BytesMut::new();
-        b.put_i32(0);
-        h.encode(&mut b, R::header_version(v)).unwrap();
-        req.encode(&mut b, v).unwrap();
-        let len = (b.len() - 4) as i32;
-        b[..4].copy_from_slice(&len.to_be_bytes());
-        self.s.write_all(&b).await.unwrap();
-    }
-
-    async fn recv<R: Request>(&mut self, v: i16) -> R::Response {
-        let len = self.s.read_i32().await.unwrap() as usize;
-        let mut buf = vec![0u8; len];
-        self.s.read_exact(&mut buf).await.unwrap();
-        let mut b = Bytes::from(buf);
-        ResponseHeader::decode(&mut b, R::Response::header_version(v)).unwrap();
-        R::Response::decode(&mut b, v).unwrap()
-    }
-}
 
 fn batch(n: usize) -> Bytes {
     let value = Bytes::from(vec![b'x'; RECORD_BYTES]);
@@ -183,24 +151,19 @@ async fn main() {
     // Produce: pipelined requests of one 64-record batch each.
     let one = batch(RECORDS_PER_BATCH);
     let requests = mib * 1024 * 1024 / (RECORD_BYTES * RECORDS_PER_BATCH);
-    let mut c = Conn {
-        s: TcpStream::connect(addr).await.unwrap(),
-        corr: 0,
-    };
-    c.s.set_nodelay(true).unwrap();
+    let mut c = AsyncClient::connect(addr).await.unwrap();
     let t = Instant::now();
-    let mut inflight = 0;
+    let mut inflight = VecDeque::with_capacity(PIPELINE);
     for _ in 0..requests {
-        c.send(&produce(one.clone()), 9).await;
-        inflight += 1;
-        if inflight == PIPELINE {
-            let r = c.recv::<ProduceRequest>(9).await;
+        inflight.push_back(c.send(&produce(one.clone()), 9).await.unwrap());
+        if inflight.len() == PIPELINE {
+            let corr = inflight.pop_front().unwrap();
+            let r = c.recv::<ProduceRequest>(corr, 9).await.unwrap();
             assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
-            inflight -= 1;
         }
     }
-    for _ in 0..inflight {
-        c.recv::<ProduceRequest>(9).await;
+    for corr in inflight {
+        c.recv::<ProduceRequest>(corr, 9).await.unwrap();
     }
     let produce_s = t.elapsed().as_secs_f64();
     let records = requests * RECORDS_PER_BATCH;
@@ -216,8 +179,7 @@ async fn main() {
     let mut offset = 0i64;
     let mut got = 0usize;
     while offset < records as i64 {
-        c.send(&fetch(offset, 500, 8 << 20), 12).await;
-        let r = c.recv::<FetchRequest>(12).await;
+        let r = c.call(&fetch(offset, 500, 8 << 20), 12).await.unwrap();
         let recs = r.responses[0].partitions[0]
             .records
             .clone()
@@ -233,21 +195,20 @@ async fn main() {
     );
 
     // Long-poll latency: a consumer parked at the end; one producer record wakes it.
-    let mut consumer = Conn {
-        s: TcpStream::connect(addr).await.unwrap(),
-        corr: 0,
-    };
-    consumer.s.set_nodelay(true).unwrap();
+    let mut consumer = AsyncClient::connect(addr).await.unwrap();
     let small = batch(1);
     let mut lat = Vec::new();
     for _ in 0..200 {
-        consumer.send(&fetch(offset, 5_000, 1 << 20), 12).await;
+        let parked = consumer
+            .send(&fetch(offset, 5_000, 1 << 20), 12)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
         let t = Instant::now();
-        c.send(&produce(small.clone()), 9).await;
-        let r = consumer.recv::<FetchRequest>(12).await;
+        let produced = c.send(&produce(small.clone()), 9).await.unwrap();
+        let r = consumer.recv::<FetchRequest>(parked, 12).await.unwrap();
         lat.push(t.elapsed());
-        c.recv::<ProduceRequest>(9).await;
+        c.recv::<ProduceRequest>(produced, 9).await.unwrap();
         let recs = r.responses[0].partitions[0]
             .records
             .clone()

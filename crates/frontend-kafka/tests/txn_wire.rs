@@ -7,50 +7,16 @@
 use std::sync::Arc;
 
 use broker::{Broker, BrokerConfig};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use sluice_frontend_kafka::{KafkaConfig, serve};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use testkit::wire::AsyncClient;
 use tokio::sync::watch;
-
-struct Client {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Client {
-    async fn call<R: Request>(&mut self, req: &R, version: i16) -> R::Response {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("txn-wire")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, R::header_version(version))
-            .unwrap();
-        req.encode(&mut body, version).unwrap();
-        let mut frame = BytesMut::new();
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).await.unwrap();
-        let len = self.stream.read_i32().await.unwrap();
-        let mut buf = vec![0u8; len as usize];
-        self.stream.read_exact(&mut buf).await.unwrap();
-        let mut buf = Bytes::from(buf);
-        let header =
-            ResponseHeader::decode(&mut buf, R::Response::header_version(version)).unwrap();
-        assert_eq!(header.correlation_id, self.correlation);
-        R::Response::decode(&mut buf, version).unwrap()
-    }
-}
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -223,10 +189,7 @@ async fn transactions_over_the_wire() {
     };
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(serve(listener, broker.clone(), kafka, rx));
-    let mut c = Client {
-        stream: TcpStream::connect(addr).await.unwrap(),
-        correlation: 0,
-    };
+    let mut c = AsyncClient::connect(addr).await.unwrap();
     for (name, parts) in [("t", 1), ("in", 1)] {
         let r = c
             .call(
@@ -238,7 +201,8 @@ async fn transactions_over_the_wire() {
                 ]),
                 7,
             )
-            .await;
+            .await
+            .unwrap();
         assert_eq!(r.topics[0].error_code, 0);
     }
 
@@ -250,52 +214,60 @@ async fn transactions_over_the_wire() {
                 .with_key_type(1),
             3,
         )
-        .await;
+        .await
+        .unwrap();
     assert_eq!((fc.error_code, fc.port), (0, i32::from(addr.port())));
 
-    let bad = c.call(&init(0), 4).await;
+    let bad = c.call(&init(0), 4).await.unwrap();
     assert_eq!(
         bad.error_code,
         ResponseError::InvalidTransactionTimeout.code()
     );
-    let ip = c.call(&init(60_000), 4).await;
+    let ip = c.call(&init(60_000), 4).await.unwrap();
     assert_eq!(ip.error_code, 0);
     let (pid, epoch) = (ip.producer_id.0, ip.producer_epoch);
     assert!(pid >= 0);
 
     // A partition outside the transaction refuses transactional batches.
-    let r = c.call(&produce(txn_batch(&["x"], pid, epoch, 0)), 9).await;
+    let r = c
+        .call(&produce(txn_batch(&["x"], pid, epoch, 0)), 9)
+        .await
+        .unwrap();
     assert_eq!(
         r.responses[0].partition_responses[0].error_code,
         ResponseError::InvalidTxnState.code()
     );
-    let ap = c.call(&add_partition(pid, epoch), 3).await;
+    let ap = c.call(&add_partition(pid, epoch), 3).await.unwrap();
     assert_eq!(
         ap.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
         0
     );
     let r = c
         .call(&produce(txn_batch(&["a1", "a2"], pid, epoch, 0)), 9)
-        .await;
+        .await
+        .unwrap();
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
 
     // Open: invisible to read_committed, LSO 0, HW 2.
-    let f = c.call(&fetch(1), 11).await;
+    let f = c.call(&fetch(1), 11).await.unwrap();
     let p = &f.responses[0].partitions[0];
     assert_eq!((p.high_watermark, p.last_stable_offset), (2, 0));
     assert_eq!(decode(p.records.clone()).0, Vec::<String>::new());
-    let f = c.call(&fetch(0), 11).await;
+    let f = c.call(&fetch(0), 11).await.unwrap();
     assert_eq!(
         decode(f.responses[0].partitions[0].records.clone()).0,
         ["a1", "a2"]
     );
-    let lo = c.call(&latest(1), 5).await;
+    let lo = c.call(&latest(1), 5).await.unwrap();
     assert_eq!(lo.topics[0].partitions[0].offset, 0);
-    let lo = c.call(&latest(0), 5).await;
+    let lo = c.call(&latest(0), 5).await.unwrap();
     assert_eq!(lo.topics[0].partitions[0].offset, 2);
 
     // Tooling sees the open transaction.
-    let lt = c.call(&ListTransactionsRequest::default(), 0).await;
+    let lt = c
+        .call(&ListTransactionsRequest::default(), 0)
+        .await
+        .unwrap();
     assert!(
         lt.transaction_states
             .iter()
@@ -309,7 +281,8 @@ async fn transactions_over_the_wire() {
                 .with_transactional_ids(vec![TransactionalId(s("w")), TransactionalId(s("nope"))]),
             0,
         )
-        .await;
+        .await
+        .unwrap();
     assert_eq!(dt.transaction_states[0].error_code, 0);
     assert_eq!(
         dt.transaction_states[0].transaction_state.as_str(),
@@ -329,7 +302,8 @@ async fn transactions_over_the_wire() {
             ]),
             0,
         )
-        .await;
+        .await
+        .unwrap();
     let producers = &dp.topics[0].partitions[0].active_producers;
     assert_eq!(producers.len(), 1);
     assert_eq!(
@@ -342,9 +316,9 @@ async fn transactions_over_the_wire() {
     );
 
     // Abort: the marker lands at 2, read_committed gets the records plus the aborted list.
-    let e = c.call(&end_txn(pid, epoch, false), 3).await;
+    let e = c.call(&end_txn(pid, epoch, false), 3).await.unwrap();
     assert_eq!(e.error_code, 0);
-    let f = c.call(&fetch(1), 11).await;
+    let f = c.call(&fetch(1), 11).await.unwrap();
     let p = &f.responses[0].partitions[0];
     assert_eq!((p.high_watermark, p.last_stable_offset), (3, 3));
     let aborted = p.aborted_transactions.clone().unwrap_or_default();
@@ -356,7 +330,7 @@ async fn transactions_over_the_wire() {
     assert_eq!(decode(p.records.clone()).1, 1, "one abort marker");
 
     // Offsets inside a transaction: invisible (unstable) until the commit.
-    let ap = c.call(&add_partition(pid, epoch), 3).await;
+    let ap = c.call(&add_partition(pid, epoch), 3).await.unwrap();
     assert_eq!(
         ap.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
         0
@@ -370,7 +344,8 @@ async fn transactions_over_the_wire() {
                 .with_group_id(GroupId(s("g"))),
             3,
         )
-        .await;
+        .await
+        .unwrap();
     assert_eq!(ao.error_code, 0);
     let toc = c
         .call(
@@ -391,20 +366,30 @@ async fn transactions_over_the_wire() {
                 ]),
             3,
         )
-        .await;
+        .await
+        .unwrap();
     assert_eq!(toc.topics[0].partitions[0].error_code, 0);
-    let of = c.call(&offset_fetch(), 7).await;
+    let of = c.call(&offset_fetch(), 7).await.unwrap();
     assert_eq!(
         of.topics[0].partitions[0].error_code,
         ResponseError::UnstableOffsetCommit.code()
     );
-    let r = c.call(&produce(txn_batch(&["c1"], pid, epoch, 2)), 9).await;
+    let r = c
+        .call(&produce(txn_batch(&["c1"], pid, epoch, 2)), 9)
+        .await
+        .unwrap();
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
-    let e = c.call(&end_txn(pid, epoch, true), 3).await;
+    let e = c.call(&end_txn(pid, epoch, true), 3).await.unwrap();
     assert_eq!(e.error_code, 0);
     // A retried EndTxn is answered with success.
-    assert_eq!(c.call(&end_txn(pid, epoch, true), 3).await.error_code, 0);
-    let of = c.call(&offset_fetch(), 7).await;
+    assert_eq!(
+        c.call(&end_txn(pid, epoch, true), 3)
+            .await
+            .unwrap()
+            .error_code,
+        0
+    );
+    let of = c.call(&offset_fetch(), 7).await.unwrap();
     assert_eq!(
         (
             of.topics[0].partitions[0].error_code,
@@ -412,7 +397,7 @@ async fn transactions_over_the_wire() {
         ),
         (0, 42)
     );
-    let f = c.call(&fetch(1), 11).await;
+    let f = c.call(&fetch(1), 11).await.unwrap();
     let p = &f.responses[0].partitions[0];
     assert_eq!(p.last_stable_offset, 5);
     assert_eq!(
@@ -421,18 +406,24 @@ async fn transactions_over_the_wire() {
     );
 
     // A second InitProducerId fences the first producer everywhere.
-    let ip2 = c.call(&init(60_000), 4).await;
+    let ip2 = c.call(&init(60_000), 4).await.unwrap();
     assert_eq!((ip2.producer_id.0, ip2.producer_epoch), (pid, epoch + 1));
-    let ap = c.call(&add_partition(pid, epoch), 3).await;
+    let ap = c.call(&add_partition(pid, epoch), 3).await.unwrap();
     assert_eq!(
         ap.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
         ResponseError::ProducerFenced.code()
     );
     assert_eq!(
-        c.call(&end_txn(pid, epoch, true), 3).await.error_code,
+        c.call(&end_txn(pid, epoch, true), 3)
+            .await
+            .unwrap()
+            .error_code,
         ResponseError::ProducerFenced.code()
     );
-    let r = c.call(&produce(txn_batch(&["z"], pid, epoch, 3)), 9).await;
+    let r = c
+        .call(&produce(txn_batch(&["z"], pid, epoch, 3)), 9)
+        .await
+        .unwrap();
     assert_eq!(
         r.responses[0].partition_responses[0].error_code,
         ResponseError::InvalidProducerEpoch.code()

@@ -7,7 +7,6 @@
 
 mod bench;
 mod cli;
-mod client;
 mod config;
 mod data_dir_lock;
 mod doors;

@@ -2,11 +2,10 @@
 //! group commands, output formats and exit codes.
 #![allow(unsafe_code)] // see the SAFETY comments
 
-mod support;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use support::{Server, stderr, stdout};
+use testkit::Server;
+use testkit::cli::{stderr, stdout};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -18,7 +17,7 @@ fn now_ms() -> i64 {
 #[test]
 fn topic_create_list_describe_alter_delete() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
 
     let out = s.ok(&[
         "topic",
@@ -120,7 +119,7 @@ fn topic_create_list_describe_alter_delete() {
 #[test]
 fn produce_stdin_and_consume_in_every_format_and_start_position() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
     s.ok(&["topic", "create", "events", "--partitions", "1"]);
 
     let before = now_ms();
@@ -243,7 +242,7 @@ fn produce_stdin_and_consume_in_every_format_and_start_position() {
 #[test]
 fn produce_file_with_each_compression_and_partitioning() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
     s.ok(&["topic", "create", "bulk", "--partitions", "4"]);
     let file = dir.path().join("lines.txt");
     let body: String = (0..2000)
@@ -319,7 +318,7 @@ fn produce_file_with_each_compression_and_partitioning() {
 #[test]
 fn consumer_group_consume_describe_reset_delete() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
     s.ok(&["topic", "create", "jobs", "--partitions", "2"]);
     let input: String = (0..20).map(|i| format!("{}:job {i}\n", i % 4)).collect();
     s.ok_stdin(&["produce", "jobs", "--key-separator", ":"], &input);
@@ -436,10 +435,10 @@ fn consumer_group_consume_describe_reset_delete() {
 #[test]
 fn bootstrap_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
-    let out = std::process::Command::new(support::BIN)
+    let s = Server::start(&dir.path().join("data"));
+    let out = std::process::Command::new(testkit::sluice_bin())
         .args(["topic", "create", "via-env"])
-        .env("SLUICE_BOOTSTRAP", &s.kafka)
+        .env("SLUICE_BOOTSTRAP", s.bootstrap())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -454,7 +453,7 @@ fn unreachable_broker_exits_2_with_a_hint() {
         .local_addr()
         .unwrap()
         .port();
-    let out = support::cli(&format!("127.0.0.1:{port}"), &["topic", "list"], None);
+    let out = testkit::cli::cli(&format!("127.0.0.1:{port}"), &["topic", "list"], None);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
@@ -466,9 +465,9 @@ fn unreachable_broker_exits_2_with_a_hint() {
 
 #[test]
 fn usage_errors_exit_1_and_help_documents_exit_codes() {
-    let out = support::cli("127.0.0.1:1", &["topic", "frobnicate"], None);
+    let out = testkit::cli::cli("127.0.0.1:1", &["topic", "frobnicate"], None);
     assert_eq!(out.status.code(), Some(1));
-    let help = support::cli("127.0.0.1:1", &["--help"], None);
+    let help = testkit::cli::cli("127.0.0.1:1", &["--help"], None);
     assert_eq!(help.status.code(), Some(0));
     assert!(stdout(&help).contains("Exit codes:"), "{}", stdout(&help));
     assert!(stdout(&help).contains("broker unreachable"));
@@ -477,13 +476,13 @@ fn usage_errors_exit_1_and_help_documents_exit_codes() {
 #[test]
 fn two_group_members_split_the_partitions() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
     s.ok(&["topic", "create", "shared", "--partitions", "4"]);
     let spawn = || {
-        std::process::Command::new(support::BIN)
+        std::process::Command::new(testkit::sluice_bin())
             .args([
                 "--bootstrap-server",
-                &s.kafka,
+                &s.bootstrap(),
                 "consume",
                 "shared",
                 "--group",
@@ -527,8 +526,8 @@ fn two_group_members_split_the_partitions() {
     }
     let input: String = (0..400).map(|i| format!("key{i}:v{i}\n")).collect();
     s.ok_stdin(&["produce", "shared", "--key-separator", ":"], &input);
-    let out_a = support::wait_output(a, std::time::Duration::from_secs(60));
-    let out_b = support::wait_output(b, std::time::Duration::from_secs(60));
+    let out_a = testkit::cli::wait_output(a, std::time::Duration::from_secs(60));
+    let out_b = testkit::cli::wait_output(b, std::time::Duration::from_secs(60));
     let (la, lb) = (stdout(&out_a), stdout(&out_b));
     assert!(!la.is_empty() && !lb.is_empty(), "both members got records");
     let mut all: Vec<&str> = la.lines().chain(lb.lines()).collect();
@@ -541,13 +540,13 @@ fn two_group_members_split_the_partitions() {
 #[test]
 fn sigterm_stops_a_group_consumer_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
     s.ok(&["topic", "create", "calm", "--partitions", "1"]);
     s.ok_stdin(&["produce", "calm"], "1\n2\n3\n4\n5\n");
-    let consumer = std::process::Command::new(support::BIN)
+    let consumer = std::process::Command::new(testkit::sluice_bin())
         .args([
             "--bootstrap-server",
-            &s.kafka,
+            &s.bootstrap(),
             "consume",
             "calm",
             "--group",
@@ -591,7 +590,7 @@ fn sigterm_stops_a_group_consumer_cleanly() {
     );
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(consumer.id() as libc::pid_t, libc::SIGTERM) };
-    let out = support::wait_output(consumer, std::time::Duration::from_secs(30));
+    let out = testkit::cli::wait_output(consumer, std::time::Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "1\n2\n3\n4\n5\n");
     // It left the group instead of waiting out its session.
@@ -604,10 +603,10 @@ fn sigterm_stops_a_group_consumer_cleanly() {
 fn produce_sends_each_line_when_the_input_pauses() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
     s.ok(&["topic", "create", "live"]);
-    let mut producer = std::process::Command::new(support::BIN)
-        .args(["--bootstrap-server", &s.kafka, "produce", "live"])
+    let mut producer = std::process::Command::new(testkit::sluice_bin())
+        .args(["--bootstrap-server", &s.bootstrap(), "produce", "live"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -621,7 +620,7 @@ fn produce_sends_each_line_when_the_input_pauses() {
     assert_eq!(got, "first\n");
     writeln!(stdin, "second").unwrap();
     drop(stdin);
-    let out = support::wait_output(producer, std::time::Duration::from_secs(30));
+    let out = testkit::cli::wait_output(producer, std::time::Duration::from_secs(30));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         s.ok(&["consume", "live", "--count", "2"]),
@@ -632,7 +631,7 @@ fn produce_sends_each_line_when_the_input_pauses() {
 #[test]
 fn consume_json_pipes_into_produce_json() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
     s.ok(&["topic", "create", "src", "--partitions", "3"]);
     s.ok(&["topic", "create", "dst", "--partitions", "3"]);
     let input: String = (0..30).map(|i| format!("k{i}|v{i}\n")).collect();

@@ -1,15 +1,15 @@
 //! End-to-end: `sluice server` itself — configuration errors and `--print-config`, the admin
 //! endpoints, and graceful shutdown that loses nothing acknowledged.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{BIN, Server, metric_sum, parse_metrics, stderr, stdout, wait_output};
+use testkit::cli::{stderr, stdout, wait_output};
+use testkit::http::{metric_sum, parse_metrics};
+use testkit::{Server, sluice_bin};
 
 fn server_cmd(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(sluice_bin());
     cmd.arg("server").args(args);
     for (k, v) in envs {
         cmd.env(k, v);
@@ -123,14 +123,14 @@ fn config_errors_name_the_key_and_the_allowed_values() {
 #[test]
 fn listener_in_use_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
     let other = tempfile::tempdir().unwrap();
     let out = server_cmd(
         &[
             "--data-dir",
             other.path().to_str().unwrap(),
             "--kafka-listener",
-            &s.kafka,
+            &s.bootstrap(),
             "--admin-listener",
             "127.0.0.1:0",
         ],
@@ -139,7 +139,7 @@ fn listener_in_use_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.contains(&s.kafka) && err.contains("--kafka-listener"),
+        err.contains(&s.bootstrap()) && err.contains("--kafka-listener"),
         "{err}"
     );
 }
@@ -147,7 +147,7 @@ fn listener_in_use_is_a_clear_error() {
 #[test]
 fn one_server_per_data_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
     let out = server_cmd(
         &[
             "--data-dir",
@@ -168,7 +168,7 @@ fn one_server_per_data_dir() {
 #[test]
 fn metrics_and_health_endpoints() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
 
     let (code, body) = s.http_get("/health");
     assert_eq!(code, 200, "{body}");
@@ -263,7 +263,7 @@ fn metrics_and_health_endpoints() {
 fn json_logs_and_auto_create_switch() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Server::start_with(
-        dir.path(),
+        &dir.path().join("data"),
         &[
             "--log-format",
             "json",
@@ -293,7 +293,7 @@ fn json_logs_and_auto_create_switch() {
 
     // Default: producing to a new topic creates it.
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
     s.ok_stdin(&["produce", "fresh"], "hello\n");
     assert_eq!(s.ok(&["consume", "fresh", "--count", "1"]), "hello\n");
 }
@@ -301,7 +301,7 @@ fn json_logs_and_auto_create_switch() {
 #[test]
 fn a_second_signal_exits_at_once_and_the_store_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Server::start(dir.path());
+    let mut s = Server::start(&dir.path().join("data"));
     s.ok(&["topic", "create", "t"]);
     s.ok_stdin(&["produce", "t"], "one\ntwo\n");
     s.signal(libc::SIGTERM);
@@ -320,7 +320,7 @@ fn a_second_signal_exits_at_once_and_the_store_recovers() {
 #[test]
 fn sigterm_is_graceful_and_keeps_every_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Server::start(dir.path());
+    let mut s = Server::start(&dir.path().join("data"));
     s.ok(&["topic", "create", "durable", "--partitions", "1"]);
     let file = dir.path().join("input.txt");
     let n = 200_000;
@@ -328,10 +328,10 @@ fn sigterm_is_graceful_and_keeps_every_acknowledged_record() {
     std::fs::write(&file, body).unwrap();
 
     // Produce in small batches so the producer is mid-stream when the signal lands.
-    let producer = Command::new(BIN)
+    let producer = Command::new(sluice_bin())
         .args([
             "--bootstrap-server",
-            &s.kafka,
+            &s.bootstrap(),
             "-o",
             "json",
             "produce",
@@ -391,7 +391,7 @@ fn sigterm_is_graceful_and_keeps_every_acknowledged_record() {
 #[test]
 fn sigint_is_graceful_too() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Server::start(dir.path());
+    let mut s = Server::start(&dir.path().join("data"));
     s.ok_stdin(&["produce", "t"], "kept\n");
     s.signal(libc::SIGINT);
     let status = s.wait(Duration::from_secs(60));

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use sluice_storage::batch_builder::BatchBuilder;
 use sluice_storage::{Flush, PartitionConfig, PartitionId, Store, StoreConfig};
 
 fn env_mb(default: u64) -> u64 {
@@ -33,51 +34,14 @@ fn env_mb(default: u64) -> u64 {
 
 /// A v2 batch of `n` records of `value_len` bytes each (uncompressed), base offset 0.
 fn make_batch(n: usize, value_len: usize) -> Vec<u8> {
-    fn varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            let b = (z & 0x7f) as u8;
-            z >>= 7;
-            if z == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    let mut recs = Vec::new();
-    for i in 0..n {
-        let mut r = vec![0u8];
-        varint(&mut r, 0);
-        varint(&mut r, i as i64);
-        let key = format!("key-{i}");
-        varint(&mut r, key.len() as i64);
-        r.extend_from_slice(key.as_bytes());
-        varint(&mut r, value_len as i64);
-        r.extend((0..value_len).map(|j| (i * 7 + j) as u8));
-        varint(&mut r, 0);
-        varint(&mut recs, r.len() as i64);
-        recs.extend_from_slice(&r);
-    }
     let now = 1_700_000_000_000i64;
-    let mut b = Vec::new();
-    b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(&((49 + recs.len()) as i32).to_be_bytes());
-    b.extend_from_slice(&0i32.to_be_bytes());
-    b.push(2);
-    b.extend_from_slice(&[0; 4]);
-    b.extend_from_slice(&0i16.to_be_bytes());
-    b.extend_from_slice(&(n as i32 - 1).to_be_bytes());
-    b.extend_from_slice(&now.to_be_bytes());
-    b.extend_from_slice(&now.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes());
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
-    b.extend_from_slice(&(n as i32).to_be_bytes());
-    b.extend_from_slice(&recs);
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b
+    let mut b = BatchBuilder::new();
+    for i in 0..n {
+        let key = format!("key-{i}");
+        let value: Vec<u8> = (0..value_len).map(|j| (i * 7 + j) as u8).collect();
+        b.record(Some(key.as_bytes()), Some(&value), now, &[]);
+    }
+    b.build()
 }
 
 /// A ~16 KiB batch: 16 records of 1000 bytes.

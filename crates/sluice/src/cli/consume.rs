@@ -12,11 +12,11 @@ use serde_json::json;
 use super::Ctx;
 use super::args::{ConsumeArgs, OutputFormat, RecordFormat};
 use super::exit::{EXIT_TIMEOUT, usage};
-use crate::client::consumer_group::{GroupMember, Offsets, fetch_offsets};
-use crate::client::ops::{
+use kafka_client::consumer_group::{GroupMember, Offsets, fetch_offsets};
+use kafka_client::ops::{
     EARLIEST, LATEST, PartitionInfo, fetch, list_offsets, topic_partitions, watermarks,
 };
-use crate::client::{Client, ClientError};
+use kafka_client::{Client, ClientError};
 
 /// Where to start reading a partition that has no committed offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Exit codes (documented in `sluice --help`) and the mapping from errors to them.
 
-use crate::client::ClientError;
 use crate::config::ConfigError;
+use kafka_client::ClientError;
 
 pub const EXIT_USAGE: i32 = 1;
 pub const EXIT_UNREACHABLE: i32 = 2;

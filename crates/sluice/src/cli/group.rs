@@ -12,10 +12,10 @@ use super::Ctx;
 use super::args::{GroupCommand, ResetOffsetsArgs};
 use super::exit::usage;
 use super::output::{print_json_if, print_table};
-use crate::client::consumer_group::{Offsets, commit_offsets, fetch_offsets};
-use crate::client::group_protocol::decode_assignment;
-use crate::client::ops::{list_offsets, topic_partitions, watermarks};
-use crate::client::{Client, ClientError, group_id};
+use kafka_client::consumer_group::{Offsets, commit_offsets, fetch_offsets};
+use kafka_client::group_protocol::decode_assignment;
+use kafka_client::ops::{list_offsets, topic_partitions, watermarks};
+use kafka_client::{Client, ClientError, group_id};
 
 const GROUP_ID_NOT_FOUND: i16 = 69;
 const NON_EMPTY_GROUP: i16 = 68;

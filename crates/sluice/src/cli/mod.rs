@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use args::{Command, OutputFormat};
 
-use crate::client::Client;
+use kafka_client::Client;
 
 /// What every client command needs.
 pub struct Ctx {

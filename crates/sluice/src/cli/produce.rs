@@ -18,9 +18,9 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use super::args::{CompressionArg, InputFormat, OutputFormat, ProduceArgs};
 use super::exit::usage;
 use super::{Ctx, parse_kv};
-use crate::client::ops::{PartitionInfo, partitions_in};
-use crate::client::records::{OutRecord, encode_batch, partition_for_key};
-use crate::client::{Client, ClientError, topic_name};
+use kafka_client::ops::{PartitionInfo, partitions_in};
+use kafka_client::records::{OutRecord, encode_batch, partition_for_key};
+use kafka_client::{Client, ClientError, topic_name};
 
 /// Retriable produce errors: leadership moved or the topic is still being created.
 const RETRIABLE: &[i16] = &[3, 5, 6, 7, 13];

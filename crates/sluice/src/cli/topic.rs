@@ -13,8 +13,8 @@ use serde_json::json;
 use super::args::TopicCommand;
 use super::output::{print_json_if, print_table};
 use super::{Ctx, parse_kv};
-use crate::client::ops::{partitions_in, watermarks};
-use crate::client::{Client, ClientError, str_bytes, topic_name};
+use kafka_client::ops::{partitions_in, watermarks};
+use kafka_client::{Client, ClientError, str_bytes, topic_name};
 
 const TOPIC_RESOURCE: i8 = 2;
 const OP_SET: i8 = 0;

@@ -4,24 +4,13 @@
 use bytes::BytesMut;
 use std::io::Write;
 
+use sluice_storage::batch_builder::put_varint;
+
 pub const NONE: i16 = 0;
 pub const GZIP: i16 = 1;
 pub const SNAPPY: i16 = 2;
 pub const LZ4: i16 = 3;
 pub const ZSTD: i16 = 4;
-
-fn varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        let b = (z & 0x7f) as u8;
-        z >>= 7;
-        if z == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
 
 /// One record: (key, value, timestamp).
 pub type Rec<'a> = (Option<&'a [u8]>, &'a [u8], i64);
@@ -46,23 +35,23 @@ fn push_record(
     fn bytes_or_null(r: &mut Vec<u8>, b: Option<&[u8]>) {
         match b {
             Some(b) => {
-                varint(r, b.len() as i64);
+                put_varint(r, b.len() as i64);
                 r.extend_from_slice(b);
             }
-            None => varint(r, -1),
+            None => put_varint(r, -1),
         }
     }
     let mut r = vec![0u8];
-    varint(&mut r, ts_delta);
-    varint(&mut r, index as i64);
+    put_varint(&mut r, ts_delta);
+    put_varint(&mut r, index as i64);
     bytes_or_null(&mut r, key);
     bytes_or_null(&mut r, Some(value));
-    varint(&mut r, headers.len() as i64);
+    put_varint(&mut r, headers.len() as i64);
     for (name, value) in headers {
         bytes_or_null(&mut r, Some(name));
         bytes_or_null(&mut r, *value);
     }
-    varint(out, r.len() as i64);
+    put_varint(out, r.len() as i64);
     out.extend_from_slice(&r);
 }
 

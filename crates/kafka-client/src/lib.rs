@@ -1,10 +1,32 @@
-//! A small async Kafka client for the CLI, built on `kafka-protocol`: bootstrap, metadata,
-//! connections to partition leaders, the controller and group coordinators. It speaks only the
-//! protocol, so the CLI works against any Kafka-compatible broker.
+//! A small async Kafka client, built on `kafka-protocol`: bootstrap, metadata, connections to
+//! partition leaders, the controller and group coordinators, consumer-group membership and
+//! record batches. It speaks only the protocol, so the `sluice` CLI (its main user) works
+//! against any Kafka-compatible broker; the test kit reuses its framing.
+//!
+//! Reading order:
+//! - [`frame`]: sans-IO request framing (length prefix, request header, body) and response
+//!   header decoding. No socket; the raw test client (`sluice-testkit`) uses it too.
+//! - [`Connection`] (`connection.rs`): one TCP connection to one broker over [`frame`]:
+//!   correlation ids, timeouts, and API version negotiation (ApiVersions on connect, with
+//!   the KIP-511 fallback; every request then uses the highest version both sides and this
+//!   code fill in correctly).
+//! - [`Client`] (this file): bootstrap, the broker map from Metadata, and connections by
+//!   role (any broker, a node, the controller, a group's coordinator).
+//! - [`ops`] (offsets, partitions, fetch), [`consumer_group`] + [`group_protocol`] (joining
+//!   a group, the consumer assignor, committed offsets), [`records`] (batch encode/decode
+//!   with every Kafka codec, murmur2 partitioning).
+//! - [`error`]: [`ClientError`], phrased so a user knows what to do next.
+//!
+//! What callers may rely on: a request is sent only at a version both sides support (or it
+//! fails with [`ClientError::Protocol`] before anything is written); a response whose
+//! correlation id does not match is an error, never silently taken for another request; a
+//! response frame over 256 MiB is refused; after an abandoned request (a dropped future)
+//! call [`Client::reset_connections`], since the connection may hold an unread response.
 
 mod connection;
 pub mod consumer_group;
 pub mod error;
+pub mod frame;
 pub mod group_protocol;
 pub mod ops;
 pub mod records;

@@ -1,4 +1,4 @@
-//! Errors of the CLI's Kafka client, phrased so the user knows what to do next.
+//! Errors of the Kafka client, phrased so the user knows what to do next.
 
 use std::fmt;
 

@@ -6,14 +6,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
-};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::error::ClientError;
+use crate::error::ClientError;
+use crate::frame;
 
 /// Largest response frame we accept (a fetch of many partitions can be large, but not this).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -206,25 +205,20 @@ impl Connection {
         request: &R,
     ) -> Result<Bytes, ClientError> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        let mut header = RequestHeader::default();
-        header.request_api_key = key;
-        header.request_api_version = version;
-        header.correlation_id = self.correlation_id;
-        header.client_id = Some(StrBytes::from_static_str("sluice-cli"));
-        let mut buf = BytesMut::with_capacity(64);
-        buf.extend_from_slice(&[0, 0, 0, 0]);
-        header
-            .encode(&mut buf, header_version)
-            .and_then(|_| request.encode(&mut buf, version))
-            .map_err(|e| {
-                self.protocol(format!(
-                    "cannot encode {:?} v{version} request (header v{header_version}): {e}",
-                    ApiKey::try_from(key)
-                ))
-            })?;
-        let len = (buf.len() - 4) as u32;
-        buf[..4].copy_from_slice(&len.to_be_bytes());
-        Ok(buf.freeze())
+        frame::encode_request(
+            key,
+            version,
+            header_version,
+            self.correlation_id,
+            StrBytes::from_static_str("sluice-cli"),
+            request,
+        )
+        .map_err(|e| {
+            self.protocol(format!(
+                "cannot encode {:?} v{version} request (header v{header_version}): {e}",
+                ApiKey::try_from(key)
+            ))
+        })
     }
 
     async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ClientError> {
@@ -262,20 +256,11 @@ impl Connection {
                 )));
             }
         };
-        // ApiVersions responses always use header v0; others per their schema.
-        let response_header_version = if key == ApiKey::ApiVersions as i16 {
-            0
-        } else {
-            ApiKey::try_from(key)
-                .map(|k| k.response_header_version(version))
-                .unwrap_or(0)
-        };
-        let header = ResponseHeader::decode(&mut body, response_header_version)
+        let correlation_id = frame::decode_response_header(&mut body, key, version)
             .map_err(|e| self.protocol(format!("bad response header: {e}")))?;
-        if header.correlation_id != expected {
+        if correlation_id != expected {
             return Err(self.protocol(format!(
-                "response correlation id {} does not match request {expected}",
-                header.correlation_id
+                "response correlation id {correlation_id} does not match request {expected}"
             )));
         }
         Ok(body)
@@ -286,7 +271,7 @@ impl Connection {
         if let Err(e) = self.stream.read_exact(&mut len).await {
             return Err(self.disconnected(format!("connection closed by the broker ({e})")));
         }
-        let len = u32::from_be_bytes(len) as usize;
+        let len = frame::frame_len(len);
         if len > MAX_RESPONSE_BYTES {
             return Err(self.protocol(format!("response frame of {len} bytes is too large")));
         }
@@ -304,7 +289,7 @@ mod tests {
     use super::*;
     use bytes::BufMut;
     use kafka_protocol::messages::api_versions_response::ApiVersion;
-    use kafka_protocol::messages::{MetadataRequest, ResponseHeader};
+    use kafka_protocol::messages::{MetadataRequest, RequestHeader, ResponseHeader};
     use kafka_protocol::protocol::decode_request_header_from_buffer;
     use tokio::net::TcpListener;
 
