@@ -3,8 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 use common::{Offset, PartitionId, TimestampMs};
+use storage::batch::BatchHeader;
 
-use crate::batch_walk;
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::hooks::{Admit, PartitionRef};
@@ -213,26 +213,13 @@ impl Broker {
             return Err(BrokerError::ShuttingDown);
         }
         let (pid, max_bytes, counters, rules) = self.resolve_for_produce(topic, partition)?;
-        let summaries = batch_walk::walk(&batches, true).map_err(|e| match e {
-            batch_walk::WalkError::BadMagic(_) => BrokerError::InvalidRecord(e.to_string()),
-            _ => BrokerError::CorruptMessage(e.to_string()),
-        })?;
-        if summaries.is_empty() {
-            return Err(BrokerError::InvalidRecord("no record batch".into()));
-        }
-        check_client_batches(&batches)?;
+        let seen = inspect_client_batches(&batches, max_bytes)?;
         let mut batches = batches;
         let stamped = self.apply_record_rules(topic, rules, &mut batches)?;
-        if let Some(big) = summaries.iter().find(|s| s.total_bytes > max_bytes) {
-            return Err(BrokerError::MessageTooLarge {
-                size: big.total_bytes,
-                max: max_bytes,
-            });
-        }
-        let records: u64 = summaries.iter().map(|s| s.record_count.max(0) as u64).sum();
+        let records = seen.records;
         let len = batches.len() as u64;
         let log_failure = |e: &storage::StorageError| log_append_failure(topic, partition, e);
-        let hooks = self.hooks.get().filter(|_| from_producer(&batches));
+        let hooks = self.hooks.get().filter(|_| seen.from_producer);
         let Some(hooks) = hooks else {
             let pending = self
                 .store
@@ -320,9 +307,9 @@ impl Broker {
         let mut records = 0u64;
         for c in &read.chunks {
             out.bytes += c.len();
-            if let Ok(s) = batch_walk::walk(c, false) {
-                records += s.iter().map(|b| b.record_count.max(0) as u64).sum::<u64>();
-            }
+            records += crate::log_scan::headers(c)
+                .map(|h| h.record_count().max(0) as u64)
+                .sum::<u64>();
         }
         out.chunks = read.chunks;
         out.records = records;
@@ -389,56 +376,98 @@ impl Broker {
     }
 }
 
-/// The rules for batches a client sends, on top of storage's checks of each batch against
-/// its records (Kafka's, from its log validator): only the broker writes control batches
-/// (a client's would stop read_committed consumers at a fake marker); a batch with a
-/// producer id carries a sequence; a transactional batch carries a producer id; and the
-/// batches of one request come from one producer, so the idempotence and transaction
-/// checks below, which read the producer fields, see every batch.
-fn check_client_batches(batches: &[u8]) -> Result<()> {
-    let invalid = |msg: String| Err(BrokerError::InvalidRecord(msg));
+/// What one walk over a produce request's batch headers found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Inspection {
+    /// Records in all batches (from the headers).
+    records: u64,
+    /// The batches come from a producer with an id (idempotent or transactional): the
+    /// partition hooks check and follow them.
+    from_producer: bool,
+}
+
+/// One walk over the headers of the batches a client sent: whole v2 batches (a partial
+/// one is CORRUPT_MESSAGE, another magic INVALID_RECORD), each within `max_bytes`, and the
+/// rules on top of storage's checks of each batch against its records (Kafka's, from its
+/// log validator): only the broker writes control batches (a client's would stop
+/// read_committed consumers at a fake marker); a batch with a producer id carries a
+/// sequence; a transactional batch carries a producer id; and the batches of one request
+/// come from one producer, so the hooks, which read the first batch's producer fields,
+/// see every batch.
+fn inspect_client_batches(batches: &[u8], max_bytes: usize) -> Result<Inspection> {
     let mut first: Option<(i64, i16, bool)> = None;
-    for (i, h) in crate::log_scan::headers(batches).enumerate() {
-        if h.is_control() {
-            return invalid(format!(
-                "batch {i} has the control bit set: only the broker writes control batches"
-            ));
+    let (mut at, mut records, mut i) = (0, 0u64, 0usize);
+    while at < batches.len() {
+        let h = client_batch_header(&batches[at..], i, at)?;
+        if h.total_len() > max_bytes {
+            return Err(BrokerError::MessageTooLarge {
+                size: h.total_len(),
+                max: max_bytes,
+            });
         }
-        let producer_id = h.producer_id();
-        if producer_id >= 0 && h.base_sequence() < 0 {
-            return invalid(format!(
-                "batch {i} has producer id {producer_id} but base sequence {}",
-                h.base_sequence()
-            ));
-        }
-        if h.is_transactional() && producer_id < 0 {
-            return invalid(format!("batch {i} is transactional without a producer id"));
-        }
-        let id = if producer_id < 0 {
-            (-1, 0, false)
-        } else {
-            (producer_id, h.producer_epoch(), h.is_transactional())
-        };
+        let id = producer_of(&h, i)?;
         match first {
             None => first = Some(id),
             Some(f) if f != id => {
-                return invalid(format!(
+                return Err(BrokerError::InvalidRecord(format!(
                     "batch {i} comes from producer {id:?}, batch 0 from {f:?}: one request \
                      carries one producer's batches"
-                ));
+                )));
             }
             Some(_) => {}
         }
+        records += h.record_count().max(0) as u64;
+        at += h.total_len();
+        i += 1;
     }
-    Ok(())
+    match first {
+        None => Err(BrokerError::InvalidRecord("no record batch".into())),
+        Some((producer_id, _, _)) => Ok(Inspection {
+            records,
+            from_producer: producer_id >= 0,
+        }),
+    }
 }
 
-/// True when the batches come from a producer with an id (idempotent or transactional):
-/// the partition hooks check and follow those.
-fn from_producer(batches: &[u8]) -> bool {
-    crate::log_scan::headers(batches)
-        .next()
-        .is_some_and(|h| h.producer_id() >= 0)
+/// The header of batch `i` at byte `at`: a v2 batch, whole.
+fn client_batch_header(rest: &[u8], i: usize, at: usize) -> Result<BatchHeader<'_>> {
+    if let Some(&magic) = rest.get(storage::batch::MAGIC_OFFSET)
+        && magic != 2
+    {
+        return Err(BrokerError::InvalidRecord(format!(
+            "batch {i} has magic {}: only v2 record batches are accepted",
+            magic as i8
+        )));
+    }
+    BatchHeader::parse(rest).map_err(|e| {
+        BrokerError::CorruptMessage(format!("batch {i} at byte {at} is cut short: {e}"))
+    })
+}
+
+/// (producer id, epoch, transactional) of a client's batch, after the rules on who may
+/// write what; producer id -1 for batches without one.
+fn producer_of(h: &BatchHeader<'_>, i: usize) -> Result<(i64, i16, bool)> {
+    let invalid = |msg: String| Err(BrokerError::InvalidRecord(msg));
+    if h.is_control() {
+        return invalid(format!(
+            "batch {i} has the control bit set: only the broker writes control batches"
+        ));
+    }
+    let producer_id = h.producer_id();
+    if producer_id >= 0 && h.base_sequence() < 0 {
+        return invalid(format!(
+            "batch {i} has producer id {producer_id} but base sequence {}",
+            h.base_sequence()
+        ));
+    }
+    if h.is_transactional() && producer_id < 0 {
+        return invalid(format!("batch {i} is transactional without a producer id"));
+    }
+    Ok(if producer_id < 0 {
+        (-1, 0, false)
+    } else {
+        (producer_id, h.producer_epoch(), h.is_transactional())
+    })
 }
 
 /// The batches with their records cut off: each batch's 61-byte header, its length field
@@ -462,5 +491,68 @@ fn log_append_failure(topic: &str, partition: i32, e: &storage::StorageError) {
     use storage::StorageError as S;
     if !matches!(e, S::CorruptBatch { .. } | S::InvalidBatch(_)) {
         tracing::error!(topic, partition, error = %e, "produce failed: could not append to the log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(producer: Option<(i64, i32)>, records: usize) -> Vec<u8> {
+        let mut b = storage::batch_builder::BatchBuilder::new();
+        if let Some((id, seq)) = producer {
+            b = b.producer(id, 0, seq);
+        }
+        for _ in 0..records {
+            b.record(None, Some(b"v"), 1_000, &[]);
+        }
+        b.build()
+    }
+
+    #[test]
+    fn one_walk_counts_records_and_finds_the_producer() {
+        let mut two = batch(None, 3);
+        two.extend(batch(None, 2));
+        let seen = inspect_client_batches(&two, 1 << 20).unwrap();
+        assert_eq!(
+            seen,
+            Inspection {
+                records: 5,
+                from_producer: false
+            }
+        );
+        let idempotent = batch(Some((7, 0)), 1);
+        assert!(
+            inspect_client_batches(&idempotent, 1 << 20)
+                .unwrap()
+                .from_producer
+        );
+    }
+
+    #[test]
+    fn refuses_partial_batches_other_magics_big_batches_and_mixed_producers() {
+        let b = batch(None, 1);
+        let cut = inspect_client_batches(&b[..b.len() - 1], 1 << 20);
+        assert!(
+            matches!(cut, Err(BrokerError::CorruptMessage(_))),
+            "{cut:?}"
+        );
+        let mut old = b.clone();
+        old[storage::batch::MAGIC_OFFSET] = 1;
+        let magic = inspect_client_batches(&old, 1 << 20);
+        assert!(
+            matches!(magic, Err(BrokerError::InvalidRecord(_))),
+            "{magic:?}"
+        );
+        let big = inspect_client_batches(&b, b.len() - 1);
+        assert!(
+            matches!(big, Err(BrokerError::MessageTooLarge { .. })),
+            "{big:?}"
+        );
+        let mut mixed = batch(Some((7, 0)), 1);
+        mixed.extend(batch(Some((8, 0)), 1));
+        let two_producers = inspect_client_batches(&mixed, 1 << 20);
+        assert!(matches!(two_producers, Err(BrokerError::InvalidRecord(_))));
+        assert!(inspect_client_batches(&[], 1 << 20).is_err());
     }
 }

@@ -17,9 +17,8 @@
 //! - [`topic_config`] — topic config keys, validation, effective values.
 //! - [`metrics`] — Prometheus families.
 //! - [`batch`] — the record-batch vocabulary (Kafka v2 batches are the stored format).
-//! - `batch_walk.rs`, `log_scan.rs` — batch header walking without decoding records.
+//! - `log_scan.rs` — batch header walking without decoding records.
 
-mod batch_walk;
 mod broker;
 mod config;
 mod data_path;

@@ -20,6 +20,7 @@
 //! from the log is rebuilt from the log at open, so it never disagrees with what is stored.
 
 mod config;
+mod derived;
 mod error;
 pub mod group;
 mod groups;

@@ -17,10 +17,8 @@ use common::{Offset, PartitionId, TimestampMs};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use broker::BrokerError;
-
 use crate::error::{CoordError, Result};
-use broker::{Broker, REBUILD_SCAN_WINDOW};
+use broker::Broker;
 
 /// Batches remembered per producer and partition (Kafka's max in-flight requests).
 pub const MAX_CACHED_BATCHES: usize = 5;
@@ -253,15 +251,7 @@ impl ProducerStateTable {
                 .map(|((p, id), e)| (*p, *id, e.clone()))
                 .collect(),
         };
-        let bytes = serde_json::to_vec(&snap).map_err(|e| BrokerError::Metadata(e.to_string()))?;
-        let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-        let io = |e: std::io::Error| BrokerError::Metadata(format!("producer snapshot: {e}"));
-        std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE)).map_err(io)?;
-        Ok(())
+        crate::derived::write_snapshot(&self.dir, SNAPSHOT_FILE, &snap, "producer state")
     }
 
     /// Loads the snapshot (if any) and scans each partition's log past what it covers.
@@ -271,31 +261,25 @@ impl ProducerStateTable {
         partitions: &[PartitionId],
         now_ms: TimestampMs,
     ) -> Result<()> {
-        let snap: Snapshot = match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "producer snapshot unreadable; rebuilding from the log");
-                Snapshot::default()
-            }),
-            Err(_) => Snapshot::default(),
-        };
+        let snap: Snapshot =
+            crate::derived::load_snapshot(&self.dir, SNAPSHOT_FILE, "producer state");
         {
             let mut entries = self.entries.lock();
             for (p, id, e) in snap.entries {
                 entries.insert((p, id), e);
             }
         }
-        let mut scanned = 0usize;
-        for &p in partitions {
-            let marks = broker.partition_watermarks(p)?;
-            let end = marks.high_watermark;
-            let from = snap
-                .covered_to
-                .get(&p.0)
-                .copied()
-                .unwrap_or(end - REBUILD_SCAN_WINDOW)
-                .max(marks.log_start);
-            scanned += self.scan(broker, p, from, end, now_ms)?;
-        }
+        let scanned = crate::derived::scan_past(broker, partitions, &snap.covered_to, |p, h| {
+            let id = BatchIdentity::of(h);
+            // Re-recording what the snapshot already holds is harmless: a duplicate is
+            // skipped, anything else overwrites.
+            if !matches!(
+                self.check(p, std::slice::from_ref(&id)),
+                Ok(Verdict::Duplicate { .. })
+            ) {
+                self.record(p, std::slice::from_ref(&id), h.base_offset(), now_ms);
+            }
+        })?;
         self.expire(now_ms);
         tracing::info!(
             producers = self.producer_count(),
@@ -303,27 +287,6 @@ impl ProducerStateTable {
             "idempotent producer state rebuilt"
         );
         Ok(())
-    }
-
-    fn scan(
-        &self,
-        broker: &Broker,
-        p: PartitionId,
-        from: Offset,
-        to: Offset,
-        now_ms: TimestampMs,
-    ) -> Result<usize> {
-        Ok(broker.for_each_batch(p, from, to, |header| {
-            let id = BatchIdentity::of(header);
-            // Re-recording what the snapshot already holds is harmless: a duplicate is
-            // skipped, anything else overwrites.
-            if !matches!(
-                self.check(p, std::slice::from_ref(&id)),
-                Ok(Verdict::Duplicate { .. })
-            ) {
-                self.record(p, std::slice::from_ref(&id), header.base_offset(), now_ms);
-            }
-        })?)
     }
 }
 

@@ -36,6 +36,8 @@ const OFF_BASE_OFFSET: usize = 0;
 const OFF_LENGTH: usize = 8;
 const OFF_EPOCH: usize = 12;
 const OFF_MAGIC: usize = 16;
+/// Where the magic byte is (it tells the batch format before anything else is read).
+pub const MAGIC_OFFSET: usize = OFF_MAGIC;
 const OFF_CRC: usize = 17;
 const OFF_ATTRIBUTES: usize = 21;
 const OFF_LAST_OFFSET_DELTA: usize = 23;

@@ -11,12 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use broker::batch::BatchHeader;
-use broker::{AbortedRange, Broker, REBUILD_SCAN_WINDOW};
+use broker::{AbortedRange, Broker};
 use common::{Offset, PartitionId};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-
-use broker::BrokerError;
 
 use crate::error::Result;
 use crate::txn::control;
@@ -198,38 +196,17 @@ impl PartitionTxnIndex {
             covered_to: log_ends.iter().map(|(p, _, end)| (p.0, *end)).collect(),
             partitions,
         };
-        let bytes = serde_json::to_vec(&snap).map_err(|e| BrokerError::Metadata(e.to_string()))?;
-        let io = |e: std::io::Error| BrokerError::Metadata(format!("txn index snapshot: {e}"));
-        let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-        std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE)).map_err(io)?;
-        Ok(())
+        crate::derived::write_snapshot(&self.dir, SNAPSHOT_FILE, &snap, "transaction index")
     }
 
     /// Loads the snapshot and scans every partition's log past what it covers.
     pub fn rebuild(&self, broker: &Broker, partitions: &[PartitionId]) -> Result<()> {
-        let snap: Snapshot = match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "txn index snapshot unreadable; rebuilding from the log");
-                Snapshot::default()
-            }),
-            Err(_) => Snapshot::default(),
-        };
+        let snap: Snapshot =
+            crate::derived::load_snapshot(&self.dir, SNAPSHOT_FILE, "transaction index");
         self.parts.lock().extend(snap.partitions);
-        for &p in partitions {
-            let marks = broker.partition_watermarks(p)?;
-            let end = marks.high_watermark;
-            let from = snap
-                .covered_to
-                .get(&p.0)
-                .copied()
-                .unwrap_or(end - REBUILD_SCAN_WINDOW)
-                .max(marks.log_start);
-            broker.for_each_batch(p, from, end, |h| self.observe(p, h))?;
-        }
+        crate::derived::scan_past(broker, partitions, &snap.covered_to, |p, h| {
+            self.observe(p, h)
+        })?;
         Ok(())
     }
 }
