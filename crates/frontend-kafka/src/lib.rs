@@ -1,8 +1,10 @@
 //! Sluice's Kafka front door: sockets, framing and the mapping between Kafka wire types
-//! (from `kafka-protocol`) and the broker core's domain API. Holds no business state.
+//! (from `kafka-protocol`) and the domain APIs of the broker core and of Kafka's
+//! coordinators (`kafka-coord`: groups, producer ids, transactions). Holds no business state.
 //!
-//! - [`serve`] (`server.rs`) — accept loop, connection limits (total and per IP), the
-//!   global in-flight request byte budget, graceful shutdown.
+//! - [`serve`] (`server.rs`) — opens the coordinators over the core, then the accept loop,
+//!   connection limits (total and per IP), the global in-flight request byte budget,
+//!   graceful shutdown (the coordinators shut down after the last connection).
 //! - `connection.rs` — one connection: frames in, responses out in request order.
 //! - `framing.rs` — length-prefixed frames, size checked before allocation.
 //! - `codec.rs` — request header parsing, response framing.
@@ -10,7 +12,7 @@
 //! - [`versions`] — the API versions implemented and advertised.
 //! - `handlers/` — one module per API family; `errors.rs` maps domain errors to codes.
 //! - `limits.rs` — limits shared by all connections: request byte budget, per-IP count.
-//! - [`KafkaConfig`] (`config.rs`) — listener settings.
+//! - [`KafkaConfig`] (`config.rs`) — listener and coordinator settings and their config keys.
 //!
 //! See `docs/protocol-mapping.md` for the API-by-API mapping.
 

@@ -1,9 +1,10 @@
 //! `sluice`: the one binary. `sluice server` runs the broker; every other subcommand is a
 //! command-line client that talks to a broker (Sluice or Kafka) over the Kafka protocol.
 //!
-//! Where to look: `config/` (server configuration), `server.rs` (wiring storage, broker, Kafka
-//! front door and admin HTTP; signals), `client/` (a small async Kafka client), `cli/` (the
-//! client subcommands and their output).
+//! Where to look: `config/` (server configuration: every crate's keys gathered), `server.rs`
+//! (wiring storage, broker and admin HTTP; signals), `doors.rs` (the front-door registry:
+//! where a protocol plugs in), `storage_cmd.rs` (`sluice storage check|repair`), `cli/` (the
+//! client subcommands and their output, over the `kafka-client` crate).
 
 mod bench;
 mod cli;
