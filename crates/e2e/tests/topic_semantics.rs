@@ -256,3 +256,90 @@ fn timestamp_configs_take_effect() {
     }
     sent("bounded", now()).unwrap();
 }
+
+/// Issue 14: a backfill of records with old timestamps, and a record without a timestamp
+/// (-1, what librdkafka's C++ producer sends when the application gives none), survive an
+/// acks=all produce into a topic with the default 7-day retention; ListOffsets by time finds
+/// the first record at or after the time whatever the timestamps' order.
+#[test]
+fn old_and_missing_timestamps_are_kept_and_found_by_time() {
+    use kafka_protocol::messages::ProduceRequest;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use testkit::wire::{Client, topic_name};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let rt = rt();
+    let a = admin(&server);
+    let topic = NewTopic::new("backfill", 1, TopicReplication::Fixed(1));
+    for r in rt.block_on(a.create_topics([&topic], &opts())).unwrap() {
+        r.unwrap();
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    for (ts, v) in [
+        (1234i64, "old"),
+        (999_999_999_999, "2001"),
+        (1235, "older-order"),
+    ] {
+        let rec = FutureRecord::to("backfill")
+            .key("k")
+            .payload(v)
+            .timestamp(ts);
+        rt.block_on(producer.send(rec, TIMEOUT))
+            .expect("acks=all produce");
+    }
+    // A batch whose records carry no timestamp, sent as such.
+    let mut no_ts = testkit::BatchBuilder::new();
+    no_ts.record(Some(b"k"), Some(b"untimed"), -1, &[]);
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(topic_name("backfill"))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(bytes::Bytes::from(no_ts.build()))),
+                ]),
+        ]);
+    let mut wire = Client::connect(&server.bootstrap()).unwrap();
+    let resp = wire.call(&req, 9).expect("produce response");
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+
+    // Give the broker's retention pass a chance to run (every flush interval, 1 s).
+    std::thread::sleep(Duration::from_millis(2500));
+    let values: Vec<String> = read(&server, "backfill")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["old", "2001", "older-order", "untimed"]);
+
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .set("group.id", "by-time")
+        .create()
+        .unwrap();
+    let at = |ts: i64| {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("backfill", 0, Offset::Offset(ts))
+            .unwrap();
+        let found = c.offsets_for_times(tpl, TIMEOUT).unwrap();
+        found.elements()[0].offset()
+    };
+    assert_eq!(at(1234), Offset::Offset(0), "Kafka answers 0");
+    assert_eq!(
+        at(1235),
+        Offset::Offset(1),
+        "the first record at or after 1235"
+    );
+    assert_eq!(
+        at(1_000_000_000_000),
+        Offset::End,
+        "no record at or after it"
+    );
+}

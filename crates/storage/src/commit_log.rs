@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use common::Clock;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::entry::ENTRY_HEADER_BYTES;
@@ -21,6 +22,8 @@ use crate::segment::Segment;
 pub struct CommitLog {
     pub dir: PathBuf,
     segment_bytes: u64,
+    /// The store's clock: when each segment was last written (time retention reads it).
+    clock: Arc<dyn Clock>,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     writer: Mutex<Writer>,
     /// Everything below this position is known durable (fdatasync returned).
@@ -48,7 +51,7 @@ pub struct Writer {
 impl CommitLog {
     /// Opens the segment files of `dir` (created if absent). The write position is set by
     /// recovery via [`CommitLog::set_end`].
-    pub fn open(dir: &Path, segment_bytes: u64) -> Result<CommitLog> {
+    pub fn open(dir: &Path, segment_bytes: u64, clock: Arc<dyn Clock>) -> Result<CommitLog> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io("creating dir", dir, e))?;
         let mut segments = BTreeMap::new();
         let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("listing", dir, e))?;
@@ -65,9 +68,15 @@ impl CommitLog {
             let seg = Segment::open(ent.path(), base)?;
             segments.insert(base, Arc::new(seg));
         }
+        for seg in segments.values() {
+            // A clock behind the system's (tests) must not see writes in its future.
+            let now = clock.now_ms();
+            seg.touch(seg.last_write_ms(now));
+        }
         Ok(CommitLog {
             dir: dir.to_path_buf(),
             segment_bytes,
+            clock,
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer {
                 pos: 0,
@@ -212,6 +221,7 @@ impl CommitLog {
             ));
         }
         seg.write_all_at(at - seg.base, run)?;
+        seg.touch(self.clock.now_ms());
         // Every entry handed to the log was validated (batch CRC) before this write.
         let len: usize = run.iter().map(|s| s.len()).sum();
         seg.mark_verified(at - seg.base, len as u64);

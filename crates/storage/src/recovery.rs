@@ -156,7 +156,11 @@ pub fn open(cfg: StoreConfig) -> Result<Inner> {
         }
         Err(e) => return Err(e),
     };
-    let log = Arc::new(CommitLog::open(&dir.join("commitlog"), cfg.segment_bytes)?);
+    let log = Arc::new(CommitLog::open(
+        &dir.join("commitlog"),
+        cfg.segment_bytes,
+        cfg.clock.clone(),
+    )?);
     let files = QueueFiles::new(
         dir.join("queues"),
         cfg.cq_entries_per_file,

@@ -3,6 +3,12 @@
 //!
 //! Time retention is also applied at read time (`expire_head`), so an expired entry of a
 //! short-retention partition is never served even while its segment must stay for others.
+//!
+//! An entry expires by time once both its newest record timestamp and the last write into
+//! its commit-log segment are older than the retention. The second half is the shared log's
+//! version of Kafka's rule that a segment is deleted only after it has rolled: a backfill of
+//! old records, or records without a timestamp (-1), is kept at least `retention.ms` after
+//! it was appended (and while its segment is still being written), never dropped at once.
 
 use std::sync::Arc;
 
@@ -53,19 +59,32 @@ impl Inner {
         if ms < 0 || g.cq_start == g.cq_end {
             return Ok(false);
         }
-        let cutoff = self.cfg.clock.now_ms().saturating_sub(ms);
+        let now = self.cfg.clock.now_ms();
+        let cutoff = now.saturating_sub(ms);
         if g.head_max_ts >= cutoff {
             return Ok(false);
         }
         let mut k = g.cq_start;
         let mut next_start = None;
+        let mut segment: Option<Arc<crate::segment::Segment>> = None;
         'scan: while k < g.cq_end {
             let page = self.files.cq_entries_locked(p, &g, k, 256)?;
             if page.is_empty() {
                 break;
             }
             for e in &page {
-                if e.max_timestamp >= cutoff {
+                // Expired: its newest record's timestamp *and* the last write into its
+                // segment are past the retention (the segment's last write is no earlier
+                // than the entry's append). Records with old or no timestamps therefore
+                // stay at least the retention after they were appended.
+                if !segment
+                    .as_ref()
+                    .is_some_and(|s| (s.base..s.end()).contains(&e.position))
+                {
+                    segment = self.files.log.segment_at(e.position);
+                }
+                let written = segment.as_ref().map_or(now, |s| s.last_write_ms(now));
+                if e.max_timestamp >= cutoff || written >= cutoff {
                     next_start = Some(e.base_offset);
                     break 'scan;
                 }

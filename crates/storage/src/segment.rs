@@ -10,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use memmap2::Mmap;
@@ -29,6 +29,11 @@ pub struct Segment {
     /// by it after validation, or read and CRC-checked once. Reads inside it skip the batch
     /// CRC (see `Inner::load_batch`).
     verified: AtomicU64,
+    /// When an entry was last written into this segment (ms, the store's clock): no entry
+    /// in it was appended later. Time retention keeps an entry until this is past the
+    /// retention too (`retention.rs`), so old or missing record timestamps never make an
+    /// acknowledged record vanish at once. At open: the file's modification time.
+    last_write_ms: AtomicI64,
 }
 
 /// An owner for `Bytes::from_owner`: keeps the mapping alive while a reader holds bytes.
@@ -82,6 +87,14 @@ impl Segment {
         // never; holes are punched (which reads back as zeros) instead of truncating, so the
         // mapping never points past EOF. Other processes must not modify the store.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| StorageError::io("mmap", &path, e))?;
+        // Not written since it was modified on disk; a store whose clock runs behind the
+        // system's (tests) counts it as written now.
+        let modified_ms = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(i64::MAX, |d| d.as_millis() as i64);
         Ok(Segment {
             base,
             capacity,
@@ -89,11 +102,22 @@ impl Segment {
             file,
             map: Arc::new(map),
             verified: AtomicU64::new(0),
+            last_write_ms: AtomicI64::new(modified_ms),
         })
     }
 
     pub fn end(&self) -> u64 {
         self.base + self.capacity
+    }
+
+    /// When an entry was last written here (see the field); never later than `now_ms`.
+    pub fn last_write_ms(&self, now_ms: i64) -> i64 {
+        self.last_write_ms.load(Ordering::Relaxed).min(now_ms)
+    }
+
+    /// Records a write at `now_ms`.
+    pub fn touch(&self, now_ms: i64) {
+        self.last_write_ms.store(now_ms, Ordering::Relaxed);
     }
 
     /// The mapped bytes of the whole segment.

@@ -312,6 +312,45 @@ async fn time_retention_hides_then_deletes_segments() {
     assert_eq!(base_offset(&s.read(P0, 50, 10).unwrap().chunks[0]), 50);
 }
 
+/// Issue 14: records whose timestamps are old (a backfill) or missing (-1) are kept at least
+/// the retention after they were appended, and while their segment is still being written
+/// (the shared log's version of Kafka deleting a segment only after it rolled); before, an
+/// acknowledged backfill vanished in the next retention pass.
+#[tokio::test]
+async fn old_or_missing_timestamps_live_a_retention_after_their_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = common_clock();
+    let mut c = cfg(dir.path());
+    c.clock = Arc::new(clock.clone());
+    let s = Store::open(c).unwrap();
+    let short = PartitionConfig {
+        retention_ms: Some(1000),
+        ..Default::default()
+    };
+    s.configure_partition(P0, short.clone()).unwrap();
+    s.configure_partition(P1, short).unwrap();
+    s.append(P0, bm(&batch(2, 100, 5))).await.unwrap();
+    s.append(P0, bm(&batch(1, 100, -1))).await.unwrap();
+    s.enforce_retention().unwrap();
+    assert_eq!(s.offsets(P0).unwrap().log_start, 0, "dropped at once");
+    assert_eq!(s.read(P0, 0, 1 << 20).unwrap().chunks.len(), 2);
+    clock.advance_ms(900);
+    // Another partition writes into the same segment: it is still being written.
+    s.append(P1, bm(&batch(1, 100, 5))).await.unwrap();
+    clock.advance_ms(500);
+    s.enforce_retention().unwrap();
+    assert_eq!(
+        s.offsets(P0).unwrap().log_start,
+        0,
+        "expired while its segment was written 500 ms ago"
+    );
+    clock.advance_ms(501);
+    s.enforce_retention().unwrap();
+    let o = s.offsets(P0).unwrap();
+    assert_eq!((o.log_start, o.log_end), (3, 3), "kept past the retention");
+    assert_eq!(s.offsets(P1).unwrap().log_start, 1);
+}
+
 #[tokio::test]
 async fn a_long_retention_partition_pins_segments_but_short_one_is_hidden() {
     let dir = tempfile::tempdir().unwrap();
