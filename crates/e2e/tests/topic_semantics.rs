@@ -307,7 +307,7 @@ fn old_and_missing_timestamps_are_kept_and_found_by_time() {
                         .with_records(Some(bytes::Bytes::from(no_ts.build()))),
                 ]),
         ]);
-    let mut wire = Client::connect(&server.bootstrap()).unwrap();
+    let mut wire = Client::connect(server.bootstrap()).unwrap();
     let resp = wire.call(&req, 9).expect("produce response");
     assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
 
