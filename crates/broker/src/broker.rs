@@ -49,6 +49,8 @@ pub struct Broker {
     /// batches, serialise on it (plain appends do not need it).
     append_locks: Mutex<HashMap<PartitionId, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) hooks: OnceLock<Arc<dyn PartitionHooks>>,
+    /// Open queues (`queue/`).
+    pub(crate) queues: crate::queue::QueueRegistry,
     pub(crate) shutting_down: AtomicBool,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
 }
@@ -100,7 +102,9 @@ impl Broker {
         }
         registry.next_partition_id = registry.next_partition_id.max(image.next_partition_id);
         let offsets = OffsetStore::from_image(image);
-        let orphans = orphan_partitions(&store, &registry, &config)?;
+        let queue_records = image.queues.clone();
+        let state_partitions = crate::queue::QueueRegistry::state_partitions(&queue_records);
+        let orphans = orphan_partitions(&store, &registry, &state_partitions, &config)?;
         // Never hand out an id the store already holds.
         if let Some(max) = store.partitions().iter().map(|p| p.0).max() {
             registry.next_partition_id = registry.next_partition_id.max(max + 1);
@@ -118,6 +122,7 @@ impl Broker {
             metrics,
             append_locks: Mutex::new(HashMap::new()),
             hooks: OnceLock::new(),
+            queues: crate::queue::QueueRegistry::default(),
             shutting_down: AtomicBool::new(false),
             shutdown_tx,
             config,
@@ -125,6 +130,7 @@ impl Broker {
         for p in orphans {
             broker.adopt_orphan(p)?;
         }
+        broker.open_queues(&queue_records)?;
         Ok(broker)
     }
 
@@ -330,12 +336,14 @@ impl From<BrokerError> for std::io::Error {
 fn orphan_partitions(
     store: &Store,
     registry: &TopicRegistry,
+    queue_state: &[PartitionId],
     config: &BrokerConfig,
 ) -> Result<Vec<common::PartitionId>> {
     let known: std::collections::HashSet<common::PartitionId> = registry
         .by_name
         .values()
         .flat_map(|t| t.partitions.iter().copied())
+        .chain(queue_state.iter().copied())
         .collect();
     let mut with_data = Vec::new();
     let mut records = 0i64;

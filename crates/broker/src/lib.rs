@@ -9,6 +9,8 @@
 //!   (produce, fetch, offsets queries), `record_read.rs` (committed records one by one,
 //!   for doors that deliver single messages), `topic_admin.rs` (topics,
 //!   partitions, configs) and `offsets.rs` (committed offsets of any protocol's groups).
+//! - [`queue`] — queues: shared delivery (leases, acks, redelivery) over a topic's partition
+//!   with the `sluice-queues` engine, its state saved in an internal partition.
 //! - [`hooks`] — [`PartitionHooks`]: checks and follow-ups of producer batches under the
 //!   partition's append lock, and where committed-only readers must stop.
 //! - [`BrokerConfig`] (`config.rs`) — broker-wide settings and their config keys.
@@ -28,6 +30,7 @@ mod log_scan;
 pub mod metadata;
 pub mod metrics;
 mod offsets;
+pub mod queue;
 mod record_read;
 mod topic_admin;
 pub mod topic_config;
@@ -49,6 +52,7 @@ pub use hooks::{Admit, PartitionHooks, PartitionRef};
 pub use log_scan::{REBUILD_SCAN_WINDOW, headers};
 pub use metrics::BrokerMetrics;
 pub use offsets::{CommittedOffset, PartitionOffset};
+pub use queue::{QueueCounts, QueueDelivery};
 pub use record_read::{AbortedRange, RecordRead, StoredRecord};
 pub use topic_admin::NewTopic;
 pub use topic_config::{ConfigEntry, ConfigOp, TopicConfig};

@@ -174,6 +174,10 @@ impl Broker {
 
     /// DeleteTopics (one topic): its partitions' data and its committed offsets go too.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        if self.queue_exists(name) {
+            // The queue over it goes first (its state would name a missing topic).
+            self.delete_queue(name, false)?;
+        }
         let mut topics = self.topics.write();
         let partitions = topics.get(name)?.partitions.clone();
         // The data goes before the metadata record: a crash in between leaves the topic

@@ -71,6 +71,11 @@ pub fn script(n: usize) -> Vec<MetaRecord> {
             group_id: group.clone(),
             partitions: vec![(topic.clone(), 1)],
         });
+        out.push(MetaRecord::QueueDeclared(super::image::QueueRecord {
+            name: topic.clone(),
+            state_partition: base + 3,
+            settings: BTreeMap::from([("x-message-ttl".to_string(), "60000".to_string())]),
+        }));
         out.push(MetaRecord::Extension {
             namespace: "test.generations".into(),
             key: group.clone(),
@@ -92,6 +97,9 @@ pub fn script(n: usize) -> Vec<MetaRecord> {
                 namespace: "test.generations".into(),
                 key: format!("g{}", (i + 2) % 3),
                 value: None,
+            });
+            out.push(MetaRecord::QueueDeleted {
+                name: format!("t{}", i - 1),
             });
         }
     }

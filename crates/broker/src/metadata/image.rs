@@ -31,6 +31,16 @@ pub struct TopicRecord {
     pub configs: BTreeMap<String, String>,
 }
 
+/// A queue: shared delivery over partition 0 of the topic of the same name, its delivery
+/// state kept as records in an internal partition (no topic names it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct QueueRecord {
+    pub name: String,
+    pub state_partition: u32,
+    /// Queue settings (lease, delivery limit; the door's arguments), as strings.
+    pub settings: BTreeMap<String, String>,
+}
+
 /// A version-1 image's group: its generation went to the Kafka coordinator's extension
 /// entries, its offsets to [`MetaImage::offsets`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -84,6 +94,11 @@ pub enum MetaRecord {
     GroupDeleted {
         group_id: String,
     },
+    /// A queue was declared over the topic of its name.
+    QueueDeclared(QueueRecord),
+    QueueDeleted {
+        name: String,
+    },
     /// A layer above the core (a front door's coordinator) sets (`Some`) or removes
     /// (`None`) one entry of its own namespace. The core stores it and never reads it.
     Extension {
@@ -118,6 +133,9 @@ pub struct MetaImage {
     /// Committed offsets by group, then (topic, partition).
     #[serde(default)]
     pub offsets: BTreeMap<String, BTreeMap<String, Vec<(i32, CommittedOffset)>>>,
+    /// Queues by name.
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueRecord>,
     /// Entries of the layers above the core, by namespace and key ([`MetaRecord::Extension`]).
     #[serde(default)]
     pub extensions: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
@@ -185,6 +203,13 @@ impl MetaImage {
                 self.offsets.remove(&group_id);
                 // Version 1 deleted the group's generation with it.
                 self.set_extension(KAFKA_GROUP_NS, &group_id, None);
+            }
+            MetaRecord::QueueDeclared(q) => {
+                self.next_partition_id = self.next_partition_id.max(q.state_partition + 1);
+                self.queues.insert(q.name.clone(), q);
+            }
+            MetaRecord::QueueDeleted { name } => {
+                self.queues.remove(&name);
             }
             MetaRecord::Extension {
                 namespace,

@@ -16,7 +16,7 @@ mod store;
 
 pub use image::{
     KAFKA_GROUP_NS, KAFKA_PRODUCER_IDS_NS, KAFKA_TXN_NS, LegacyGroupRecord, MetaImage, MetaRecord,
-    NEXT_PRODUCER_ID_KEY, SNAPSHOT_VERSION, TopicRecord,
+    NEXT_PRODUCER_ID_KEY, QueueRecord, SNAPSHOT_VERSION, TopicRecord,
 };
 pub use local_log::LocalMetadataLog;
 pub use store::MetadataStore;

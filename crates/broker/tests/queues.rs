@@ -1,0 +1,160 @@
+//! Queues over a real store: competing consumers, acks, requeue in place, delivery limits,
+//! purge, and what a restart keeps (acked messages never again; in-flight ones again, with
+//! `redelivered` set).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use sluice_broker::{Broker, BrokerConfig};
+
+fn open(dir: &std::path::Path) -> Arc<Broker> {
+    let store =
+        Arc::new(storage::Store::open(storage::StoreConfig::new(dir.join("store"))).unwrap());
+    let cfg = BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        ..BrokerConfig::default()
+    };
+    Broker::open(store, cfg, Arc::new(common::SystemClock)).unwrap()
+}
+
+fn now_ms() -> i64 {
+    use common::Clock;
+    common::SystemClock.now_ms()
+}
+
+/// Publishes messages "m{from}".."m{to-1}", one batch.
+async fn publish(b: &Broker, queue: &str, from: u32, to: u32) {
+    let mut batch = storage::batch_builder::BatchBuilder::new();
+    for i in from..to {
+        batch.record(None, Some(format!("m{i}").as_bytes()), now_ms(), &[]);
+    }
+    b.produce(queue, 0, BytesMut::from(&batch.build()[..]))
+        .await
+        .unwrap();
+}
+
+fn bodies(d: &[sluice_broker::QueueDelivery]) -> Vec<String> {
+    d.iter()
+        .map(|d| String::from_utf8_lossy(d.record.value.as_deref().unwrap()).into_owned())
+        .collect()
+}
+
+fn offsets(d: &[sluice_broker::QueueDelivery]) -> Vec<i64> {
+    d.iter().map(|d| d.record.offset).collect()
+}
+
+#[tokio::test]
+async fn competing_consumers_acks_and_requeue_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    assert!(b.declare_queue("work", BTreeMap::new()).unwrap());
+    assert!(
+        !b.declare_queue("work", BTreeMap::new()).unwrap(),
+        "redeclare"
+    );
+    let other = BTreeMap::from([("x-delivery-limit".to_string(), "3".to_string())]);
+    assert!(b.declare_queue("work", other).is_err(), "other arguments");
+    publish(&b, "work", 0, 10).await;
+
+    let a = b.queue_acquire("work", 1, 3, None).await.unwrap();
+    let c = b.queue_acquire("work", 2, 3, None).await.unwrap();
+    assert_eq!(bodies(&a), ["m0", "m1", "m2"]);
+    assert_eq!(bodies(&c), ["m3", "m4", "m5"]);
+    assert!(a.iter().all(|d| !d.redelivered && d.delivery_count == 1));
+    let counts = b.queue_counts("work").await.unwrap();
+    assert_eq!((counts.ready, counts.unacked), (4, 6));
+
+    // A consumer cannot ack what another holds; nothing changes.
+    assert!(b.queue_ack("work", 2, &[0]).await.is_err());
+    b.queue_ack("work", 1, &[0, 2]).await.unwrap();
+    // Requeued: back at its original place, before newer messages.
+    b.queue_nack("work", 1, &[1], true).await.unwrap();
+    let again = b.queue_acquire("work", 2, 2, None).await.unwrap();
+    assert_eq!(bodies(&again), ["m1", "m6"]);
+    assert!(again[0].redelivered);
+    assert_eq!(again[0].delivery_count, 2);
+    assert!(!again[1].redelivered);
+
+    // A consumer that goes away gives everything back.
+    b.queue_release("work", 2).await.unwrap();
+    let counts = b.queue_counts("work").await.unwrap();
+    assert_eq!((counts.ready, counts.unacked), (8, 0));
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_delivers_in_flight_messages_again_and_acked_ones_never() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b = open(dir.path());
+        b.declare_queue("q", BTreeMap::new()).unwrap();
+        publish(&b, "q", 0, 6).await;
+        let got = b.queue_acquire("q", 1, 4, None).await.unwrap();
+        assert_eq!(offsets(&got), [0, 1, 2, 3]);
+        b.queue_ack("q", 1, &[0, 2]).await.unwrap();
+        b.shutdown().await.unwrap();
+    }
+    let b = open(dir.path());
+    assert!(b.queue_exists("q"));
+    let got = b.queue_acquire("q", 7, 10, None).await.unwrap();
+    assert_eq!(bodies(&got), ["m1", "m3", "m4", "m5"]);
+    let flags: Vec<bool> = got.iter().map(|d| d.redelivered).collect();
+    assert_eq!(flags, [true, true, false, false]);
+    b.queue_ack("q", 7, &offsets(&got)).await.unwrap();
+    b.shutdown().await.unwrap();
+    drop(b);
+    let b = open(dir.path());
+    assert!(b.queue_acquire("q", 1, 10, None).await.unwrap().is_empty());
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn delivery_limit_purge_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    let limited = BTreeMap::from([("x-delivery-limit".to_string(), "2".to_string())]);
+    b.declare_queue("poison", limited).unwrap();
+    publish(&b, "poison", 0, 1).await;
+    let mut dead = Vec::new();
+    for _ in 0..3 {
+        let got = b.queue_acquire("poison", 1, 1, None).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        dead = b
+            .queue_nack("poison", 1, &offsets(&got), true)
+            .await
+            .unwrap();
+    }
+    assert_eq!(dead.len(), 1, "the message past its delivery limit is dead");
+    assert!(
+        b.queue_acquire("poison", 1, 1, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    b.declare_queue("bulk", BTreeMap::new()).unwrap();
+    publish(&b, "bulk", 0, 5).await;
+    let held = b.queue_acquire("bulk", 1, 1, None).await.unwrap();
+    assert_eq!(
+        b.queue_purge("bulk").await.unwrap(),
+        4,
+        "held messages stay"
+    );
+    b.queue_ack("bulk", 1, &offsets(&held)).await.unwrap();
+    assert_eq!(b.queue_counts("bulk").await.unwrap().ready, 0);
+
+    // Deleting the topic deletes the queue over it; a restart finds neither and no orphan.
+    b.delete_topic("bulk").unwrap();
+    assert!(!b.queue_exists("bulk"));
+    b.delete_queue("poison", false).unwrap();
+    assert!(b.topic("poison").is_ok(), "the log stays for other readers");
+    assert_eq!(b.list_queues(), Vec::<String>::new());
+    b.shutdown().await.unwrap();
+    drop(b);
+    let b = open(dir.path());
+    assert!(b.list_queues().is_empty());
+    b.shutdown().await.unwrap();
+}
