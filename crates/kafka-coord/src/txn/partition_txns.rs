@@ -133,16 +133,11 @@ impl PartitionTxnIndex {
             .map_or(hw, |first| first.min(hw))
     }
 
-    /// Aborted transactions overlapping offsets `from..to`: (producer id, first offset).
+    /// Aborted transactions overlapping offsets `from..to`: (producer id, first offset), as
+    /// Kafka's Fetch response lists them.
     pub fn aborted_between(&self, p: PartitionId, from: Offset, to: Offset) -> Vec<(i64, Offset)> {
-        let parts = self.parts.lock();
-        let Some(t) = parts.get(&p.0) else {
-            return Vec::new();
-        };
-        let start = t.aborted.partition_point(|a| a.last_offset < from);
-        t.aborted[start..]
-            .iter()
-            .filter(|a| a.first_offset < to)
+        self.aborted_ranges(p, from, to)
+            .into_iter()
             .map(|a| (a.producer_id, a.first_offset))
             .collect()
     }
