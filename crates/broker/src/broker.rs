@@ -197,6 +197,17 @@ impl Broker {
         res
     }
 
+    /// Whether changes that follow data (committed offsets, a coordinator's state) are
+    /// fsynced before they are acknowledged: under `flush = sync`, as data is.
+    pub fn metadata_durable(&self) -> bool {
+        self.config.default_flush == storage::Flush::Sync
+    }
+
+    /// Metadata appends fsynced so far.
+    pub fn metadata_durable_appends(&self) -> u64 {
+        self.meta.lock().durable_appends()
+    }
+
     /// Saves one entry of a layer above the core (`value: None` removes it); an error
     /// means nothing was saved.
     pub fn persist_extension(

@@ -105,7 +105,7 @@ impl Broker {
     /// Saves a record about committed offsets, then applies it (see the module doc).
     fn change_offsets(&self, record: MetaRecord) -> Result<()> {
         let mut offsets = self.offsets.lock();
-        self.persist(record.clone(), false)?;
+        self.persist(record.clone(), self.metadata_durable())?;
         offsets.apply(&record);
         Ok(())
     }

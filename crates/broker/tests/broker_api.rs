@@ -186,3 +186,46 @@ async fn auto_create_respects_config_and_names() {
     ));
     b.shutdown().await.unwrap();
 }
+
+/// Issue 14: committed offsets follow the data's durability: fsynced before the commit is
+/// acknowledged under `flush = sync`, written to the OS under `flush = async`.
+#[tokio::test]
+async fn committed_offsets_are_fsynced_under_flush_sync() {
+    for (flush, fsyncs_per_commit) in [(storage::Flush::Sync, 1), (storage::Flush::Async, 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            storage::Store::open(storage::StoreConfig::new(dir.path().join("s"))).unwrap(),
+        );
+        let cfg = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            default_flush: flush,
+            ..BrokerConfig::default()
+        };
+        let b = Broker::open(store, cfg, Arc::new(common::SystemClock)).unwrap();
+        b.create_topic(
+            NewTopic {
+                name: "t".into(),
+                partitions: Some(1),
+                replication_factor: None,
+                configs: BTreeMap::new(),
+            },
+            false,
+        )
+        .unwrap();
+        let before = b.metadata_durable_appends();
+        let offset = sluice_broker::CommittedOffset {
+            offset: 3,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp_ms: now_ms(),
+        };
+        b.commit_offsets("g", vec![("t".into(), 0, offset)])
+            .unwrap();
+        assert_eq!(
+            b.metadata_durable_appends() - before,
+            fsyncs_per_commit,
+            "{flush:?}"
+        );
+        b.shutdown().await.unwrap();
+    }
+}

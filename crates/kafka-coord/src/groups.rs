@@ -136,9 +136,12 @@ impl KafkaCoord {
         changed.extend(also.map(str::to_string));
         let mut unsaved = BTreeSet::new();
         for (group_id, value) in g.generations(changed) {
-            let saved =
-                self.broker
-                    .persist_extension(KAFKA_GROUP_NS, &group_id, Some(value), false);
+            let saved = self.broker.persist_extension(
+                KAFKA_GROUP_NS,
+                &group_id,
+                Some(value),
+                self.broker.metadata_durable(),
+            );
             if saved.is_err() {
                 unsaved.insert(group_id);
             }
@@ -280,8 +283,12 @@ impl KafkaCoord {
 
     /// Removes a group's saved generation.
     fn forget_generation(&self, group_id: &str) -> broker::Result<()> {
-        self.broker
-            .persist_extension(KAFKA_GROUP_NS, group_id, None, false)
+        self.broker.persist_extension(
+            KAFKA_GROUP_NS,
+            group_id,
+            None,
+            self.broker.metadata_durable(),
+        )
     }
 
     /// OffsetCommit. Group-level errors fail the whole request; unknown partitions fail

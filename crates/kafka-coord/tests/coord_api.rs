@@ -306,3 +306,53 @@ async fn version_1_metadata_is_upgraded_on_open() {
     assert!(again.init_producer_id().unwrap().0 > id);
     shutdown(again).await;
 }
+
+/// KIP-447: a transactional producer that names its consumer's group membership in
+/// TxnOffsetCommit must name the current generation and a member of it, so a zombie that
+/// lost its partitions in a rebalance cannot commit offsets for them.
+#[tokio::test]
+async fn txn_offset_commit_checks_the_group_generation() {
+    use sluice_kafka_coord::CoordError;
+    use sluice_kafka_coord::txn::GroupMember;
+    let dir = tempfile::tempdir().unwrap();
+    let k = open(dir.path());
+    k.broker()
+        .create_topic(
+            NewTopic {
+                name: "in".into(),
+                partitions: Some(1),
+                replication_factor: None,
+                configs: BTreeMap::new(),
+            },
+            false,
+        )
+        .unwrap();
+    let joined = k.join_group(join_request("eos")).await.unwrap();
+    let (pid, epoch) = k
+        .init_transactional_producer("app", 60_000, None)
+        .await
+        .unwrap();
+    k.add_offsets_to_txn("app", pid, epoch, "eos").unwrap();
+    let offsets = || vec![("in".to_string(), 0, 5, -1, None)];
+    let commit = |generation_id, member_id: &str| {
+        let member = GroupMember {
+            generation_id,
+            member_id,
+            group_instance_id: None,
+        };
+        k.txn_offset_commit("app", "eos", pid, epoch, &member, offsets())
+    };
+    let stale = commit(joined.generation_id + 1, &joined.member_id);
+    assert!(matches!(
+        stale,
+        Err(CoordError::Group(GroupError::IllegalGeneration))
+    ));
+    let zombie = commit(joined.generation_id, "zombie");
+    assert!(matches!(
+        zombie,
+        Err(CoordError::Group(GroupError::UnknownMemberId))
+    ));
+    commit(joined.generation_id, &joined.member_id).expect("the current member commits");
+    commit(-1, "").expect("a client before KIP-447 is not checked");
+    shutdown(k).await;
+}

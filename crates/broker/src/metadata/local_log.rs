@@ -28,6 +28,8 @@ pub struct LocalMetadataLog {
     inject_partial_write: Option<usize>,
     /// A failed append could not be cut off: further appends are refused.
     poisoned: bool,
+    /// Appends fsynced before they returned.
+    durable_appends: u64,
 }
 
 fn io_err(op: &str, path: &Path, e: std::io::Error) -> BrokerError {
@@ -84,6 +86,7 @@ impl LocalMetadataLog {
             inject_failure: false,
             inject_partial_write: None,
             poisoned: false,
+            durable_appends: 0,
         };
         if count > 0 {
             // Start from a clean log (also drops a torn tail).
@@ -103,6 +106,10 @@ impl LocalMetadataLog {
 }
 
 impl MetadataStore for LocalMetadataLog {
+    fn durable_appends(&self) -> u64 {
+        self.durable_appends
+    }
+
     fn image(&self) -> &MetaImage {
         &self.image
     }
@@ -139,6 +146,7 @@ impl MetadataStore for LocalMetadataLog {
         }
         if durable {
             self.log.sync_data().map_err(|e| io_err("sync", &path, e))?;
+            self.durable_appends += 1;
         }
         self.image.apply(r);
         self.records_since_snapshot += 1;

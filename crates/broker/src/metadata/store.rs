@@ -26,4 +26,9 @@ pub trait MetadataStore: Send + std::fmt::Debug {
 
     /// Stores the image compactly (a snapshot), dropping the records it covers.
     fn compact(&mut self) -> Result<()>;
+
+    /// Durable appends so far (each fsynced before it returned).
+    fn durable_appends(&self) -> u64 {
+        0
+    }
 }

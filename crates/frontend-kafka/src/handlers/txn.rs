@@ -121,6 +121,16 @@ pub fn txn_offset_commit(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffse
             &req.group_id.0,
             req.producer_id.0,
             req.producer_epoch,
+            &kafka_coord::txn::GroupMember {
+                // v3+ (KIP-447); earlier versions carry none (-1: not checked).
+                generation_id: if ctx.version >= 3 {
+                    req.generation_id
+                } else {
+                    -1
+                },
+                member_id: &req.member_id,
+                group_instance_id: req.group_instance_id.as_deref(),
+            },
             offsets,
         ),
     );

@@ -60,6 +60,29 @@ impl GroupCoordinator {
         Ok(created)
     }
 
+    /// TxnOffsetCommit's check (KIP-447): a producer that names its consumer's group
+    /// membership (`generation_id >= 0`, TxnOffsetCommit v3+) must name the group's current
+    /// generation and a member of it, so a zombie that lost its partitions in a rebalance
+    /// cannot commit offsets for them. Older clients (generation -1) are not checked.
+    pub fn check_txn_commit(
+        &self,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+    ) -> Result<(), GroupError> {
+        if generation_id < 0 {
+            return Ok(());
+        }
+        let group = self
+            .groups
+            .get(group_id)
+            .ok_or(GroupError::IllegalGeneration)?;
+        group
+            .check_member(member_id, group_instance_id, generation_id)
+            .map(|_| ())
+    }
+
     /// Whether the coordinator knows `group_id`.
     pub fn has_group(&self, group_id: &str) -> bool {
         self.groups.contains_key(group_id)

@@ -30,6 +30,15 @@ pub struct IsolatedFetch {
     pub aborted: Vec<(i64, Offset)>,
 }
 
+/// The consumer group membership a transactional producer names in TxnOffsetCommit v3+
+/// (KIP-447); `generation_id` -1 for older clients.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupMember<'a> {
+    pub generation_id: i32,
+    pub member_id: &'a str,
+    pub group_instance_id: Option<&'a str>,
+}
+
 /// DescribeTransactions' view of one transactional id.
 #[derive(Clone, Debug, Serialize)]
 pub struct TxnDescription {
@@ -58,9 +67,12 @@ impl KafkaCoord {
         let value = serde_json::to_value(rec)
             .map_err(|e| BrokerError::Metadata(format!("transaction state: {e}")))?;
         let id = &rec.transactional_id;
-        Ok(self
-            .broker
-            .persist_extension(KAFKA_TXN_NS, id, Some(value), false)?)
+        Ok(self.broker.persist_extension(
+            KAFKA_TXN_NS,
+            id,
+            Some(value),
+            self.broker.metadata_durable(),
+        )?)
     }
 
     /// InitProducerId with a transactional id. Fences the previous producer and aborts its
@@ -134,8 +146,15 @@ impl KafkaCoord {
         group_id: &str,
         producer_id: i64,
         epoch: i16,
+        member: &GroupMember<'_>,
         offsets: Vec<(String, i32, i64, i32, Option<String>)>,
     ) -> Result<()> {
+        self.groups.lock().coordinator.check_txn_commit(
+            group_id,
+            member.generation_id,
+            member.member_id,
+            member.group_instance_id,
+        )?;
         let now = self.now_ms();
         let offsets = offsets
             .into_iter()
@@ -430,9 +449,12 @@ impl KafkaCoord {
                 saved
             });
             for rec in c.expire(now) {
-                let removed =
-                    self.broker
-                        .persist_extension(KAFKA_TXN_NS, &rec.transactional_id, None, false);
+                let removed = self.broker.persist_extension(
+                    KAFKA_TXN_NS,
+                    &rec.transactional_id,
+                    None,
+                    self.broker.metadata_durable(),
+                );
                 if removed.is_err() {
                     c.restore([rec]);
                 }

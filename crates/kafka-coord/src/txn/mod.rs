@@ -16,7 +16,7 @@ pub mod coordinator;
 pub mod partition_txns;
 
 pub(crate) use broker_ops::txn_timer;
-pub use broker_ops::{IsolatedFetch, ProducerListing, TXN_TICK_MS, TxnDescription};
+pub use broker_ops::{GroupMember, IsolatedFetch, ProducerListing, TXN_TICK_MS, TxnDescription};
 pub use coordinator::{TxnError, TxnState};
 
 /// (producer id, epoch) of a produce payload whose first batch is transactional.
