@@ -309,6 +309,8 @@ impl Broker {
         self.metrics
             .partitions
             .set(i64::from(topics.partition_count));
+        drop(topics);
+        self.refresh_queue_gauges();
     }
 
     /// A receiver that flips to true when shutdown starts (long polls return early).

@@ -44,6 +44,18 @@ pub struct BrokerMetrics {
     pub groups: Gauge,
     /// `sluice_group_lag{group,topic,partition}` (refreshed by `Broker::refresh_gauges`)
     pub group_lag: Family<Labels, Gauge>,
+    /// `sluice_queue_messages_ready{queue}` (refreshed by `Broker::refresh_gauges`)
+    pub queue_ready: Family<Labels, Gauge>,
+    /// `sluice_queue_messages_unacked{queue}` (refreshed by `Broker::refresh_gauges`)
+    pub queue_unacked: Family<Labels, Gauge>,
+    /// `sluice_queue_consumers{queue}`: consumers holding messages (refreshed at scrape)
+    pub queue_consumers: Family<Labels, Gauge>,
+    /// `sluice_queue_delivered_total{queue}` (redeliveries included)
+    pub queue_delivered: Family<Labels, Counter>,
+    /// `sluice_queue_acked_total{queue}`
+    pub queue_acked: Family<Labels, Counter>,
+    /// `sluice_queue_returned_total{queue}`: nacked with requeue, or released
+    pub queue_returned: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for BrokerMetrics {
@@ -75,6 +87,12 @@ impl BrokerMetrics {
             topics: Gauge::default(),
             groups: Gauge::default(),
             group_lag: Family::default(),
+            queue_ready: Family::default(),
+            queue_unacked: Family::default(),
+            queue_consumers: Family::default(),
+            queue_delivered: Family::default(),
+            queue_acked: Family::default(),
+            queue_returned: Family::default(),
         };
         {
             let mut r = m.registry.lock();
@@ -130,6 +148,36 @@ impl BrokerMetrics {
                 "sluice_group_lag",
                 "High watermark minus committed offset",
                 m.group_lag.clone(),
+            );
+            r.register(
+                "sluice_queue_messages_ready",
+                "Messages ready for delivery, by queue",
+                m.queue_ready.clone(),
+            );
+            r.register(
+                "sluice_queue_messages_unacked",
+                "Messages delivered and not yet acknowledged, by queue",
+                m.queue_unacked.clone(),
+            );
+            r.register(
+                "sluice_queue_consumers",
+                "Consumers holding unacknowledged messages, by queue",
+                m.queue_consumers.clone(),
+            );
+            r.register(
+                "sluice_queue_delivered",
+                "Deliveries (redeliveries included), by queue",
+                m.queue_delivered.clone(),
+            );
+            r.register(
+                "sluice_queue_acked",
+                "Messages acknowledged, by queue",
+                m.queue_acked.clone(),
+            );
+            r.register(
+                "sluice_queue_returned",
+                "Messages returned for redelivery (nack with requeue, release), by queue",
+                m.queue_returned.clone(),
             );
         }
         m
@@ -214,4 +262,9 @@ mod tests {
             "{out}"
         );
     }
+}
+
+/// The label set of one queue's metrics.
+pub fn queue_labels(queue: &str) -> Labels {
+    vec![("queue".to_string(), queue.to_string())]
 }

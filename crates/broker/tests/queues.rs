@@ -158,3 +158,32 @@ async fn delivery_limit_purge_and_delete() {
     assert!(b.list_queues().is_empty());
     b.shutdown().await.unwrap();
 }
+
+/// `/metrics` per queue: ready, unacked, consumers holding messages, and the delivered /
+/// acked / returned counters.
+#[tokio::test]
+async fn per_queue_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.declare_queue("jobs", BTreeMap::new()).unwrap();
+    publish(&b, "jobs", 0, 5).await;
+    let got = b.queue_acquire("jobs", 1, 3, None).await.unwrap();
+    b.queue_ack("jobs", 1, &offsets(&got)[..1]).await.unwrap();
+    b.queue_nack("jobs", 1, &offsets(&got)[1..2], true)
+        .await
+        .unwrap();
+    b.refresh_gauges();
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &b.metrics().registry.lock()).unwrap();
+    for line in [
+        "sluice_queue_messages_ready{queue=\"jobs\"} 3",
+        "sluice_queue_messages_unacked{queue=\"jobs\"} 1",
+        "sluice_queue_consumers{queue=\"jobs\"} 1",
+        "sluice_queue_delivered_total{queue=\"jobs\"} 3",
+        "sluice_queue_acked_total{queue=\"jobs\"} 1",
+        "sluice_queue_returned_total{queue=\"jobs\"} 1",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
+    }
+    b.shutdown().await.unwrap();
+}

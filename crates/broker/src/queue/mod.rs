@@ -261,6 +261,11 @@ impl Broker {
                 .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
         }
         self.save(&q, &mut state).await?;
+        let labels = crate::metrics::queue_labels(&q.name);
+        self.metrics
+            .queue_delivered
+            .get_or_create(&labels)
+            .inc_by(out.len() as u64);
         Ok(out)
     }
 
@@ -268,10 +273,16 @@ impl Broker {
     pub async fn queue_ack(&self, name: &str, consumer: u64, offsets: &[Offset]) -> Result<()> {
         let q = self.queue(name)?;
         let mut state = q.state.lock().await;
-        state
+        let acked = state
             .ack(ConsumerId(consumer), offsets)
             .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
-        self.save(&q, &mut state).await
+        self.save(&q, &mut state).await?;
+        let labels = crate::metrics::queue_labels(&q.name);
+        self.metrics
+            .queue_acked
+            .get_or_create(&labels)
+            .inc_by(acked);
+        Ok(())
     }
 
     /// Returns messages `consumer` holds: back in place (`requeue`, redelivered later) or
@@ -290,6 +301,7 @@ impl Broker {
             .nack(ConsumerId(consumer), offsets, requeue)
             .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
         self.save(&q, &mut state).await?;
+        self.count_returned(&q.name, &released);
         Ok(released.dead)
     }
 
@@ -297,9 +309,10 @@ impl Broker {
     pub async fn queue_release(&self, name: &str, consumer: u64) -> Result<Vec<DeadLetter>> {
         let q = self.queue(name)?;
         let mut state = q.state.lock().await;
-        let Released { dead, .. } = state.release_consumer(ConsumerId(consumer));
+        let released = state.release_consumer(ConsumerId(consumer));
         self.save(&q, &mut state).await?;
-        Ok(dead)
+        self.count_returned(&q.name, &released);
+        Ok(released.dead)
     }
 
     /// Settles every message not held by a consumer; returns how many.
@@ -324,6 +337,42 @@ impl Broker {
             unacked: state.unacked(),
             consumers_holding: state.consumers_holding(),
         })
+    }
+
+    fn count_returned(&self, queue: &str, released: &Released) {
+        let labels = crate::metrics::queue_labels(queue);
+        self.metrics
+            .queue_returned
+            .get_or_create(&labels)
+            .inc_by(released.requeued.len() as u64);
+    }
+
+    /// Sets the per-queue gauges (scrape time). A queue busy at this instant keeps its
+    /// last values rather than making the scrape wait.
+    pub(crate) fn refresh_queue_gauges(&self) {
+        let queues: Vec<Arc<QueueHandle>> = self.queues.by_name.read().values().cloned().collect();
+        self.metrics.queue_ready.clear();
+        self.metrics.queue_unacked.clear();
+        self.metrics.queue_consumers.clear();
+        for q in queues {
+            let Ok(state) = q.state.try_lock() else {
+                continue;
+            };
+            let Ok(end) = self.last_stable_offset(&q.name, 0) else {
+                continue;
+            };
+            let labels = crate::metrics::queue_labels(&q.name);
+            let m = &self.metrics;
+            m.queue_ready
+                .get_or_create(&labels)
+                .set(state.ready(end) as i64);
+            m.queue_unacked
+                .get_or_create(&labels)
+                .set(state.unacked() as i64);
+            m.queue_consumers
+                .get_or_create(&labels)
+                .set(state.consumers_holding() as i64);
+        }
     }
 
     /// Every queue's name.
