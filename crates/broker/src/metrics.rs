@@ -234,6 +234,11 @@ pub struct TopicCounters {
     pub records_out: Counter,
 }
 
+/// The label set of one queue's metrics.
+pub fn queue_labels(queue: &str) -> Labels {
+    vec![("queue".to_string(), queue.to_string())]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,9 +267,4 @@ mod tests {
             "{out}"
         );
     }
-}
-
-/// The label set of one queue's metrics.
-pub fn queue_labels(queue: &str) -> Labels {
-    vec![("queue".to_string(), queue.to_string())]
 }
