@@ -183,6 +183,51 @@ def transactions_read_committed():
     assert len(ru) == 30, len(ru)
 
 
+def cooperative_member_leaves():
+    """cooperative-sticky (KIP-429): when one of two members unsubscribes, the other gets
+    the freed partitions in one incremental assignment and loses none of its own."""
+    futs = admin.create_topics([NewTopic("cf-coop", num_partitions=4, replication_factor=1)])
+    for f in futs.values():
+        f.result(30)
+    events = {"a": [], "b": []}
+
+    def member(name):
+        c = Consumer({"bootstrap.servers": BOOT, "group.id": "cf-coop",
+                      "partition.assignment.strategy": "cooperative-sticky",
+                      "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+        c.subscribe(["cf-coop"],
+                    on_assign=lambda _, ps: events[name].append(
+                        ("assign", sorted(p.partition for p in ps))),
+                    on_revoke=lambda _, ps: events[name].append(
+                        ("revoke", sorted(p.partition for p in ps))))
+        return c
+
+    a, b = member("a"), member("b")
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        a.poll(0.1)
+        b.poll(0.1)
+        held = {n: sorted({p for kind, ps in ev if kind == "assign" for p in ps}
+                          - {p for kind, ps in ev if kind == "revoke" for p in ps})
+                for n, ev in events.items()}
+        if len(held["a"]) == 2 and len(held["b"]) == 2:
+            break
+    assert len(held["a"]) == 2 and len(held["b"]) == 2, events
+    seen = len(events["a"])
+    b.unsubscribe()
+    deadline = time.time() + 20
+    while time.time() < deadline and len(events["a"]) == seen:
+        a.poll(0.1)
+        b.poll(0.1)
+    settle = time.time() + 3
+    while time.time() < settle:
+        a.poll(0.1)
+    after = events["a"][seen:]
+    assert after == [("assign", held["b"])], f"after b left, a saw {after}"
+    a.close()
+    b.close()
+
+
 def groups_listed():
     groups = admin.list_consumer_groups().result(30)
     assert "cf-group" in [g.group_id for g in groups.valid], groups.valid
@@ -194,6 +239,8 @@ check("consume in a group of 3 with per-key order", consume_group_of_three)
 check("group resumes after committed offsets", resume_after_commit)
 check("watermarks and offsets_for_times", offsets_and_watermarks)
 check("list consumer groups", groups_listed)
+check("cooperative-sticky: one incremental assignment when a member leaves",
+      cooperative_member_leaves)
 check("transactions: read_committed sees only committed", transactions_read_committed)
 check("describe configs, add partitions, delete topic", configs_and_delete)
 finish()
