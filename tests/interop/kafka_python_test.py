@@ -117,6 +117,42 @@ def transactions():
     assert committed == 3, committed
 
 
+def fetch_sessions():
+    """kafka-python 3 uses incremental fetch sessions (KIP-227): a consumer of 200 partitions
+    gets every record while the broker serves it incremental fetches."""
+    import urllib.request
+
+    def incremental():
+        text = urllib.request.urlopen(os.environ["ADMIN_URL"] + "/metrics").read().decode()
+        line = [l for l in text.splitlines()
+                if l.startswith("sluice_kafka_fetch_incremental_total")]
+        return float(line[0].split()[1]) if line else 0.0
+
+    n = 200
+    KafkaAdminClient(bootstrap_servers=BOOT).create_topics(
+        [NewTopic("kp-sessions", num_partitions=n, replication_factor=1)])
+    before = incremental()
+    consumer = KafkaConsumer(bootstrap_servers=BOOT, group_id="kp-sessions",
+                             auto_offset_reset="earliest", fetch_max_wait_ms=100)
+    consumer.subscribe(["kp-sessions"])
+    producer = KafkaProducer(bootstrap_servers=BOOT)
+    want = {f"v{i}".encode() for i in range(2 * n)}
+    got, sent = set(), 0
+    deadline = time.time() + 60
+    while time.time() < deadline and got != want:
+        if sent < 2 * n and consumer.assignment():
+            for _ in range(40):
+                producer.send("kp-sessions", value=f"v{sent}".encode(), partition=sent % n)
+                sent += 1
+            producer.flush()
+        for msgs in consumer.poll(200).values():
+            got.update(m.value for m in msgs)
+    consumer.close()
+    producer.close()
+    assert got == want, f"{len(got)} of {len(want)} records"
+    assert incremental() > before, "no incremental fetch was served"
+
+
 check("create topic", create)
 check("produce 5000 keyed, gzip", produce)
 check("consume in a group with per-key order", consume_group)
@@ -124,4 +160,5 @@ check("group resumes after committed offsets", resume)
 check("beginning/end offsets and offsets_for_times", offsets)
 check("describe configs, list groups, delete topic", configs_and_delete)
 check("transactions: commit, abort, offsets, read_committed", transactions)
+check("incremental fetch sessions over 200 partitions", fetch_sessions)
 finish()

@@ -29,6 +29,8 @@ done
 [ -n "$kaddr" ] || { echo "sluice server printed no banner:"; cat "$work/server.log"; exit 2; }
 kport=${kaddr##*:}
 export BOOTSTRAP="127.0.0.1:$kport"
+# The admin URL (for checks that read /metrics): "  admin  http://<addr> (...)".
+export ADMIN_URL=$(awk '$1 == "admin" { print $2; exit }' "$work/server.log")
 
 failed=0
 run() {

@@ -58,6 +58,9 @@ pub struct KafkaConfig {
     pub max_fetch_wait_ms: u64,
     /// How long `serve` waits for connections to finish after shutdown starts.
     pub shutdown_grace_ms: u64,
+    /// Incremental fetch sessions kept at once (Kafka's
+    /// `max.incremental.fetch.session.cache.slots`); the least recently used makes room.
+    pub max_fetch_sessions: usize,
     /// Kafka's coordinators (groups, producer ids).
     pub coordinator: kafka_coord::CoordConfig,
 }
@@ -80,6 +83,7 @@ impl Default for KafkaConfig {
             max_fetch_response_bytes: 64 * 1024 * 1024,
             max_fetch_wait_ms: 30_000,
             shutdown_grace_ms: 10_000,
+            max_fetch_sessions: 1_000,
             coordinator: kafka_coord::CoordConfig::default(),
         }
     }
@@ -215,6 +219,16 @@ pub const CONFIG_KEYS: &[KeySpec] = &[
         kafka_name: None,
         doc: "Upper bound on how long a Fetch may wait for data.",
     },
+    KeySpec {
+        key: "limits.max_fetch_sessions",
+        kind: Kind::Int {
+            min: 0,
+            max: 1_000_000,
+        },
+        default: "1000",
+        kafka_name: Some("max.incremental.fetch.session.cache.slots"),
+        doc: "Incremental fetch sessions (KIP-227) kept at once; the least recently used makes room. 0: every fetch is sessionless.",
+    },
 ];
 
 /// Where the Kafka door listens and what it tells clients (`kafka.listener`,
@@ -261,6 +275,7 @@ impl KafkaConfig {
             max_inflight_bytes_per_connection: size("limits.max_inflight_bytes_per_connection"),
             max_fetch_response_bytes: size("limits.max_fetch_response_bytes"),
             max_fetch_wait_ms: ms("limits.max_fetch_wait_ms"),
+            max_fetch_sessions: size("limits.max_fetch_sessions"),
             coordinator: kafka_coord::CoordConfig::from_settings(s),
             ..KafkaConfig::default()
         }

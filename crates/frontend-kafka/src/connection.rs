@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use broker::Broker;
 use kafka_coord::KafkaCoord;
+
+use crate::fetch_session::FetchSessions;
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes};
@@ -86,6 +88,7 @@ pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
     coord: Arc<KafkaCoord>,
+    sessions: Arc<FetchSessions>,
     config: Arc<KafkaConfig>,
     budget: Arc<RequestBudget>,
     shutdown: watch::Receiver<bool>,
@@ -99,6 +102,7 @@ pub async fn run(
         peer,
         broker: &broker,
         coord: &coord,
+        sessions: &sessions,
         config: &config,
         budget: &budget,
     };
@@ -200,6 +204,7 @@ struct Conn<'a> {
     peer: SocketAddr,
     broker: &'a Arc<Broker>,
     coord: &'a Arc<KafkaCoord>,
+    sessions: &'a FetchSessions,
     config: &'a KafkaConfig,
     budget: &'a RequestBudget,
 }
@@ -300,6 +305,7 @@ async fn read_loop(
             let ctx = Ctx {
                 broker,
                 coord: conn.coord,
+                sessions: conn.sessions,
                 config,
                 client_id: &client_id,
                 peer,

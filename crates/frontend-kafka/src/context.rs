@@ -17,6 +17,8 @@ pub struct Ctx<'a> {
     pub broker: &'a Arc<Broker>,
     /// Kafka's groups, idempotent producers and transactions, above the core.
     pub coord: &'a Arc<KafkaCoord>,
+    /// Incremental fetch sessions of this door (KIP-227).
+    pub sessions: &'a crate::fetch_session::FetchSessions,
     pub config: &'a KafkaConfig,
     pub client_id: &'a str,
     pub peer: SocketAddr,

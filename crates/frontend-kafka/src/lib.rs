@@ -8,6 +8,7 @@
 //! - `connection.rs` — one connection: frames in, responses out in request order.
 //! - `framing.rs` — length-prefixed frames, size checked before allocation.
 //! - `codec.rs` — request header parsing, response framing.
+//! - `fetch_session.rs` — incremental fetch sessions (KIP-227), bounded, LRU eviction.
 //! - `segmented.rs` — zero-copy Fetch encoding (storage chunks spliced, not copied).
 //! - [`versions`] — the API versions implemented and advertised.
 //! - `handlers/` — one module per API family; `errors.rs` maps domain errors to codes.
@@ -21,6 +22,7 @@ mod config;
 mod connection;
 mod context;
 mod errors;
+mod fetch_session;
 pub mod framing;
 mod handlers;
 mod limits;

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::config::KafkaConfig;
 use crate::connection;
+use crate::fetch_session::FetchSessions;
 use crate::limits::{IpConnections, RequestBudget};
 
 /// Serves the Kafka protocol on `listener` until `shutdown` becomes true (or its sender
@@ -41,6 +42,8 @@ async fn serve_with(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let broker = coord.broker().clone();
+    let sessions = Arc::new(FetchSessions::new(config.max_fetch_sessions));
+    sessions.register(&mut broker.metrics().registry.lock());
     let config = Arc::new(config);
     let mut tasks = JoinSet::new();
     let budget = Arc::new(RequestBudget::new(config.max_inflight_request_bytes));
@@ -73,10 +76,10 @@ async fn serve_with(
                     metrics.connections.inc();
                     metrics.connections_total.inc();
                     let (k, c, s) = (coord.clone(), config.clone(), shutdown.clone());
-                    let budget = budget.clone();
+                    let (budget, fs) = (budget.clone(), sessions.clone());
                     tasks.spawn(async move {
                         let b = k.broker().clone();
-                        connection::run(stream, peer, k, c, budget, s).await;
+                        connection::run(stream, peer, k, fs, c, budget, s).await;
                         b.metrics().connections.dec();
                         drop(slot);
                     });

@@ -890,3 +890,95 @@ async fn pipelined_sync_produces_share_fsyncs_and_answer_in_order() {
     assert_eq!(p.high_watermark, 2 * REQUESTS);
     s.stop().await;
 }
+
+/// A two-partition fetch request for topic `fs` (v12: names, not ids).
+fn session_fetch(session_id: i32, epoch: i32, partitions: &[(i32, i64)]) -> FetchRequest {
+    fetch_req("fs", 0, 0, 0)
+        .with_session_id(session_id)
+        .with_session_epoch(epoch)
+        .with_topics(if partitions.is_empty() {
+            Vec::new()
+        } else {
+            vec![
+                fetch_request::FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string("fs".into())))
+                    .with_partitions(
+                        partitions
+                            .iter()
+                            .map(|&(p, offset)| {
+                                fetch_request::FetchPartition::default()
+                                    .with_partition(p)
+                                    .with_fetch_offset(offset)
+                                    .with_partition_max_bytes(1024 * 1024)
+                            })
+                            .collect(),
+                    ),
+            ]
+        })
+}
+
+fn partitions_in(f: &kafka_protocol::messages::FetchResponse) -> Vec<i32> {
+    f.responses
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.partition_index))
+        .collect()
+}
+
+/// KIP-227: a session opens with a full request, then incremental requests name only what
+/// moved and get back only partitions with something new; a wrong epoch or an unknown
+/// session is refused with Kafka's codes.
+#[tokio::test]
+async fn incremental_fetch_sessions() {
+    let s = start(BrokerConfig::default()).await;
+    let mut c = AsyncClient::connect(s.addr).await.unwrap();
+    assert_eq!(create_topic(&mut c, "fs", 2).await, 0);
+    let opened = c
+        .call(&session_fetch(0, 0, &[(0, 0), (1, 0)]), 12)
+        .await
+        .unwrap();
+    let id = opened.session_id;
+    assert!(id > 0, "no session opened");
+    assert_eq!(
+        partitions_in(&opened),
+        [0, 1],
+        "a new session answers in full"
+    );
+    // Nothing changed: an incremental fetch naming nothing gets nothing back.
+    let quiet = c.call(&session_fetch(id, 1, &[]), 12).await.unwrap();
+    assert_eq!((quiet.error_code, quiet.session_id), (0, id));
+    assert!(partitions_in(&quiet).is_empty(), "{quiet:?}");
+    // A record on partition 1: only partition 1 comes back, with it.
+    let rec = produce_req("fs", 1, batch(&["x"], Compression::None), -1);
+    c.call(&rec, 9).await.unwrap();
+    let moved = c.call(&session_fetch(id, 2, &[]), 12).await.unwrap();
+    assert_eq!(partitions_in(&moved), [1]);
+    let records = moved.responses[0].partitions[0].records.clone().unwrap();
+    assert_eq!(values_of(records), ["x"]);
+    // The consumer moves on (names partition 1 at its new offset): partition 1 is answered,
+    // with no records; partition 0 is still quiet.
+    let next = c.call(&session_fetch(id, 3, &[(1, 1)]), 12).await.unwrap();
+    assert_eq!(partitions_in(&next), [1]);
+    // Wrong epoch, unknown session: FETCH_SESSION_ID_NOT_FOUND (70), INVALID_FETCH_SESSION_EPOCH (71).
+    let stale = c.call(&session_fetch(id, 3, &[]), 12).await.unwrap();
+    assert_eq!(stale.error_code, 71);
+    let unknown = c.call(&session_fetch(id + 1000, 1, &[]), 12).await.unwrap();
+    assert_eq!(unknown.error_code, 70);
+    // Forgetting partition 1 leaves partition 0; closing (epoch -1) answers sessionless.
+    let forget = session_fetch(id, 4, &[]).with_forgotten_topics_data(vec![
+        fetch_request::ForgottenTopic::default()
+            .with_topic(TopicName(StrBytes::from_string("fs".into())))
+            .with_partitions(vec![1]),
+    ]);
+    c.call(&forget, 12).await.unwrap();
+    c.call(&rec, 9).await.unwrap();
+    let after = c.call(&session_fetch(id, 5, &[]), 12).await.unwrap();
+    assert!(
+        partitions_in(&after).is_empty(),
+        "a forgotten partition came back"
+    );
+    let closed = c.call(&session_fetch(id, -1, &[(0, 0)]), 12).await.unwrap();
+    assert_eq!((closed.session_id, partitions_in(&closed)), (0, vec![0]));
+    let gone = c.call(&session_fetch(id, 6, &[]), 12).await.unwrap();
+    assert_eq!(gone.error_code, 70);
+    s.stop().await;
+}

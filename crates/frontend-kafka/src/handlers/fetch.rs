@@ -1,7 +1,9 @@
 //! Fetch with long polling: answer when `min_bytes` are available, or at `max_wait_ms`,
-//! woken by appends (the store's append counter), not by a timer loop. Sessionless
-//! (session id 0): clients send full fetch requests, as KIP-227 allows.
+//! woken by appends (the store's append counter), not by a timer loop. Incremental fetch
+//! sessions (KIP-227, `fetch_session.rs`): a session's requests name only partitions whose
+//! position changed, and its responses carry only partitions with something new.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -13,6 +15,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 
 use crate::context::{Ctx, topic_name};
 use crate::errors::{NONE, code_name, error_code};
+use crate::fetch_session::{SessionKey, SessionPartition, SessionUse};
 use crate::handlers::partition_limit::{self, PartitionLimit};
 use crate::segmented;
 
@@ -25,15 +28,31 @@ struct Wanted {
     refused: Vec<i32>,
 }
 
+/// For an incremental session request: per partition of `wanted` (same order), whether the
+/// request named it (always answered) and the watermarks last sent for it.
+type SessionView = HashMap<SessionKey, (bool, Option<(i64, i64, i64)>)>;
+
 /// A Fetch response and, in encode order, the storage chunks each placeholder records
 /// field stands for (see `segmented.rs`).
 pub type FetchReply = (FetchResponse, Vec<Vec<Bytes>>);
 
 pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchReply {
-    let mut appends = ctx.broker.subscribe_appends();
-    let mut shutdown = ctx.shutdown.clone();
+    let session = if ctx.version >= 7 {
+        ctx.sessions.begin(req.session_id, req.session_epoch)
+    } else {
+        Ok(SessionUse::None)
+    };
+    let session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.broker
+                .metrics()
+                .observe_error(crate::PROTOCOL, "Fetch", &code_name(e.code()));
+            let resp = FetchResponse::default().with_error_code(e.code());
+            return (resp, Vec::new());
+        }
+    };
     let wait_ms = (req.max_wait_ms.max(0) as u64).min(ctx.config.max_fetch_wait_ms);
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_bytes = if ctx.version >= 3 {
         req.max_bytes.max(0) as usize
@@ -41,8 +60,42 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchReply {
         usize::MAX
     }
     .min(ctx.config.max_fetch_response_bytes);
+    // read_committed (v4+): data only below the last stable offset, with the aborted
+    // transactions in range.
+    let read_committed = ctx.version >= 4 && req.isolation_level == 1;
+    let (wanted, view) = match &session {
+        SessionUse::Incremental { id } => match session_wanted(ctx, *id, &req) {
+            Ok(w) => w,
+            Err(e) => {
+                return (
+                    FetchResponse::default().with_error_code(e.code()),
+                    Vec::new(),
+                );
+            }
+        },
+        _ => (requested(ctx, &req), SessionView::new()),
+    };
+    drop(req);
+    let mut reply = poll(ctx, &wanted, wait_ms, min_bytes, max_bytes, read_committed).await;
+    match session {
+        SessionUse::None => {}
+        SessionUse::Open => {
+            let id = ctx.sessions.open(session_partitions(&wanted, &reply.0));
+            reply.0.session_id = id;
+        }
+        SessionUse::Incremental { id } => {
+            let sent = keep_changed(&mut reply.0, &view);
+            ctx.sessions.sent(id, &sent);
+            reply.0.session_id = id;
+        }
+    }
+    reply
+}
+
+/// The partitions a full request names (within the per-request partition limit).
+fn requested(ctx: &Ctx<'_>, req: &FetchRequest) -> Vec<Wanted> {
     let mut limit = PartitionLimit::new(ctx);
-    let wanted: Vec<Wanted> = req
+    let wanted = req
         .topics
         .iter()
         .map(|t| {
@@ -51,11 +104,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchReply {
             Wanted {
                 wire_name: t.topic.0.to_string(),
                 topic_id: t.topic_id,
-                name: if ctx.version >= 13 {
-                    ctx.broker.topic_name_by_id(t.topic_id.as_u128())
-                } else {
-                    Some(t.topic.0.to_string())
-                },
+                name: topic_name_of(ctx, &t.topic.0, t.topic_id),
                 partitions: admitted
                     .iter()
                     .map(|p| (p.partition, p.fetch_offset, p.partition_max_bytes))
@@ -65,16 +114,89 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchReply {
         })
         .collect();
     limit.log_if_over(ctx, "Fetch");
-    // read_committed (v4+): data only below the last stable offset, with the aborted
-    // transactions in range.
-    let read_committed = ctx.version >= 4 && req.isolation_level == 1;
-    drop(req);
+    wanted
+}
+
+fn topic_name_of(ctx: &Ctx<'_>, wire: &str, id: uuid::Uuid) -> Option<String> {
+    if ctx.version >= 13 {
+        ctx.broker.topic_name_by_id(id.as_u128())
+    } else {
+        Some(wire.to_string())
+    }
+}
+
+/// An incremental request applied to its session: every partition of the session to fetch,
+/// grouped by topic, and what the response filter needs to know of each.
+fn session_wanted(
+    ctx: &Ctx<'_>,
+    id: i32,
+    req: &FetchRequest,
+) -> Result<(Vec<Wanted>, SessionView), crate::fetch_session::SessionError> {
+    let named: Vec<(SessionKey, i64, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                let key = (t.topic.0.to_string(), t.topic_id, p.partition);
+                (key, p.fetch_offset, p.partition_max_bytes)
+            })
+        })
+        .collect();
+    let forgotten: Vec<SessionKey> = req
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.topic.0.to_string(), t.topic_id, *p))
+        })
+        .collect();
+    let all = ctx.sessions.update(id, &named, &forgotten)?;
+    let mut wanted: Vec<Wanted> = Vec::new();
+    let mut view = SessionView::new();
+    for ((wire, topic_id, index), part, was_named) in all {
+        let at = wanted
+            .iter()
+            .position(|w| w.wire_name == wire && w.topic_id == topic_id);
+        let w = match at {
+            Some(i) => &mut wanted[i],
+            None => {
+                wanted.push(Wanted {
+                    name: topic_name_of(ctx, &wire, topic_id),
+                    wire_name: wire.clone(),
+                    topic_id,
+                    partitions: Vec::new(),
+                    refused: Vec::new(),
+                });
+                wanted.last_mut().expect("just pushed")
+            }
+        };
+        w.partitions
+            .push((index, part.fetch_offset, part.max_bytes));
+        view.insert((wire, topic_id, index), (was_named, part.last_sent));
+    }
+    Ok((wanted, view))
+}
+
+/// Waits (long poll) until `min_bytes` are ready, the wait ends or shutdown starts; returns
+/// the reply over every wanted partition.
+async fn poll(
+    ctx: &Ctx<'_>,
+    wanted: &[Wanted],
+    wait_ms: u64,
+    min_bytes: usize,
+    max_bytes: usize,
+    read_committed: bool,
+) -> FetchReply {
+    let mut appends = ctx.broker.subscribe_appends();
+    let mut shutdown = ctx.shutdown.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let mut seen_marks: Option<Vec<Option<i64>>> = None;
     loop {
         appends.borrow_and_update();
         // Woken by an append elsewhere: if none of our partitions moved, keep waiting
         // without building a response.
-        let marks = high_watermarks(ctx, &wanted);
+        let marks = high_watermarks(ctx, wanted);
         if seen_marks.as_ref() == Some(&marks)
             && tokio::time::Instant::now() < deadline
             && !*shutdown.borrow()
@@ -91,7 +213,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchReply {
             continue;
         }
         seen_marks = Some(marks);
-        let (pass, bytes, any_error) = read_all(ctx, &wanted, max_bytes, read_committed);
+        let (pass, bytes, any_error) = read_all(ctx, wanted, max_bytes, read_committed);
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= min_bytes.max(1) || any_error || expired || *shutdown.borrow() {
             count_out(ctx, &pass);
@@ -108,6 +230,61 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchReply {
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// (high watermark, last stable offset, log start) of a response partition.
+fn marks_of(p: &PartitionData) -> (i64, i64, i64) {
+    (p.high_watermark, p.last_stable_offset, p.log_start_offset)
+}
+
+/// The partitions a new session holds: each wanted partition with the watermarks the full
+/// response just sent.
+fn session_partitions(
+    wanted: &[Wanted],
+    resp: &FetchResponse,
+) -> Vec<(SessionKey, SessionPartition)> {
+    let mut out = Vec::new();
+    for (w, t) in wanted.iter().zip(&resp.responses) {
+        for &(index, offset, max_bytes) in &w.partitions {
+            let sent = t
+                .partitions
+                .iter()
+                .find(|p| p.partition_index == index)
+                .map(marks_of);
+            let part = SessionPartition {
+                fetch_offset: offset,
+                max_bytes,
+                last_sent: sent,
+            };
+            out.push(((w.wire_name.clone(), w.topic_id, index), part));
+        }
+    }
+    out
+}
+
+/// Drops from an incremental response the partitions with nothing new (no records, no
+/// error, the same watermarks as last sent, not named by the request); returns what was
+/// sent per partition.
+fn keep_changed(
+    resp: &mut FetchResponse,
+    view: &SessionView,
+) -> Vec<(SessionKey, (i64, i64, i64))> {
+    let mut sent = Vec::new();
+    for t in &mut resp.responses {
+        let wire = t.topic.0.to_string();
+        t.partitions.retain(|p| {
+            let key = (wire.clone(), t.topic_id, p.partition_index);
+            let (named, last) = view.get(&key).copied().unwrap_or((true, None));
+            let has_records = p.records.as_ref().is_some_and(|r| !r.is_empty());
+            let keep = named || has_records || p.error_code != NONE || last != Some(marks_of(p));
+            if keep {
+                sent.push((key, marks_of(p)));
+            }
+            keep
+        });
+    }
+    resp.responses.retain(|t| !t.partitions.is_empty());
+    sent
 }
 
 /// High watermark of every wanted partition (None where it cannot be read).
