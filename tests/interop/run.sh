@@ -15,7 +15,7 @@ work=$(mktemp -d)
 # Port 0: the OS picks, and the startup banner ("  kafka  <addr> ...") says which; no port
 # is handed over between a probe and the server (a race with anything else on the machine).
 "$bin" server --data-dir "$work/data" --kafka-listener 127.0.0.1:0 \
-  --admin-listener 127.0.0.1:0 >"$work/server.log" 2>&1 &
+  --amqp-listener 127.0.0.1:0 --admin-listener 127.0.0.1:0 >"$work/server.log" 2>&1 &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT

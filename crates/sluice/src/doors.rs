@@ -45,7 +45,10 @@ pub type BoxedServe =
 
 /// The doors the configuration enables, in start order.
 pub fn configured(settings: &Layered, server: &ServerConfig) -> Vec<Box<dyn FrontDoor>> {
-    vec![Box::new(KafkaDoor::new(settings, server))]
+    vec![
+        Box::new(KafkaDoor::new(settings, server)),
+        Box::new(AmqpDoor::new(settings, server)),
+    ]
 }
 
 /// The doors, bound and serving.
@@ -183,6 +186,50 @@ impl FrontDoor for KafkaDoor {
             Err(e) => return Box::pin(async move { Err(e) }),
         }
         Box::pin(frontend_kafka::serve(listener, broker, config, shutdown))
+    }
+}
+
+/// The AMQP 0-9-1 door (`frontend-amqp`).
+struct AmqpDoor {
+    config: frontend_amqp::AmqpConfig,
+}
+
+impl AmqpDoor {
+    fn new(settings: &Layered, server: &ServerConfig) -> AmqpDoor {
+        AmqpDoor {
+            config: frontend_amqp::AmqpConfig {
+                shutdown_grace_ms: server.shutdown_timeout_ms,
+                ..frontend_amqp::AmqpConfig::from_settings(settings)
+            },
+        }
+    }
+}
+
+impl FrontDoor for AmqpDoor {
+    fn protocol(&self) -> &'static str {
+        frontend_amqp::PROTOCOL
+    }
+
+    fn listen_on(&self) -> (&str, &'static str) {
+        (&self.config.listener, "--amqp-listener")
+    }
+
+    fn advertised(&self, _bound: std::net::SocketAddr) -> Option<String> {
+        None
+    }
+
+    fn serve(
+        self: Box<Self>,
+        listener: TcpListener,
+        broker: Arc<broker::Broker>,
+        shutdown: watch::Receiver<bool>,
+    ) -> BoxedServe {
+        Box::pin(frontend_amqp::serve(
+            listener,
+            broker,
+            self.config,
+            shutdown,
+        ))
     }
 }
 
