@@ -66,10 +66,10 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<AMQPF
         return Err(FrameError::BadFrameEnd(frame[total - 1]));
     }
     match parse_frame(&frame[..]) {
-        Ok((rest, AMQPFrame::ProtocolHeader(_))) if rest.is_empty() => Err(FrameError::Malformed(
+        Ok(([], AMQPFrame::ProtocolHeader(_))) => Err(FrameError::Malformed(
             "a protocol header inside the connection".to_string(),
         )),
-        Ok((rest, f)) if rest.is_empty() => Ok(Some(f)),
+        Ok(([], f)) => Ok(Some(f)),
         Ok((rest, _)) => Err(FrameError::Malformed(format!(
             "{} bytes left over after the frame",
             rest.len()

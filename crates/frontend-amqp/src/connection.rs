@@ -172,6 +172,8 @@ impl Connection {
                 },
                 _ = appends.changed() => self.session.dirty = true,
                 _ = wake.changed() => self.session.dirty = true,
+                // More to deliver: look again after any event already waiting.
+                () = std::future::ready(()), if self.session.dirty => {}
                 _ = ticks.tick() => {
                     if let Some(stop) = self.heartbeat().await {
                         return stop;
@@ -357,16 +359,27 @@ impl Connection {
         }
     }
 
-    /// Delivers to every consumer with room.
+    /// Delivers to every consumer with room, writing after each consumer's batch (one
+    /// acquire reads at most the broker's read budget, so the outbox stays bounded).
     async fn pump(&mut self) -> Result<(), AmqpError> {
         let mut ids: Vec<u16> = self.channels.keys().copied().collect();
         ids.sort_unstable();
         for ch in ids {
-            let Some(chan) = self.channels.get_mut(&ch) else {
-                continue;
+            let tags: Vec<String> = match self.channels.get(&ch) {
+                Some(chan) if !chan.closing => chan.consumers.keys().cloned().collect(),
+                _ => continue,
             };
-            if !chan.closing {
-                self.session.pump_channel(ch, chan).await?;
+            for tag in tags {
+                let Some(chan) = self.channels.get_mut(&ch) else {
+                    break;
+                };
+                self.session.pump_consumer(ch, chan, &tag).await?;
+                if let Err(e) = self.flush().await {
+                    return Err(AmqpError::connection(
+                        CONNECTION_FORCED,
+                        format!("write failed: {e}"),
+                    ));
+                }
             }
         }
         Ok(())

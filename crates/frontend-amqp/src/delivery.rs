@@ -15,7 +15,7 @@ use crate::message::Message;
 
 /// Most messages one consumer takes per pump when its prefetch does not limit it (no-ack,
 /// prefetch 0): other consumers and the client's frames get their turn.
-const PUMP_BATCH: u32 = 256;
+const PUMP_BATCH: u32 = 128;
 
 impl Session {
     pub async fn basic_method(
@@ -213,16 +213,8 @@ impl Session {
         Ok(())
     }
 
-    /// Delivers to each of the channel's consumers what its room allows.
-    pub async fn pump_channel(&mut self, ch: u16, chan: &mut Channel) -> Result<(), AmqpError> {
-        let tags: Vec<String> = chan.consumers.keys().cloned().collect();
-        for tag in tags {
-            self.pump_consumer(ch, chan, &tag).await?;
-        }
-        Ok(())
-    }
-
-    async fn pump_consumer(
+    /// Delivers to one consumer what its room allows.
+    pub async fn pump_consumer(
         &mut self,
         ch: u16,
         chan: &mut Channel,
@@ -258,6 +250,10 @@ impl Session {
             }
             Err(e) => return Err(from_broker(&e)),
         };
+        if got.len() as u32 >= room {
+            // A full batch: there may be more, and room for it (no-ack, prefetch 0).
+            self.dirty = true;
+        }
         let mut auto_acked = Vec::new();
         for d in got {
             chan.last_tag += 1;
@@ -289,8 +285,6 @@ impl Session {
             self.out.content(ch, &msg.properties, &msg.body);
         }
         if !auto_acked.is_empty() {
-            // More may be waiting: no-ack consumers take turns in batches.
-            self.dirty = true;
             self.door
                 .broker
                 .queue_ack(&queue, id, &auto_acked)

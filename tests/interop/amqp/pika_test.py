@@ -196,6 +196,43 @@ def channel_errors():
     conn.close()
 
 
+def no_ack_backlog():
+    """An auto-ack consumer drains a backlog larger than one delivery batch, in order."""
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("backlog_q")
+    count = 1000
+    for i in range(count):
+        ch.basic_publish("", "backlog_q", str(i).encode())
+    got = []
+    for method, _props, body in ch.consume("backlog_q", auto_ack=True, inactivity_timeout=10):
+        if method is None:
+            break
+        got.append(int(body))
+        if len(got) == count:
+            break
+    ch.cancel()
+    assert got == list(range(count)), (len(got), got[:3], got[-3:])
+    assert ch.queue_declare("backlog_q", passive=True).method.message_count == 0
+    conn.close()
+
+
+def unacked_come_back_when_the_connection_closes():
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("release_q")
+    for i in range(3):
+        ch.basic_publish("", "release_q", f"r{i}".encode())
+    held = drain(ch, "release_q", 3, ack=False)
+    assert [g[0] for g in held] == ["r0", "r1", "r2"]
+    conn.close()  # unacked: back to the queue
+    conn = connect()
+    ch = conn.channel()
+    got = drain(ch, "release_q", 3)
+    assert [(g[0], g[1]) for g in got] == [("r0", True), ("r1", True), ("r2", True)], got
+    conn.close()
+
+
 def survives_restart():
     restart = os.environ.get("SLUICE_RESTART")
     assert restart, "SLUICE_RESTART not set"
@@ -228,5 +265,9 @@ check("nack with requeue is redelivered with redelivered=True", nack_requeue)
 check("basic.get, get-empty, message_count", basic_get)
 check("publisher confirms; mandatory unroutable is returned", confirms)
 check("channel errors 406/404 close only the channel", channel_errors)
-check("durable queue, exchange, binding and unacked messages survive a restart", survives_restart)
+check("auto-ack consumer drains a 1000-message backlog in order", no_ack_backlog)
+check("unacked messages come back redelivered when the connection closes",
+      unacked_come_back_when_the_connection_closes)
+check("durable queue, exchange, binding and messages survive a restart; acked ones do not come back",
+      survives_restart)
 finish()
