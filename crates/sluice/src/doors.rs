@@ -272,4 +272,29 @@ mod tests {
         assert_eq!(d.config.max_connections, 7);
         assert_eq!(d.config.shutdown_grace_ms, 1234);
     }
+
+    #[test]
+    fn the_amqp_door_takes_its_keys_and_the_server_grace() {
+        let settings = Layered::load(&crate::config::Sources {
+            file: None,
+            env: &|_: &str| None,
+            flags: [
+                ("amqp.listener", "127.0.0.1:0"),
+                ("amqp.frame_max", "65536"),
+                ("server.shutdown_timeout_ms", "1234"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string(), "test".to_string()))
+            .collect(),
+        })
+        .unwrap();
+        let d = AmqpDoor::new(&settings, &settings.server_config());
+        assert_eq!(d.protocol(), "amqp");
+        assert_eq!(d.listen_on(), ("127.0.0.1:0", "--amqp-listener"));
+        assert_eq!(d.config.frame_max, 65536);
+        assert_eq!(d.config.shutdown_grace_ms, 1234);
+        let doors = configured(&settings, &settings.server_config());
+        let protocols: Vec<&str> = doors.iter().map(|d| d.protocol()).collect();
+        assert_eq!(protocols, ["kafka", "amqp"]);
+    }
 }
