@@ -9,7 +9,9 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::channel::Channel;
 use crate::connection::Session;
-use crate::errors::{AmqpError, NOT_FOUND, NOT_IMPLEMENTED, PRECONDITION_FAILED, from_broker};
+use crate::errors::{
+    ACCESS_REFUSED, AmqpError, NOT_FOUND, NOT_IMPLEMENTED, PRECONDITION_FAILED, from_broker,
+};
 use crate::topology::Binding;
 
 /// Setting recording the declare's `durable` flag.
@@ -41,6 +43,20 @@ fn value_text(v: &AMQPValue) -> String {
         AMQPValue::Timestamp(n) => n.to_string(),
         other => format!("{other:?}"),
     }
+}
+
+/// Names a client may not use: `__…` are the broker's internal topics (Kafka's
+/// `__consumer_offsets`, `__transaction_state`), which a queue over them would expose and
+/// queue.delete would remove; `amq.…` is reserved for server-named queues (RabbitMQ's rule,
+/// checked on a non-passive declare only).
+fn check_queue_name(name: &str, declaring: bool) -> Result<(), AmqpError> {
+    if name.starts_with("__") || (declaring && name.starts_with("amq.")) {
+        return Err(AmqpError::channel(
+            ACCESS_REFUSED,
+            format!("queue name '{name}' contains a reserved prefix"),
+        ));
+    }
+    Ok(())
 }
 
 fn saturating_u32(n: u64) -> u32 {
@@ -126,6 +142,7 @@ impl Session {
         let name = if d.queue.as_str().is_empty() {
             self.door.unique_name("amq.gen-")
         } else {
+            check_queue_name(d.queue.as_str(), !d.passive)?;
             d.queue.to_string()
         };
         if d.passive {
@@ -167,6 +184,7 @@ impl Session {
 
     async fn queue_delete(&mut self, ch: u16, d: queue::Delete) -> Result<(), AmqpError> {
         let name = d.queue.as_str();
+        check_queue_name(name, false)?;
         let mut message_count = 0;
         if self.door.broker.queue_exists(name) {
             let counts = self
@@ -245,5 +263,40 @@ impl Session {
                 "exchange-to-exchange bindings are not implemented yet",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_topics_and_amq_names_are_refused() {
+        assert_eq!(
+            check_queue_name("__consumer_offsets", false)
+                .unwrap_err()
+                .code,
+            ACCESS_REFUSED
+        );
+        assert_eq!(
+            check_queue_name("amq.mine", true).unwrap_err().code,
+            ACCESS_REFUSED
+        );
+        assert!(
+            check_queue_name("amq.gen-1", false).is_ok(),
+            "server-named queues can be deleted"
+        );
+        assert!(check_queue_name("orders", true).is_ok());
+    }
+
+    #[test]
+    fn arguments_become_settings_with_the_durable_flag() {
+        let mut args = FieldTable::default();
+        args.insert("x-delivery-limit".into(), AMQPValue::LongInt(5));
+        args.insert("x-queue-mode".into(), AMQPValue::LongString("lazy".into()));
+        let s = settings_of(&args, true);
+        assert_eq!(s["x-delivery-limit"], "5");
+        assert_eq!(s["x-queue-mode"], "lazy");
+        assert_eq!(s[DURABLE_SETTING], "true");
     }
 }

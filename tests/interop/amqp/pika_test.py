@@ -192,6 +192,12 @@ def channel_errors():
     except pika.exceptions.ChannelClosedByBroker as e:
         assert e.reply_code == 404, e
     ch = conn.channel()
+    try:
+        ch.queue_declare("__consumer_offsets")
+        raise AssertionError("internal topics are not queues")
+    except pika.exceptions.ChannelClosedByBroker as e:
+        assert e.reply_code == 403, e
+    ch = conn.channel()
     ch.queue_declare("still-usable")
     conn.close()
 
@@ -264,7 +270,7 @@ check("direct routing by severity", direct_routing)
 check("nack with requeue is redelivered with redelivered=True", nack_requeue)
 check("basic.get, get-empty, message_count", basic_get)
 check("publisher confirms; mandatory unroutable is returned", confirms)
-check("channel errors 406/404 close only the channel", channel_errors)
+check("channel errors 406/404/403 close only the channel", channel_errors)
 check("auto-ack consumer drains a 1000-message backlog in order", no_ack_backlog)
 check("unacked messages come back redelivered when the connection closes",
       unacked_come_back_when_the_connection_closes)
