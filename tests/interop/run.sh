@@ -39,6 +39,8 @@ done
 kport=${kaddr##*:}
 export BOOTSTRAP="127.0.0.1:$kport"
 aaddr=$(awk '$1 == "amqp" { print $2; exit }' "$work/server.log")
+ADMIN_ADDR=$(awk '$1 == "admin" { sub("http://", "", $2); print $2; exit }' "$work/server.log")
+export ADMIN_ADDR
 export AMQP_PORT=${aaddr##*:}
 # The AMQP suite restarts the broker (same data, same ports) to check what survives.
 echo "$pid" >"$work/pid"

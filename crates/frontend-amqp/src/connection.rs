@@ -278,7 +278,14 @@ impl Connection {
             Work::Body(body) => self.session.content_body(ch, chan, body).await,
             Work::Method(method) => {
                 let ids = (method.get_amqp_class_id(), method.get_amqp_method_id());
+                let api = crate::errors::method_name(ids);
+                let started = Instant::now();
                 let r = self.session.dispatch(ch, chan, method).await;
+                let metrics = self.session.door.broker.metrics();
+                metrics.observe_request(crate::PROTOCOL, api, started.elapsed().as_secs_f64());
+                if let Err(e) = &r {
+                    metrics.observe_error(crate::PROTOCOL, api, &e.code.to_string());
+                }
                 r.map_err(|e| e.at(ids.0, ids.1))
             }
         };

@@ -88,6 +88,31 @@ fn reply_name(code: u16) -> &'static str {
     }
 }
 
+/// The `api` label of a channel method in the request metrics (`class.method`).
+pub fn method_name((class_id, method_id): (u16, u16)) -> &'static str {
+    match (class_id, method_id) {
+        (20, 20) => "channel.flow",
+        (40, 10) => "exchange.declare",
+        (40, 20) => "exchange.delete",
+        (50, 10) => "queue.declare",
+        (50, 20) => "queue.bind",
+        (50, 30) => "queue.purge",
+        (50, 40) => "queue.delete",
+        (50, 50) => "queue.unbind",
+        (60, 10) => "basic.qos",
+        (60, 20) => "basic.consume",
+        (60, 30) => "basic.cancel",
+        (60, 40) => "basic.publish",
+        (60, 70) => "basic.get",
+        (60, 80) => "basic.ack",
+        (60, 90) => "basic.reject",
+        (60, 100) | (60, 110) => "basic.recover",
+        (60, 120) => "basic.nack",
+        (85, 10) => "confirm.select",
+        _ => "other",
+    }
+}
+
 /// `s` cut to at most `max` bytes on a character boundary.
 pub fn truncate(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);

@@ -45,9 +45,14 @@ pub async fn serve(
                     tracing::warn!(%peer, "AMQP connection refused: max_connections reached");
                     continue;
                 };
+                let metrics = door.broker.metrics();
+                metrics.connections.inc();
+                metrics.connections_total.inc();
                 let (door, shutdown) = (door.clone(), shutdown.clone());
                 tasks.spawn(async move {
+                    let broker = door.broker.clone();
                     connection::run(stream, peer, door, shutdown).await;
+                    broker.metrics().connections.dec();
                     drop(permit);
                 });
             }

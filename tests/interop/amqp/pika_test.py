@@ -239,6 +239,15 @@ def unacked_come_back_when_the_connection_closes():
     conn.close()
 
 
+def metrics_count_amqp_methods():
+    admin = os.environ.get("ADMIN_ADDR")
+    assert admin, "ADMIN_ADDR not set"
+    import urllib.request
+    text = urllib.request.urlopen(f"http://{admin}/metrics", timeout=10).read().decode()
+    assert 'sluice_requests_total{protocol="amqp",api="basic.publish"}' in text, text[:2000]
+    assert 'sluice_request_errors_total{protocol="amqp",api="queue.declare",error="406"}' in text
+
+
 def survives_restart():
     restart = os.environ.get("SLUICE_RESTART")
     assert restart, "SLUICE_RESTART not set"
@@ -274,6 +283,7 @@ check("channel errors 406/404/403 close only the channel", channel_errors)
 check("auto-ack consumer drains a 1000-message backlog in order", no_ack_backlog)
 check("unacked messages come back redelivered when the connection closes",
       unacked_come_back_when_the_connection_closes)
+check("/metrics counts AMQP methods and their errors", metrics_count_amqp_methods)
 check("durable queue, exchange, binding and messages survive a restart; acked ones do not come back",
       survives_restart)
 finish()
