@@ -42,7 +42,7 @@ def run(binary, work):
     d = tempfile.mkdtemp(dir=work)
     proc = subprocess.Popen(
         [binary, "server", "--data-dir", f"{d}/data", "--kafka-listener", "127.0.0.1:0",
-         "--admin-listener", "127.0.0.1:0"],
+         "--amqp-listener", "127.0.0.1:0", "--admin-listener", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         addr = wait_banner(proc)

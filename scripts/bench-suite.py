@@ -33,7 +33,7 @@ class Broker:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [SLUICE, "server", "--data-dir", f"{self.dir}/data", "--kafka-listener",
-             f"127.0.0.1:{self.port}", "--admin-listener", f"127.0.0.1:{free_port()}", *flags],
+             f"127.0.0.1:{self.port}", "--amqp-listener", "127.0.0.1:0", "--admin-listener", f"127.0.0.1:{free_port()}", *flags],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(200):
             try:

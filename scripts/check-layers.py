@@ -27,6 +27,8 @@ ALLOWED = {
     # Kafka's own semantics (groups, idempotence, transactions) above the core.
     "sluice-kafka-coord": {"sluice-broker", "sluice-common"},
     "sluice-frontend-kafka": {"sluice-kafka-coord", "sluice-broker", "sluice-common"},
+    # The AMQP 0-9-1 door: the core's queue API; no storage (record batches via broker::batch).
+    "sluice-frontend-amqp": {"sluice-broker", "sluice-common"},
     "sluice-admin": {"sluice-broker", "sluice-common"},
     # The CLI's Kafka client speaks only the protocol: no broker, no storage.
     "sluice-kafka-client": {"sluice-common"},
@@ -37,6 +39,7 @@ ALLOWED = {
         "sluice-broker",
         "sluice-kafka-coord",
         "sluice-frontend-kafka",
+        "sluice-frontend-amqp",
         "sluice-admin",
         "sluice-kafka-client",
     },

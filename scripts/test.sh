@@ -3,7 +3,8 @@
 #   1. installs what the tests need if it is missing (cmake for librdkafka; kcat, the Python
 #      and Node Kafka clients for the interop suite),
 #   2. cargo's unit, property, crash and end-to-end tests (the real binary + rdkafka),
-#   3. the interop suite: kcat, confluent-kafka, kafka-python and kafkajs against the binary.
+#   3. the interop suite: kcat, confluent-kafka, kafka-python, kafkajs and pika (AMQP) against
+#      the binary.
 # Extra arguments are passed to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."

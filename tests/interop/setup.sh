@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the interop clients if missing: kcat (Debian), a Python venv with confluent-kafka
-# and kafka-python (PyPI), kafkajs (npm). Idempotent; quick when everything is present.
+# kafka-python and pika (PyPI), kafkajs (npm). Idempotent; quick when everything is present.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -10,7 +10,7 @@ fi
 if [ ! -x "$here/.venv/bin/python" ]; then
   python3 -m venv "$here/.venv"
 fi
-if ! "$here/.venv/bin/python" -c 'import confluent_kafka, kafka' 2>/dev/null; then
+if ! "$here/.venv/bin/python" -c 'import confluent_kafka, kafka, pika' 2>/dev/null; then
   "$here/.venv/bin/pip" install -q -r "$here/requirements.txt"
 fi
 if [ ! -d "$here/node_modules/kafkajs" ]; then

@@ -112,6 +112,8 @@ fn refused_start(data: &Path) -> String {
             "server",
             "--kafka-listener",
             "127.0.0.1:0",
+            "--amqp-listener",
+            "127.0.0.1:0",
             "--admin-listener",
         ])
         .arg("127.0.0.1:0")

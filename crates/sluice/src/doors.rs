@@ -45,7 +45,10 @@ pub type BoxedServe =
 
 /// The doors the configuration enables, in start order.
 pub fn configured(settings: &Layered, server: &ServerConfig) -> Vec<Box<dyn FrontDoor>> {
-    vec![Box::new(KafkaDoor::new(settings, server))]
+    vec![
+        Box::new(KafkaDoor::new(settings, server)),
+        Box::new(AmqpDoor::new(settings, server)),
+    ]
 }
 
 /// The doors, bound and serving.
@@ -186,6 +189,50 @@ impl FrontDoor for KafkaDoor {
     }
 }
 
+/// The AMQP 0-9-1 door (`frontend-amqp`).
+struct AmqpDoor {
+    config: frontend_amqp::AmqpConfig,
+}
+
+impl AmqpDoor {
+    fn new(settings: &Layered, server: &ServerConfig) -> AmqpDoor {
+        AmqpDoor {
+            config: frontend_amqp::AmqpConfig {
+                shutdown_grace_ms: server.shutdown_timeout_ms,
+                ..frontend_amqp::AmqpConfig::from_settings(settings)
+            },
+        }
+    }
+}
+
+impl FrontDoor for AmqpDoor {
+    fn protocol(&self) -> &'static str {
+        frontend_amqp::PROTOCOL
+    }
+
+    fn listen_on(&self) -> (&str, &'static str) {
+        (&self.config.listener, "--amqp-listener")
+    }
+
+    fn advertised(&self, _bound: std::net::SocketAddr) -> Option<String> {
+        None
+    }
+
+    fn serve(
+        self: Box<Self>,
+        listener: TcpListener,
+        broker: Arc<broker::Broker>,
+        shutdown: watch::Receiver<bool>,
+    ) -> BoxedServe {
+        Box::pin(frontend_amqp::serve(
+            listener,
+            broker,
+            self.config,
+            shutdown,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +271,30 @@ mod tests {
         ]);
         assert_eq!(d.config.max_connections, 7);
         assert_eq!(d.config.shutdown_grace_ms, 1234);
+    }
+
+    #[test]
+    fn the_amqp_door_takes_its_keys_and_the_server_grace() {
+        let settings = Layered::load(&crate::config::Sources {
+            file: None,
+            env: &|_: &str| None,
+            flags: [
+                ("amqp.listener", "127.0.0.1:0"),
+                ("amqp.frame_max", "65536"),
+                ("server.shutdown_timeout_ms", "1234"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string(), "test".to_string()))
+            .collect(),
+        })
+        .unwrap();
+        let d = AmqpDoor::new(&settings, &settings.server_config());
+        assert_eq!(d.protocol(), "amqp");
+        assert_eq!(d.listen_on(), ("127.0.0.1:0", "--amqp-listener"));
+        assert_eq!(d.config.frame_max, 65536);
+        assert_eq!(d.config.shutdown_grace_ms, 1234);
+        let doors = configured(&settings, &settings.server_config());
+        let protocols: Vec<&str> = doors.iter().map(|d| d.protocol()).collect();
+        assert_eq!(protocols, ["kafka", "amqp"]);
     }
 }

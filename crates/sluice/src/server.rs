@@ -40,6 +40,7 @@ fn flag_overrides(args: &ServerArgs) -> anyhow::Result<Vec<(String, String, Stri
         &args.advertised_port,
         "--advertised-port",
     );
+    add("amqp.listener", &args.amqp_listener, "--amqp-listener");
     add("admin.listener", &args.admin_listener, "--admin-listener");
     add("storage.flush", &args.flush, "--flush");
     add("log.format", &args.log_format, "--log-format");

@@ -1,5 +1,5 @@
 //! The real `sluice server` as a child process. Every listener binds port 0 and the ports
-//! are read back from the start banner (`  kafka  <addr>`, `  admin  http://<addr>` on
+//! are read back from the start banner (`  kafka  <addr>`, `  amqp   <addr>`, `  admin  http://<addr>` on
 //! stdout), so no port is ever picked here and handed over in a race; a restart binds the
 //! ports the first start announced, on the same data directory.
 #![allow(unsafe_code)] // kill(2) in `signal`; see its SAFETY comment
@@ -46,6 +46,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub kafka_port: u16,
     pub admin_port: u16,
+    /// The AMQP 0-9-1 listener's port.
+    pub amqp_port: u16,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
     log_path: PathBuf,
@@ -72,6 +74,7 @@ impl Server {
             // 0: the OS picks; the banner says which (a restart reuses them).
             kafka_port: 0,
             admin_port: 0,
+            amqp_port: 0,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             envs: envs
                 .iter()
@@ -87,6 +90,11 @@ impl Server {
     /// The Kafka listener, `127.0.0.1:<port>`.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    /// The AMQP listener, `127.0.0.1:<port>`.
+    pub fn amqp_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.amqp_port)
     }
 
     /// The admin listener, `127.0.0.1:<port>`.
@@ -116,6 +124,8 @@ impl Server {
             .arg(format!("127.0.0.1:{}", self.kafka_port))
             .arg("--admin-listener")
             .arg(format!("127.0.0.1:{}", self.admin_port))
+            .arg("--amqp-listener")
+            .arg(format!("127.0.0.1:{}", self.amqp_port))
             .args(&self.extra_args)
             .env_remove("RUST_LOG")
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
@@ -145,8 +155,10 @@ impl Server {
                     addr.rsplit(':').next()?.parse::<u16>().ok()
                 })
             };
-            if let (Some(k), Some(a)) = (port_of("kafka "), port_of("admin ")) {
-                (self.kafka_port, self.admin_port) = (k, a);
+            if let (Some(k), Some(a), Some(q)) =
+                (port_of("kafka "), port_of("admin "), port_of("amqp "))
+            {
+                (self.kafka_port, self.admin_port, self.amqp_port) = (k, a, q);
                 return;
             }
             if let Some(child) = self.child.as_mut()

@@ -121,6 +121,9 @@ pub struct ServerArgs {
     /// Port advertised to Kafka clients (kafka.advertised_port).
     #[arg(long, value_name = "PORT")]
     pub advertised_port: Option<String>,
+    /// AMQP 0-9-1 listener address (amqp.listener).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub amqp_listener: Option<String>,
     /// Admin/metrics HTTP listener address (admin.listener).
     #[arg(long, value_name = "HOST:PORT")]
     pub admin_listener: Option<String>,

@@ -64,6 +64,7 @@ static ALL: LazyLock<Vec<KeySpec>> = LazyLock::new(|| {
     [
         frontend_kafka::CONFIG_KEYS,
         kafka_coord::CONFIG_KEYS,
+        frontend_amqp::CONFIG_KEYS,
         broker::CONFIG_KEYS,
         storage::CONFIG_KEYS,
         SERVER_KEYS,

@@ -1,0 +1,111 @@
+//! One channel's state: the message being published (method, header, body frames), its
+//! consumers, and its delivered-but-unacked messages by delivery tag.
+//!
+//! Invariants: delivery tags grow from 1 per channel and each maps to exactly one
+//! (queue, broker consumer, offset) until acked, nacked or the channel closes; every broker
+//! consumer id that may hold messages is in `holders`, so closing the channel releases all
+//! it holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use amq_protocol::protocol::BasicProperties;
+use common::Offset;
+
+/// A basic.publish waiting for its content.
+pub struct PendingPublish {
+    pub exchange: String,
+    pub routing_key: String,
+    pub mandatory: bool,
+    /// From the content header: the body's announced size and the properties.
+    pub header: Option<(u64, BasicProperties)>,
+    pub body: Vec<u8>,
+}
+
+/// One basic.consume.
+pub struct Consumer {
+    pub queue: String,
+    /// The broker-side consumer id (one per connection, channel and consumer tag).
+    pub broker_id: u64,
+    pub no_ack: bool,
+    /// Unacked deliveries allowed (basic.qos, global = false); 0: no limit.
+    pub prefetch: u16,
+    pub unacked: u32,
+}
+
+/// A delivered message awaiting ack.
+#[derive(Clone, Debug)]
+pub struct Unacked {
+    pub queue: String,
+    pub broker_id: u64,
+    pub offset: Offset,
+    /// `None`: from basic.get.
+    pub consumer_tag: Option<String>,
+}
+
+/// One open channel.
+#[derive(Default)]
+pub struct Channel {
+    /// The server sent channel.close and waits for close-ok: other frames are dropped.
+    pub closing: bool,
+    pub publish: Option<PendingPublish>,
+    /// confirm.select was sent: every publish is acked with its sequence number.
+    pub confirm: bool,
+    pub published: u64,
+    /// basic.qos prefetch for consumers started after it (global = false).
+    pub prefetch_consumer: u16,
+    /// basic.qos prefetch shared by the channel's consumers (global = true); 0: none.
+    pub prefetch_channel: u16,
+    pub consumers: BTreeMap<String, Consumer>,
+    pub last_tag: u64,
+    pub unacked: BTreeMap<u64, Unacked>,
+    /// Broker consumer id for basic.get, made on first use.
+    pub get_id: Option<u64>,
+    /// (queue, broker consumer id) pairs that may hold messages.
+    pub holders: BTreeSet<(String, u64)>,
+}
+
+impl Channel {
+    /// Deliveries the channel-wide prefetch still allows (`u32::MAX`: no limit).
+    pub fn channel_room(&self) -> u32 {
+        match self.prefetch_channel {
+            0 => u32::MAX,
+            n => u32::from(n).saturating_sub(self.unacked.len() as u32),
+        }
+    }
+
+    /// Takes the unacked deliveries an ack/nack/reject names: `tag` alone, or with
+    /// `multiple` every tag up to it (0: all). `None` when a named tag is unknown.
+    pub fn take_unacked(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
+        let taken: Vec<Unacked> = if multiple {
+            let upto = if tag == 0 { u64::MAX } else { tag };
+            let tags: Vec<u64> = self.unacked.range(..=upto).map(|(t, _)| *t).collect();
+            if tags.is_empty() && tag != 0 {
+                return None;
+            }
+            tags.iter().filter_map(|t| self.unacked.remove(t)).collect()
+        } else {
+            vec![self.unacked.remove(&tag)?]
+        };
+        for u in &taken {
+            if let Some(c) = u
+                .consumer_tag
+                .as_ref()
+                .and_then(|t| self.consumers.get_mut(t))
+            {
+                c.unacked = c.unacked.saturating_sub(1);
+            }
+        }
+        Some(taken)
+    }
+}
+
+/// Groups deliveries by (queue, broker consumer), each with its offsets.
+pub fn by_holder(taken: &[Unacked]) -> BTreeMap<(String, u64), Vec<Offset>> {
+    let mut out: BTreeMap<(String, u64), Vec<Offset>> = BTreeMap::new();
+    for u in taken {
+        out.entry((u.queue.clone(), u.broker_id))
+            .or_default()
+            .push(u.offset);
+    }
+    out
+}

@@ -1,0 +1,309 @@
+//! Consuming: basic.consume/cancel/qos/get, the acks (ack, nack, reject, recover), and the
+//! pump that pushes basic.deliver to consumers with room under their prefetch. Each consumer
+//! is one broker consumer (a fresh id from the process-wide counter); a delivery tag maps to
+//! (queue, broker consumer, offset) until it is settled.
+
+use amq_protocol::protocol::{AMQPClass, basic};
+
+use crate::channel::{Channel, Consumer, Unacked, by_holder};
+use crate::connection::Session;
+use crate::door::next_consumer_id;
+use crate::errors::{
+    AmqpError, NOT_ALLOWED, NOT_FOUND, PRECONDITION_FAILED, from_broker, truncate,
+};
+use crate::message::Message;
+
+/// Most messages one consumer takes per pump when its prefetch does not limit it (no-ack,
+/// prefetch 0): other consumers and the client's frames get their turn.
+const PUMP_BATCH: u32 = 128;
+
+impl Session {
+    pub async fn basic_method(
+        &mut self,
+        ch: u16,
+        chan: &mut Channel,
+        m: basic::AMQPMethod,
+    ) -> Result<(), AmqpError> {
+        match m {
+            basic::AMQPMethod::Publish(p) => self.publish_start(chan, p),
+            basic::AMQPMethod::Qos(q) => {
+                if q.global {
+                    chan.prefetch_channel = q.prefetch_count;
+                } else {
+                    chan.prefetch_consumer = q.prefetch_count;
+                }
+                self.dirty = true;
+                self.out.method(
+                    ch,
+                    AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+                );
+                Ok(())
+            }
+            basic::AMQPMethod::Consume(c) => self.consume(ch, chan, c),
+            basic::AMQPMethod::Cancel(c) => {
+                if let Some(gone) = chan.consumers.remove(c.consumer_tag.as_str()) {
+                    self.door.consumer_removed(&gone.queue);
+                }
+                if !c.nowait {
+                    let ok = basic::CancelOk {
+                        consumer_tag: c.consumer_tag,
+                    };
+                    self.out
+                        .method(ch, AMQPClass::Basic(basic::AMQPMethod::CancelOk(ok)));
+                }
+                Ok(())
+            }
+            basic::AMQPMethod::Get(g) => self.get(ch, chan, g).await,
+            basic::AMQPMethod::Ack(a) => self.settle(chan, a.delivery_tag, a.multiple, None).await,
+            basic::AMQPMethod::Nack(n) => {
+                self.settle(chan, n.delivery_tag, n.multiple, Some(n.requeue))
+                    .await
+            }
+            basic::AMQPMethod::Reject(r) => {
+                self.settle(chan, r.delivery_tag, false, Some(r.requeue))
+                    .await
+            }
+            basic::AMQPMethod::Recover(r) => {
+                self.settle(chan, 0, true, Some(true)).await?;
+                let _ = r.requeue; // requeue=false (redeliver to the same consumer) is served as true
+                self.out.method(
+                    ch,
+                    AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+                );
+                Ok(())
+            }
+            basic::AMQPMethod::RecoverAsync(_) => self.settle(chan, 0, true, Some(true)).await,
+            other => Err(AmqpError::connection(
+                crate::errors::COMMAND_INVALID,
+                format!("{other:?} is sent by servers, not clients"),
+            )),
+        }
+    }
+
+    fn consume(&mut self, ch: u16, chan: &mut Channel, c: basic::Consume) -> Result<(), AmqpError> {
+        let queue = c.queue.to_string();
+        if !self.door.broker.queue_exists(&queue) {
+            return Err(AmqpError::channel(
+                NOT_FOUND,
+                format!("no queue '{queue}' in vhost '/'"),
+            ));
+        }
+        let tag = if c.consumer_tag.as_str().is_empty() {
+            self.door.unique_name("amq.ctag-")
+        } else {
+            c.consumer_tag.to_string()
+        };
+        if chan.consumers.contains_key(&tag) {
+            return Err(AmqpError::connection(
+                NOT_ALLOWED,
+                format!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        let broker_id = next_consumer_id();
+        chan.holders.insert((queue.clone(), broker_id));
+        self.door.consumer_added(&queue);
+        chan.consumers.insert(
+            tag.clone(),
+            Consumer {
+                queue,
+                broker_id,
+                no_ack: c.no_ack,
+                prefetch: chan.prefetch_consumer,
+                unacked: 0,
+            },
+        );
+        if !c.nowait {
+            let ok = basic::ConsumeOk {
+                consumer_tag: tag.as_str().into(),
+            };
+            self.out
+                .method(ch, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok)));
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// ack (`requeue: None`), nack or reject of the deliveries a tag names.
+    async fn settle(
+        &mut self,
+        chan: &mut Channel,
+        tag: u64,
+        multiple: bool,
+        requeue: Option<bool>,
+    ) -> Result<(), AmqpError> {
+        let Some(taken) = chan.take_unacked(tag, multiple) else {
+            return Err(AmqpError::channel(
+                PRECONDITION_FAILED,
+                format!("unknown delivery tag {tag}"),
+            ));
+        };
+        for ((queue, id), offsets) in by_holder(&taken) {
+            let result = match requeue {
+                None => self.door.broker.queue_ack(&queue, id, &offsets).await,
+                Some(requeue) => self
+                    .door
+                    .broker
+                    .queue_nack(&queue, id, &offsets, requeue)
+                    .await
+                    .map(|_dead| ()),
+            };
+            match result {
+                Ok(()) | Err(broker::BrokerError::UnknownTopicOrPartition) => {}
+                Err(e) => return Err(from_broker(&e)),
+            }
+        }
+        if requeue == Some(true) && !taken.is_empty() {
+            self.door.wake_consumers();
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    async fn get(&mut self, ch: u16, chan: &mut Channel, g: basic::Get) -> Result<(), AmqpError> {
+        let queue = g.queue.to_string();
+        let id = *chan.get_id.get_or_insert_with(next_consumer_id);
+        chan.holders.insert((queue.clone(), id));
+        let lease = Some(self.door.config.consumer_timeout_ms);
+        let got = self
+            .door
+            .broker
+            .queue_acquire(&queue, id, 1, lease)
+            .await
+            .map_err(|e| from_broker(&e))?;
+        let Some(d) = got.into_iter().next() else {
+            let empty = basic::GetEmpty {};
+            self.out
+                .method(ch, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(empty)));
+            return Ok(());
+        };
+        chan.last_tag += 1;
+        let tag = chan.last_tag;
+        if g.no_ack {
+            self.door
+                .broker
+                .queue_ack(&queue, id, &[d.record.offset])
+                .await
+                .map_err(|e| from_broker(&e))?;
+        } else {
+            let unacked = Unacked {
+                queue: queue.clone(),
+                broker_id: id,
+                offset: d.record.offset,
+                consumer_tag: None,
+            };
+            chan.unacked.insert(tag, unacked);
+        }
+        let counts = self
+            .door
+            .broker
+            .queue_counts(&queue)
+            .await
+            .map_err(|e| from_broker(&e))?;
+        let msg = Message::from_record(&d.record, &queue);
+        let ok = basic::GetOk {
+            delivery_tag: tag,
+            redelivered: d.redelivered,
+            exchange: truncate(&msg.exchange, 255).into(),
+            routing_key: truncate(&msg.routing_key, 255).into(),
+            message_count: u32::try_from(counts.ready).unwrap_or(u32::MAX),
+        };
+        self.out
+            .method(ch, AMQPClass::Basic(basic::AMQPMethod::GetOk(ok)));
+        self.out.content(ch, &msg.properties, &msg.body);
+        Ok(())
+    }
+
+    /// Delivers to one consumer what its room allows.
+    pub async fn pump_consumer(
+        &mut self,
+        ch: u16,
+        chan: &mut Channel,
+        tag: &str,
+    ) -> Result<(), AmqpError> {
+        let Some(c) = chan.consumers.get(tag) else {
+            return Ok(());
+        };
+        let (queue, id, no_ack) = (c.queue.clone(), c.broker_id, c.no_ack);
+        let room = if no_ack {
+            PUMP_BATCH
+        } else {
+            let own = match c.prefetch {
+                0 => PUMP_BATCH,
+                n => u32::from(n).saturating_sub(c.unacked),
+            };
+            own.min(chan.channel_room()).min(PUMP_BATCH)
+        };
+        if room == 0 {
+            return Ok(());
+        }
+        let lease = Some(self.door.config.consumer_timeout_ms);
+        let got = match self
+            .door
+            .broker
+            .queue_acquire(&queue, id, room, lease)
+            .await
+        {
+            Ok(got) => got,
+            Err(broker::BrokerError::UnknownTopicOrPartition) => {
+                self.cancel_from_server(ch, chan, tag);
+                return Ok(());
+            }
+            Err(e) => return Err(from_broker(&e)),
+        };
+        if got.len() as u32 >= room {
+            // A full batch: there may be more, and room for it (no-ack, prefetch 0).
+            self.dirty = true;
+        }
+        let mut auto_acked = Vec::new();
+        for d in got {
+            chan.last_tag += 1;
+            let delivery_tag = chan.last_tag;
+            if no_ack {
+                auto_acked.push(d.record.offset);
+            } else {
+                let u = Unacked {
+                    queue: queue.clone(),
+                    broker_id: id,
+                    offset: d.record.offset,
+                    consumer_tag: Some(tag.to_string()),
+                };
+                chan.unacked.insert(delivery_tag, u);
+                if let Some(c) = chan.consumers.get_mut(tag) {
+                    c.unacked += 1;
+                }
+            }
+            let msg = Message::from_record(&d.record, &queue);
+            let deliver = basic::Deliver {
+                consumer_tag: tag.into(),
+                delivery_tag,
+                redelivered: d.redelivered,
+                exchange: truncate(&msg.exchange, 255).into(),
+                routing_key: truncate(&msg.routing_key, 255).into(),
+            };
+            self.out
+                .method(ch, AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)));
+            self.out.content(ch, &msg.properties, &msg.body);
+        }
+        if !auto_acked.is_empty() {
+            self.door
+                .broker
+                .queue_ack(&queue, id, &auto_acked)
+                .await
+                .map_err(|e| from_broker(&e))?;
+        }
+        Ok(())
+    }
+
+    /// The queue is gone: the consumer is cancelled (RabbitMQ's consumer_cancel_notify).
+    fn cancel_from_server(&mut self, ch: u16, chan: &mut Channel, tag: &str) {
+        if let Some(gone) = chan.consumers.remove(tag) {
+            self.door.consumer_removed(&gone.queue);
+        }
+        let cancel = basic::Cancel {
+            consumer_tag: tag.into(),
+            nowait: true,
+        };
+        self.out
+            .method(ch, AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel)));
+    }
+}

@@ -1,0 +1,57 @@
+//! Sluice's AMQP 0-9-1 front door: sockets, framing (the `amq-protocol` codec) and the
+//! mapping between AMQP's model — exchanges, bindings, queues, channels, consumers, delivery
+//! tags — and the broker core's queue API (`Broker::declare_queue`, `queue_acquire`,
+//! `queue_ack`/`nack`/`release`, `produce`). Holds no message state of its own: a queue's
+//! messages and delivery state live in the broker; the door keeps only its topology
+//! (exchanges, bindings: broker extension entries) and per-connection bookkeeping.
+//!
+//! Reading order:
+//! - [`serve`] (`server.rs`) — the accept loop, connection limit, graceful shutdown.
+//! - `connection.rs` — one connection: frame loop, channel open/close, heartbeats, the
+//!   delivery pump, cleanup (release, exclusive queues). `handshake.rs` — start/tune/open
+//!   and the login check.
+//! - `codec.rs` — frames in and out; the size limit checked before allocation.
+//! - `channel.rs` — one channel's state (publish in progress, consumers, unacked tags);
+//!   `outbox.rs` — frames waiting to be written.
+//! - `queue_methods.rs` (queue.*, exchange.*), `publish.rs` (basic.publish, returns,
+//!   confirms), `delivery.rs` (consume, qos, deliveries, get, ack/nack/reject).
+//! - `topology.rs` — exchanges, bindings, routing; `message.rs` — message ↔ record;
+//!   `door.rs` — what connections share; `errors.rs` — reply codes.
+//! - [`AmqpConfig`] (`config.rs`) — listener settings and their config keys.
+//!
+//! Invariants callers and tests may rely on:
+//! - A frame larger than the negotiated frame_max, or one `amq-protocol` cannot decode,
+//!   closes that connection with 501 FRAME_ERROR and a log line naming the peer; it never
+//!   panics and never affects other connections.
+//! - Every message delivered and not acked when its channel or connection closes goes back
+//!   to its queue and is delivered again with `redelivered` set.
+//! - A publisher confirm is sent only after the message's produce to every routed queue
+//!   resolved (durable when the queue's partition is `flush = sync`).
+//! - Delivery tags are per channel, from 1, and name one (queue, offset) until settled.
+//!
+//! Not yet (issue 15): vhosts other than "/", configured users, headers exchanges,
+//! exchange-to-exchange bindings, alternate exchanges, auto-delete, tx, one stored copy for
+//! fan-out, connection.blocked, per-queue metrics. See docs/protocol-mapping.md §AMQP.
+
+mod channel;
+mod codec;
+mod config;
+mod connection;
+mod delivery;
+mod door;
+pub mod errors;
+mod handshake;
+mod message;
+mod outbox;
+mod publish;
+mod queue_methods;
+mod server;
+mod topology;
+
+pub use codec::{FrameError, PROTOCOL_HEADER, decode_frame, decode_protocol_header, encode_frame};
+pub use config::{AmqpConfig, CONFIG_KEYS};
+pub use message::{HEADER_EXCHANGE, HEADER_PROPERTIES, Message};
+pub use server::serve;
+
+/// This door's protocol label (`/health`, the start banner, request metrics).
+pub const PROTOCOL: &str = "amqp";

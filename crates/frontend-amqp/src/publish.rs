@@ -1,0 +1,184 @@
+//! basic.publish: the method, then a content header, then body frames until the announced
+//! size; the complete message is routed through the topology and produced to every queue it
+//! reaches. Unroutable with `mandatory`: basic.return (312 NO_ROUTE). In confirm mode each
+//! publish is acked with its sequence number once every produce resolved (durable for
+//! `flush = sync`), or nacked if one failed.
+//!
+//! A message routed to N queues is produced N times, once to each queue's topic, for now;
+//! storing it once with one consume-queue entry per queue (issue 15, "one stored copy") is
+//! a later step of the storage API.
+//!
+//! The produce is awaited on the connection's task: a publisher waits for its own appends
+//! (backpressure through TCP), and publishes stay in order.
+
+use amq_protocol::protocol::{AMQPClass, BasicProperties, basic};
+
+use crate::channel::{Channel, PendingPublish};
+use crate::connection::Session;
+use crate::errors::{AmqpError, NO_ROUTE, PRECONDITION_FAILED, UNEXPECTED_FRAME, truncate};
+use crate::message::Message;
+
+impl Session {
+    pub fn publish_start(
+        &mut self,
+        chan: &mut Channel,
+        p: basic::Publish,
+    ) -> Result<(), AmqpError> {
+        if chan.publish.is_some() {
+            return Err(AmqpError::connection(
+                UNEXPECTED_FRAME,
+                "basic.publish before the previous message's content",
+            ));
+        }
+        chan.publish = Some(PendingPublish {
+            exchange: p.exchange.to_string(),
+            routing_key: p.routing_key.to_string(),
+            mandatory: p.mandatory,
+            header: None,
+            body: Vec::new(),
+        });
+        Ok(())
+    }
+
+    pub async fn content_header(
+        &mut self,
+        ch: u16,
+        chan: &mut Channel,
+        body_size: u64,
+        properties: BasicProperties,
+    ) -> Result<(), AmqpError> {
+        let Some(pending) = chan.publish.as_mut().filter(|p| p.header.is_none()) else {
+            return Err(AmqpError::connection(
+                UNEXPECTED_FRAME,
+                "content header without basic.publish",
+            ));
+        };
+        let max = self.door.config.max_message_bytes;
+        if body_size > max {
+            chan.publish = None;
+            return Err(AmqpError::channel(
+                PRECONDITION_FAILED,
+                format!("message size {body_size} is larger than the configured max size {max}"),
+            )
+            .at(60, 40));
+        }
+        pending.header = Some((body_size, properties));
+        if body_size == 0 {
+            return self.publish_complete(ch, chan).await;
+        }
+        Ok(())
+    }
+
+    pub async fn content_body(
+        &mut self,
+        ch: u16,
+        chan: &mut Channel,
+        body: Vec<u8>,
+    ) -> Result<(), AmqpError> {
+        let Some((pending, size)) = chan
+            .publish
+            .as_mut()
+            .and_then(|p| p.header.as_ref().map(|h| h.0).map(|s| (p, s)))
+        else {
+            return Err(AmqpError::connection(
+                UNEXPECTED_FRAME,
+                "content body without a content header",
+            ));
+        };
+        // Grows with what arrived, never with what was announced.
+        pending.body.extend_from_slice(&body);
+        let have = pending.body.len() as u64;
+        if have > size {
+            return Err(AmqpError::connection(
+                UNEXPECTED_FRAME,
+                format!("content body of {have} bytes, announced {size}"),
+            ));
+        }
+        if have == size {
+            return self.publish_complete(ch, chan).await;
+        }
+        Ok(())
+    }
+
+    async fn publish_complete(&mut self, ch: u16, chan: &mut Channel) -> Result<(), AmqpError> {
+        let Some(PendingPublish {
+            exchange,
+            routing_key,
+            mandatory,
+            header: Some((_, properties)),
+            body,
+        }) = chan.publish.take()
+        else {
+            return Ok(());
+        };
+        let msg = Message {
+            exchange,
+            routing_key,
+            properties,
+            body,
+        };
+        let seq = if chan.confirm {
+            chan.published += 1;
+            Some(chan.published)
+        } else {
+            None
+        };
+        let queues = self
+            .door
+            .topology
+            .route(&self.door.broker, &msg.exchange, &msg.routing_key)
+            .map_err(|e| e.at(60, 40))?;
+        if queues.is_empty() && mandatory {
+            self.basic_return(ch, &msg);
+        }
+        let stored = self.produce_all(&queues, &msg).await;
+        if let Some(seq) = seq {
+            self.confirm(ch, seq, stored);
+        }
+        Ok(())
+    }
+
+    /// Produces `msg` to each queue; false if any produce failed (logged).
+    async fn produce_all(&mut self, queues: &[String], msg: &Message) -> bool {
+        if queues.is_empty() {
+            return true;
+        }
+        let batch = msg.to_batch(self.door.broker.now_ms());
+        let mut ok = true;
+        for q in queues {
+            if let Err(e) = self.door.broker.produce(q, 0, batch.clone()).await {
+                tracing::warn!(peer = %self.peer, queue = %q, error = %e, "AMQP publish not stored");
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    fn basic_return(&mut self, ch: u16, msg: &Message) {
+        let ret = basic::Return {
+            reply_code: NO_ROUTE,
+            reply_text: "NO_ROUTE".into(),
+            exchange: truncate(&msg.exchange, 255).into(),
+            routing_key: truncate(&msg.routing_key, 255).into(),
+        };
+        self.out
+            .method(ch, AMQPClass::Basic(basic::AMQPMethod::Return(ret)));
+        self.out.content(ch, &msg.properties, &msg.body);
+    }
+
+    fn confirm(&mut self, ch: u16, seq: u64, stored: bool) {
+        let m = if stored {
+            basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: seq,
+                multiple: false,
+            })
+        } else {
+            basic::AMQPMethod::Nack(basic::Nack {
+                delivery_tag: seq,
+                multiple: false,
+                requeue: false,
+            })
+        };
+        self.out.method(ch, AMQPClass::Basic(m));
+    }
+}

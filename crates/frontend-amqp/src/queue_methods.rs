@@ -1,0 +1,302 @@
+//! queue.* and exchange.* methods. A queue is the broker's queue of the same name (partition
+//! 0 of the topic of that name); its declare arguments (stringified) and `durable` flag are
+//! the broker queue's settings, so a redeclare with others is 406 PRECONDITION_FAILED.
+
+use std::collections::BTreeMap;
+
+use amq_protocol::protocol::{AMQPClass, exchange, queue};
+use amq_protocol::types::{AMQPValue, FieldTable};
+
+use crate::channel::Channel;
+use crate::connection::Session;
+use crate::errors::{
+    ACCESS_REFUSED, AmqpError, NOT_FOUND, NOT_IMPLEMENTED, PRECONDITION_FAILED, from_broker,
+};
+use crate::topology::Binding;
+
+/// Setting recording the declare's `durable` flag.
+const DURABLE_SETTING: &str = "amqp.durable";
+
+/// Declare arguments as the broker's settings map.
+fn settings_of(arguments: &FieldTable, durable: bool) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = arguments
+        .inner()
+        .iter()
+        .map(|(k, v)| (k.to_string(), value_text(v)))
+        .collect();
+    out.insert(DURABLE_SETTING.to_string(), durable.to_string());
+    out
+}
+
+fn value_text(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::LongString(s) => s.to_string(),
+        AMQPValue::ShortString(s) => s.to_string(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(n) => n.to_string(),
+        AMQPValue::ShortShortUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::ShortUInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::Timestamp(n) => n.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Names a client may not use: `__…` are the broker's internal topics (Kafka's
+/// `__consumer_offsets`, `__transaction_state`), which a queue over them would expose and
+/// queue.delete would remove; `amq.…` is reserved for server-named queues (RabbitMQ's rule,
+/// checked on a non-passive declare only).
+fn check_queue_name(name: &str, declaring: bool) -> Result<(), AmqpError> {
+    if name.starts_with("__") || (declaring && name.starts_with("amq.")) {
+        return Err(AmqpError::channel(
+            ACCESS_REFUSED,
+            format!("queue name '{name}' contains a reserved prefix"),
+        ));
+    }
+    Ok(())
+}
+
+fn saturating_u32(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl Session {
+    pub async fn queue_method(
+        &mut self,
+        ch: u16,
+        chan: &mut Channel,
+        m: queue::AMQPMethod,
+    ) -> Result<(), AmqpError> {
+        let _ = chan;
+        match m {
+            queue::AMQPMethod::Declare(d) => self.queue_declare(ch, d).await,
+            queue::AMQPMethod::Bind(b) => {
+                self.require_queue(b.queue.as_str())?;
+                let binding = Binding {
+                    exchange: b.exchange.to_string(),
+                    queue: b.queue.to_string(),
+                    key: b.routing_key.to_string(),
+                };
+                self.door.topology.bind(&self.door.broker, binding)?;
+                if !b.nowait {
+                    self.out.method(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                    );
+                }
+                Ok(())
+            }
+            queue::AMQPMethod::Unbind(u) => {
+                let binding = Binding {
+                    exchange: u.exchange.to_string(),
+                    queue: u.queue.to_string(),
+                    key: u.routing_key.to_string(),
+                };
+                self.door.topology.unbind(&self.door.broker, &binding)?;
+                self.out.method(
+                    ch,
+                    AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+                );
+                Ok(())
+            }
+            queue::AMQPMethod::Purge(p) => {
+                self.require_queue(p.queue.as_str())?;
+                let n = self
+                    .door
+                    .broker
+                    .queue_purge(p.queue.as_str())
+                    .await
+                    .map_err(|e| from_broker(&e))?;
+                if !p.nowait {
+                    let ok = queue::PurgeOk {
+                        message_count: saturating_u32(n),
+                    };
+                    self.out
+                        .method(ch, AMQPClass::Queue(queue::AMQPMethod::PurgeOk(ok)));
+                }
+                Ok(())
+            }
+            queue::AMQPMethod::Delete(d) => self.queue_delete(ch, d).await,
+            other => Err(AmqpError::connection(
+                crate::errors::COMMAND_INVALID,
+                format!("{other:?} is sent by servers, not clients"),
+            )),
+        }
+    }
+
+    fn require_queue(&self, name: &str) -> Result<(), AmqpError> {
+        if self.door.broker.queue_exists(name) {
+            Ok(())
+        } else {
+            Err(AmqpError::channel(
+                NOT_FOUND,
+                format!("no queue '{name}' in vhost '/'"),
+            ))
+        }
+    }
+
+    async fn queue_declare(&mut self, ch: u16, d: queue::Declare) -> Result<(), AmqpError> {
+        let name = if d.queue.as_str().is_empty() {
+            self.door.unique_name("amq.gen-")
+        } else {
+            check_queue_name(d.queue.as_str(), !d.passive)?;
+            d.queue.to_string()
+        };
+        if d.passive {
+            self.require_queue(&name)?;
+        } else {
+            let created = self
+                .door
+                .broker
+                .declare_queue(&name, settings_of(&d.arguments, d.durable))
+                .map_err(|e| match e {
+                    broker::BrokerError::InvalidConfig(text) => AmqpError::channel(
+                        PRECONDITION_FAILED,
+                        format!("inequivalent arguments for queue '{name}': {text}"),
+                    ),
+                    other => from_broker(&other),
+                })?;
+            if created && d.exclusive {
+                self.exclusive.push(name.clone());
+            }
+        }
+        if d.nowait {
+            return Ok(());
+        }
+        let counts = self
+            .door
+            .broker
+            .queue_counts(&name)
+            .await
+            .map_err(|e| from_broker(&e))?;
+        let ok = queue::DeclareOk {
+            queue: name.as_str().into(),
+            message_count: saturating_u32(counts.ready),
+            consumer_count: self.door.consumer_count(&name),
+        };
+        self.out
+            .method(ch, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(ok)));
+        Ok(())
+    }
+
+    async fn queue_delete(&mut self, ch: u16, d: queue::Delete) -> Result<(), AmqpError> {
+        let name = d.queue.as_str();
+        check_queue_name(name, false)?;
+        let mut message_count = 0;
+        if self.door.broker.queue_exists(name) {
+            let counts = self
+                .door
+                .broker
+                .queue_counts(name)
+                .await
+                .map_err(|e| from_broker(&e))?;
+            if d.if_unused && self.door.consumer_count(name) > 0 {
+                return Err(AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!("queue '{name}' in use"),
+                ));
+            }
+            if d.if_empty && counts.ready + counts.unacked > 0 {
+                return Err(AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!("queue '{name}' not empty"),
+                ));
+            }
+            message_count = saturating_u32(counts.ready);
+            self.delete_queue_everywhere(name).await?;
+        }
+        if !d.nowait {
+            let ok = queue::DeleteOk { message_count };
+            self.out
+                .method(ch, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(ok)));
+        }
+        Ok(())
+    }
+
+    /// Deletes a queue with its bindings and its messages (the topic goes too: a queue
+    /// declared again under the name starts empty, as in RabbitMQ). Consumers on other
+    /// connections are cancelled when they next look for messages.
+    pub async fn delete_queue_everywhere(&mut self, name: &str) -> Result<(), AmqpError> {
+        self.door.topology.drop_queue(&self.door.broker, name)?;
+        match self.door.broker.delete_queue(name, true) {
+            Ok(()) | Err(broker::BrokerError::UnknownTopicOrPartition) => {}
+            Err(e) => return Err(from_broker(&e)),
+        }
+        self.exclusive.retain(|q| q != name);
+        self.door.wake_consumers();
+        Ok(())
+    }
+
+    pub fn exchange_method(&mut self, ch: u16, m: exchange::AMQPMethod) -> Result<(), AmqpError> {
+        match m {
+            exchange::AMQPMethod::Declare(d) => {
+                self.door.topology.declare_exchange(
+                    &self.door.broker,
+                    d.exchange.as_str(),
+                    d.kind.as_str(),
+                    d.durable,
+                    d.passive,
+                )?;
+                if !d.nowait {
+                    let ok = exchange::DeclareOk {};
+                    self.out
+                        .method(ch, AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(ok)));
+                }
+                Ok(())
+            }
+            exchange::AMQPMethod::Delete(d) => {
+                self.door
+                    .topology
+                    .delete_exchange(&self.door.broker, d.exchange.as_str())?;
+                if !d.nowait {
+                    let ok = exchange::DeleteOk {};
+                    self.out
+                        .method(ch, AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(ok)));
+                }
+                Ok(())
+            }
+            _ => Err(AmqpError::connection(
+                NOT_IMPLEMENTED,
+                "exchange-to-exchange bindings are not implemented yet",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_topics_and_amq_names_are_refused() {
+        assert_eq!(
+            check_queue_name("__consumer_offsets", false)
+                .unwrap_err()
+                .code,
+            ACCESS_REFUSED
+        );
+        assert_eq!(
+            check_queue_name("amq.mine", true).unwrap_err().code,
+            ACCESS_REFUSED
+        );
+        assert!(
+            check_queue_name("amq.gen-1", false).is_ok(),
+            "server-named queues can be deleted"
+        );
+        assert!(check_queue_name("orders", true).is_ok());
+    }
+
+    #[test]
+    fn arguments_become_settings_with_the_durable_flag() {
+        let mut args = FieldTable::default();
+        args.insert("x-delivery-limit".into(), AMQPValue::LongInt(5));
+        args.insert("x-queue-mode".into(), AMQPValue::LongString("lazy".into()));
+        let s = settings_of(&args, true);
+        assert_eq!(s["x-delivery-limit"], "5");
+        assert_eq!(s["x-queue-mode"], "lazy");
+        assert_eq!(s[DURABLE_SETTING], "true");
+    }
+}

@@ -1,0 +1,328 @@
+//! Exchanges and bindings: which queues a published message goes to. Shared by every
+//! connection of the door; saved as broker extension entries (`amqp.exchange`: name →
+//! `{"type", "durable"}`; `amqp.binding`: `["exchange","queue","key"]` → `{}`) and loaded
+//! when the door starts. The default exchange `""` (every queue by its name) and `amq.direct`,
+//! `amq.fanout`, `amq.topic` always exist and are never saved.
+//!
+//! Invariant: a binding names an exchange that exists; deleting an exchange or a queue
+//! removes its bindings (saved before the in-memory change, so a restart sees no binding the
+//! clients were told is gone... or one they were told exists and is not).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use broker::Broker;
+use parking_lot::RwLock;
+use serde_json::json;
+
+use crate::errors::{ACCESS_REFUSED, AmqpError, COMMAND_INVALID, NOT_FOUND, NOT_IMPLEMENTED};
+use crate::errors::{PRECONDITION_FAILED, from_broker};
+
+const NS_EXCHANGE: &str = "amqp.exchange";
+const NS_BINDING: &str = "amqp.binding";
+
+/// How an exchange matches routing keys against binding keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+}
+
+impl ExchangeKind {
+    pub fn parse(s: &str) -> Result<ExchangeKind, AmqpError> {
+        match s {
+            "direct" => Ok(ExchangeKind::Direct),
+            "fanout" => Ok(ExchangeKind::Fanout),
+            "topic" => Ok(ExchangeKind::Topic),
+            "headers" => Err(AmqpError::connection(
+                NOT_IMPLEMENTED,
+                "headers exchanges are not implemented yet",
+            )),
+            other => Err(AmqpError::connection(
+                COMMAND_INVALID,
+                format!("unknown exchange type '{other}'"),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+        }
+    }
+
+    fn matches(self, binding_key: &str, routing_key: &str) -> bool {
+        match self {
+            ExchangeKind::Direct => binding_key == routing_key,
+            ExchangeKind::Fanout => true,
+            ExchangeKind::Topic => {
+                let pattern: Vec<&str> = binding_key.split('.').collect();
+                let words: Vec<&str> = routing_key.split('.').collect();
+                topic_matches(&pattern, &words)
+            }
+        }
+    }
+}
+
+/// AMQP topic matching: `*` is one word, `#` zero or more.
+fn topic_matches(pattern: &[&str], words: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => words.is_empty(),
+        Some((&"#", rest)) => (0..=words.len()).any(|skip| topic_matches(rest, &words[skip..])),
+        Some((p, rest)) => match words.split_first() {
+            Some((w, more)) => (*p == "*" || p == w) && topic_matches(rest, more),
+            None => false,
+        },
+    }
+}
+
+/// One exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    pub kind: ExchangeKind,
+    pub durable: bool,
+}
+
+/// A queue bound to an exchange with a key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Binding {
+    pub exchange: String,
+    pub queue: String,
+    pub key: String,
+}
+
+impl Binding {
+    fn saved_key(&self) -> String {
+        json!([self.exchange, self.queue, self.key]).to_string()
+    }
+}
+
+/// The door's exchanges and bindings.
+pub struct Topology {
+    exchanges: RwLock<BTreeMap<String, Exchange>>,
+    bindings: RwLock<BTreeSet<Binding>>,
+}
+
+fn builtin() -> [(&'static str, ExchangeKind); 4] {
+    [
+        ("", ExchangeKind::Direct),
+        ("amq.direct", ExchangeKind::Direct),
+        ("amq.fanout", ExchangeKind::Fanout),
+        ("amq.topic", ExchangeKind::Topic),
+    ]
+}
+
+impl Topology {
+    /// The built-in exchanges plus what `broker` has saved.
+    pub fn open(broker: &Broker) -> Topology {
+        let mut exchanges: BTreeMap<String, Exchange> = builtin()
+            .into_iter()
+            .map(|(n, kind)| {
+                (
+                    n.to_string(),
+                    Exchange {
+                        kind,
+                        durable: true,
+                    },
+                )
+            })
+            .collect();
+        for (name, v) in broker.extension_entries(NS_EXCHANGE) {
+            let kind = v["type"].as_str().and_then(|k| ExchangeKind::parse(k).ok());
+            match kind {
+                Some(kind) => {
+                    let durable = v["durable"].as_bool().unwrap_or(true);
+                    exchanges.insert(name, Exchange { kind, durable });
+                }
+                None => {
+                    tracing::warn!(exchange = %name, entry = %v, "saved exchange unreadable; skipped")
+                }
+            }
+        }
+        let mut bindings = BTreeSet::new();
+        for (key, _) in broker.extension_entries(NS_BINDING) {
+            match serde_json::from_str::<[String; 3]>(&key) {
+                Ok([exchange, queue, key]) if exchanges.contains_key(&exchange) => {
+                    bindings.insert(Binding {
+                        exchange,
+                        queue,
+                        key,
+                    });
+                }
+                _ => tracing::warn!(binding = %key, "saved binding unreadable; skipped"),
+            }
+        }
+        Topology {
+            exchanges: RwLock::new(exchanges),
+            bindings: RwLock::new(bindings),
+        }
+    }
+
+    pub fn exchange(&self, name: &str) -> Option<Exchange> {
+        self.exchanges.read().get(name).copied()
+    }
+
+    fn exchange_or_404(&self, name: &str) -> Result<Exchange, AmqpError> {
+        self.exchange(name).ok_or_else(|| {
+            AmqpError::channel(NOT_FOUND, format!("no exchange '{name}' in vhost '/'"))
+        })
+    }
+
+    /// exchange.declare: creates it, or checks an existing one has the same type.
+    pub fn declare_exchange(
+        &self,
+        broker: &Broker,
+        name: &str,
+        kind: &str,
+        durable: bool,
+        passive: bool,
+    ) -> Result<(), AmqpError> {
+        if passive {
+            return self.exchange_or_404(name).map(|_| ());
+        }
+        let kind = ExchangeKind::parse(kind)?;
+        if let Some(existing) = self.exchange(name) {
+            if existing.kind != kind {
+                return Err(AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!(
+                        "inequivalent arg 'type' for exchange '{name}': received '{}' but current is '{}'",
+                        kind.name(),
+                        existing.kind.name()
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::channel(
+                ACCESS_REFUSED,
+                format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
+            ));
+        }
+        let value = json!({"type": kind.name(), "durable": durable});
+        broker
+            .persist_extension(NS_EXCHANGE, name, Some(value), true)
+            .map_err(|e| from_broker(&e))?;
+        self.exchanges
+            .write()
+            .insert(name.to_string(), Exchange { kind, durable });
+        Ok(())
+    }
+
+    /// exchange.delete with its bindings.
+    pub fn delete_exchange(&self, broker: &Broker, name: &str) -> Result<(), AmqpError> {
+        if builtin().iter().any(|(n, _)| *n == name) {
+            return Err(AmqpError::channel(
+                ACCESS_REFUSED,
+                format!("operation not permitted on the built-in exchange '{name}'"),
+            ));
+        }
+        self.exchange_or_404(name)?;
+        let gone: Vec<Binding> = self
+            .bindings
+            .read()
+            .iter()
+            .filter(|b| b.exchange == name)
+            .cloned()
+            .collect();
+        for b in &gone {
+            self.unbind(broker, b)?;
+        }
+        broker
+            .persist_extension(NS_EXCHANGE, name, None, true)
+            .map_err(|e| from_broker(&e))?;
+        self.exchanges.write().remove(name);
+        Ok(())
+    }
+
+    /// queue.bind (the queue's existence is the caller's check).
+    pub fn bind(&self, broker: &Broker, binding: Binding) -> Result<(), AmqpError> {
+        if binding.exchange.is_empty() {
+            return Err(AmqpError::channel(
+                ACCESS_REFUSED,
+                "operation not permitted on the default exchange",
+            ));
+        }
+        self.exchange_or_404(&binding.exchange)?;
+        if self.bindings.read().contains(&binding) {
+            return Ok(());
+        }
+        broker
+            .persist_extension(NS_BINDING, &binding.saved_key(), Some(json!({})), true)
+            .map_err(|e| from_broker(&e))?;
+        self.bindings.write().insert(binding);
+        Ok(())
+    }
+
+    /// queue.unbind; unbinding what is not bound is not an error.
+    pub fn unbind(&self, broker: &Broker, binding: &Binding) -> Result<(), AmqpError> {
+        if !self.bindings.read().contains(binding) {
+            return Ok(());
+        }
+        broker
+            .persist_extension(NS_BINDING, &binding.saved_key(), None, true)
+            .map_err(|e| from_broker(&e))?;
+        self.bindings.write().remove(binding);
+        Ok(())
+    }
+
+    /// Removes every binding of a deleted queue.
+    pub fn drop_queue(&self, broker: &Broker, queue: &str) -> Result<(), AmqpError> {
+        let gone: Vec<Binding> = self
+            .bindings
+            .read()
+            .iter()
+            .filter(|b| b.queue == queue)
+            .cloned()
+            .collect();
+        for b in &gone {
+            self.unbind(broker, b)?;
+        }
+        Ok(())
+    }
+
+    /// The queues a message published to `exchange` with `routing_key` goes to, each once.
+    pub fn route(
+        &self,
+        broker: &Broker,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<Vec<String>, AmqpError> {
+        if exchange.is_empty() {
+            return Ok(if broker.queue_exists(routing_key) {
+                vec![routing_key.to_string()]
+            } else {
+                Vec::new()
+            });
+        }
+        let kind = self.exchange_or_404(exchange)?.kind;
+        let queues: BTreeSet<String> = self
+            .bindings
+            .read()
+            .iter()
+            .filter(|b| b.exchange == exchange && kind.matches(&b.key, routing_key))
+            .map(|b| b.queue.clone())
+            .collect();
+        Ok(queues.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_patterns_match_words() {
+        let m = |p: &str, k: &str| ExchangeKind::Topic.matches(p, k);
+        assert!(m("*.orange.*", "quick.orange.rabbit"));
+        assert!(!m("*.orange.*", "quick.orange.male.rabbit"));
+        assert!(m("lazy.#", "lazy"));
+        assert!(m("lazy.#", "lazy.pink.rabbit"));
+        assert!(m("#.rabbit", "quick.orange.rabbit"));
+        assert!(m("#", ""));
+        assert!(!m("*.*.rabbit", "orange"));
+    }
+}

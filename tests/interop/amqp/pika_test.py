@@ -1,0 +1,289 @@
+"""pika 1.3 against sluice's AMQP door: RabbitMQ's tutorial flows (hello world, work queue
+with prefetch 1 and manual acks across two consumers, fanout, direct routing), nack with
+requeue (redelivered), basic.get, publisher confirms with mandatory returns, and messages
+that survive a broker restart. Needs AMQP_PORT; the restart check needs SLUICE_RESTART (a
+command that restarts the server on the same data directory and ports)."""
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pika
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from checks import check, finish  # noqa: E402
+
+PORT = int(os.environ["AMQP_PORT"])
+
+
+def connect():
+    params = pika.ConnectionParameters(host="127.0.0.1", port=PORT, heartbeat=30,
+                                       credentials=pika.PlainCredentials("guest", "guest"))
+    return pika.BlockingConnection(params)
+
+
+def drain(ch, queue, want, timeout=20, ack=True):
+    """Consumes until `want` messages arrived; returns (body, redelivered) pairs."""
+    got = []
+    for method, props, body in ch.consume(queue, inactivity_timeout=timeout):
+        if method is None:
+            break
+        got.append((body.decode(), method.redelivered, props))
+        if ack:
+            ch.basic_ack(method.delivery_tag)
+        if len(got) == want:
+            break
+    ch.cancel()
+    return got
+
+
+def hello_world():
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("hello")
+    ch.basic_publish("", "hello", b"Hello World!",
+                     pika.BasicProperties(content_type="text/plain", headers={"n": 1, "s": "x"}))
+    got = drain(ch, "hello", 1)
+    assert [g[0] for g in got] == ["Hello World!"], got
+    props = got[0][2]
+    assert props.content_type == "text/plain", props
+    assert props.headers == {"n": 1, "s": "x"}, props.headers
+    conn.close()
+
+
+def work_queue():
+    """Two consumers, prefetch 1, manual acks: each message processed exactly once, and the
+    slow consumer does not hold more than one at a time."""
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("task_queue", durable=True)
+    count = 40
+    for i in range(count):
+        ch.basic_publish("", "task_queue", f"task {i}".encode(),
+                         pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent))
+    conn.close()
+    seen, lock, per_worker = [], threading.Lock(), {}
+
+    def worker(name, delay):
+        c = connect()
+        wch = c.channel()
+        wch.basic_qos(prefetch_count=1)
+        per_worker[name] = 0
+        for method, _props, body in wch.consume("task_queue", inactivity_timeout=3):
+            if method is None:
+                break
+            time.sleep(delay)
+            with lock:
+                seen.append(body.decode())
+                per_worker[name] += 1
+            wch.basic_ack(method.delivery_tag)
+        wch.cancel()
+        c.close()
+
+    threads = [threading.Thread(target=worker, args=(n, d)) for n, d in (("fast", 0.0), ("slow", 0.05))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(seen) == sorted(f"task {i}" for i in range(count)), (len(seen), seen[:5])
+    assert len(set(seen)) == count, "a message was processed twice"
+    assert per_worker["fast"] > 0 and per_worker["slow"] > 0, per_worker
+
+
+def fanout():
+    conn = connect()
+    ch = conn.channel()
+    ch.exchange_declare("logs", exchange_type="fanout")
+    queues = []
+    for _ in range(2):
+        q = ch.queue_declare("", exclusive=True).method.queue
+        assert q.startswith("amq.gen-"), q
+        ch.queue_bind(q, "logs")
+        queues.append(q)
+    for i in range(3):
+        ch.basic_publish("logs", "", f"log {i}".encode())
+    for q in queues:
+        got = drain(ch, q, 3)
+        assert [g[0] for g in got] == ["log 0", "log 1", "log 2"], (q, got)
+    conn.close()
+
+
+def direct_routing():
+    conn = connect()
+    ch = conn.channel()
+    ch.exchange_declare("direct_logs", exchange_type="direct")
+    errors = ch.queue_declare("", exclusive=True).method.queue
+    everything = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(errors, "direct_logs", routing_key="error")
+    for sev in ("info", "warning", "error"):
+        ch.queue_bind(everything, "direct_logs", routing_key=sev)
+    for sev in ("info", "error", "warning", "debug"):
+        ch.basic_publish("direct_logs", sev, sev.encode())
+    assert [g[0] for g in drain(ch, errors, 1)] == ["error"]
+    assert [g[0] for g in drain(ch, everything, 3)] == ["info", "error", "warning"]
+    assert ch.queue_declare(errors, passive=True).method.message_count == 0
+    conn.close()
+
+
+def nack_requeue():
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("requeue_q")
+    ch.basic_publish("", "requeue_q", b"again")
+    for method, _props, body in ch.consume("requeue_q", inactivity_timeout=10):
+        assert method is not None and body == b"again"
+        assert not method.redelivered
+        ch.basic_nack(method.delivery_tag, requeue=True)
+        break
+    ch.cancel()
+    got = drain(ch, "requeue_q", 1)
+    assert got[0][0] == "again" and got[0][1] is True, got
+    conn.close()
+
+
+def basic_get():
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("get_q")
+    method, _props, body = ch.basic_get("get_q")
+    assert method is None and body is None, "get on an empty queue is get-empty"
+    ch.basic_publish("", "get_q", b"one")
+    ch.basic_publish("", "get_q", b"two")
+    method, _props, body = ch.basic_get("get_q", auto_ack=False)
+    assert body == b"one" and method.message_count == 1, (body, method)
+    ch.basic_ack(method.delivery_tag)
+    method, _props, body = ch.basic_get("get_q", auto_ack=True)
+    assert body == b"two"
+    assert ch.queue_declare("get_q", passive=True).method.message_count == 0
+    conn.close()
+
+
+def confirms():
+    conn = connect()
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("confirm_q", durable=True)
+    for i in range(20):
+        ch.basic_publish("", "confirm_q", f"c{i}".encode(),
+                         pika.BasicProperties(delivery_mode=2), mandatory=True)
+    try:
+        ch.basic_publish("", "no-such-queue", b"lost", mandatory=True)
+        raise AssertionError("an unroutable mandatory publish must be returned")
+    except pika.exceptions.UnroutableError:
+        pass
+    assert ch.queue_declare("confirm_q", durable=True, passive=True).method.message_count == 20
+    conn.close()
+
+
+def channel_errors():
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("args_q", arguments={"x-delivery-limit": 5})
+    try:
+        ch.queue_declare("args_q", arguments={"x-delivery-limit": 6})
+        raise AssertionError("redeclare with other arguments must fail")
+    except pika.exceptions.ChannelClosedByBroker as e:
+        assert e.reply_code == 406, e
+    ch = conn.channel()
+    try:
+        ch.queue_declare("never-declared", passive=True)
+        raise AssertionError("passive declare of a missing queue must fail")
+    except pika.exceptions.ChannelClosedByBroker as e:
+        assert e.reply_code == 404, e
+    ch = conn.channel()
+    try:
+        ch.queue_declare("__consumer_offsets")
+        raise AssertionError("internal topics are not queues")
+    except pika.exceptions.ChannelClosedByBroker as e:
+        assert e.reply_code == 403, e
+    ch = conn.channel()
+    ch.queue_declare("still-usable")
+    conn.close()
+
+
+def no_ack_backlog():
+    """An auto-ack consumer drains a backlog larger than one delivery batch, in order."""
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("backlog_q")
+    count = 1000
+    for i in range(count):
+        ch.basic_publish("", "backlog_q", str(i).encode())
+    got = []
+    for method, _props, body in ch.consume("backlog_q", auto_ack=True, inactivity_timeout=10):
+        if method is None:
+            break
+        got.append(int(body))
+        if len(got) == count:
+            break
+    ch.cancel()
+    assert got == list(range(count)), (len(got), got[:3], got[-3:])
+    assert ch.queue_declare("backlog_q", passive=True).method.message_count == 0
+    conn.close()
+
+
+def unacked_come_back_when_the_connection_closes():
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("release_q")
+    for i in range(3):
+        ch.basic_publish("", "release_q", f"r{i}".encode())
+    held = drain(ch, "release_q", 3, ack=False)
+    assert [g[0] for g in held] == ["r0", "r1", "r2"]
+    conn.close()  # unacked: back to the queue
+    conn = connect()
+    ch = conn.channel()
+    got = drain(ch, "release_q", 3)
+    assert [(g[0], g[1]) for g in got] == [("r0", True), ("r1", True), ("r2", True)], got
+    conn.close()
+
+
+def metrics_count_amqp_methods():
+    admin = os.environ.get("ADMIN_ADDR")
+    assert admin, "ADMIN_ADDR not set"
+    import urllib.request
+    text = urllib.request.urlopen(f"http://{admin}/metrics", timeout=10).read().decode()
+    assert 'sluice_requests_total{protocol="amqp",api="basic.publish"}' in text, text[:2000]
+    assert 'sluice_request_errors_total{protocol="amqp",api="queue.declare",error="406"}' in text
+
+
+def survives_restart():
+    restart = os.environ.get("SLUICE_RESTART")
+    assert restart, "SLUICE_RESTART not set"
+    conn = connect()
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("durable_q", durable=True)
+    ch.exchange_declare("durable_x", exchange_type="direct", durable=True)
+    ch.queue_bind("durable_q", "durable_x", routing_key="k")
+    for i in range(10):
+        ch.basic_publish("durable_x", "k", f"d{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    got = drain(ch, "durable_q", 4)  # acked: must not come back
+    assert [g[0] for g in got] == [f"d{i}" for i in range(4)], got
+    conn.close()
+    subprocess.run(restart, shell=True, check=True, timeout=120)
+    conn = connect()
+    ch = conn.channel()
+    assert ch.queue_declare("durable_q", durable=True, passive=True).method.message_count == 6
+    ch.basic_publish("durable_x", "k", b"after")  # the binding survived too
+    got = drain(ch, "durable_q", 7, timeout=10)
+    assert [g[0] for g in got] == [f"d{i}" for i in range(4, 10)] + ["after"], got
+    conn.close()
+
+
+check("hello world (properties and headers round-trip)", hello_world)
+check("work queue: prefetch 1, manual acks, 2 consumers, each message once", work_queue)
+check("fanout to 2 server-named exclusive queues", fanout)
+check("direct routing by severity", direct_routing)
+check("nack with requeue is redelivered with redelivered=True", nack_requeue)
+check("basic.get, get-empty, message_count", basic_get)
+check("publisher confirms; mandatory unroutable is returned", confirms)
+check("channel errors 406/404/403 close only the channel", channel_errors)
+check("auto-ack consumer drains a 1000-message backlog in order", no_ack_backlog)
+check("unacked messages come back redelivered when the connection closes",
+      unacked_come_back_when_the_connection_closes)
+check("/metrics counts AMQP methods and their errors", metrics_count_amqp_methods)
+check("durable queue, exchange, binding and messages survive a restart; acked ones do not come back",
+      survives_restart)
+finish()
