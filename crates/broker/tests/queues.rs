@@ -187,3 +187,39 @@ async fn per_queue_metrics() {
     }
     b.shutdown().await.unwrap();
 }
+
+/// A queue declared over an existing topic (a Kafka topic read as a queue) never deletes
+/// that topic; a queue whose declare created its topic takes it along.
+#[tokio::test]
+async fn deleting_a_queue_keeps_a_topic_it_did_not_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.create_topic(
+        sluice_broker::NewTopic {
+            name: "orders".into(),
+            partitions: Some(1),
+            replication_factor: None,
+            configs: BTreeMap::new(),
+        },
+        false,
+    )
+    .unwrap();
+    publish(&b, "orders", 0, 3).await;
+    b.declare_queue("orders", BTreeMap::new()).unwrap();
+    b.declare_queue("scratch", BTreeMap::new()).unwrap();
+    b.shutdown().await.unwrap();
+    drop(b);
+    let b = open(dir.path());
+    b.delete_queue("orders", true).unwrap();
+    b.delete_queue("scratch", true).unwrap();
+    assert_eq!(
+        b.watermarks("orders", 0).unwrap().high_watermark,
+        3,
+        "the Kafka topic stays"
+    );
+    assert!(
+        b.topic("scratch").is_err(),
+        "the queue's own topic went with it"
+    );
+    b.shutdown().await.unwrap();
+}

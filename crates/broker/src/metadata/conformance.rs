@@ -74,6 +74,7 @@ pub fn script(n: usize) -> Vec<MetaRecord> {
         out.push(MetaRecord::QueueDeclared(super::image::QueueRecord {
             name: topic.clone(),
             state_partition: base + 3,
+            owns_topic: i % 2 == 0,
             settings: BTreeMap::from([("x-message-ttl".to_string(), "60000".to_string())]),
         }));
         out.push(MetaRecord::Extension {

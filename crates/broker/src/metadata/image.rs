@@ -37,6 +37,10 @@ pub struct TopicRecord {
 pub struct QueueRecord {
     pub name: String,
     pub state_partition: u32,
+    /// The declare created the topic: deleting the queue deletes it too. A queue declared
+    /// over an existing topic (a Kafka topic read as a queue) leaves it when deleted.
+    #[serde(default)]
+    pub owns_topic: bool,
     /// Queue settings (lease, delivery limit; the door's arguments), as strings.
     pub settings: BTreeMap<String, String>,
 }

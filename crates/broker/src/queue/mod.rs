@@ -52,6 +52,8 @@ pub(crate) struct QueueHandle {
     pub data: PartitionId,
     pub state_partition: PartitionId,
     pub settings: BTreeMap<String, String>,
+    /// The declare created the topic (see `QueueRecord::owns_topic`).
+    pub owns_topic: bool,
     state: tokio::sync::Mutex<QueueState>,
 }
 
@@ -101,6 +103,7 @@ impl Broker {
                 data,
                 state_partition,
                 settings: q.settings.clone(),
+                owns_topic: q.owns_topic,
                 state: tokio::sync::Mutex::new(state),
             };
             self.queues
@@ -124,7 +127,8 @@ impl Broker {
             }
             return Ok(false);
         }
-        if self.topic(name).is_err() {
+        let owns_topic = self.topic(name).is_err();
+        if owns_topic {
             self.create_topic(
                 crate::NewTopic {
                     name: name.to_string(),
@@ -149,6 +153,7 @@ impl Broker {
             name: name.to_string(),
             state_partition: state_partition.0,
             settings: settings.clone(),
+            owns_topic,
         };
         if let Err(e) = self.persist(MetaRecord::QueueDeclared(record), true) {
             let _ = self.store.delete_partition(state_partition);
@@ -161,6 +166,7 @@ impl Broker {
             state_partition,
             state: tokio::sync::Mutex::new(QueueState::new(config_of(&settings), start)),
             settings,
+            owns_topic,
         };
         self.queues
             .by_name
@@ -174,8 +180,9 @@ impl Broker {
         self.queues.get(name).is_some()
     }
 
-    /// Deletes queue `name`: its delivery state goes; the topic stays (it is a log other
-    /// readers may use) unless `with_topic`.
+    /// Deletes queue `name`: its delivery state goes, and with `with_topic` its messages
+    /// too — the topic is deleted when the queue's declare created it; a topic the queue was
+    /// declared over (a Kafka topic read as a queue) is never deleted by the queue.
     pub fn delete_queue(&self, name: &str, with_topic: bool) -> Result<()> {
         let q = self.queue(name)?;
         self.persist(
@@ -188,7 +195,7 @@ impl Broker {
         if let Err(e) = self.store.delete_partition(q.state_partition) {
             tracing::warn!(queue = %name, error = %e, "deleting the queue's state partition failed");
         }
-        if with_topic {
+        if with_topic && q.owns_topic {
             self.delete_topic(name)?;
         }
         Ok(())
