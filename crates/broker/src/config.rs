@@ -38,6 +38,9 @@ pub struct BrokerConfig {
     pub max_partitions_total: u32,
     /// Metadata log records before it is compacted into a snapshot.
     pub metadata_snapshot_every: usize,
+    /// The store's background flush interval (`storage.flush_interval_ms`): how often
+    /// `flush = async` partitions are fsynced (topic `flush.ms` is checked against it).
+    pub flush_interval_ms: u64,
     /// Adopt store partitions that hold records but that no topic in the metadata names
     /// (its snapshot or log was lost) as topics `recovered-<partition id>` instead of
     /// refusing to open. Set by `sluice storage repair`, never by a normal start.
@@ -62,6 +65,7 @@ impl Default for BrokerConfig {
             max_partitions_per_topic: 10_000,
             max_partitions_total: 200_000,
             metadata_snapshot_every: 10_000,
+            flush_interval_ms: common::limits::FLUSH_INTERVAL_MS,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::metadata::{MetaRecord, TopicRecord};
-use crate::topic_config::{self, ACCEPTED_KEYS, ACTIVE_KEYS, ConfigEntry, ConfigOp, TopicConfig};
+use crate::topic_config::{self, ACTIVE_KEYS, ConfigEntry, ConfigOp, TopicConfig};
 use crate::topics::{Topic, TopicInfo, new_topic_id, validate_topic_name};
 
 /// A CreateTopics entry in domain terms.
@@ -290,12 +290,23 @@ impl Broker {
                 });
             }
         }
-        for (k, v) in &t.overrides {
-            if ACCEPTED_KEYS.contains(&k.as_str()) && wanted(k) {
+        // Keys whose meaning holds whatever their value: as set, else Kafka's default.
+        let honoured = topic_config::HONOURED_KEYS
+            .iter()
+            .map(|(k, _, default, _)| (*k, *default))
+            .chain(
+                topic_config::HONOURED_FLAGS
+                    .iter()
+                    .map(|(k, d, _)| (*k, *d)),
+            )
+            .chain([(topic_config::FLUSH_MS, "9223372036854775807")]);
+        for (k, default) in honoured {
+            if wanted(k) {
+                let set = t.overrides.get(k);
                 out.push(ConfigEntry {
-                    name: k.clone(),
-                    value: Some(v.clone()),
-                    is_override: true,
+                    name: k.to_string(),
+                    value: Some(set.cloned().unwrap_or_else(|| default.to_string())),
+                    is_override: set.is_some(),
                     read_only: false,
                     sensitive: false,
                 });

@@ -50,6 +50,32 @@ pub const FIXED_KEYS: &[(&str, &str, &str)] = &[
         "-2",
         "without tiered storage all data is local (-2: follow retention.bytes)",
     ),
+    (
+        "max.compaction.lag.ms",
+        "9223372036854775807",
+        "log compaction is not implemented yet, so no upper bound on the time before a \
+         record is compacted can be promised",
+    ),
+    (
+        "min.cleanable.dirty.ratio",
+        "0.5",
+        "log compaction is not implemented yet: there is no cleaning to trigger",
+    ),
+    (
+        "message.downconversion.enable",
+        "false",
+        "batches are served in the v2 format only (Fetch v4 and later); nothing is down-converted",
+    ),
+    (
+        "leader.replication.throttled.replicas",
+        "",
+        "there is no replication to throttle",
+    ),
+    (
+        "follower.replication.throttled.replicas",
+        "",
+        "there is no replication to throttle",
+    ),
 ];
 
 /// Keys that change behaviour.
@@ -68,24 +94,71 @@ pub const ACTIVE_KEYS: &[&str] = &[
     MIN_INSYNC_REPLICAS,
 ];
 
-/// Kafka topic keys accepted and stored (tools set them) but without effect here.
-pub const ACCEPTED_KEYS: &[&str] = &[
-    "delete.retention.ms",
-    "file.delete.delay.ms",
-    "flush.ms",
-    "index.interval.bytes",
-    "max.compaction.lag.ms",
-    "message.downconversion.enable",
-    "min.cleanable.dirty.ratio",
-    "min.compaction.lag.ms",
-    "preallocate",
-    "segment.bytes",
-    "segment.index.bytes",
-    "segment.jitter.ms",
-    "segment.ms",
-    "leader.replication.throttled.replicas",
-    "follower.replication.throttled.replicas",
+/// Kafka topic keys whose meaning holds here whatever their (valid) value, stored and
+/// shown as set: (key, the least value accepted, why it holds). DescribeConfigs shows them
+/// with Kafka's default until set.
+pub const HONOURED_KEYS: &[(&str, i64, &str, &str)] = &[
+    (
+        "segment.bytes",
+        14,
+        "1073741824",
+        "retention removes records batch by batch, never later than a segment of any size",
+    ),
+    (
+        "segment.ms",
+        1,
+        "604800000",
+        "retention removes records batch by batch, never later than a segment rolled at any age",
+    ),
+    (
+        "segment.jitter.ms",
+        0,
+        "0",
+        "retention removes records batch by batch; there is no roll to jitter",
+    ),
+    (
+        "index.interval.bytes",
+        0,
+        "4096",
+        "every batch has an index entry, denser than any interval",
+    ),
+    (
+        "delete.retention.ms",
+        0,
+        "86400000",
+        "tombstones of compacted topics are kept (no record is compacted away yet), at least this long",
+    ),
+    (
+        "min.compaction.lag.ms",
+        0,
+        "0",
+        "records of compacted topics stay uncompacted (no record is compacted away yet), at least this long",
+    ),
+    (
+        "segment.index.bytes",
+        4,
+        "10485760",
+        "Kafka's per-partition index files do not exist in the shared log: nothing to size",
+    ),
+    (
+        "file.delete.delay.ms",
+        0,
+        "60000",
+        "segments are shared and deleted once no partition holds a live record in them",
+    ),
 ];
+
+/// Kafka topic keys accepted only as booleans, for the same reasons as [`HONOURED_KEYS`].
+pub const HONOURED_FLAGS: &[(&str, &str, &str)] = &[(
+    "preallocate",
+    "false",
+    "segments are created at full size (sparse) whatever the topic",
+)];
+
+/// Kafka's `flush.ms`: 0 means an fsync before every acknowledgement (as `flush.messages=1`);
+/// values at or above the broker's background flush interval hold (it fsyncs that often);
+/// smaller ones cannot and are refused.
+pub const FLUSH_MS: &str = "flush.ms";
 
 /// Longest config value accepted.
 const MAX_VALUE_LEN: usize = 4096;
@@ -106,6 +179,8 @@ pub struct TopicConfig {
     pub timestamp_before_max_ms: Option<i64>,
     /// Record timestamps newer than now plus this are refused (CreateTime topics).
     pub timestamp_after_max_ms: Option<i64>,
+    /// The broker's background flush interval (`flush.ms` checks against it).
+    pub flush_interval_ms: u64,
 }
 
 impl TopicConfig {
@@ -121,6 +196,7 @@ impl TopicConfig {
             log_append_time: false,
             timestamp_before_max_ms: None,
             timestamp_after_max_ms: None,
+            flush_interval_ms: defaults.flush_interval_ms,
         };
         for (k, v) in overrides {
             c.apply(k, v)?;
@@ -230,7 +306,46 @@ impl TopicConfig {
                     )));
                 }
             }
-            k if ACCEPTED_KEYS.contains(&k) => {}
+            k => self.apply_other(k, value)?,
+        }
+        Ok(())
+    }
+
+    /// `flush.ms`, the keys whose meaning holds whatever their value, the keys fixed to
+    /// this broker's value, and unknown keys.
+    fn apply_other(&mut self, key: &str, value: &str) -> Result<()> {
+        let bad = || BrokerError::InvalidConfig(format!("invalid value {value:?} for {key}"));
+        match key {
+            FLUSH_MS => {
+                let v: i64 = value.trim().parse().map_err(|_| bad())?;
+                let interval = self.flush_interval_ms as i64;
+                self.flush = match v {
+                    0 => Flush::Sync,
+                    v if v >= interval => Flush::Async,
+                    _ => {
+                        return Err(BrokerError::InvalidConfig(format!(
+                            "{key}={value}: the background flush fsyncs every {interval} ms \
+                             (storage.flush_interval_ms); use 0 (fsync before every \
+                             acknowledgement) or a value of at least {interval}"
+                        )));
+                    }
+                };
+            }
+            k if HONOURED_KEYS.iter().any(|(h, _, _, _)| *h == k) => {
+                let least = HONOURED_KEYS
+                    .iter()
+                    .find(|(h, _, _, _)| *h == k)
+                    .map_or(0, |(_, least, _, _)| *least);
+                let v: i64 = value.trim().parse().map_err(|_| bad())?;
+                if v < least {
+                    return Err(bad());
+                }
+            }
+            k if HONOURED_FLAGS.iter().any(|(h, _, _)| *h == k) => {
+                if !matches!(value.trim(), "true" | "false") {
+                    return Err(bad());
+                }
+            }
             k => {
                 return Err(BrokerError::InvalidConfig(format!(
                     "unknown topic config {k:?}"
@@ -368,6 +483,53 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// Issue 14: every Kafka key that used to be stored without effect now either holds
+    /// (checked and stored), takes effect (`flush.ms`), or is refused saying why.
+    #[test]
+    fn every_kafka_key_holds_takes_effect_or_is_refused() {
+        let d = BrokerConfig::default();
+        let ok = |kv: &[(&str, &str)]| TopicConfig::resolve(&d, &map(kv));
+        for (k, v) in [
+            ("segment.bytes", "52428800"),
+            ("segment.ms", "600000"),
+            ("segment.jitter.ms", "0"),
+            ("index.interval.bytes", "4096"),
+            ("delete.retention.ms", "86400000"),
+            ("min.compaction.lag.ms", "1000"),
+            ("segment.index.bytes", "10485760"),
+            ("file.delete.delay.ms", "60000"),
+            ("preallocate", "true"),
+            ("max.compaction.lag.ms", "9223372036854775807"),
+            ("min.cleanable.dirty.ratio", "0.5"),
+            ("message.downconversion.enable", "false"),
+            ("leader.replication.throttled.replicas", ""),
+        ] {
+            assert!(ok(&[(k, v)]).is_ok(), "{k}={v} refused");
+        }
+        for (k, v, why) in [
+            ("segment.bytes", "10", "invalid value"),
+            ("segment.ms", "0", "invalid value"),
+            ("preallocate", "maybe", "invalid value"),
+            ("max.compaction.lag.ms", "60000", "not implemented"),
+            ("min.cleanable.dirty.ratio", "0.1", "not implemented"),
+            ("message.downconversion.enable", "true", "v2 format only"),
+            (
+                "follower.replication.throttled.replicas",
+                "0:1",
+                "no replication",
+            ),
+            ("flush.ms", "100", "fsyncs every 1000 ms"),
+        ] {
+            let refused = ok(&[(k, v)]);
+            assert!(
+                matches!(&refused, Err(BrokerError::InvalidConfig(m)) if m.contains(why)),
+                "{k}={v}: {refused:?}"
+            );
+        }
+        assert_eq!(ok(&[("flush.ms", "0")]).unwrap().flush, Flush::Sync);
+        assert_eq!(ok(&[("flush.ms", "5000")]).unwrap().flush, Flush::Async);
     }
 
     #[test]

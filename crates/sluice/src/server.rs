@@ -103,7 +103,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
 
     let store = open_store(&layered, &data_dir)?;
     let clock: Arc<dyn common::Clock> = Arc::new(common::SystemClock);
-    let broker_config = broker::BrokerConfig::from_settings(&layered, &data_dir);
+    let broker_config = broker::BrokerConfig {
+        flush_interval_ms: store.config().flush_interval_ms,
+        ..broker::BrokerConfig::from_settings(&layered, &data_dir)
+    };
     let broker = broker::Broker::open(store.clone(), broker_config, clock)
         .context("cannot open the broker")?;
 
