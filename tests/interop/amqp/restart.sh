@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Restarts the interop server gracefully on the same data directory and ports (the pika
-# suite's restart check). Env: SLUICE_BIN_PATH, SLUICE_WORK (holds pid, data, server.log),
-# KAFKA_PORT, AMQP_PORT.
+# Restarts the interop server on the same data directory and ports (the pika suite's
+# restart checks): gracefully (SIGTERM), or with `restart.sh kill` by SIGKILL, as a crash.
+# Env: SLUICE_BIN_PATH, SLUICE_WORK (holds pid, data, server.log), KAFKA_PORT, AMQP_PORT.
 set -euo pipefail
 work=$SLUICE_WORK
 old=$(cat "$work/pid")
-kill -TERM "$old"
+if [ "${1:-}" = kill ]; then kill -KILL "$old"; else kill -TERM "$old"; fi
 # A zombie (the parent has not reaped it yet) has stopped too.
 while [ -e "/proc/$old" ] && [ "$(awk '{print $3}' "/proc/$old/stat" 2>/dev/null)" != Z ]; do
   sleep 0.05
