@@ -126,6 +126,54 @@ def direct_routing():
     conn.close()
 
 
+def topics():
+    """RabbitMQ tutorial 5: a topic exchange, `*` matches one word, `#` zero or more."""
+    conn = connect()
+    ch = conn.channel()
+    ch.exchange_declare("topic_logs", exchange_type="topic")
+    kern = ch.queue_declare("", exclusive=True).method.queue
+    critical = ch.queue_declare("", exclusive=True).method.queue
+    anything = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(kern, "topic_logs", routing_key="kern.*")
+    ch.queue_bind(critical, "topic_logs", routing_key="*.critical")
+    ch.queue_bind(anything, "topic_logs", routing_key="#")
+    for key in ("kern.critical", "kern.info", "app.critical", "app.info.detail"):
+        ch.basic_publish("topic_logs", key, key.encode())
+    assert [g[0] for g in drain(ch, kern, 2)] == ["kern.critical", "kern.info"]
+    assert [g[0] for g in drain(ch, critical, 2)] == ["kern.critical", "app.critical"]
+    assert [g[0] for g in drain(ch, anything, 4)] == [
+        "kern.critical", "kern.info", "app.critical", "app.info.detail"]
+    conn.close()
+
+
+def rpc():
+    """RabbitMQ tutorial 6: a client sends requests with reply_to (its exclusive
+    server-named queue) and correlation_id; a server answers each on its reply queue."""
+    server_conn = connect()
+    server = server_conn.channel()
+    server.queue_declare("rpc_queue")
+    client_conn = connect()
+    client = client_conn.channel()
+    reply_to = client.queue_declare("", exclusive=True).method.queue
+    ids = [f"req-{i}" for i in range(3)]
+    for n, cid in enumerate(ids):
+        client.basic_publish("", "rpc_queue", str(n + 10).encode(),
+                             pika.BasicProperties(reply_to=reply_to, correlation_id=cid))
+    for method, props, body in server.consume("rpc_queue", inactivity_timeout=10):
+        assert method is not None, "the server got no request"
+        n = int(body)
+        server.basic_publish("", props.reply_to, str(n * n).encode(),
+                             pika.BasicProperties(correlation_id=props.correlation_id))
+        server.basic_ack(method.delivery_tag)
+        if method.delivery_tag == len(ids):
+            break
+    server.cancel()
+    answers = {g[2].correlation_id: g[0] for g in drain(client, reply_to, 3)}
+    assert answers == {"req-0": "100", "req-1": "121", "req-2": "144"}, answers
+    client_conn.close()
+    server_conn.close()
+
+
 def nack_requeue():
     conn = connect()
     ch = conn.channel()
@@ -312,6 +360,8 @@ check("hello world (properties and headers round-trip)", hello_world)
 check("work queue: prefetch 1, manual acks, 2 consumers, each message once", work_queue)
 check("fanout to 2 server-named exclusive queues", fanout)
 check("direct routing by severity", direct_routing)
+check("topic exchange: * and # bindings", topics)
+check("RPC: reply_to, correlation_id, exclusive server-named reply queue", rpc)
 check("nack with requeue is redelivered with redelivered=True", nack_requeue)
 check("basic.get, get-empty, message_count", basic_get)
 check("publisher confirms; mandatory unroutable is returned", confirms)
