@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds=${1:-20}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 export RUSTC_BOOTSTRAP=1
-for target in kafka_request record_batch recovery_scan; do
+for target in kafka_request record_batch recovery_scan amqp_frame; do
   mkdir -p "corpus/$target"
   echo "== fuzz $target for ${seconds}s"
   cargo fuzz run "$target" "corpus/$target" -- \
