@@ -15,7 +15,7 @@ use crate::errors::{
 use crate::topology::Binding;
 
 /// Setting recording the declare's `durable` flag.
-const DURABLE_SETTING: &str = "amqp.durable";
+pub(crate) const DURABLE_SETTING: &str = "amqp.durable";
 
 /// Declare arguments as the broker's settings map.
 fn settings_of(arguments: &FieldTable, durable: bool) -> BTreeMap<String, String> {

@@ -105,6 +105,29 @@ pub struct Topology {
     bindings: RwLock<BTreeSet<Binding>>,
 }
 
+/// Removes a saved entry at start (its exchange or queue is gone); a failure is logged and
+/// the cleanup is tried again at the next start.
+fn forget(broker: &Broker, namespace: &str, key: &str) {
+    if let Err(e) = broker.persist_extension(namespace, key, None, true) {
+        tracing::warn!(namespace, key, error = %e, "could not remove a transient AMQP entry");
+    }
+}
+
+/// Deletes the queues declared with durable=false through this door (with the topics their
+/// declare created).
+fn drop_transient_queues(broker: &Broker) {
+    for name in broker.list_queues() {
+        let transient = broker.queue_settings(&name).is_some_and(|s| {
+            s.get(crate::queue_methods::DURABLE_SETTING)
+                .map(String::as_str)
+                == Some("false")
+        });
+        if transient && let Err(e) = broker.delete_queue(&name, true) {
+            tracing::warn!(queue = %name, error = %e, "could not delete a transient queue at start");
+        }
+    }
+}
+
 fn builtin() -> [(&'static str, ExchangeKind); 4] {
     [
         ("", ExchangeKind::Direct),
@@ -115,8 +138,11 @@ fn builtin() -> [(&'static str, ExchangeKind); 4] {
 }
 
 impl Topology {
-    /// The built-in exchanges plus what `broker` has saved.
+    /// The built-in exchanges plus what `broker` has saved. Transient (non-durable) queues,
+    /// exchanges and the bindings that name them do not outlive the broker, as in RabbitMQ:
+    /// a start deletes them (saved first, so a crash halfway repeats the cleanup).
     pub fn open(broker: &Broker) -> Topology {
+        drop_transient_queues(broker);
         let mut exchanges: BTreeMap<String, Exchange> = builtin()
             .into_iter()
             .map(|(n, kind)| {
@@ -132,9 +158,17 @@ impl Topology {
         for (name, v) in broker.extension_entries(NS_EXCHANGE) {
             let kind = v["type"].as_str().and_then(|k| ExchangeKind::parse(k).ok());
             match kind {
+                Some(_) if v["durable"].as_bool() == Some(false) => {
+                    forget(broker, NS_EXCHANGE, &name);
+                }
                 Some(kind) => {
-                    let durable = v["durable"].as_bool().unwrap_or(true);
-                    exchanges.insert(name, Exchange { kind, durable });
+                    exchanges.insert(
+                        name,
+                        Exchange {
+                            kind,
+                            durable: true,
+                        },
+                    );
                 }
                 None => {
                     tracing::warn!(exchange = %name, entry = %v, "saved exchange unreadable; skipped")
@@ -144,7 +178,12 @@ impl Topology {
         let mut bindings = BTreeSet::new();
         for (key, _) in broker.extension_entries(NS_BINDING) {
             match serde_json::from_str::<[String; 3]>(&key) {
-                Ok([exchange, queue, key]) if exchanges.contains_key(&exchange) => {
+                Ok([exchange, queue, _])
+                    if !exchanges.contains_key(&exchange) || !broker.queue_exists(&queue) =>
+                {
+                    forget(broker, NS_BINDING, &key);
+                }
+                Ok([exchange, queue, key]) => {
                     bindings.insert(Binding {
                         exchange,
                         queue,

@@ -59,14 +59,41 @@ pub(crate) fn scan_past(
 ) -> Result<usize> {
     let mut batches = 0;
     for &p in partitions {
-        let marks = broker.partition_watermarks(p)?;
+        // Another door may delete a topic while this one opens: nothing left to rebuild.
+        let marks = match broker.partition_watermarks(p) {
+            Ok(m) => m,
+            Err(BrokerError::UnknownTopicOrPartition) => continue,
+            Err(e) => return Err(e.into()),
+        };
         let end = marks.high_watermark;
         let from = covered_to
             .get(&p.0)
             .copied()
             .unwrap_or(end - REBUILD_SCAN_WINDOW)
             .max(marks.log_start);
-        batches += broker.for_each_batch(p, from, end, |h| f(p, h))?;
+        match broker.for_each_batch(p, from, end, |h| f(p, h)) {
+            Ok(n) => batches += n,
+            Err(BrokerError::UnknownTopicOrPartition) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(batches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A topic deleted (by another door) while the coordinators open is skipped, not an
+    /// error that stops the Kafka door.
+    #[test]
+    fn a_partition_deleted_meanwhile_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = crate::test_broker(dir.path());
+        let p = crate::test_partition(&broker);
+        broker.delete_topic("t").unwrap();
+        let mut seen = 0;
+        let scanned = scan_past(&broker, &[p], &HashMap::new(), |_, _| seen += 1).unwrap();
+        assert_eq!((scanned, seen), (0, 0));
+    }
 }

@@ -309,8 +309,22 @@ def survives_restart():
         ch.basic_publish("durable_x", "k", f"d{i}".encode(), pika.BasicProperties(delivery_mode=2))
     got = drain(ch, "durable_q", 4)  # acked: must not come back
     assert [g[0] for g in got] == [f"d{i}" for i in range(4)], got
+    # Transient ones do not outlive the broker, as in RabbitMQ.
+    ch.queue_declare("transient_q", durable=False)
+    ch.exchange_declare("transient_x", exchange_type="fanout", durable=False)
+    ch.queue_bind("durable_q", "transient_x")
+    ch.basic_publish("", "transient_q", b"gone")
     conn.close()
     subprocess.run(restart, shell=True, check=True, timeout=120)
+    for declare in (lambda c: c.queue_declare("transient_q", passive=True),
+                    lambda c: c.exchange_declare("transient_x", passive=True)):
+        conn = connect()
+        try:
+            declare(conn.channel())
+            raise AssertionError("a transient queue or exchange survived the restart")
+        except pika.exceptions.ChannelClosedByBroker as e:
+            assert e.reply_code == 404, e
+        conn.close()
     conn = connect()
     ch = conn.channel()
     assert ch.queue_declare("durable_q", durable=True, passive=True).method.message_count == 6

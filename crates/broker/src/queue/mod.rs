@@ -175,6 +175,11 @@ impl Broker {
         Ok(true)
     }
 
+    /// The settings queue `name` was declared with.
+    pub fn queue_settings(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.queues.get(name).map(|q| q.settings.clone())
+    }
+
     /// Whether queue `name` exists.
     pub fn queue_exists(&self, name: &str) -> bool {
         self.queues.get(name).is_some()
