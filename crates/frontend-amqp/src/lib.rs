@@ -29,7 +29,7 @@
 //!   resolved (durable when the queue's partition is `flush = sync`).
 //! - Delivery tags are per channel, from 1, and name one (queue, offset) until settled.
 //!
-//! Not yet (issue 15): vhosts other than "/", configured users, headers exchanges,
+//! Not yet (issue 15): vhosts other than "/", configured users,
 //! exchange-to-exchange bindings, alternate exchanges, auto-delete, tx, one stored copy for
 //! fan-out, connection.blocked, per-queue metrics. See docs/protocol-mapping.md §AMQP.
 

@@ -123,10 +123,16 @@ impl Session {
         } else {
             None
         };
+        let headers = msg
+            .properties
+            .headers()
+            .as_ref()
+            .map(crate::queue_methods::table_text)
+            .unwrap_or_default();
         let queues = self
             .door
             .topology
-            .route(&self.door.broker, &msg.exchange, &msg.routing_key)
+            .route(&self.door.broker, &msg.exchange, &msg.routing_key, &headers)
             .map_err(|e| e.at(60, 40))?;
         if queues.is_empty() && mandatory {
             self.basic_return(ch, &msg);

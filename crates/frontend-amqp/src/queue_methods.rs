@@ -28,6 +28,17 @@ fn settings_of(arguments: &FieldTable, durable: bool) -> BTreeMap<String, String
     out
 }
 
+/// A field table as sorted (name, value text) pairs (binding arguments, message headers).
+pub(crate) fn table_text(t: &FieldTable) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = t
+        .inner()
+        .iter()
+        .map(|(k, v)| (k.to_string(), value_text(v)))
+        .collect();
+    out.sort();
+    out
+}
+
 fn value_text(v: &AMQPValue) -> String {
     match v {
         AMQPValue::LongString(s) => s.to_string(),
@@ -79,6 +90,7 @@ impl Session {
                     exchange: b.exchange.to_string(),
                     queue: b.queue.to_string(),
                     key: b.routing_key.to_string(),
+                    args: table_text(&b.arguments),
                 };
                 self.door.topology.bind(&self.door.broker, binding)?;
                 if !b.nowait {
@@ -94,6 +106,7 @@ impl Session {
                     exchange: u.exchange.to_string(),
                     queue: u.queue.to_string(),
                     key: u.routing_key.to_string(),
+                    args: table_text(&u.arguments),
                 };
                 self.door.topology.unbind(&self.door.broker, &binding)?;
                 self.out.method(

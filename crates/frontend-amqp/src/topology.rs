@@ -14,7 +14,7 @@ use broker::Broker;
 use parking_lot::RwLock;
 use serde_json::json;
 
-use crate::errors::{ACCESS_REFUSED, AmqpError, COMMAND_INVALID, NOT_FOUND, NOT_IMPLEMENTED};
+use crate::errors::{ACCESS_REFUSED, AmqpError, COMMAND_INVALID, NOT_FOUND};
 use crate::errors::{PRECONDITION_FAILED, from_broker};
 
 const NS_EXCHANGE: &str = "amqp.exchange";
@@ -26,6 +26,8 @@ pub enum ExchangeKind {
     Direct,
     Fanout,
     Topic,
+    /// Matches a message's headers against the binding's arguments (`x-match`).
+    Headers,
 }
 
 impl ExchangeKind {
@@ -34,10 +36,7 @@ impl ExchangeKind {
             "direct" => Ok(ExchangeKind::Direct),
             "fanout" => Ok(ExchangeKind::Fanout),
             "topic" => Ok(ExchangeKind::Topic),
-            "headers" => Err(AmqpError::connection(
-                NOT_IMPLEMENTED,
-                "headers exchanges are not implemented yet",
-            )),
+            "headers" => Ok(ExchangeKind::Headers),
             other => Err(AmqpError::connection(
                 COMMAND_INVALID,
                 format!("unknown exchange type '{other}'"),
@@ -50,11 +49,14 @@ impl ExchangeKind {
             ExchangeKind::Direct => "direct",
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
         }
     }
 
-    fn matches(self, binding_key: &str, routing_key: &str) -> bool {
+    fn matches(self, binding: &Binding, routing_key: &str, headers: &[(String, String)]) -> bool {
+        let binding_key = binding.key.as_str();
         match self {
+            ExchangeKind::Headers => headers_match(&binding.args, headers),
             ExchangeKind::Direct => binding_key == routing_key,
             ExchangeKind::Fanout => true,
             ExchangeKind::Topic => {
@@ -63,6 +65,30 @@ impl ExchangeKind {
                 topic_matches(&pattern, &words)
             }
         }
+    }
+}
+
+/// RabbitMQ's headers matching: `x-match` is `all` (the default: every argument present with
+/// the same value), `any` (at least one), or `all-with-x` / `any-with-x` (arguments starting
+/// with `x-` count too; otherwise they are ignored). Values compare as their text.
+fn headers_match(args: &[(String, String)], headers: &[(String, String)]) -> bool {
+    let mode = args
+        .iter()
+        .find(|(k, _)| k == "x-match")
+        .map_or("all", |(_, v)| v.as_str());
+    let with_x = mode.ends_with("-with-x");
+    let mut wanted = args
+        .iter()
+        .filter(|(k, _)| k != "x-match" && (with_x || !k.starts_with("x-")))
+        .peekable();
+    if wanted.peek().is_none() {
+        return mode.starts_with("all");
+    }
+    let present = |(k, v): &(String, String)| headers.iter().any(|(hk, hv)| hk == k && hv == v);
+    if mode.starts_with("any") {
+        wanted.any(|a| present(a))
+    } else {
+        wanted.all(|a| present(a))
     }
 }
 
@@ -91,11 +117,35 @@ pub struct Binding {
     pub exchange: String,
     pub queue: String,
     pub key: String,
+    /// The binding's arguments as (name, value text), sorted (headers exchanges match on
+    /// them); part of the binding's identity, as in RabbitMQ.
+    pub args: Vec<(String, String)>,
 }
 
 impl Binding {
     fn saved_key(&self) -> String {
-        json!([self.exchange, self.queue, self.key]).to_string()
+        if self.args.is_empty() {
+            json!([self.exchange, self.queue, self.key]).to_string()
+        } else {
+            json!([self.exchange, self.queue, self.key, self.args]).to_string()
+        }
+    }
+
+    /// A saved key back (three elements, or four with arguments).
+    fn from_saved(key: &str) -> Option<Binding> {
+        let v: Vec<serde_json::Value> = serde_json::from_str(key).ok()?;
+        let text = |i: usize| v.get(i).and_then(|x| x.as_str()).map(str::to_string);
+        let args = match v.get(3) {
+            Some(a) => serde_json::from_value(a.clone()).ok()?,
+            None => Vec::new(),
+        };
+        (v.len() == 3 || v.len() == 4).then_some(())?;
+        Some(Binding {
+            exchange: text(0)?,
+            queue: text(1)?,
+            key: text(2)?,
+            args,
+        })
     }
 }
 
@@ -177,20 +227,16 @@ impl Topology {
         }
         let mut bindings = BTreeSet::new();
         for (key, _) in broker.extension_entries(NS_BINDING) {
-            match serde_json::from_str::<[String; 3]>(&key) {
-                Ok([exchange, queue, _])
-                    if !exchanges.contains_key(&exchange) || !broker.queue_exists(&queue) =>
+            match Binding::from_saved(&key) {
+                Some(b)
+                    if !exchanges.contains_key(&b.exchange) || !broker.queue_exists(&b.queue) =>
                 {
                     forget(broker, NS_BINDING, &key);
                 }
-                Ok([exchange, queue, key]) => {
-                    bindings.insert(Binding {
-                        exchange,
-                        queue,
-                        key,
-                    });
+                Some(b) => {
+                    bindings.insert(b);
                 }
-                _ => tracing::warn!(binding = %key, "saved binding unreadable; skipped"),
+                None => tracing::warn!(binding = %key, "saved binding unreadable; skipped"),
             }
         }
         Topology {
@@ -323,12 +369,14 @@ impl Topology {
         Ok(())
     }
 
-    /// The queues a message published to `exchange` with `routing_key` goes to, each once.
+    /// The queues a message published to `exchange` with `routing_key` (and `headers`, as
+    /// (name, value text)) goes to, each once.
     pub fn route(
         &self,
         broker: &Broker,
         exchange: &str,
         routing_key: &str,
+        headers: &[(String, String)],
     ) -> Result<Vec<String>, AmqpError> {
         if exchange.is_empty() {
             return Ok(if broker.queue_exists(routing_key) {
@@ -342,7 +390,7 @@ impl Topology {
             .bindings
             .read()
             .iter()
-            .filter(|b| b.exchange == exchange && kind.matches(&b.key, routing_key))
+            .filter(|b| b.exchange == exchange && kind.matches(b, routing_key, headers))
             .map(|b| b.queue.clone())
             .collect();
         Ok(queues.into_iter().collect())
@@ -354,8 +402,66 @@ mod tests {
     use super::*;
 
     #[test]
+    fn headers_bindings_match_as_rabbitmq_does() {
+        let kv = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let msg = kv(&[("format", "pdf"), ("type", "report")]);
+        assert!(headers_match(
+            &kv(&[("format", "pdf"), ("type", "report")]),
+            &msg
+        ));
+        assert!(!headers_match(
+            &kv(&[("format", "pdf"), ("type", "log")]),
+            &msg
+        ));
+        let any = kv(&[("format", "zip"), ("type", "report"), ("x-match", "any")]);
+        assert!(headers_match(&any, &msg));
+        // x- arguments count only with -with-x.
+        let xarg = kv(&[("format", "pdf"), ("x-tenant", "a")]);
+        assert!(headers_match(&xarg, &msg));
+        let with_x = kv(&[
+            ("format", "pdf"),
+            ("x-match", "all-with-x"),
+            ("x-tenant", "a"),
+        ]);
+        assert!(!headers_match(&with_x, &msg));
+        assert!(
+            headers_match(&kv(&[]), &msg),
+            "no arguments, all: every message"
+        );
+    }
+
+    #[test]
+    fn saved_bindings_read_back_with_their_arguments() {
+        let b = Binding {
+            exchange: "x".into(),
+            queue: "q".into(),
+            key: "".into(),
+            args: vec![("format".into(), "pdf".into())],
+        };
+        assert_eq!(Binding::from_saved(&b.saved_key()), Some(b.clone()));
+        let plain = Binding {
+            args: Vec::new(),
+            ..b
+        };
+        assert_eq!(Binding::from_saved(&plain.saved_key()), Some(plain));
+    }
+
+    #[test]
     fn topic_patterns_match_words() {
-        let m = |p: &str, k: &str| ExchangeKind::Topic.matches(p, k);
+        let m = |p: &str, k: &str| {
+            let b = Binding {
+                exchange: "x".into(),
+                queue: "q".into(),
+                key: p.into(),
+                args: Vec::new(),
+            };
+            ExchangeKind::Topic.matches(&b, k, &[])
+        };
         assert!(m("*.orange.*", "quick.orange.rabbit"));
         assert!(!m("*.orange.*", "quick.orange.male.rabbit"));
         assert!(m("lazy.#", "lazy"));

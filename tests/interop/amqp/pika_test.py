@@ -174,6 +174,26 @@ def rpc():
     server_conn.close()
 
 
+def headers_exchange():
+    """A headers exchange: x-match=all needs every bound header, x-match=any one of them."""
+    conn = connect()
+    ch = conn.channel()
+    ch.exchange_declare("docs", exchange_type="headers")
+    reports = ch.queue_declare("", exclusive=True).method.queue
+    pdf_or_log = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(reports, "docs", arguments={"x-match": "all", "format": "pdf", "type": "report"})
+    ch.queue_bind(pdf_or_log, "docs", arguments={"x-match": "any", "format": "pdf", "type": "log"})
+    for body, headers in [("a", {"format": "pdf", "type": "report"}),
+                          ("b", {"format": "zip", "type": "log"}),
+                          ("c", {"format": "pdf"}),
+                          ("d", {"format": "zip", "type": "report"})]:
+        ch.basic_publish("docs", "", body.encode(), pika.BasicProperties(headers=headers))
+    assert [g[0] for g in drain(ch, reports, 1)] == ["a"]
+    assert [g[0] for g in drain(ch, pdf_or_log, 3)] == ["a", "b", "c"]
+    assert ch.queue_declare(reports, passive=True).method.message_count == 0
+    conn.close()
+
+
 def nack_requeue():
     conn = connect()
     ch = conn.channel()
@@ -376,6 +396,7 @@ check("fanout to 2 server-named exclusive queues", fanout)
 check("direct routing by severity", direct_routing)
 check("topic exchange: * and # bindings", topics)
 check("RPC: reply_to, correlation_id, exclusive server-named reply queue", rpc)
+check("headers exchange: x-match all and any", headers_exchange)
 check("nack with requeue is redelivered with redelivered=True", nack_requeue)
 check("basic.get, get-empty, message_count", basic_get)
 check("publisher confirms; mandatory unroutable is returned", confirms)
