@@ -86,9 +86,9 @@ fn headers_match(args: &[(String, String)], headers: &[(String, String)]) -> boo
     }
     let present = |(k, v): &(String, String)| headers.iter().any(|(hk, hv)| hk == k && hv == v);
     if mode.starts_with("any") {
-        wanted.any(|a| present(a))
+        wanted.any(&present)
     } else {
-        wanted.all(|a| present(a))
+        wanted.all(present)
     }
 }
 
