@@ -141,13 +141,17 @@ impl FetchSessions {
 
     /// Applies an incremental request to session `id` (partitions added or moved, others
     /// forgotten) and returns every partition to fetch, in order, with which ones the
-    /// request named (those are always answered).
+    /// request named (those are always answered), and the named partitions refused because
+    /// the session already holds `max_partitions` (a session grows across requests, so the
+    /// per-request partition limit bounds the session, not only one request).
+    #[allow(clippy::type_complexity)]
     pub fn update(
         &self,
         id: i32,
         named: &[(SessionKey, i64, i32)],
         forgotten: &[SessionKey],
-    ) -> Result<Vec<(SessionKey, SessionPartition, bool)>, SessionError> {
+        max_partitions: usize,
+    ) -> Result<(Vec<(SessionKey, SessionPartition, bool)>, Vec<SessionKey>), SessionError> {
         let mut inner = self.inner.lock();
         inner.clock += 1;
         let clock = inner.clock;
@@ -157,7 +161,12 @@ impl FetchSessions {
         for k in forgotten {
             s.partitions.remove(k);
         }
+        let mut refused = Vec::new();
         for (k, offset, max_bytes) in named {
+            if !s.partitions.contains_key(k) && s.partitions.len() >= max_partitions {
+                refused.push(k.clone());
+                continue;
+            }
             let p = s.partitions.entry(k.clone()).or_insert(SessionPartition {
                 fetch_offset: *offset,
                 max_bytes: *max_bytes,
@@ -166,10 +175,12 @@ impl FetchSessions {
             p.fetch_offset = *offset;
             p.max_bytes = *max_bytes;
         }
-        Ok(s.partitions
+        let all = s
+            .partitions
             .iter()
             .map(|(k, p)| (k.clone(), *p, named.iter().any(|(n, _, _)| n == k)))
-            .collect())
+            .collect();
+        Ok((all, refused))
     }
 
     /// Opens a session holding `partitions` (with the watermarks just sent); returns its id,
@@ -246,13 +257,13 @@ mod tests {
         let id = s.open(vec![(key(0), part(0)), (key(1), part(0))]);
         assert_eq!(s.begin(id, 2), Err(SessionError::InvalidEpoch));
         assert_eq!(s.begin(id, 1), Ok(SessionUse::Incremental { id }));
-        let all = s.update(id, &[(key(1), 5, 100)], &[key(0)]).unwrap();
+        let (all, _) = s.update(id, &[(key(1), 5, 100)], &[key(0)], 10).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].1.fetch_offset, 5);
         assert!(all[0].2, "named in the request");
         s.sent(id, &[(key(1), (9, 9, 0))]);
         assert_eq!(s.begin(id, 2), Ok(SessionUse::Incremental { id }));
-        let all = s.update(id, &[], &[]).unwrap();
+        let (all, _) = s.update(id, &[], &[], 10).unwrap();
         assert_eq!(all[0].1.last_sent, Some((9, 9, 0)));
         assert!(!all[0].2);
         // (id, -1) closes it.
@@ -260,12 +271,28 @@ mod tests {
         assert_eq!(s.begin(id, 3), Err(SessionError::NotFound));
     }
 
+    /// A client naming new partitions request after request cannot grow its session past
+    /// the per-request partition limit: the extra ones are refused, the session stays.
+    #[test]
+    fn a_session_holds_at_most_the_partition_limit() {
+        let s = FetchSessions::new(10);
+        let id = s.open(vec![(key(0), part(0)), (key(1), part(0))]);
+        let named: Vec<(SessionKey, i64, i32)> = (2..6).map(|p| (key(p), 0, 100)).collect();
+        let (all, refused) = s.update(id, &named, &[], 3).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(refused, vec![key(3), key(4), key(5)]);
+        // Partitions already in the session may still move.
+        let (all, refused) = s.update(id, &[(key(0), 7, 100)], &[], 3).unwrap();
+        assert!(refused.is_empty());
+        assert_eq!(all[0].1.fetch_offset, 7);
+    }
+
     #[test]
     fn the_least_recently_used_session_makes_room() {
         let s = FetchSessions::new(2);
         let a = s.open(vec![(key(0), part(0))]);
         let b = s.open(vec![(key(0), part(0))]);
-        s.update(a, &[], &[]).unwrap();
+        s.update(a, &[], &[], 10).unwrap();
         let c = s.open(vec![(key(0), part(0))]);
         assert_eq!(s.len(), 2);
         assert_eq!(

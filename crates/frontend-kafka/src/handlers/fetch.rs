@@ -151,31 +151,47 @@ fn session_wanted(
                 .map(move |p| (t.topic.0.to_string(), t.topic_id, *p))
         })
         .collect();
-    let all = ctx.sessions.update(id, &named, &forgotten)?;
+    let limit = ctx.config.max_partitions_per_request;
+    let (all, refused) = ctx.sessions.update(id, &named, &forgotten, limit)?;
     let mut wanted: Vec<Wanted> = Vec::new();
     let mut view = SessionView::new();
     for ((wire, topic_id, index), part, was_named) in all {
-        let at = wanted
-            .iter()
-            .position(|w| w.wire_name == wire && w.topic_id == topic_id);
-        let w = match at {
-            Some(i) => &mut wanted[i],
-            None => {
-                wanted.push(Wanted {
-                    name: topic_name_of(ctx, &wire, topic_id),
-                    wire_name: wire.clone(),
-                    topic_id,
-                    partitions: Vec::new(),
-                    refused: Vec::new(),
-                });
-                wanted.last_mut().expect("just pushed")
-            }
-        };
+        let w = topic_entry(ctx, &mut wanted, &wire, topic_id);
         w.partitions
             .push((index, part.fetch_offset, part.max_bytes));
         view.insert((wire, topic_id, index), (was_named, part.last_sent));
     }
+    for (wire, topic_id, index) in refused {
+        topic_entry(ctx, &mut wanted, &wire, topic_id)
+            .refused
+            .push(index);
+    }
     Ok((wanted, view))
+}
+
+/// The entry of topic (`wire`, `topic_id`) in `wanted`, added if missing.
+fn topic_entry<'w>(
+    ctx: &Ctx<'_>,
+    wanted: &'w mut Vec<Wanted>,
+    wire: &str,
+    topic_id: uuid::Uuid,
+) -> &'w mut Wanted {
+    let at = wanted
+        .iter()
+        .position(|w| w.wire_name == wire && w.topic_id == topic_id);
+    match at {
+        Some(i) => &mut wanted[i],
+        None => {
+            wanted.push(Wanted {
+                name: topic_name_of(ctx, wire, topic_id),
+                wire_name: wire.to_string(),
+                topic_id,
+                partitions: Vec::new(),
+                refused: Vec::new(),
+            });
+            wanted.last_mut().expect("just pushed")
+        }
+    }
 }
 
 /// Waits (long poll) until `min_bytes` are ready, the wait ends or shutdown starts; returns
