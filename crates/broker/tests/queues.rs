@@ -223,3 +223,45 @@ async fn deleting_a_queue_keeps_a_topic_it_did_not_create() {
     );
     b.shutdown().await.unwrap();
 }
+
+/// A damaged record in a queue's state partition is not met in silence: the broker refuses
+/// to open, naming the partition, instead of guessing which messages were delivered.
+#[tokio::test]
+async fn a_damaged_queue_state_record_refuses_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b = open(dir.path());
+        b.declare_queue("q", BTreeMap::new()).unwrap();
+        publish(&b, "q", 0, 2).await;
+        b.queue_acquire("q", 1, 1, None).await.unwrap();
+        b.shutdown().await.unwrap();
+    }
+    let snapshot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("meta/snapshot.json")).unwrap())
+            .unwrap();
+    let state = snapshot["queues"]["q"]["state_partition"].as_u64().unwrap() as u32;
+    {
+        // A well-formed batch whose record is not a queue state record.
+        let store =
+            storage::Store::open(storage::StoreConfig::new(dir.path().join("store"))).unwrap();
+        let mut garbage = storage::batch_builder::BatchBuilder::new();
+        garbage.record(None, Some(b"\x01\x63not a record"), now_ms(), &[]);
+        store
+            .append(
+                storage::PartitionId(state),
+                BytesMut::from(&garbage.build()[..]),
+            )
+            .await
+            .unwrap();
+        store.close().unwrap();
+    }
+    let store = Arc::new(
+        storage::Store::open(storage::StoreConfig::new(dir.path().join("store"))).unwrap(),
+    );
+    let cfg = BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..BrokerConfig::default()
+    };
+    let err = Broker::open(store, cfg, Arc::new(common::SystemClock)).unwrap_err();
+    assert!(err.to_string().contains("queue state partition"), "{err}");
+}
