@@ -42,10 +42,15 @@ impl Broker {
     pub fn last_stable_offset(&self, topic: &str, partition: i32) -> Result<Offset> {
         let pid = self.partition_id(topic, partition)?;
         let hw = self.partition_watermarks(pid)?.high_watermark;
-        Ok(match self.hooks.get() {
+        Ok(self.stable_below(pid, hw))
+    }
+
+    /// The last stable offset of partition `pid` whose high watermark is `hw`.
+    pub(crate) fn stable_below(&self, pid: common::PartitionId, hw: Offset) -> Offset {
+        match self.hooks.get() {
             Some(h) => h.last_stable_offset(pid, hw),
             None => hw,
-        })
+        }
     }
 
     /// Up to `max_records` committed records of a partition from `offset`, reading about
@@ -60,10 +65,7 @@ impl Broker {
     ) -> Result<RecordRead> {
         let pid = self.partition_id(topic, partition)?;
         let marks = self.partition_watermarks(pid)?;
-        let stable = match self.hooks.get() {
-            Some(h) => h.last_stable_offset(pid, marks.high_watermark),
-            None => marks.high_watermark,
-        };
+        let stable = self.stable_below(pid, marks.high_watermark);
         let from = offset.max(marks.log_start);
         let mut out = RecordRead {
             records: Vec::new(),

@@ -238,7 +238,7 @@ impl Broker {
         state.expire(now);
         let marks = self.partition_watermarks(q.data)?;
         state.advance_log_start(marks.log_start);
-        let stable = self.last_stable_offset(&q.name, 0)?;
+        let stable = self.stable_below(q.data, marks.high_watermark);
         let mut request = Acquire::new(ConsumerId(consumer), max, stable, now);
         request.lease_ms = lease_ms;
         let acquired = state.acquire(&request);
@@ -331,7 +331,7 @@ impl Broker {
     pub async fn queue_purge(&self, name: &str) -> Result<u64> {
         let q = self.queue(name)?;
         let mut state = q.state.lock().await;
-        let end = self.last_stable_offset(&q.name, 0)?;
+        let end = self.queue_end(&q)?;
         let before = state.ready(end);
         state.purge_below(end);
         let purged = before - state.ready(end);
@@ -343,7 +343,7 @@ impl Broker {
     pub async fn queue_counts(&self, name: &str) -> Result<QueueCounts> {
         let q = self.queue(name)?;
         let state = q.state.lock().await;
-        let end = self.last_stable_offset(&q.name, 0)?;
+        let end = self.queue_end(&q)?;
         Ok(QueueCounts {
             ready: state.ready(end),
             unacked: state.unacked(),
@@ -370,7 +370,7 @@ impl Broker {
             let Ok(state) = q.state.try_lock() else {
                 continue;
             };
-            let Ok(end) = self.last_stable_offset(&q.name, 0) else {
+            let Ok(end) = self.queue_end(&q) else {
                 continue;
             };
             let labels = crate::metrics::queue_labels(&q.name);
@@ -385,6 +385,12 @@ impl Broker {
                 .get_or_create(&labels)
                 .set(state.consumers_holding() as i64);
         }
+    }
+
+    /// Where a queue's deliverable messages end: its partition's last stable offset.
+    fn queue_end(&self, q: &QueueHandle) -> Result<Offset> {
+        let hw = self.partition_watermarks(q.data)?.high_watermark;
+        Ok(self.stable_below(q.data, hw))
     }
 
     /// Every queue's name.
