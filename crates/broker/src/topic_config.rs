@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use storage::{Flush, PartitionConfig};
+use storage::{Compaction, Flush, PartitionConfig};
 
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
@@ -21,6 +21,10 @@ pub const TIMESTAMP_AFTER_MAX_MS: &str = "message.timestamp.after.max.ms";
 /// Deprecated in Kafka: both bounds at once when the two above are not set.
 pub const TIMESTAMP_DIFFERENCE_MAX_MS: &str = "message.timestamp.difference.max.ms";
 pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
+pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
+pub const MIN_COMPACTION_LAG_MS: &str = "min.compaction.lag.ms";
+pub const MAX_COMPACTION_LAG_MS: &str = "max.compaction.lag.ms";
+pub const MIN_CLEANABLE_DIRTY_RATIO: &str = "min.cleanable.dirty.ratio";
 /// Keys accepted only with the one value that describes what this broker does (anything
 /// else is refused with INVALID_CONFIG, saying why), with that value.
 pub const FIXED_KEYS: &[(&str, &str, &str)] = &[
@@ -49,17 +53,6 @@ pub const FIXED_KEYS: &[(&str, &str, &str)] = &[
         "local.retention.bytes",
         "-2",
         "without tiered storage all data is local (-2: follow retention.bytes)",
-    ),
-    (
-        "max.compaction.lag.ms",
-        "9223372036854775807",
-        "log compaction is not implemented yet, so no upper bound on the time before a \
-         record is compacted can be promised",
-    ),
-    (
-        "min.cleanable.dirty.ratio",
-        "0.5",
-        "log compaction is not implemented yet: there is no cleaning to trigger",
     ),
     (
         "message.downconversion.enable",
@@ -92,6 +85,10 @@ pub const ACTIVE_KEYS: &[&str] = &[
     TIMESTAMP_AFTER_MAX_MS,
     TIMESTAMP_DIFFERENCE_MAX_MS,
     MIN_INSYNC_REPLICAS,
+    DELETE_RETENTION_MS,
+    MIN_COMPACTION_LAG_MS,
+    MAX_COMPACTION_LAG_MS,
+    MIN_CLEANABLE_DIRTY_RATIO,
 ];
 
 /// Kafka topic keys whose meaning holds here whatever their (valid) value, stored and
@@ -121,18 +118,6 @@ pub const HONOURED_KEYS: &[(&str, i64, &str, &str)] = &[
         0,
         "4096",
         "every batch has an index entry, denser than any interval",
-    ),
-    (
-        "delete.retention.ms",
-        0,
-        "86400000",
-        "tombstones of compacted topics are kept (no record is compacted away yet), at least this long",
-    ),
-    (
-        "min.compaction.lag.ms",
-        0,
-        "0",
-        "records of compacted topics stay uncompacted (no record is compacted away yet), at least this long",
     ),
     (
         "segment.index.bytes",
@@ -181,6 +166,9 @@ pub struct TopicConfig {
     pub timestamp_after_max_ms: Option<i64>,
     /// The broker's background flush interval (`flush.ms` checks against it).
     pub flush_interval_ms: u64,
+    /// How compacted topics are cleaned (`delete.retention.ms`, `min.compaction.lag.ms`,
+    /// `max.compaction.lag.ms`, `min.cleanable.dirty.ratio`).
+    pub compaction: Compaction,
 }
 
 impl TopicConfig {
@@ -197,6 +185,7 @@ impl TopicConfig {
             timestamp_before_max_ms: None,
             timestamp_after_max_ms: None,
             flush_interval_ms: defaults.flush_interval_ms,
+            compaction: Compaction::default(),
         };
         for (k, v) in overrides {
             c.apply(k, v)?;
@@ -295,6 +284,25 @@ impl TopicConfig {
                     )));
                 }
             }
+            DELETE_RETENTION_MS | MIN_COMPACTION_LAG_MS | MAX_COMPACTION_LAG_MS => {
+                let v: i64 = value.trim().parse().map_err(|_| bad())?;
+                let least = if key == MAX_COMPACTION_LAG_MS { 1 } else { 0 };
+                if v < least {
+                    return Err(bad());
+                }
+                match key {
+                    DELETE_RETENTION_MS => self.compaction.delete_retention_ms = v,
+                    MIN_COMPACTION_LAG_MS => self.compaction.min_lag_ms = v,
+                    _ => self.compaction.max_lag_ms = v,
+                }
+            }
+            MIN_CLEANABLE_DIRTY_RATIO => {
+                let v: f64 = value.trim().parse().map_err(|_| bad())?;
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(bad());
+                }
+                self.compaction.min_dirty_ppm = (v * 1_000_000.0).round() as u32;
+            }
             k if FIXED_KEYS.iter().any(|(f, _, _)| *f == k) => {
                 let (_, only, why) = FIXED_KEYS
                     .iter()
@@ -364,7 +372,7 @@ impl TopicConfig {
 
     /// The policy storage applies to each partition of the topic. A `compact`-only topic
     /// is never deleted by time or size (Kafka keeps at least the latest value of every key
-    /// forever); until log compaction exists it keeps every record.
+    /// forever); storage compacts it (`storage::Compaction`).
     pub fn partition_config(&self) -> PartitionConfig {
         let deletes = self.cleanup_policy.split(',').any(|p| p.trim() == "delete");
         PartitionConfig {
@@ -372,6 +380,7 @@ impl TopicConfig {
             retention_ms: self.retention_ms.filter(|_| deletes),
             retention_bytes: self.retention_bytes.filter(|_| deletes),
             index: self.index,
+            compaction: self.is_compacted().then_some(self.compaction),
         }
     }
 
@@ -410,6 +419,12 @@ impl TopicConfig {
                 widest.map_or(i64::MAX, |(b, a)| b.max(a)).to_string()
             }
             MIN_INSYNC_REPLICAS => "1".to_string(),
+            DELETE_RETENTION_MS => self.compaction.delete_retention_ms.to_string(),
+            MIN_COMPACTION_LAG_MS => self.compaction.min_lag_ms.to_string(),
+            MAX_COMPACTION_LAG_MS => self.compaction.max_lag_ms.to_string(),
+            MIN_CLEANABLE_DIRTY_RATIO => {
+                (f64::from(self.compaction.min_dirty_ppm) / 1_000_000.0).to_string()
+            }
             k => FIXED_KEYS.iter().find(|(f, _, _)| *f == k)?.1.to_string(),
         })
     }
@@ -512,8 +527,9 @@ mod tests {
             ("segment.bytes", "10", "invalid value"),
             ("segment.ms", "0", "invalid value"),
             ("preallocate", "maybe", "invalid value"),
-            ("max.compaction.lag.ms", "60000", "not implemented"),
-            ("min.cleanable.dirty.ratio", "0.1", "not implemented"),
+            ("max.compaction.lag.ms", "0", "invalid value"),
+            ("min.cleanable.dirty.ratio", "1.5", "invalid value"),
+            ("delete.retention.ms", "-1", "invalid value"),
             ("message.downconversion.enable", "true", "v2 format only"),
             (
                 "follower.replication.throttled.replicas",
@@ -529,6 +545,26 @@ mod tests {
             );
         }
         assert_eq!(ok(&[("flush.ms", "0")]).unwrap().flush, Flush::Sync);
+        let compacted = ok(&[
+            ("cleanup.policy", "compact"),
+            ("delete.retention.ms", "5"),
+            ("min.compaction.lag.ms", "6"),
+            ("max.compaction.lag.ms", "7"),
+            ("min.cleanable.dirty.ratio", "0.25"),
+        ])
+        .unwrap();
+        let want = Compaction {
+            delete_retention_ms: 5,
+            min_lag_ms: 6,
+            max_lag_ms: 7,
+            min_dirty_ppm: 250_000,
+        };
+        assert_eq!(compacted.partition_config().compaction, Some(want));
+        assert_eq!(
+            compacted.value_of("min.cleanable.dirty.ratio").unwrap(),
+            "0.25"
+        );
+        assert_eq!(ok(&[]).unwrap().partition_config().compaction, None);
         assert_eq!(ok(&[("flush.ms", "5000")]).unwrap().flush, Flush::Async);
     }
 

@@ -20,6 +20,7 @@ fn keep_all() -> PartitionConfig {
         retention_ms: None,
         retention_bytes: None,
         index: false,
+        compaction: None,
     }
 }
 

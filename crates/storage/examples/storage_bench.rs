@@ -71,6 +71,7 @@ fn keep(flush: Flush, index: bool) -> PartitionConfig {
         retention_ms: None,
         retention_bytes: None,
         index,
+        compaction: None,
     }
 }
 

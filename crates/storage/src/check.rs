@@ -257,8 +257,14 @@ impl Inner {
 
     /// The intact entries of `p` in the commit log with offsets in `[log_start, log_end)`,
     /// in order, found by walking every segment's entries (resynchronising past damaged
-    /// bytes on the next valid entry header).
-    fn entries_from_log(&self, p: PartitionId, log_start: Offset, log_end: Offset) -> Vec<CqEntry> {
+    /// bytes on the next valid entry header). A compacted partition's entries are its copies
+    /// in `[start_pos, copy_hi)` and its appends from `copy_hi` on (`compaction.rs`).
+    fn entries_from_log(
+        &self,
+        p: PartitionId,
+        (log_start, log_end): (Offset, Offset),
+        (start_pos, copy_hi): (u64, u64),
+    ) -> Vec<CqEntry> {
         let end = self.log.lock_writer().pos;
         let mut out: Vec<CqEntry> = Vec::new();
         for seg in self.log.segments() {
@@ -275,7 +281,14 @@ impl Inner {
                     continue;
                 };
                 let size = ENTRY_HEADER_BYTES + h.batch_len as usize;
+                let pos = seg.base + at as u64;
+                let current = if h.copy {
+                    (start_pos..copy_hi).contains(&pos)
+                } else {
+                    pos >= copy_hi
+                };
                 if h.partition == p
+                    && current
                     && entry::check(&bytes[at..]).is_ok()
                     && let Ok(b) = BatchHeader::parse(&bytes[at + ENTRY_HEADER_BYTES..at + size])
                 {
@@ -374,14 +387,20 @@ impl Store {
         for (p, part) in parts {
             let scan = inner.scan_partition(p, &part)?;
             report.batches_checked += scan.checked;
-            let (log_start, log_end) = {
+            let (log_start, log_end, start_pos, copy_hi) = {
                 let g = part.lock();
-                (g.log_start, g.log_end)
+                (g.log_start, g.log_end, g.start_pos, g.copy_hi)
             };
             if scan.rebuild {
-                let entries = inner.entries_from_log(p, log_start, log_end);
+                let entries = inner.entries_from_log(p, (log_start, log_end), (start_pos, copy_hi));
                 report.queues_to_rebuild.push((p, entries.len() as u64));
-                for (a, z) in gaps(&entries, log_start, log_end) {
+                // Compaction leaves gaps between copies: only what follows them must be dense.
+                let copies = entries.iter().take_while(|e| e.position < copy_hi).count();
+                let dense_from = match copies {
+                    0 => log_start,
+                    n => entries[n - 1].next_offset(),
+                };
+                for (a, z) in gaps(&entries[copies..], dense_from, log_end) {
                     if !inner.lost.covers(p, a, z + 1) {
                         report.lost.push((p, a, z));
                     }

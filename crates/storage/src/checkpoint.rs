@@ -13,7 +13,10 @@ use crate::error::{Result, StorageError};
 use crate::partition::Partition;
 
 const MAGIC: &[u8; 4] = b"SLCK";
-const VERSION: u8 = 1;
+/// Version 2 keeps each partition's copy range end (log compaction) in the record's bytes
+/// 56..64, which version 1 reserved (and builds before it used for another count: a
+/// version-1 checkpoint's value there is ignored).
+const VERSION: u8 = 2;
 const FLAG_CLEAN: u8 = 1;
 const HEADER_BYTES: usize = 24;
 const RECORD_BYTES: usize = 96;
@@ -31,6 +34,8 @@ pub struct PartitionRecord {
     pub max_ts_offset: i64,
     pub start_pos: u64,
     pub bytes: u64,
+    /// End of the partition's copy range (log compaction), 0 when it has none.
+    pub copy_hi: u64,
 }
 
 impl PartitionRecord {
@@ -46,6 +51,7 @@ impl PartitionRecord {
             max_ts_offset: p.max_ts_offset,
             start_pos: p.start_pos,
             bytes: p.bytes,
+            copy_hi: p.copy_hi,
         }
     }
 
@@ -61,6 +67,7 @@ impl PartitionRecord {
         p.max_ts_offset = self.max_ts_offset;
         p.start_pos = self.start_pos;
         p.bytes = self.bytes;
+        p.copy_hi = self.copy_hi;
         p
     }
 }
@@ -93,7 +100,7 @@ impl Checkpoint {
             for v in [r.log_start, r.log_end] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
-            for v in [r.cq_start, r.cq_end, 0] {
+            for v in [r.cq_start, r.cq_end, r.copy_hi] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
             for v in [r.max_ts, r.max_ts_offset] {
@@ -116,7 +123,7 @@ impl Checkpoint {
         if b.len() < HEADER_BYTES + 4 || &b[0..4] != MAGIC {
             return Err(bad("not a checkpoint file"));
         }
-        if b[4] != VERSION {
+        if b[4] != VERSION && b[4] != 1 {
             return Err(bad(&format!("unsupported checkpoint version {}", b[4])));
         }
         let (body, crc) = b.split_at(b.len() - 4);
@@ -146,6 +153,7 @@ impl Checkpoint {
                 max_ts_offset: i64_at(at + 72),
                 start_pos: u64_at(at + 80),
                 bytes: u64_at(at + 88),
+                copy_hi: if b[4] == 1 { 0 } else { u64_at(at + 56) },
             });
         }
         Ok(Checkpoint {
@@ -197,6 +205,7 @@ mod tests {
                         retention_ms: Some(77),
                         retention_bytes: None,
                         index: false,
+                        compaction: None,
                     },
                     log_start: 5,
                     log_end: 99,
@@ -206,6 +215,7 @@ mod tests {
                     max_ts_offset: 90,
                     start_pos: 4096,
                     bytes: 1 << 20,
+                    copy_hi: 1 << 30,
                 },
                 PartitionRecord::of(PartitionId(4), &Partition::new(PartitionConfig::default())),
             ],

@@ -77,13 +77,17 @@ pub struct CleanPass {
 /// live commit-log position, ascending by partition.
 pub(crate) struct DurableView {
     position: u64,
-    starts: Vec<(PartitionId, u64)>,
+    /// (partition, first live position, end of its copy range or 0).
+    starts: Vec<(PartitionId, u64, u64)>,
 }
 
 impl DurableView {
     fn of(c: &Checkpoint) -> DurableView {
-        let mut starts: Vec<(PartitionId, u64)> =
-            c.partitions.iter().map(|r| (r.id, r.start_pos)).collect();
+        let mut starts: Vec<(PartitionId, u64, u64)> = c
+            .partitions
+            .iter()
+            .map(|r| (r.id, r.start_pos, r.copy_hi))
+            .collect();
         starts.sort_unstable();
         DurableView {
             position: c.position,
@@ -91,22 +95,31 @@ impl DurableView {
         }
     }
 
-    fn start(&self, p: PartitionId) -> Option<u64> {
+    fn start(&self, p: PartitionId) -> Option<(u64, u64)> {
         let i = self.starts.binary_search_by_key(&p, |e| e.0).ok()?;
-        Some(self.starts[i].1)
+        Some((self.starts[i].1, self.starts[i].2))
     }
 
-    /// The entry of `p` at global position `pos` (below `self.position`) is dead.
-    fn is_dead(&self, p: PartitionId, pos: u64) -> bool {
+    /// The entry of `p` at global position `pos` (below `self.position`) is dead. `copy`:
+    /// it is a copy entry (log compaction, `compaction.rs`): live only inside the
+    /// partition's copy range `[start, copy_hi)`, while its appends below `copy_hi` were
+    /// all copied there (or compacted away) and are dead.
+    fn is_dead(&self, p: PartitionId, pos: u64, copy: bool) -> bool {
         // An empty partition's start is u64::MAX: everything it wrote is dead.
-        self.start(p).is_none_or(|start| pos < start)
+        self.start(p).is_none_or(|(start, copy_hi)| {
+            if copy {
+                pos < start || pos >= copy_hi
+            } else {
+                pos < start.max(copy_hi)
+            }
+        })
     }
 
-    /// Partitions that lost entries from `self` to `newer` (deleted, or start moved).
+    /// Partitions that lost entries from `self` to `newer` (deleted, start moved, compacted).
     fn changed_in(&self, newer: &DurableView) -> LiveBits {
         let mut bits = LiveBits::default();
-        for &(p, start) in &self.starts {
-            if newer.start(p) != Some(start) {
+        for &(p, start, copy_hi) in &self.starts {
+            if newer.start(p) != Some((start, copy_hi)) {
                 bits.set(p);
             }
         }
@@ -362,7 +375,7 @@ impl Inner {
             return Ok(());
         }
         if !plan.headers.is_empty() {
-            self.allow_padding_entries()?;
+            self.allow_new_entry_kinds()?;
             for &(at, span) in &plan.headers {
                 let span = u32::try_from(span).map_err(|_| {
                     StorageError::io(
@@ -436,7 +449,7 @@ impl Inner {
             };
             let span = (ENTRY_HEADER_BYTES + h.batch_len as usize) as u64;
             walked += span;
-            if view.is_dead(h.partition, seg.base + at) {
+            if view.is_dead(h.partition, seg.base + at, h.copy) {
                 extend_run(&mut run, at, span, false, min_run, &mut plan);
             } else {
                 st.live.set(h.partition);
@@ -501,8 +514,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Makes sure `FORMAT` says padding entries may exist before the first one is written.
-    fn allow_padding_entries(&self) -> Result<()> {
+    /// Makes sure `FORMAT` says padding and copy entries may exist before the first one is
+    /// written.
+    pub(crate) fn allow_new_entry_kinds(&self) -> Result<()> {
         if !self.cleaner.format_ready.load(Ordering::Acquire) {
             crate::recovery::upgrade_format(&self.cfg.dir)?;
             self.cleaner.format_ready.store(true, Ordering::Release);
@@ -651,15 +665,35 @@ mod tests {
     fn the_durable_view_decides_by_position() {
         let v = DurableView {
             position: 1 << 20,
-            starts: vec![(PartitionId(1), 5000), (PartitionId(2), u64::MAX)],
+            starts: vec![
+                (PartitionId(1), 5000, 0),
+                (PartitionId(2), u64::MAX, 0),
+                (PartitionId(4), 7000, 8000),
+            ],
         };
-        assert!(v.is_dead(PartitionId(1), 4999));
-        assert!(!v.is_dead(PartitionId(1), 5000));
-        assert!(v.is_dead(PartitionId(2), 0), "an empty partition");
-        assert!(v.is_dead(PartitionId(3), 0), "a deleted partition");
+        assert!(v.is_dead(PartitionId(1), 4999, false));
+        assert!(!v.is_dead(PartitionId(1), 5000, false));
+        assert!(v.is_dead(PartitionId(2), 0, false), "an empty partition");
+        assert!(v.is_dead(PartitionId(3), 0, false), "a deleted partition");
+        // A compacted partition: its copies in [7000, 8000) and appends from 8000 live;
+        // appends below 8000 (copied) and copies outside the range (an older compaction's,
+        // or one a crash interrupted) dead.
+        assert!(v.is_dead(PartitionId(4), 7500, false));
+        assert!(!v.is_dead(PartitionId(4), 8000, false));
+        assert!(!v.is_dead(PartitionId(4), 7000, true));
+        assert!(v.is_dead(PartitionId(4), 6999, true));
+        assert!(v.is_dead(PartitionId(4), 8000, true));
+        assert!(
+            v.is_dead(PartitionId(1), 6000, true),
+            "a copy never committed"
+        );
         let newer = DurableView {
             position: 2 << 20,
-            starts: vec![(PartitionId(1), 5000), (PartitionId(2), 9000)],
+            starts: vec![
+                (PartitionId(1), 5000, 0),
+                (PartitionId(2), 9000, 0),
+                (PartitionId(4), 7000, 8000),
+            ],
         };
         let changed = v.changed_in(&newer);
         let mut two = LiveBits::default();

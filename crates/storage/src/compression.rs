@@ -1,5 +1,6 @@
 //! Decompression of Kafka record-batch payloads, always bounded by a cap so a small hostile
-//! batch cannot make us allocate gigabytes.
+//! batch cannot make us allocate gigabytes; and compression, for the batches log compaction
+//! rewrites (`compaction.rs`) in their producer's codec.
 
 use std::io::Read;
 
@@ -40,6 +41,45 @@ pub fn decompress(codec: Compression, data: &[u8], cap: usize) -> Result<Vec<u8>
             read_capped(d, cap, "zstd")
         }
         Compression::Snappy => snappy(data, cap),
+    }
+}
+
+/// Compresses `data` with `codec` as Kafka producers do (snappy in xerial framing, lz4 as
+/// an lz4 frame).
+pub fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let failed = |codec: &str, e: std::io::Error| {
+        StorageError::InvalidBatch(format!("{codec} compression failed: {e}"))
+    };
+    match codec {
+        Compression::None => Ok(data.to_vec()),
+        Compression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(data)
+                .and_then(|()| enc.finish())
+                .map_err(|e| failed("gzip", e))
+        }
+        Compression::Lz4 => {
+            let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            enc.write_all(data).map_err(|e| failed("lz4", e))?;
+            enc.finish()
+                .map_err(|e| failed("lz4", std::io::Error::other(e)))
+        }
+        Compression::Zstd => zstd::bulk::compress(data, 3).map_err(|e| failed("zstd", e)),
+        Compression::Snappy => {
+            let mut out = XERIAL_MAGIC.to_vec();
+            out.extend_from_slice(&1i32.to_be_bytes()); // version
+            out.extend_from_slice(&1i32.to_be_bytes()); // minimum compatible version
+            let mut enc = snap::raw::Encoder::new();
+            for block in data.chunks(32 << 10) {
+                let c = enc
+                    .compress_vec(block)
+                    .map_err(|e| failed("snappy", std::io::Error::other(e)))?;
+                out.extend_from_slice(&(c.len() as i32).to_be_bytes());
+                out.extend_from_slice(&c);
+            }
+            Ok(out)
+        }
     }
 }
 

@@ -147,6 +147,37 @@ pub struct PartitionConfig {
     /// Index records at append (decodes them: key and message-id entries in the hash index;
     /// needed by the key, id and time-range lookups). Off: appends do not decode.
     pub index: bool,
+    /// Log compaction (Kafka's `cleanup.policy=compact`): keep the latest record per key
+    /// (`compaction.rs`). Retention still applies when set (`compact,delete`).
+    pub compaction: Option<Compaction>,
+}
+
+/// How a compacted partition is cleaned (Kafka's topic configs of the same names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compaction {
+    /// `min.compaction.lag.ms`: records newer than this are not compacted yet.
+    pub min_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a partition whose oldest uncompacted record is older than
+    /// this is compacted whatever its dirty ratio.
+    pub max_lag_ms: i64,
+    /// `delete.retention.ms`: how long tombstones (null values) and transaction markers
+    /// are kept after the pass that first found them removable.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`, in millionths: compact when the uncompacted share of
+    /// the partition's bytes reaches it.
+    pub min_dirty_ppm: u32,
+}
+
+impl Default for Compaction {
+    /// Kafka's defaults.
+    fn default() -> Self {
+        Compaction {
+            min_lag_ms: 0,
+            max_lag_ms: i64::MAX,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_dirty_ppm: 500_000,
+        }
+    }
 }
 
 /// Kafka's default `retention.ms`: 7 days.
@@ -159,6 +190,7 @@ impl Default for PartitionConfig {
             retention_ms: Some(DEFAULT_RETENTION_MS),
             retention_bytes: None,
             index: true,
+            compaction: None,
         }
     }
 }
@@ -166,30 +198,55 @@ impl Default for PartitionConfig {
 /// The `config` file in a partition's directory (format in `docs/storage-format.md`):
 /// written whenever `configure_partition` changes the policy, so a restart before the next
 /// checkpoint keeps it.
-pub(crate) const PARTITION_CONFIG_BYTES: usize = 24;
+/// The `config` file of earlier builds (no compaction settings).
+pub(crate) const PARTITION_CONFIG_V1_BYTES: usize = 24;
+pub(crate) const PARTITION_CONFIG_BYTES: usize = 56;
 
 impl PartitionConfig {
+    /// Version 2: the 24 bytes of version 1 (whose CRC slot is reserved now) followed by
+    /// the compaction settings; a CRC over everything before it ends the file.
     pub(crate) fn encode(&self) -> [u8; PARTITION_CONFIG_BYTES] {
         let mut b = [0u8; PARTITION_CONFIG_BYTES];
-        b[0] = 1; // version
+        b[0] = 2; // version
         b[1] = self.flags();
         b[4..12].copy_from_slice(&self.retention_ms.unwrap_or(0).to_le_bytes());
         b[12..20].copy_from_slice(&self.retention_bytes.unwrap_or(0).to_le_bytes());
-        let crc = crc_fast::crc32_iscsi(&b[..20]);
-        b[20..24].copy_from_slice(&crc.to_le_bytes());
+        let c = self.compaction.unwrap_or_default();
+        b[24..32].copy_from_slice(&c.min_lag_ms.to_le_bytes());
+        b[32..40].copy_from_slice(&c.max_lag_ms.to_le_bytes());
+        b[40..48].copy_from_slice(&c.delete_retention_ms.to_le_bytes());
+        b[48..52].copy_from_slice(&c.min_dirty_ppm.to_le_bytes());
+        let crc = crc_fast::crc32_iscsi(&b[..52]);
+        b[52..56].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
     pub(crate) fn decode(b: &[u8]) -> Option<PartitionConfig> {
-        if b.len() != PARTITION_CONFIG_BYTES || b[0] != 1 {
+        let i64_at = |at: usize| Some(i64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?));
+        let (ok, compaction) = match (b.len(), b.first()) {
+            (PARTITION_CONFIG_V1_BYTES, Some(1)) => (
+                crc_fast::crc32_iscsi(&b[..20]).to_le_bytes() == b[20..24],
+                None,
+            ),
+            (PARTITION_CONFIG_BYTES, Some(2)) => (
+                crc_fast::crc32_iscsi(&b[..52]).to_le_bytes() == b[52..56],
+                Some(Compaction {
+                    min_lag_ms: i64_at(24)?,
+                    max_lag_ms: i64_at(32)?,
+                    delete_retention_ms: i64_at(40)?,
+                    min_dirty_ppm: u32::from_le_bytes(b[48..52].try_into().ok()?),
+                }),
+            ),
+            _ => return None,
+        };
+        if !ok {
             return None;
         }
-        if crc_fast::crc32_iscsi(&b[..20]).to_le_bytes() != b[20..24] {
-            return None;
+        let mut cfg = Self::from_flags(b[1], i64_at(4)?, i64_at(12)? as u64);
+        if cfg.compaction.is_some() {
+            cfg.compaction = compaction;
         }
-        let ms = i64::from_le_bytes(b[4..12].try_into().ok()?);
-        let bytes = u64::from_le_bytes(b[12..20].try_into().ok()?);
-        Some(Self::from_flags(b[1], ms, bytes))
+        Some(cfg)
     }
 
     /// bit 0 flush=sync, bit 1 index, bit 2 retention_ms set, bit 3 retention_bytes set.
@@ -207,6 +264,9 @@ impl PartitionConfig {
         if self.retention_bytes.is_some() {
             f |= 8;
         }
+        if self.compaction.is_some() {
+            f |= 16;
+        }
         f
     }
 
@@ -220,6 +280,9 @@ impl PartitionConfig {
             index: f & 2 != 0,
             retention_ms: (f & 4 != 0).then_some(retention_ms),
             retention_bytes: (f & 8 != 0).then_some(retention_bytes),
+            // The flags alone carry no settings: Kafka's defaults until the `config` file
+            // (or the broker) gives them.
+            compaction: (f & 16 != 0).then(Compaction::default),
         }
     }
 }
@@ -237,14 +300,38 @@ mod tests {
                 retention_ms: None,
                 retention_bytes: Some(5),
                 index: false,
+                compaction: None,
+            },
+            PartitionConfig {
+                compaction: Some(Compaction {
+                    min_lag_ms: 5,
+                    max_lag_ms: 6,
+                    delete_retention_ms: 7,
+                    min_dirty_ppm: 8,
+                }),
+                ..PartitionConfig::default()
             },
         ] {
             let b = cfg.encode();
             assert_eq!(PartitionConfig::decode(&b), Some(cfg));
-            let mut bad = b;
-            bad[5] ^= 1;
-            assert_eq!(PartitionConfig::decode(&bad), None);
+            for i in [5, 30, 50] {
+                let mut bad = b;
+                bad[i] ^= 1;
+                assert_eq!(PartitionConfig::decode(&bad), None, "byte {i}");
+            }
         }
+        // A version-1 file of an earlier build still reads.
+        let mut v1 = [0u8; PARTITION_CONFIG_V1_BYTES];
+        v1[0] = 1;
+        v1[1] = 1 | 2 | 4;
+        v1[4..12].copy_from_slice(&99i64.to_le_bytes());
+        let crc = crc_fast::crc32_iscsi(&v1[..20]);
+        v1[20..24].copy_from_slice(&crc.to_le_bytes());
+        let cfg = PartitionConfig::decode(&v1).unwrap();
+        assert_eq!(
+            (cfg.flush, cfg.retention_ms, cfg.compaction),
+            (Flush::Sync, Some(99), None)
+        );
     }
 }
 

@@ -13,6 +13,12 @@
 //! after the header is checked, because it reads as zeros once the hole is punched. A scan
 //! skips it by its length; nothing ever serves it. [`check_header`] and [`check`] accept
 //! batch entries only (a padding header fails them as `BadHeader`).
+//!
+//! A *copy* entry (written by log compaction, `compaction.rs`; store format 3) is a batch
+//! entry with `flags = FLAG_COPY`: a batch of a compacted partition rewritten at the head of
+//! the log with its original offsets. It is checked exactly like a batch entry; the flag
+//! tells scans that it is not an append (recovery never replays it; the cleaner treats it as
+//! live only inside its partition's durable copy range).
 
 use common::PartitionId;
 
@@ -21,8 +27,10 @@ use crate::batch;
 pub const ENTRY_HEADER_BYTES: usize = 16;
 pub const ENTRY_MAGIC: u8 = 0x53;
 pub const ENTRY_VERSION: u8 = 1;
-/// `flags` bit of a padding entry (the only flag defined; a batch entry has flags 0).
+/// `flags` of a padding entry (an appended batch entry has flags 0).
 pub const FLAG_PADDING: u16 = 1;
+/// `flags` of a copy entry: a batch rewritten by log compaction (`compaction.rs`).
+pub const FLAG_COPY: u16 = 2;
 /// `partition` field of a padding entry.
 pub const PADDING_PARTITION: u32 = u32::MAX;
 
@@ -30,13 +38,25 @@ pub const PADDING_PARTITION: u32 = u32::MAX;
 pub struct EntryHeader {
     pub partition: PartitionId,
     pub batch_len: u32,
+    /// A copy written by log compaction, not an append.
+    pub copy: bool,
 }
 
 /// Encodes the header of an entry holding `batch` (already carrying its assigned offset).
 pub fn encode(partition: PartitionId, batch: &[u8]) -> [u8; ENTRY_HEADER_BYTES] {
+    encode_flags(partition, batch, 0)
+}
+
+/// Encodes the header of a copy entry (log compaction's rewrite of `batch`).
+pub fn encode_copy(partition: PartitionId, batch: &[u8]) -> [u8; ENTRY_HEADER_BYTES] {
+    encode_flags(partition, batch, FLAG_COPY)
+}
+
+fn encode_flags(partition: PartitionId, batch: &[u8], flags: u16) -> [u8; ENTRY_HEADER_BYTES] {
     let mut h = [0u8; ENTRY_HEADER_BYTES];
     h[0] = ENTRY_MAGIC;
     h[1] = ENTRY_VERSION;
+    h[2..4].copy_from_slice(&flags.to_le_bytes());
     h[4..8].copy_from_slice(&partition.0.to_le_bytes());
     h[8..12].copy_from_slice(&(batch.len() as u32).to_le_bytes());
     let crc = header_crc(&h, batch);
@@ -110,14 +130,15 @@ pub fn check(bytes: &[u8]) -> Result<EntryHeader, EntryFault> {
 /// Checks the header and that the body fits in `bytes`, and the header CRC (which also covers
 /// the first 21 bytes of the batch). Does not check the batch CRC.
 pub fn check_header(bytes: &[u8]) -> Result<EntryHeader, EntryFault> {
-    if bytes.len() < ENTRY_HEADER_BYTES
-        || bytes[0] != ENTRY_MAGIC
-        || bytes[1] != ENTRY_VERSION
-        || bytes[2..4] != [0, 0]
-    {
-        // Non-zero flags: a padding entry (or a flag this build does not know), not a batch.
+    if bytes.len() < ENTRY_HEADER_BYTES || bytes[0] != ENTRY_MAGIC || bytes[1] != ENTRY_VERSION {
         return Err(EntryFault::BadHeader);
     }
+    let copy = match u16::from_le_bytes([bytes[2], bytes[3]]) {
+        0 => false,
+        FLAG_COPY => true,
+        // A padding entry (or a flag this build does not know), not a batch.
+        _ => return Err(EntryFault::BadHeader),
+    };
     let partition = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     let batch_len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     let stored = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
@@ -132,6 +153,7 @@ pub fn check_header(bytes: &[u8]) -> Result<EntryHeader, EntryFault> {
     Ok(EntryHeader {
         partition: PartitionId(partition),
         batch_len,
+        copy,
     })
 }
 
@@ -157,6 +179,21 @@ mod tests {
         }
         assert_eq!(check(&e[..e.len() - 1]), Err(EntryFault::BadHeader));
         assert_eq!(check(&[0u8; 100]), Err(EntryFault::BadHeader));
+        assert_eq!(padding_span(&e), None);
+        assert!(!h.copy);
+    }
+
+    #[test]
+    fn copy_entries_are_batch_entries_with_their_flag_checked() {
+        let batch = testing::simple(3);
+        let mut e = encode_copy(PartitionId(9), &batch).to_vec();
+        e.extend_from_slice(&batch);
+        let h = check(&e).unwrap();
+        assert_eq!((h.partition, h.copy), (PartitionId(9), true));
+        // The flag is under the header CRC: an append cannot turn into a copy or back.
+        let mut flipped = e.clone();
+        flipped[2] ^= FLAG_COPY as u8;
+        assert_eq!(check_header(&flipped), Err(EntryFault::BadHeader));
         assert_eq!(padding_span(&e), None);
     }
 

@@ -83,6 +83,7 @@ mod check;
 mod checkpoint;
 mod cleaner;
 mod commit_log;
+mod compaction;
 mod compression;
 mod config;
 mod consume_queue;
@@ -104,8 +105,9 @@ mod truncate;
 
 pub use check::CheckReport;
 pub use cleaner::CleanPass;
+pub use compaction::CompactPass;
 pub use config::{
-    CONFIG_KEYS, DEFAULT_CLEAN_BYTES_PER_PASS, DEFAULT_CLEAN_MIN_RUN_BYTES,
+    CONFIG_KEYS, Compaction, DEFAULT_CLEAN_BYTES_PER_PASS, DEFAULT_CLEAN_MIN_RUN_BYTES,
     DEFAULT_MESSAGE_ID_HEADER, DEFAULT_RETENTION_MS, Flush, OpenMode, PartitionConfig, StoreConfig,
 };
 pub use damage::{DamagedBatch, Finding};

@@ -51,6 +51,17 @@ pub struct Partition {
     pub head_max_ts: i64,
     /// Queue files below this entry index have been deleted.
     pub cq_trimmed: u64,
+    /// Log compaction (`compaction.rs`): the partition's entries below this commit-log
+    /// position are copies (from `start_pos` on), its appends are at or above it; 0 when
+    /// it was never compacted.
+    pub copy_hi: u64,
+    /// Offset below which the partition is compacted (Kafka's cleaner checkpoint): the
+    /// dirty part starts here. In memory only (a restart compacts once more).
+    pub clean_end: i64,
+    /// Earliest delete horizon of a tombstone or transaction marker the last pass kept:
+    /// once it passes, the partition is due again though nothing new is dirty (`i64::MAX`:
+    /// none).
+    pub next_horizon: i64,
 }
 
 impl Partition {
@@ -70,6 +81,9 @@ impl Partition {
             bytes: 0,
             cq_trimmed: 0,
             head_max_ts: i64::MIN,
+            copy_hi: 0,
+            clean_end: 0,
+            next_horizon: i64::MAX,
         }
     }
 
@@ -157,7 +171,7 @@ impl QueueFiles {
                 let b = (end - g.cq_flushed) as usize;
                 return Ok(g.cq_pending[a..b].to_vec());
             }
-            (g.cq_flushed, end, (g.cq_start, g.start_pos))
+            (g.cq_flushed, end, (g.cq_start, g.start_pos, g.copy_hi))
         };
         let file_end = end.min(flushed);
         let mut out = self.read_cq_files(p, i, file_end - i, head)?;
@@ -182,7 +196,7 @@ impl QueueFiles {
         let end = (i + n).min(g.cq_end);
         let mut out = Vec::new();
         if i < g.cq_flushed {
-            let head = (g.cq_start, g.start_pos);
+            let head = (g.cq_start, g.start_pos, g.copy_hi);
             out = self.read_cq_files(p, i, end.min(g.cq_flushed) - i, head)?;
         }
         if end > g.cq_flushed {
@@ -194,13 +208,13 @@ impl QueueFiles {
     }
 
     /// Entries `[i, i+n)` from the files; `head` = (first live entry, its commit-log
-    /// position), for repairs.
+    /// position, the partition's copy range end), for repairs.
     fn read_cq_files(
         &self,
         p: PartitionId,
         i: u64,
         n: u64,
-        head: (u64, u64),
+        head: (u64, u64, u64),
     ) -> Result<Vec<CqEntry>> {
         let raw = self.cq.read(&self.cache, &self.dir(p), i, n)?;
         let mut out: Vec<CqEntry> = Vec::with_capacity(raw.len() / CQ_ENTRY_BYTES);
@@ -226,14 +240,15 @@ impl QueueFiles {
 
     /// Rebuilds consume-queue entry `j` of `p` from the commit log (its CRC failed): it is
     /// the first entry of `p` after entry `j-1` (`prev`), or at the partition's first live
-    /// position when `j` is its first live entry. Writes it back; fails with `Format` if the
-    /// commit log does not hold it.
+    /// position when `j` is its first live entry (a copy when below the partition's copy
+    /// range end, an append from there on: `compaction.rs`). Writes it back; fails with
+    /// `Format` if the commit log does not hold it.
     fn repair(
         &self,
         p: PartitionId,
         j: u64,
         prev: Option<CqEntry>,
-        head: (u64, u64),
+        head: (u64, u64, u64),
     ) -> Result<CqEntry> {
         let (mut pos, want_base) = match prev {
             Some(e) => (
@@ -269,7 +284,8 @@ impl QueueFiles {
                     None => break None,
                 }
             };
-            if h.partition == p {
+            let current = if h.copy { pos < head.2 } else { pos >= head.2 };
+            if h.partition == p && current {
                 let body = &bytes[ENTRY_HEADER_BYTES..ENTRY_HEADER_BYTES + h.batch_len as usize];
                 break BatchHeader::parse(body).ok().map(|b| CqEntry {
                     position: pos,
@@ -282,8 +298,13 @@ impl QueueFiles {
             }
             pos += (ENTRY_HEADER_BYTES + h.batch_len as usize) as u64;
         };
+        // Offsets are dense but for the gaps compaction leaves between copies.
         let e = found
-            .filter(|e| want_base.is_none_or(|b| b == e.base_offset))
+            .filter(|e| {
+                want_base.is_none_or(|b| {
+                    b == e.base_offset || (e.position < head.2 && b < e.base_offset)
+                })
+            })
             .ok_or_else(|| Self::corrupt(p, j))?;
         let mut b = Vec::with_capacity(CQ_ENTRY_BYTES);
         e.encode(&mut b);

@@ -121,8 +121,10 @@ pub const MIN_RECORD_BYTES: usize = 7;
 /// `id_header` (the message id; `None` when absent, null, or `id_header` is `None`).
 ///
 /// Strict: the section must hold exactly `recordCount` records, each one's fields must fill
-/// exactly its declared length, its offset delta must be its index (0, 1, …, as every
-/// client writes them and Kafka requires) and its header count must not be negative.
+/// exactly its declared length, its offset deltas must increase from at least its index up
+/// to at most `lastOffsetDelta` (0, 1, … as every client writes them, given
+/// [`check_batch`]'s `lastOffsetDelta = count - 1`; a compacted batch has gaps) and its
+/// header count must not be negative.
 /// Anything else is an [`StorageError::InvalidBatch`] naming the record.
 pub fn for_each_record_with_id<'a>(
     batch: &BatchHeader<'_>,
@@ -135,6 +137,8 @@ pub fn for_each_record_with_id<'a>(
         return Err(bad("negative record count"));
     }
     let log_append = batch.is_log_append_time();
+    let last_delta = batch.last_offset_delta();
+    let mut prev_delta = -1;
     let mut c = Cursor { b: data, at: 0 };
     for index in 0..count {
         let len = c.varint()?;
@@ -146,11 +150,15 @@ pub fn for_each_record_with_id<'a>(
         r.take(1)?; // attributes (unused in v2)
         let ts_delta = r.varlong()?;
         let offset_delta = r.varint()?;
-        if offset_delta != index {
+        // Deltas increase from 0 up to `lastOffsetDelta`; with `lastOffsetDelta = count - 1`
+        // (checked by `check_batch` for produced batches) that means exactly 0, 1, …; a
+        // compacted batch (`compaction.rs`) keeps its records' deltas, with gaps.
+        if offset_delta < index || offset_delta <= prev_delta || offset_delta > last_delta {
             return Err(StorageError::InvalidBatch(format!(
-                "record {index} has offset delta {offset_delta} (must be {index})"
+                "record {index} has offset delta {offset_delta} (after {prev_delta}, at most {last_delta})"
             )));
         }
+        prev_delta = offset_delta;
         let key = r.bytes()?;
         let value = r.bytes()?;
         let headers = r.varint()?;

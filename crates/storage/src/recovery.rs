@@ -32,11 +32,12 @@ use crate::partition::{Partition, QueueFiles};
 use crate::store::{Inner, index_batch};
 
 const FORMAT_MAGIC: &[u8; 8] = b"SLUICEST";
-/// Version 2: the commit log may hold padding entries (`entry.rs`, written by the cleaner).
-/// New stores are created as 2; a version-1 store is opened as is and marked 2 before its
-/// first padding entry is written ([`upgrade_format`]), so builds that do not know padding
-/// entries refuse it rather than misread it.
-pub const FORMAT_VERSION: u8 = 2;
+/// Version 2: the commit log may hold padding entries (`entry.rs`, written by the cleaner);
+/// version 3: also copy entries (written by log compaction). New stores are created as 3;
+/// an older store is opened as is and marked 3 before its first padding or copy entry is
+/// written ([`upgrade_format`]), so builds that do not know them refuse it rather than
+/// misread it.
+pub const FORMAT_VERSION: u8 = 3;
 const FORMAT_VERSION_OLDEST: u8 = 1;
 
 fn format_bytes(version: u8) -> Vec<u8> {
@@ -288,6 +289,12 @@ fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
                 position = pos,
                 "commit-log entry fails its batch CRC; kept, never served"
             );
+        }
+        if h.copy {
+            // A copy written by log compaction past the checkpoint: its compaction was not
+            // committed (a commit checkpoints past its copies), so it is not the partition's.
+            pos += size as u64;
+            continue;
         }
         let body = &bytes[ENTRY_HEADER_BYTES..size];
         if !dispatch(inner, h.partition, body, pos, cap, id_header, padding_end) {

@@ -26,6 +26,7 @@ fn readers_race_appends_flushes_and_retention() {
             // Partition 3 keeps only ~64 KiB: its log start moves under the readers.
             retention_bytes: (p == 3).then_some(64 * 1024),
             index: p != 2,
+            compaction: None,
         };
         store.configure_partition(PartitionId(p), cfg).unwrap();
     }
