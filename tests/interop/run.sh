@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop suite: the real `sluice` binary driven by kcat, confluent-kafka (Python),
-# kafka-python and kafkajs (Node), pika (AMQP 0-9-1), each installed from the package registries if missing.
+# kafka-python and kafkajs (Node), pika (AMQP 0-9-1), each installed from the package registries if missing;
+# and log compaction end to end with confluent-kafka (its own broker, killed on purpose).
 # Usage: tests/interop/run.sh [path/to/sluice]   (default: target/debug/sluice)
 # Each client script prints "N passed, N failed"; this script fails if any client fails.
 set -euo pipefail
@@ -61,6 +62,8 @@ run kcat bash "$here/kcat.sh"
 run confluent-kafka "$here/.venv/bin/python" "$here/confluent_kafka_test.py"
 run kafka-python "$here/.venv/bin/python" "$here/kafka_python_test.py"
 run kafkajs node "$here/kafkajs_test.js"
+# Its own broker (short compaction interval, killed on purpose).
+run compaction "$here/.venv/bin/python" "$here/compaction_test.py"
 # Last: it restarts the broker.
 run pika "$here/.venv/bin/python" "$here/amqp/pika_test.py"
 if [ "$failed" -ne 0 ]; then
