@@ -11,6 +11,8 @@
 //!   memory       RSS per idle partition at 100,000 partitions
 //!   clean        append throughput with the cleaner running vs off (a dying partition
 //!                interleaved with one that keeps every segment)
+//!   compact      log compaction's rewrite rate, and append throughput to another
+//!                partition while a pass runs vs while none does
 //! ```
 //! Sizes are scaled by SLUICE_BENCH_MB (default per bench below).
 #![allow(unsafe_code)] // see the SAFETY comments
@@ -638,6 +640,142 @@ fn bench_clean(dir: &Path) {
     settle(&d);
 }
 
+/// Batches of 16 records of ~1000 bytes whose keys cycle over `keys` distinct keys.
+fn keyed_batches(total: u64, keys: u64) -> Vec<BytesMut> {
+    let now = 1_700_000_000_000i64;
+    let value = vec![7u8; 1000];
+    let mut out = Vec::new();
+    let mut k = 0u64;
+    let mut bytes = 0u64;
+    while bytes < total {
+        let mut b = BatchBuilder::new();
+        for _ in 0..16 {
+            let key = format!("key-{:08}", k % keys);
+            b.record(Some(key.as_bytes()), Some(&value), now, &[]);
+            k += 1;
+        }
+        let built = b.build();
+        bytes += built.len() as u64;
+        out.push(BytesMut::from(&built[..]));
+    }
+    out
+}
+
+/// Appends 16 KiB batches to `p` until `stop` is set; returns bytes appended.
+fn append_until(store: &Store, p: PartitionId, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    let b = batch_16k();
+    let rt = rt(1);
+    let mut total = 0u64;
+    rt.block_on(async {
+        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+            store.append(p, BytesMut::from(&b[..])).await.unwrap();
+            total += b.len() as u64;
+        }
+    });
+    total
+}
+
+fn bench_compact(dir: &Path) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let total = env_mb(512) << 20;
+    let keys = (total >> 10) / 5; // each key updated about 5 times
+    // SLUICE_BENCH_COMPACT_MBPS: the pace (storage.compaction_bytes_per_sec; 0 unlimited).
+    let pace = std::env::var("SLUICE_BENCH_COMPACT_MBPS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(sluice_storage::DEFAULT_COMPACTION_BYTES_PER_SEC, |m| {
+            m << 20
+        });
+    println!(
+        "## compact: a compacted partition of {} MiB (1 KiB records, {keys} keys, ~5 updates each), reads paced to {} MiB/s (0: unlimited); appends of 16 KiB batches to another partition during a pass vs during no pass",
+        total >> 20,
+        pace >> 20
+    );
+    let d = dir.join("compact");
+    let (mut rates, mut ratios) = (Vec::new(), Vec::new());
+    for round in 0..rounds() {
+        settle(&d);
+        let mut cfg = StoreConfig::new(&d);
+        cfg.background = false;
+        cfg.compaction_bytes_per_sec = pace;
+        let store = Store::open(cfg).unwrap();
+        let compacted = PartitionConfig {
+            compaction: Some(sluice_storage::Compaction {
+                min_dirty_ppm: 0,
+                ..Default::default()
+            }),
+            ..keep(Flush::Async, false)
+        };
+        store
+            .configure_partition(PartitionId(0), compacted)
+            .unwrap();
+        store
+            .configure_partition(PartitionId(1), keep(Flush::Async, false))
+            .unwrap();
+        let rt1 = rt(1);
+        rt1.block_on(async {
+            for b in keyed_batches(total, keys) {
+                store.append(PartitionId(0), b).await.unwrap();
+            }
+        });
+        store.flush().unwrap();
+        // A pass alone: its rewrite rate.
+        let t = Instant::now();
+        let pass = store.compact().unwrap();
+        let alone = t.elapsed();
+        let rate = mbps(total, alone);
+        rates.push(rate);
+        // Dirty it again (a pass rewrites the whole partition), then time appends to the
+        // other partition during a pass and during the same time without one; which goes
+        // first alternates between rounds.
+        rt1.block_on(async {
+            for b in keyed_batches(1 << 20, keys) {
+                store.append(PartitionId(0), b).await.unwrap();
+            }
+        });
+        let measure = |with_pass: bool, window: Duration| -> (u64, Duration) {
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|sc| {
+                let t = Instant::now();
+                let h = sc.spawn(|| append_until(&store, PartitionId(1), &stop));
+                if with_pass {
+                    store.compact().unwrap();
+                } else {
+                    std::thread::sleep(window);
+                }
+                stop.store(true, Ordering::Release);
+                let bytes = h.join().unwrap();
+                (bytes, t.elapsed())
+            })
+        };
+        let (during, quiet) = if round % 2 == 0 {
+            let d = measure(true, alone);
+            (d, measure(false, d.1))
+        } else {
+            let q = measure(false, alone);
+            (measure(true, alone), q)
+        };
+        let (r_during, r_quiet) = (mbps(during.0, during.1), mbps(quiet.0, quiet.1));
+        println!(
+            "round {round}: pass over {} MiB in {:.2} s = {rate:.0} MB/s of log ({} MiB read, {} MiB written, {} records removed) | appends during a pass {r_during:.0} MB/s, without {r_quiet:.0} MB/s ({:.0}%)",
+            total >> 20,
+            alone.as_secs_f64(),
+            pass.bytes_read >> 20,
+            pass.bytes_written >> 20,
+            pass.records_removed,
+            100.0 * r_during / r_quiet,
+        );
+        ratios.push(100.0 * r_during / r_quiet);
+        store.close().unwrap();
+    }
+    println!(
+        "MEDIAN compaction {:.0} MB/s of log; appends during a pass at {:.0}% of their rate without one",
+        median(rates),
+        median(ratios)
+    );
+    settle(&d);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("");
@@ -654,6 +792,7 @@ fn main() {
         "open" => bench_open(&dir),
         "memory" => bench_memory(&dir),
         "clean" => bench_clean(&dir),
+        "compact" => bench_compact(&dir),
         "memory-open" => bench_memory_open(&dir),
         "append-store-only" => {
             // For profiling: only the store side of `append`.

@@ -42,7 +42,8 @@
 //! A partition is compacted when its uncompacted share of bytes reaches
 //! `min.cleanable.dirty.ratio`, or its oldest uncompacted record is older than
 //! `max.compaction.lag.ms`. Cost: a pass reads the partition twice (headers, then the
-//! cleanable records) and writes what survives plus the tail.
+//! cleanable records) and writes what survives plus the tail, its reads paced to
+//! `storage.compaction_bytes_per_sec`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -140,8 +141,44 @@ struct Copies {
     written: Vec<CqEntry>,
 }
 
+/// A pass in progress: its figures and its pace.
+struct Pass {
+    stats: CompactPass,
+    throttle: Throttle,
+}
+
 /// The earliest delete horizon among what a pass kept (`i64::MAX`: none).
 struct Horizon(i64);
+
+/// Paces a pass's reads to `StoreConfig::compaction_bytes_per_sec` (Kafka's
+/// `log.cleaner.io.max.bytes.per.second`): sleeps whenever it is ahead. Never charged
+/// with the writer lock held.
+struct Throttle {
+    start: std::time::Instant,
+    limit: u64,
+    bytes: u64,
+}
+
+impl Throttle {
+    fn new(limit: u64) -> Throttle {
+        Throttle {
+            start: std::time::Instant::now(),
+            limit,
+            bytes: 0,
+        }
+    }
+
+    fn charge(&mut self, n: usize) {
+        if self.limit == 0 {
+            return;
+        }
+        self.bytes += n as u64;
+        let due = std::time::Duration::from_secs_f64(self.bytes as f64 / self.limit as f64);
+        if let Some(ahead) = due.checked_sub(self.start.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
+}
 
 /// The compactor thread: a pass every `retention_check_interval_ms`.
 pub(crate) fn background(inner: Arc<Inner>, stop: Arc<crate::flush::Stop>) {
@@ -177,7 +214,10 @@ impl Inner {
             .map(|(k, v)| (*k, v.clone()))
             .collect();
         parts.sort_by_key(|(k, _)| *k);
-        let mut pass = CompactPass::default();
+        let mut pass = Pass {
+            stats: CompactPass::default(),
+            throttle: Throttle::new(self.cfg.compaction_bytes_per_sec),
+        };
         for (p, part) in &parts {
             if self.closed.load(Ordering::Acquire) {
                 return Err(StorageError::Closed);
@@ -189,6 +229,7 @@ impl Inner {
                 Err(e) => tracing::warn!(partition = %p, error = %e, "compaction skipped"),
             }
         }
+        let pass = pass.stats;
         if pass.partitions > 0 && self.compaction_fault.load(Ordering::Acquire) != u64::MAX {
             self.checkpoint(false)?;
         }
@@ -199,7 +240,7 @@ impl Inner {
         &self,
         p: PartitionId,
         part: &Mutex<Partition>,
-        pass: &mut CompactPass,
+        pass: &mut Pass,
     ) -> Result<()> {
         let (comp, a, m) = {
             let g = part.lock();
@@ -231,7 +272,8 @@ impl Inner {
             }
             for e in &page {
                 let bytes = self.load_batch(p, e)?;
-                pass.bytes_read += bytes.len() as u64;
+                pass.stats.bytes_read += bytes.len() as u64;
+                pass.throttle.charge(bytes.len());
                 let out = if i >= scan.end {
                     Some(Out::Same(bytes))
                 } else {
@@ -278,14 +320,14 @@ impl Inner {
         let rest = self.files.cq_entries_locked(p, &g, from, g.cq_end - from)?;
         for e in &rest {
             let bytes = self.load_batch(p, e)?;
-            pass.bytes_read += bytes.len() as u64;
+            pass.stats.bytes_read += bytes.len() as u64;
             copies.pending.push(Out::Same(bytes));
         }
         self.write_copies(p, &mut w, &mut copies, index_on, pass)?;
         let copy_hi = w.pos;
         self.switch(&mut g, copies.written, copy_hi, clean_end);
         g.next_horizon = horizon.0;
-        pass.partitions += 1;
+        pass.stats.partitions += 1;
         Ok(())
     }
 
@@ -345,7 +387,7 @@ impl Inner {
         a: u64,
         m: u64,
         now: i64,
-        pass: &mut CompactPass,
+        pass: &mut Pass,
     ) -> Result<Option<Scan>> {
         let mut scan = Scan {
             end: m - 1,
@@ -364,7 +406,8 @@ impl Inner {
                     scan.end = scan.end.min(i);
                 }
                 let bytes = self.load_batch(p, e)?;
-                pass.bytes_read += crate::batch::HEADER_BYTES as u64;
+                pass.stats.bytes_read += crate::batch::HEADER_BYTES as u64;
+                pass.throttle.charge(crate::batch::HEADER_BYTES);
                 let h = BatchHeader::parse(&bytes)?;
                 let pid = h.producer_id();
                 if pid >= 0 {
@@ -398,7 +441,7 @@ impl Inner {
         part: &Mutex<Partition>,
         scan: &mut Scan,
         a: u64,
-        pass: &mut CompactPass,
+        pass: &mut Pass,
     ) -> Result<Option<HashMap<Vec<u8>, Offset>>> {
         let cap = self.cfg.max_decompressed_batch_bytes;
         let mut map: HashMap<Vec<u8>, Offset> = HashMap::new();
@@ -421,7 +464,8 @@ impl Inner {
                     continue;
                 }
                 let bytes = self.load_batch(p, e)?;
-                pass.bytes_read += bytes.len() as u64;
+                pass.stats.bytes_read += bytes.len() as u64;
+                pass.throttle.charge(bytes.len());
                 let h = BatchHeader::parse(&bytes)?;
                 if h.is_control() {
                     continue;
@@ -448,13 +492,13 @@ impl Inner {
         bytes: Bytes,
         (scan, map, comp, now, kept_data): CleanCtx<'_>,
         horizon_out: &mut Horizon,
-        pass: &mut CompactPass,
+        pass: &mut Pass,
     ) -> Result<Option<Out>> {
         let h = BatchHeader::parse(&bytes)?;
         let count = h.record_count().max(0) as u64;
         if scan.aborted.contains(&i) {
-            pass.records_removed += count;
-            pass.batches_removed += 1;
+            pass.stats.records_removed += count;
+            pass.stats.batches_removed += 1;
             return Ok(None);
         }
         if h.is_control() {
@@ -464,8 +508,8 @@ impl Inner {
                 .is_some_and(|m| m.iter().any(|j| kept_data.contains(j)));
             let horizon = h.max_timestamp().saturating_add(comp.delete_retention_ms);
             if !has_data && horizon <= now {
-                pass.records_removed += count;
-                pass.batches_removed += 1;
+                pass.stats.records_removed += count;
+                pass.stats.batches_removed += 1;
                 return Ok(None);
             }
             if !has_data {
@@ -494,7 +538,7 @@ impl Inner {
             }
             kept.push(r);
         })?;
-        pass.records_removed += count - kept.len() as u64;
+        pass.stats.records_removed += count - kept.len() as u64;
         let set_horizon = tombstones && horizon.is_none();
         if tombstones {
             let at = horizon.unwrap_or_else(|| now.saturating_add(comp.delete_retention_ms));
@@ -505,7 +549,7 @@ impl Inner {
         }
         let pid = h.producer_id();
         if kept.is_empty() && !(pid >= 0 && scan.last_of_producer.get(&pid) == Some(&i)) {
-            pass.batches_removed += 1;
+            pass.stats.batches_removed += 1;
             return Ok(None);
         }
         let base_ts = if set_horizon {
@@ -527,7 +571,7 @@ impl Inner {
         to: u64,
         copies: &mut Copies,
         index_on: bool,
-        pass: &mut CompactPass,
+        pass: &mut Pass,
     ) -> Result<u64> {
         let mut i = from;
         while i < to {
@@ -537,7 +581,8 @@ impl Inner {
             }
             for e in &page {
                 let bytes = self.load_batch(p, e)?;
-                pass.bytes_read += bytes.len() as u64;
+                pass.stats.bytes_read += bytes.len() as u64;
+                pass.throttle.charge(bytes.len());
                 self.stage(p, copies, Out::Same(bytes), index_on, pass)?;
             }
             i += page.len() as u64;
@@ -552,7 +597,7 @@ impl Inner {
         copies: &mut Copies,
         out: Out,
         index_on: bool,
-        pass: &mut CompactPass,
+        pass: &mut Pass,
     ) -> Result<()> {
         let fault = self.compaction_fault.load(Ordering::Acquire);
         if fault != 0 && fault != u64::MAX {
@@ -579,7 +624,7 @@ impl Inner {
         p: PartitionId,
         copies: &mut Copies,
         index_on: bool,
-        pass: &mut CompactPass,
+        pass: &mut Pass,
     ) -> Result<()> {
         if copies.pending.is_empty() {
             return Ok(());
@@ -599,7 +644,7 @@ impl Inner {
         w: &mut Writer,
         copies: &mut Copies,
         index_on: bool,
-        pass: &mut CompactPass,
+        pass: &mut Pass,
     ) -> Result<()> {
         if copies.pending.is_empty() {
             return Ok(());
@@ -624,7 +669,7 @@ impl Inner {
                 max_timestamp: h.max_timestamp(),
                 filter_bits: 0,
             });
-            pass.bytes_written += (entry::ENTRY_HEADER_BYTES + b.len()) as u64;
+            pass.stats.bytes_written += (entry::ENTRY_HEADER_BYTES + b.len()) as u64;
             if index_on
                 && !h.is_control()
                 && let Ok(keys) = index_batch(b, cap, id_header)

@@ -56,6 +56,9 @@ pub struct StoreConfig {
     /// I/O budget of one cleaner pass (run after each retention pass, `cleaner.rs`): the
     /// bytes of commit-log entries it may walk over; 0 turns the cleaner off.
     pub clean_bytes_per_pass: u64,
+    /// Log compaction reads at most this many bytes per second (0: unlimited), so a pass
+    /// leaves appends their share of the disk and CPU (`compaction.rs`).
+    pub compaction_bytes_per_sec: u64,
     /// Smallest run of consecutive dead entries the cleaner turns into a padding entry and
     /// frees (only whole blocks inside a run are freed, and each run costs a header write).
     pub clean_min_run_bytes: u64,
@@ -87,9 +90,14 @@ impl StoreConfig {
             open_mode: OpenMode::Normal,
             clean_bytes_per_pass: DEFAULT_CLEAN_BYTES_PER_PASS,
             clean_min_run_bytes: DEFAULT_CLEAN_MIN_RUN_BYTES,
+            compaction_bytes_per_sec: DEFAULT_COMPACTION_BYTES_PER_SEC,
         }
     }
 }
+
+/// Default [`StoreConfig::compaction_bytes_per_sec`] (docs/benchmarks.md: appends to other
+/// partitions during a pass keep most of their rate at this pace).
+pub const DEFAULT_COMPACTION_BYTES_PER_SEC: u64 = 64 << 20;
 
 /// How [`crate::Store::open`] treats damage a crash cannot explain (a truncated or missing
 /// segment, a missing consume-queue file: `check.rs`).
@@ -378,6 +386,16 @@ pub const CONFIG_KEYS: &[KeySpec] = &[
         doc: "I/O budget of one cleaner pass: bytes of commit-log entries it may walk to free the blocks of dead entries in place (hole punching). 0 turns the cleaner off.",
     },
     KeySpec {
+        key: "storage.compaction_bytes_per_sec",
+        kind: Kind::Int {
+            min: 0,
+            max: 1 << 40,
+        },
+        default: "67108864",
+        kafka_name: Some("log.cleaner.io.max.bytes.per.second"),
+        doc: "Log compaction reads at most this many bytes per second (0: unlimited), so appends keep their share of the disk and CPU while a pass runs.",
+    },
+    KeySpec {
         key: "limits.max_decompressed_batch_bytes",
         kind: Kind::Int {
             min: 1024,
@@ -398,6 +416,8 @@ impl StoreConfig {
         c.retention_check_interval_ms =
             u64::try_from(s.int("storage.retention_check_interval_ms")).unwrap_or(0);
         c.clean_bytes_per_pass = u64::try_from(s.int("storage.clean_bytes_per_pass")).unwrap_or(0);
+        c.compaction_bytes_per_sec =
+            u64::try_from(s.int("storage.compaction_bytes_per_sec")).unwrap_or(0);
         c.max_decompressed_batch_bytes =
             usize::try_from(s.int("limits.max_decompressed_batch_bytes")).unwrap_or(usize::MAX);
         c
@@ -418,6 +438,7 @@ mod config_key_tests {
         assert_eq!(k.flush_interval_ms, d.flush_interval_ms);
         assert_eq!(k.retention_check_interval_ms, d.retention_check_interval_ms);
         assert_eq!(k.clean_bytes_per_pass, d.clean_bytes_per_pass);
+        assert_eq!(k.compaction_bytes_per_sec, d.compaction_bytes_per_sec);
         assert_eq!(
             k.max_decompressed_batch_bytes,
             d.max_decompressed_batch_bytes

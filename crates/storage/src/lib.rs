@@ -108,7 +108,8 @@ pub use cleaner::CleanPass;
 pub use compaction::CompactPass;
 pub use config::{
     CONFIG_KEYS, Compaction, DEFAULT_CLEAN_BYTES_PER_PASS, DEFAULT_CLEAN_MIN_RUN_BYTES,
-    DEFAULT_MESSAGE_ID_HEADER, DEFAULT_RETENTION_MS, Flush, OpenMode, PartitionConfig, StoreConfig,
+    DEFAULT_COMPACTION_BYTES_PER_SEC, DEFAULT_MESSAGE_ID_HEADER, DEFAULT_RETENTION_MS, Flush,
+    OpenMode, PartitionConfig, StoreConfig,
 };
 pub use damage::{DamagedBatch, Finding};
 /// The header of a padding entry of a given span (for the fuzz targets; format in
