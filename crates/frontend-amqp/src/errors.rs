@@ -94,6 +94,8 @@ pub fn method_name((class_id, method_id): (u16, u16)) -> &'static str {
         (20, 20) => "channel.flow",
         (40, 10) => "exchange.declare",
         (40, 20) => "exchange.delete",
+        (40, 30) => "exchange.bind",
+        (40, 40) => "exchange.unbind",
         (50, 10) => "queue.declare",
         (50, 20) => "queue.bind",
         (50, 30) => "queue.purge",

@@ -45,6 +45,7 @@ mod message;
 mod outbox;
 mod publish;
 mod queue_methods;
+mod routing;
 mod server;
 mod topology;
 

@@ -9,10 +9,8 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::channel::Channel;
 use crate::connection::Session;
-use crate::errors::{
-    ACCESS_REFUSED, AmqpError, NOT_FOUND, NOT_IMPLEMENTED, PRECONDITION_FAILED, from_broker,
-};
-use crate::topology::Binding;
+use crate::errors::{ACCESS_REFUSED, AmqpError, NOT_FOUND, PRECONDITION_FAILED, from_broker};
+use crate::topology::{Binding, Destination, Exchange, ExchangeKind};
 
 /// Setting recording the declare's `durable` flag.
 pub(crate) const DURABLE_SETTING: &str = "amqp.durable";
@@ -26,6 +24,21 @@ fn settings_of(arguments: &FieldTable, durable: bool) -> BTreeMap<String, String
         .collect();
     out.insert(DURABLE_SETTING.to_string(), durable.to_string());
     out
+}
+
+/// exchange.declare's flags and arguments as the exchange wanted.
+fn exchange_of(d: &exchange::Declare) -> Result<Exchange, AmqpError> {
+    Ok(Exchange {
+        kind: ExchangeKind::parse(d.kind.as_str())?,
+        durable: d.durable,
+        auto_delete: d.auto_delete,
+        internal: d.internal,
+        alternate: d
+            .arguments
+            .inner()
+            .get("alternate-exchange")
+            .map(value_text),
+    })
 }
 
 /// A field table as sorted (name, value text) pairs (binding arguments, message headers).
@@ -88,7 +101,7 @@ impl Session {
                 self.require_queue(b.queue.as_str())?;
                 let binding = Binding {
                     exchange: b.exchange.to_string(),
-                    queue: b.queue.to_string(),
+                    destination: Destination::Queue(b.queue.to_string()),
                     key: b.routing_key.to_string(),
                     args: table_text(&b.arguments),
                 };
@@ -104,7 +117,7 @@ impl Session {
             queue::AMQPMethod::Unbind(u) => {
                 let binding = Binding {
                     exchange: u.exchange.to_string(),
-                    queue: u.queue.to_string(),
+                    destination: Destination::Queue(u.queue.to_string()),
                     key: u.routing_key.to_string(),
                     args: table_text(&u.arguments),
                 };
@@ -244,38 +257,56 @@ impl Session {
     }
 
     pub fn exchange_method(&mut self, ch: u16, m: exchange::AMQPMethod) -> Result<(), AmqpError> {
-        match m {
+        let topology = &self.door.topology;
+        let broker = &self.door.broker;
+        let (reply, nowait) = match m {
             exchange::AMQPMethod::Declare(d) => {
-                self.door.topology.declare_exchange(
-                    &self.door.broker,
-                    d.exchange.as_str(),
-                    d.kind.as_str(),
-                    d.durable,
-                    d.passive,
-                )?;
-                if !d.nowait {
-                    let ok = exchange::DeclareOk {};
-                    self.out
-                        .method(ch, AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(ok)));
-                }
-                Ok(())
+                let wanted = exchange_of(&d)?;
+                topology.declare_exchange(broker, d.exchange.as_str(), wanted, d.passive)?;
+                let ok = exchange::DeclareOk {};
+                (exchange::AMQPMethod::DeclareOk(ok), d.nowait)
             }
             exchange::AMQPMethod::Delete(d) => {
-                self.door
-                    .topology
-                    .delete_exchange(&self.door.broker, d.exchange.as_str())?;
-                if !d.nowait {
-                    let ok = exchange::DeleteOk {};
-                    self.out
-                        .method(ch, AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(ok)));
-                }
-                Ok(())
+                topology.delete_exchange(broker, d.exchange.as_str(), d.if_unused)?;
+                (
+                    exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}),
+                    d.nowait,
+                )
             }
-            _ => Err(AmqpError::connection(
-                NOT_IMPLEMENTED,
-                "exchange-to-exchange bindings are not implemented yet",
-            )),
+            exchange::AMQPMethod::Bind(b) => {
+                let binding = Binding {
+                    exchange: b.source.to_string(),
+                    destination: Destination::Exchange(b.destination.to_string()),
+                    key: b.routing_key.to_string(),
+                    args: table_text(&b.arguments),
+                };
+                topology.bind(broker, binding)?;
+                (exchange::AMQPMethod::BindOk(exchange::BindOk {}), b.nowait)
+            }
+            exchange::AMQPMethod::Unbind(u) => {
+                let binding = Binding {
+                    exchange: u.source.to_string(),
+                    destination: Destination::Exchange(u.destination.to_string()),
+                    key: u.routing_key.to_string(),
+                    args: table_text(&u.arguments),
+                };
+                topology.unbind(broker, &binding)?;
+                (
+                    exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}),
+                    u.nowait,
+                )
+            }
+            other => {
+                return Err(AmqpError::connection(
+                    crate::errors::COMMAND_INVALID,
+                    format!("{other:?} is sent by servers, not clients"),
+                ));
+            }
+        };
+        if !nowait {
+            self.out.method(ch, AMQPClass::Exchange(reply));
         }
+        Ok(())
     }
 }
 

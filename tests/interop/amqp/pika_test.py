@@ -1,7 +1,7 @@
 """pika 1.3 against sluice's AMQP door: RabbitMQ's tutorial flows (hello world, work queue
 with prefetch 1 and manual acks across two consumers, fanout, direct routing), nack with
-requeue (redelivered), basic.get, publisher confirms with mandatory returns, and messages
-that survive a broker restart. Needs AMQP_PORT; the restart check needs SLUICE_RESTART (a
+requeue (redelivered), basic.get, publisher confirms with mandatory returns, exchange-to-
+exchange bindings, alternate exchanges, and messages that survive a broker restart. Needs AMQP_PORT; the restart check needs SLUICE_RESTART (a
 command that restarts the server on the same data directory and ports)."""
 import os
 import subprocess
@@ -194,6 +194,103 @@ def headers_exchange():
     conn.close()
 
 
+def expect_close(code, fn, what):
+    """Runs `fn` (which uses a channel); the broker must close that channel with `code`."""
+    try:
+        fn()
+    except pika.exceptions.ChannelClosedByBroker as e:
+        assert e.reply_code == code, (what, e)
+        return
+    raise AssertionError(f"{what}: expected channel close {code}")
+
+
+def queue_exists(conn, name):
+    """A passive declare on a fresh channel: True, or False when the broker says 404."""
+    try:
+        conn.channel().queue_declare(name, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker as e:
+        assert e.reply_code == 404, e
+        return False
+
+
+def exchange_exists(conn, name):
+    try:
+        conn.channel().exchange_declare(name, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker as e:
+        assert e.reply_code == 404, e
+        return False
+
+
+def eventually(cond, what, timeout=10):
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, what
+        time.sleep(0.05)
+
+
+def exchange_to_exchange_bindings():
+    """exchange.bind: messages published to one exchange reach the queues behind the
+    exchanges bound to it, once each even through a cycle; exchange.unbind stops them; an
+    internal exchange is fed only by bindings."""
+    conn = connect()
+    ch = conn.channel()
+    ch.exchange_declare("e2e_front", exchange_type="topic")
+    ch.exchange_declare("e2e_mid", exchange_type="fanout", internal=True)
+    ch.exchange_declare("e2e_back", exchange_type="direct")
+    ch.exchange_bind(destination="e2e_mid", source="e2e_front", routing_key="orders.*")
+    ch.exchange_bind(destination="e2e_back", source="e2e_mid")
+    ch.exchange_bind(destination="e2e_front", source="e2e_back", routing_key="orders.eu")  # cycle
+    audit = ch.queue_declare("", exclusive=True).method.queue
+    eu = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(audit, "e2e_mid")
+    ch.queue_bind(eu, "e2e_back", routing_key="orders.eu")
+    for key in ("orders.eu", "orders.us", "billing.eu"):
+        ch.basic_publish("e2e_front", key, key.encode())
+    assert [g[0] for g in drain(ch, audit, 2)] == ["orders.eu", "orders.us"]
+    assert [g[0] for g in drain(ch, eu, 1)] == ["orders.eu"]
+    ch.exchange_unbind(destination="e2e_mid", source="e2e_front", routing_key="orders.*")
+    ch.basic_publish("e2e_front", "orders.eu", b"after unbind")
+    assert ch.queue_declare(audit, passive=True).method.message_count == 0
+    assert ch.queue_declare(eu, passive=True).method.message_count == 0
+    expect_close(404, lambda: conn.channel().exchange_bind("e2e_front", "no-such-exchange"),
+                 "binding from a missing exchange")
+    internal = conn.channel()
+    internal.confirm_delivery()
+    expect_close(403, lambda: internal.basic_publish("e2e_mid", "", b"direct"),
+                 "publishing to an internal exchange")
+    conn.close()
+
+
+def alternate_exchange():
+    """alternate-exchange: what the exchange routes nowhere goes there, so a mandatory
+    publish is not returned; with no route through the alternate either, it is."""
+    conn = connect()
+    ch = conn.channel()
+    ch.exchange_declare("ae_spare", exchange_type="fanout")
+    ch.exchange_declare("ae_main", exchange_type="direct",
+                        arguments={"alternate-exchange": "ae_spare"})
+    known = ch.queue_declare("", exclusive=True).method.queue
+    unrouted = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(known, "ae_main", routing_key="known")
+    ch.queue_bind(unrouted, "ae_spare")
+    ch.confirm_delivery()
+    ch.basic_publish("ae_main", "known", b"routed", mandatory=True)
+    ch.basic_publish("ae_main", "other", b"to the alternate", mandatory=True)
+    assert [g[0] for g in drain(ch, known, 1)] == ["routed"]
+    assert [g[0] for g in drain(ch, unrouted, 1)] == ["to the alternate"]
+    ch.queue_unbind(unrouted, "ae_spare")
+    try:
+        ch.basic_publish("ae_main", "other", b"nowhere", mandatory=True)
+        raise AssertionError("no route through the alternate either: must be returned")
+    except pika.exceptions.UnroutableError:
+        pass
+    expect_close(406, lambda: conn.channel().exchange_declare("ae_main", exchange_type="direct"),
+                 "redeclare without the alternate-exchange argument")
+    conn.close()
+
+
 def nack_requeue():
     conn = connect()
     ch = conn.channel()
@@ -325,6 +422,11 @@ def survives_restart():
     ch.queue_declare("durable_q", durable=True)
     ch.exchange_declare("durable_x", exchange_type="direct", durable=True)
     ch.queue_bind("durable_q", "durable_x", routing_key="k")
+    # An exchange-to-exchange binding and an alternate exchange are saved too.
+    ch.exchange_declare("durable_src", exchange_type="fanout", durable=True)
+    ch.exchange_bind(destination="durable_x", source="durable_src")
+    ch.exchange_declare("durable_main", exchange_type="direct", durable=True,
+                        arguments={"alternate-exchange": "durable_src"})
     for i in range(10):
         ch.basic_publish("durable_x", "k", f"d{i}".encode(), pika.BasicProperties(delivery_mode=2))
     got = drain(ch, "durable_q", 4)  # acked: must not come back
@@ -349,8 +451,11 @@ def survives_restart():
     ch = conn.channel()
     assert ch.queue_declare("durable_q", durable=True, passive=True).method.message_count == 6
     ch.basic_publish("durable_x", "k", b"after")  # the binding survived too
-    got = drain(ch, "durable_q", 7, timeout=10)
-    assert [g[0] for g in got] == [f"d{i}" for i in range(4, 10)] + ["after"], got
+    ch.basic_publish("durable_src", "k", b"via e2e")  # and the exchange-to-exchange one
+    ch.basic_publish("durable_main", "k", b"via ae")  # and the alternate exchange
+    got = drain(ch, "durable_q", 9, timeout=10)
+    assert [g[0] for g in got] == [f"d{i}" for i in range(4, 10)] + [
+        "after", "via e2e", "via ae"], got
     conn.close()
 
 
@@ -404,9 +509,14 @@ check("channel errors 406/404/403 close only the channel", channel_errors)
 check("auto-ack consumer drains a 1000-message backlog in order", no_ack_backlog)
 check("unacked messages come back redelivered when the connection closes",
       unacked_come_back_when_the_connection_closes)
+check("exchange-to-exchange bindings: chains, a cycle, unbind, internal exchanges",
+      exchange_to_exchange_bindings)
+check("alternate exchange takes unroutable messages; mandatory returned only with no route",
+      alternate_exchange)
 check("/metrics counts AMQP methods and their errors", metrics_count_amqp_methods)
 check("kill -9: every confirmed message after the restart, acked ones never, in-flight ones redelivered",
       survives_kill_9)
-check("durable queue, exchange, binding and messages survive a restart; acked ones do not come back",
+check("durable queue, exchanges, bindings (exchange-to-exchange, alternate) and messages "
+      "survive a restart; acked ones do not come back",
       survives_restart)
 finish()
