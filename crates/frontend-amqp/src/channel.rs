@@ -30,6 +30,8 @@ pub struct Consumer {
     /// Unacked deliveries allowed (basic.qos, global = false); 0: no limit.
     pub prefetch: u16,
     pub unacked: u32,
+    /// The queue's generation when the consumer started (`Door::queue_alive`).
+    pub generation: u64,
 }
 
 /// A delivered message awaiting ack.

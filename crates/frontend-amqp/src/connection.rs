@@ -35,6 +35,11 @@ pub struct Session {
     pub door: Arc<Door>,
     pub out: Outbox,
     pub peer: SocketAddr,
+    /// This connection's id in the door (owner of its exclusive queues).
+    pub id: u64,
+    /// The client announced the `consumer_cancel_notify` capability: it is told with a
+    /// basic.cancel when the broker ends one of its consumers.
+    pub cancel_notify: bool,
     /// Exclusive queues declared here: deleted when the connection ends.
     pub exclusive: Vec<String>,
     /// Consumers may have room or messages may be waiting: pump before sleeping.
@@ -83,6 +88,8 @@ pub async fn run(
         writer,
         buf: BytesMut::with_capacity(8192),
         session: Session {
+            id: door.next_connection_id(),
+            cancel_notify: false,
             door,
             out: Outbox::new(frame_max),
             peer,
@@ -450,7 +457,7 @@ impl Session {
     /// Gives back everything a closed channel's consumers held and forgets its consumers.
     pub async fn release(&mut self, chan: Channel) {
         for c in chan.consumers.values() {
-            self.door.consumer_removed(&c.queue);
+            self.door.consumer_removed(&c.queue, c.generation);
         }
         let mut released = false;
         for (queue, id) in &chan.holders {

@@ -42,7 +42,7 @@ impl Session {
             basic::AMQPMethod::Consume(c) => self.consume(ch, chan, c),
             basic::AMQPMethod::Cancel(c) => {
                 if let Some(gone) = chan.consumers.remove(c.consumer_tag.as_str()) {
-                    self.door.consumer_removed(&gone.queue);
+                    self.door.consumer_removed(&gone.queue, gone.generation);
                 }
                 if !c.nowait {
                     let ok = basic::CancelOk {
@@ -88,6 +88,7 @@ impl Session {
                 format!("no queue '{queue}' in vhost '/'"),
             ));
         }
+        self.door.check_owner(&queue, self.id)?;
         let tag = if c.consumer_tag.as_str().is_empty() {
             self.door.unique_name("amq.ctag-")
         } else {
@@ -99,9 +100,9 @@ impl Session {
                 format!("attempt to reuse consumer tag '{tag}'"),
             ));
         }
+        let generation = self.door.consumer_added(&queue, c.exclusive)?;
         let broker_id = next_consumer_id();
         chan.holders.insert((queue.clone(), broker_id));
-        self.door.consumer_added(&queue);
         chan.consumers.insert(
             tag.clone(),
             Consumer {
@@ -110,6 +111,7 @@ impl Session {
                 no_ack: c.no_ack,
                 prefetch: chan.prefetch_consumer,
                 unacked: 0,
+                generation,
             },
         );
         if !c.nowait {
@@ -161,6 +163,7 @@ impl Session {
 
     async fn get(&mut self, ch: u16, chan: &mut Channel, g: basic::Get) -> Result<(), AmqpError> {
         let queue = g.queue.to_string();
+        self.door.check_owner(&queue, self.id)?;
         let id = *chan.get_id.get_or_insert_with(next_consumer_id);
         chan.holders.insert((queue.clone(), id));
         let lease = Some(self.door.config.consumer_timeout_ms);
@@ -224,6 +227,10 @@ impl Session {
             return Ok(());
         };
         let (queue, id, no_ack) = (c.queue.clone(), c.broker_id, c.no_ack);
+        if !self.door.queue_alive(&queue, c.generation) {
+            self.cancel_from_server(ch, chan, tag);
+            return Ok(());
+        }
         let room = if no_ack {
             PUMP_BATCH
         } else {
@@ -294,10 +301,15 @@ impl Session {
         Ok(())
     }
 
-    /// The queue is gone: the consumer is cancelled (RabbitMQ's consumer_cancel_notify).
+    /// The queue is gone: the consumer ends, and a client that announced the
+    /// `consumer_cancel_notify` capability is told with a basic.cancel (RabbitMQ's rule;
+    /// others would take it for an error).
     fn cancel_from_server(&mut self, ch: u16, chan: &mut Channel, tag: &str) {
         if let Some(gone) = chan.consumers.remove(tag) {
-            self.door.consumer_removed(&gone.queue);
+            self.door.consumer_removed(&gone.queue, gone.generation);
+        }
+        if !self.cancel_notify {
+            return;
         }
         let cancel = basic::Cancel {
             consumer_tag: tag.into(),

@@ -9,6 +9,7 @@ pub const CONNECTION_FORCED: u16 = 320;
 pub const NO_ROUTE: u16 = 312;
 pub const ACCESS_REFUSED: u16 = 403;
 pub const NOT_FOUND: u16 = 404;
+pub const RESOURCE_LOCKED: u16 = 405;
 pub const PRECONDITION_FAILED: u16 = 406;
 pub const FRAME_ERROR: u16 = 501;
 pub const COMMAND_INVALID: u16 = 503;
@@ -77,6 +78,7 @@ fn reply_name(code: u16) -> &'static str {
         NO_ROUTE => "NO_ROUTE",
         ACCESS_REFUSED => "ACCESS_REFUSED",
         NOT_FOUND => "NOT_FOUND",
+        RESOURCE_LOCKED => "RESOURCE_LOCKED",
         PRECONDITION_FAILED => "PRECONDITION_FAILED",
         FRAME_ERROR => "FRAME_ERROR",
         COMMAND_INVALID => "COMMAND_INVALID",

@@ -34,6 +34,7 @@ impl Connection {
         if let Err(e) = check_login(&start_ok, self.session.peer) {
             return Err(self.close_with(&e).await);
         }
+        self.session.cancel_notify = has_capability(&start_ok, "consumer_cancel_notify");
         let ours = &self.session.door.config;
         let tune = connection::Tune {
             channel_max: ours.channel_max,
@@ -166,6 +167,16 @@ fn start_method() -> AMQPClass {
     }))
 }
 
+/// Whether the client's start-ok announces `capability` (client_properties.capabilities).
+fn has_capability(s: &connection::StartOk, capability: &str) -> bool {
+    match s.client_properties.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(caps)) => {
+            matches!(caps.inner().get(capability), Some(AMQPValue::Boolean(true)))
+        }
+        _ => false,
+    }
+}
+
 /// Checks the credentials of start-ok.
 fn check_login(s: &connection::StartOk, peer: SocketAddr) -> Result<(), AmqpError> {
     let response = s.response.as_bytes();
@@ -236,6 +247,19 @@ mod tests {
         assert_eq!(check_login(&ok, remote).unwrap_err().code, ACCESS_REFUSED);
         let wrong = start_ok("PLAIN", b"\0guest\0nope".to_vec());
         assert!(check_login(&wrong, local).is_err());
+    }
+
+    #[test]
+    fn capabilities_are_read_from_the_client_properties() {
+        let mut caps = FieldTable::default();
+        caps.insert("consumer_cancel_notify".into(), AMQPValue::Boolean(true));
+        caps.insert("basic.nack".into(), AMQPValue::Boolean(false));
+        let mut s = start_ok("PLAIN", Vec::new());
+        assert!(!has_capability(&s, "consumer_cancel_notify"));
+        s.client_properties
+            .insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        assert!(has_capability(&s, "consumer_cancel_notify"));
+        assert!(!has_capability(&s, "basic.nack"));
     }
 
     #[test]

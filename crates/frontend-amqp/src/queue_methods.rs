@@ -1,6 +1,9 @@
 //! queue.* and exchange.* methods. A queue is the broker's queue of the same name (partition
-//! 0 of the topic of that name); its declare arguments (stringified) and `durable` flag are
-//! the broker queue's settings, so a redeclare with others is 406 PRECONDITION_FAILED.
+//! 0 of the topic of that name); its declare arguments (stringified) and its `durable` and
+//! `auto_delete` flags are the broker queue's settings, so a redeclare with others is 406
+//! PRECONDITION_FAILED. An exclusive queue belongs to the connection that declared it:
+//! another connection's declare, bind, unbind, purge, delete, consume or get is 405
+//! RESOURCE_LOCKED (`Door::check_owner`).
 
 use std::collections::BTreeMap;
 
@@ -9,20 +12,28 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::channel::Channel;
 use crate::connection::Session;
+use crate::door::AUTO_DELETE_SETTING;
 use crate::errors::{ACCESS_REFUSED, AmqpError, NOT_FOUND, PRECONDITION_FAILED, from_broker};
 use crate::topology::{Binding, Destination, Exchange, ExchangeKind};
 
 /// Setting recording the declare's `durable` flag.
 pub(crate) const DURABLE_SETTING: &str = "amqp.durable";
 
-/// Declare arguments as the broker's settings map.
-fn settings_of(arguments: &FieldTable, durable: bool) -> BTreeMap<String, String> {
+/// Declare arguments as the broker's settings map, with the flags a redeclare must repeat.
+fn settings_of(
+    arguments: &FieldTable,
+    durable: bool,
+    auto_delete: bool,
+) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = arguments
         .inner()
         .iter()
         .map(|(k, v)| (k.to_string(), value_text(v)))
         .collect();
     out.insert(DURABLE_SETTING.to_string(), durable.to_string());
+    if auto_delete {
+        out.insert(AUTO_DELETE_SETTING.to_string(), "true".to_string());
+    }
     out
 }
 
@@ -99,6 +110,7 @@ impl Session {
             queue::AMQPMethod::Declare(d) => self.queue_declare(ch, d).await,
             queue::AMQPMethod::Bind(b) => {
                 self.require_queue(b.queue.as_str())?;
+                self.door.check_owner(b.queue.as_str(), self.id)?;
                 let binding = Binding {
                     exchange: b.exchange.to_string(),
                     destination: Destination::Queue(b.queue.to_string()),
@@ -115,6 +127,7 @@ impl Session {
                 Ok(())
             }
             queue::AMQPMethod::Unbind(u) => {
+                self.door.check_owner(u.queue.as_str(), self.id)?;
                 let binding = Binding {
                     exchange: u.exchange.to_string(),
                     destination: Destination::Queue(u.queue.to_string()),
@@ -130,6 +143,7 @@ impl Session {
             }
             queue::AMQPMethod::Purge(p) => {
                 self.require_queue(p.queue.as_str())?;
+                self.door.check_owner(p.queue.as_str(), self.id)?;
                 let n = self
                     .door
                     .broker
@@ -171,13 +185,15 @@ impl Session {
             check_queue_name(d.queue.as_str(), !d.passive)?;
             d.queue.to_string()
         };
+        self.door.check_owner(&name, self.id)?;
         if d.passive {
             self.require_queue(&name)?;
         } else {
+            let settings = settings_of(&d.arguments, d.durable, d.auto_delete);
             let created = self
                 .door
                 .broker
-                .declare_queue(&name, settings_of(&d.arguments, d.durable))
+                .declare_queue(&name, settings)
                 .map_err(|e| match e {
                     broker::BrokerError::InvalidConfig(text) => AmqpError::channel(
                         PRECONDITION_FAILED,
@@ -186,7 +202,12 @@ impl Session {
                     other => from_broker(&other),
                 })?;
             if created && d.exclusive {
+                self.door.set_owner(&name, self.id);
                 self.exclusive.push(name.clone());
+            } else if !created && self.door.owner(&name) != d.exclusive.then_some(self.id) {
+                // RabbitMQ's strict check: the exclusive flag must match the queue's (a
+                // shared queue cannot become exclusive, nor the reverse).
+                return Err(crate::door::locked(&name));
             }
         }
         if d.nowait {
@@ -211,6 +232,7 @@ impl Session {
     async fn queue_delete(&mut self, ch: u16, d: queue::Delete) -> Result<(), AmqpError> {
         let name = d.queue.as_str();
         check_queue_name(name, false)?;
+        self.door.check_owner(name, self.id)?;
         let mut message_count = 0;
         if self.door.broker.queue_exists(name) {
             let counts = self
@@ -242,17 +264,11 @@ impl Session {
         Ok(())
     }
 
-    /// Deletes a queue with its bindings and its messages (the topic goes too: a queue
-    /// declared again under the name starts empty, as in RabbitMQ). Consumers on other
-    /// connections are cancelled when they next look for messages.
+    /// Deletes a queue everywhere (`Door::delete_queue`) and forgets it as this
+    /// connection's exclusive queue.
     pub async fn delete_queue_everywhere(&mut self, name: &str) -> Result<(), AmqpError> {
-        self.door.topology.drop_queue(&self.door.broker, name)?;
-        match self.door.broker.delete_queue(name, true) {
-            Ok(()) | Err(broker::BrokerError::UnknownTopicOrPartition) => {}
-            Err(e) => return Err(from_broker(&e)),
-        }
+        self.door.delete_queue(name)?;
         self.exclusive.retain(|q| q != name);
-        self.door.wake_consumers();
         Ok(())
     }
 
@@ -338,9 +354,14 @@ mod tests {
         let mut args = FieldTable::default();
         args.insert("x-delivery-limit".into(), AMQPValue::LongInt(5));
         args.insert("x-queue-mode".into(), AMQPValue::LongString("lazy".into()));
-        let s = settings_of(&args, true);
+        let s = settings_of(&args, true, false);
         assert_eq!(s["x-delivery-limit"], "5");
         assert_eq!(s["x-queue-mode"], "lazy");
         assert_eq!(s[DURABLE_SETTING], "true");
+        assert!(
+            !s.contains_key(AUTO_DELETE_SETTING),
+            "queues saved before auto-delete existed keep their settings"
+        );
+        assert_eq!(settings_of(&args, true, true)[AUTO_DELETE_SETTING], "true");
     }
 }

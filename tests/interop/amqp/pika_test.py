@@ -1,7 +1,8 @@
 """pika 1.3 against sluice's AMQP door: RabbitMQ's tutorial flows (hello world, work queue
 with prefetch 1 and manual acks across two consumers, fanout, direct routing), nack with
 requeue (redelivered), basic.get, publisher confirms with mandatory returns, exchange-to-
-exchange bindings, alternate exchanges, and messages that survive a broker restart. Needs AMQP_PORT; the restart check needs SLUICE_RESTART (a
+exchange bindings, alternate exchanges, auto-delete, exclusive queues and consumers,
+server-sent consumer cancels, and messages that survive a broker restart. Needs AMQP_PORT; the restart check needs SLUICE_RESTART (a
 command that restarts the server on the same data directory and ports)."""
 import os
 import subprocess
@@ -291,6 +292,145 @@ def alternate_exchange():
     conn.close()
 
 
+def auto_delete():
+    """An auto-delete queue goes when its last consumer cancels or its connection closes
+    (not before it had one); an auto-delete exchange goes with its last binding."""
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("ad_cancel", auto_delete=True)
+    ch.queue_declare("ad_close", auto_delete=True)
+    assert queue_exists(conn, "ad_cancel"), "no consumer yet: the queue stays"
+    tags = [ch.basic_consume("ad_cancel", lambda *a: None) for _ in range(2)]
+    ch.basic_cancel(tags[0])
+    assert queue_exists(conn, "ad_cancel"), "one consumer left"
+    ch.basic_cancel(tags[1])
+    assert not queue_exists(conn, "ad_cancel"), "the last consumer cancelled"
+    other = connect()
+    other.channel().basic_consume("ad_close", lambda *a: None)
+    other.close()
+    eventually(lambda: not queue_exists(conn, "ad_close"),
+               "the consumer's connection closed: the queue must go")
+    ch = conn.channel()
+    ch.exchange_declare("ad_x", exchange_type="fanout", auto_delete=True)
+    q1 = ch.queue_declare("", exclusive=True).method.queue
+    q2 = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q1, "ad_x")
+    ch.queue_bind(q2, "ad_x")
+    ch.queue_unbind(q1, "ad_x")
+    assert exchange_exists(conn, "ad_x"), "one binding left"
+    ch.queue_delete(q2)  # the last binding goes with its queue
+    assert not exchange_exists(conn, "ad_x"), "the last binding went: the exchange must go"
+    conn.close()
+
+
+def exclusive_queues():
+    """An exclusive queue is its connection's: another connection's declare, consume, bind,
+    purge, get or delete is 405 RESOURCE_LOCKED; publishing to it works; it goes with its
+    connection."""
+    owner = connect()
+    och = owner.channel()
+    och.queue_declare("excl_q", exclusive=True)
+    other = connect()
+    for what, op in [
+        ("declare", lambda c: c.queue_declare("excl_q", exclusive=True)),
+        ("passive declare", lambda c: c.queue_declare("excl_q", passive=True)),
+        ("consume", lambda c: c.basic_consume("excl_q", lambda *a: None)),
+        ("bind", lambda c: c.queue_bind("excl_q", "amq.fanout")),
+        ("purge", lambda c: c.queue_purge("excl_q")),
+        ("get", lambda c: c.basic_get("excl_q")),
+        ("delete", lambda c: c.queue_delete("excl_q")),
+    ]:
+        ch = other.channel()
+        expect_close(405, lambda: op(ch), what)
+    other.channel().queue_declare("shared_q_x")
+    expect_close(405, lambda: other.channel().queue_declare("shared_q_x", exclusive=True),
+                 "an existing shared queue declared exclusive")
+    expect_close(405, lambda: owner.channel().queue_declare("excl_q"),
+                 "the owner redeclaring without exclusive (RabbitMQ: the flag must match)")
+    other.channel().basic_publish("", "excl_q", b"from another connection")
+    assert [g[0] for g in drain(och, "excl_q", 1)] == ["from another connection"]
+    owner.close()
+    eventually(lambda: not queue_exists(other, "excl_q"), "the owner closed: the queue must go")
+    other.channel().queue_declare("excl_q", exclusive=True)  # free to take now
+    other.close()
+
+
+def exclusive_consumer():
+    """basic.consume exclusive=true: the queue's only consumer; another consume is 403, and
+    an exclusive consume where consumers exist is 403 too."""
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("xc_q")
+    ch.queue_declare("xc_shared")
+    tag = ch.basic_consume("xc_q", lambda *a: None, exclusive=True)
+    other = connect()
+    expect_close(403, lambda: other.channel().basic_consume("xc_q", lambda *a: None),
+                 "a second consumer on an exclusively consumed queue")
+    ch.basic_consume("xc_shared", lambda *a: None)
+    expect_close(403, lambda: other.channel().basic_consume("xc_shared", lambda *a: None,
+                                                           exclusive=True),
+                 "an exclusive consume where a consumer exists")
+    ch.basic_cancel(tag)
+    other.channel().basic_consume("xc_q", lambda *a: None)  # free once cancelled
+    other.close()
+    conn.close()
+
+
+def consumer_cancel_notify():
+    """Deleting a queue cancels its consumers on other connections with a basic.cancel
+    (pika announces consumer_cancel_notify), even a consumer whose prefetch is full and even
+    when the queue is declared again at once; the consumer's channel stays open."""
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("cancel_q")
+    ch.basic_publish("", "cancel_q", b"held")
+    ch.basic_qos(prefetch_count=1)
+    cancelled, held = [], []
+    ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+    tag = ch.basic_consume("cancel_q", lambda _c, _m, _p, body: held.append(body))
+    deadline = time.time() + 10
+    while not held and time.time() < deadline:
+        conn.process_data_events(time_limit=0.1)
+    assert held == [b"held"], "the consumer holds one unacked message: its prefetch is full"
+    other = connect()
+    och = other.channel()
+    och.queue_delete("cancel_q")
+    och.queue_declare("cancel_q")  # a new queue of the same name: not the consumer's
+    deadline = time.time() + 10
+    while not cancelled and time.time() < deadline:
+        conn.process_data_events(time_limit=0.1)
+    assert cancelled == [tag], cancelled
+    och.basic_publish("", "cancel_q", b"for nobody yet")
+    conn.process_data_events(time_limit=0.5)
+    assert ch.queue_declare("cancel_q", passive=True).method.message_count == 1, \
+        "the cancelled consumer must not take messages of the new queue"
+    other.close()
+    conn.close()
+
+
+def queue_delete_conditions():
+    """queue.delete if-empty with messages and if-unused with a consumer are 406; without
+    them the queue goes. A redeclare with another durable flag is 406."""
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("del_q")
+    ch.basic_publish("", "del_q", b"still here")
+    expect_close(406, lambda: conn.channel().queue_delete("del_q", if_empty=True), "if-empty")
+    consumer = conn.channel()
+    tag = consumer.basic_consume("del_q", lambda *a: None, auto_ack=False)
+    expect_close(406, lambda: conn.channel().queue_delete("del_q", if_unused=True), "if-unused")
+    consumer.basic_cancel(tag)
+    consumer.close()
+    conn.channel().queue_purge("del_q")
+    assert conn.channel().queue_delete("del_q", if_unused=True, if_empty=True) \
+        .method.message_count == 0
+    assert not queue_exists(conn, "del_q")
+    conn.channel().queue_declare("dur_q", durable=True)
+    expect_close(406, lambda: conn.channel().queue_declare("dur_q", durable=False),
+                 "redeclare with another durable flag")
+    conn.close()
+
+
 def nack_requeue():
     conn = connect()
     ch = conn.channel()
@@ -513,6 +653,12 @@ check("exchange-to-exchange bindings: chains, a cycle, unbind, internal exchange
       exchange_to_exchange_bindings)
 check("alternate exchange takes unroutable messages; mandatory returned only with no route",
       alternate_exchange)
+check("auto-delete queues (last consumer) and exchanges (last binding)", auto_delete)
+check("exclusive queues: other connections get 405 RESOURCE_LOCKED", exclusive_queues)
+check("exclusive consumers: a second consumer gets 403 ACCESS_REFUSED", exclusive_consumer)
+check("queue delete cancels consumers on other connections (basic.cancel)",
+      consumer_cancel_notify)
+check("queue.delete if-empty / if-unused and durable redeclare are 406", queue_delete_conditions)
 check("/metrics counts AMQP methods and their errors", metrics_count_amqp_methods)
 check("kill -9: every confirmed message after the restart, acked ones never, in-flight ones redelivered",
       survives_kill_9)
