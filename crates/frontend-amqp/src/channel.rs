@@ -1,10 +1,12 @@
 //! One channel's state: the message being published (method, header, body frames), its
-//! consumers, and its delivered-but-unacked messages by delivery tag.
+//! consumers, its delivered-but-unacked messages by delivery tag, and its publisher-confirm
+//! counters.
 //!
 //! Invariants: delivery tags grow from 1 per channel and each maps to exactly one
 //! (queue, broker consumer, offset) until acked, nacked or the channel closes; every broker
 //! consumer id that may hold messages is in `holders`, so closing the channel releases all
-//! it holds.
+//! it holds. In confirm mode `confirm_sent <= confirm_ready <= published`: every sequence
+//! number up to `confirm_ready` is stored, those up to `confirm_sent` were confirmed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -53,6 +55,10 @@ pub struct Channel {
     /// confirm.select was sent: every publish is acked with its sequence number.
     pub confirm: bool,
     pub published: u64,
+    /// Highest sequence number stored (with all below it) whose ack is not sent yet.
+    pub confirm_ready: u64,
+    /// Highest sequence number confirmed to the client.
+    pub confirm_sent: u64,
     /// basic.qos prefetch for consumers started after it (global = false).
     pub prefetch_consumer: u16,
     /// basic.qos prefetch shared by the channel's consumers (global = true); 0: none.
@@ -99,6 +105,17 @@ impl Channel {
         }
         Some(taken)
     }
+
+    /// The confirm to send now for publishes stored since the last one, if any:
+    /// (delivery tag, multiple). Several become one ack with `multiple` set.
+    pub fn take_confirm(&mut self) -> Option<(u64, bool)> {
+        if self.confirm_ready <= self.confirm_sent {
+            return None;
+        }
+        let multiple = self.confirm_ready - self.confirm_sent > 1;
+        self.confirm_sent = self.confirm_ready;
+        Some((self.confirm_ready, multiple))
+    }
 }
 
 /// Groups deliveries by (queue, broker consumer), each with its offsets.
@@ -110,4 +127,28 @@ pub fn by_holder(taken: &[Unacked]) -> BTreeMap<(String, u64), Vec<Offset>> {
             .push(u.offset);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirms_coalesce_into_one_multiple_ack() {
+        let mut chan = Channel::default();
+        assert_eq!(chan.take_confirm(), None);
+        chan.confirm_ready = 1;
+        assert_eq!(
+            chan.take_confirm(),
+            Some((1, false)),
+            "one publish: a plain ack"
+        );
+        chan.confirm_ready = 5;
+        assert_eq!(
+            chan.take_confirm(),
+            Some((5, true)),
+            "2..=5: one ack, multiple"
+        );
+        assert_eq!(chan.take_confirm(), None, "nothing new");
+    }
 }

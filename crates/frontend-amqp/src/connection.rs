@@ -211,7 +211,10 @@ impl Connection {
         loop {
             let frame = match decode_frame(&mut self.buf, self.session.out.frame_max) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return None,
+                Ok(None) => {
+                    self.send_confirms();
+                    return None;
+                }
                 Err(e) => {
                     let err = AmqpError::connection(FRAME_ERROR, e.to_string());
                     return Some(Stop::Failed(self.close_with(&err).await));
@@ -222,6 +225,14 @@ impl Connection {
                 Ok(false) => return Some(Stop::Closed),
                 Err(e) => return Some(Stop::Failed(self.close_with(&e).await)),
             }
+        }
+    }
+
+    /// Sends the publisher confirms owed on every channel: one ack per channel for all the
+    /// publishes handled since the last time.
+    fn send_confirms(&mut self) {
+        for (ch, chan) in self.channels.iter_mut() {
+            self.session.send_confirm(*ch, chan);
         }
     }
 
@@ -306,6 +317,9 @@ impl Connection {
         match method {
             AMQPClass::Channel(channel::AMQPMethod::Open(_)) => return self.open_channel(ch),
             AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                if let Some(chan) = self.channels.get_mut(&ch) {
+                    self.session.send_confirm(ch, chan);
+                }
                 self.release_channel(ch).await;
                 self.session.out.method(
                     ch,
@@ -350,6 +364,10 @@ impl Connection {
             class_id: e.class_id,
             method_id: e.method_id,
         };
+        if let Some(chan) = self.channels.get_mut(&ch) {
+            // Publishes stored before the failing method are confirmed before the close.
+            self.session.send_confirm(ch, chan);
+        }
         self.session
             .out
             .method(ch, AMQPClass::Channel(channel::AMQPMethod::Close(close)));

@@ -2,7 +2,7 @@
 with prefetch 1 and manual acks across two consumers, fanout, direct routing), nack with
 requeue (redelivered), basic.get, publisher confirms with mandatory returns, exchange-to-
 exchange bindings, alternate exchanges, auto-delete, exclusive queues and consumers,
-server-sent consumer cancels, and messages that survive a broker restart. Needs AMQP_PORT; the restart check needs SLUICE_RESTART (a
+server-sent consumer cancels, pipelined confirms, and messages that survive a broker restart. Needs AMQP_PORT; the restart check needs SLUICE_RESTART (a
 command that restarts the server on the same data directory and ports)."""
 import os
 import subprocess
@@ -376,6 +376,52 @@ def exclusive_consumer():
     conn.close()
 
 
+def confirms_multiple():
+    """A pipelining publisher (pika's async SelectConnection, 500 publishes without
+    waiting): every sequence number is confirmed exactly once, some acks cover several with
+    multiple=True, none is nacked, and all 500 are in the queue."""
+    count = 500
+    pending = set(range(1, count + 1))
+    seen = {"multiple": 0, "nack": 0, "error": None}
+    params = pika.ConnectionParameters(host="127.0.0.1", port=PORT,
+                                       credentials=pika.PlainCredentials("guest", "guest"))
+
+    def on_confirm(frame):
+        m = frame.method
+        if isinstance(m, pika.spec.Basic.Nack):
+            seen["nack"] += 1
+        covered = {t for t in pending if t <= m.delivery_tag} if m.multiple else {m.delivery_tag}
+        if not covered or not covered <= pending:
+            seen["error"] = f"ack {m.delivery_tag} multiple={m.multiple} confirms nothing new"
+        seen["multiple"] += bool(m.multiple)
+        pending.difference_update(covered)
+        if not pending or seen["error"]:
+            conn.close()
+
+    def publish(ch):
+        for i in range(count):
+            ch.basic_publish("", "multi_confirm_q", f"m{i}".encode())
+
+    def on_channel(ch):
+        ch.queue_declare("multi_confirm_q", callback=lambda _f: ch.confirm_delivery(
+            on_confirm, callback=lambda _f: publish(ch)))
+
+    conn = pika.SelectConnection(
+        params, on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
+        on_open_error_callback=lambda c, e: c.ioloop.stop(),
+        on_close_callback=lambda c, r: c.ioloop.stop())
+    conn.ioloop.call_later(30, conn.close)
+    conn.ioloop.start()
+    assert seen["error"] is None, seen
+    assert not pending, f"{len(pending)} publishes never confirmed, e.g. {sorted(pending)[:5]}"
+    assert seen["nack"] == 0, seen
+    assert seen["multiple"] > 0, "500 pipelined publishes: some acks should cover several"
+    check_conn = connect()
+    assert check_conn.channel().queue_declare("multi_confirm_q", passive=True) \
+        .method.message_count == count
+    check_conn.close()
+
+
 def consumer_cancel_notify():
     """Deleting a queue cancels its consumers on other connections with a basic.cancel
     (pika announces consumer_cancel_notify), even a consumer whose prefetch is full and even
@@ -656,6 +702,8 @@ check("alternate exchange takes unroutable messages; mandatory returned only wit
 check("auto-delete queues (last consumer) and exchanges (last binding)", auto_delete)
 check("exclusive queues: other connections get 405 RESOURCE_LOCKED", exclusive_queues)
 check("exclusive consumers: a second consumer gets 403 ACCESS_REFUSED", exclusive_consumer)
+check("publisher confirms: 500 pipelined publishes, coalesced multiple acks, each tag once",
+      confirms_multiple)
 check("queue delete cancels consumers on other connections (basic.cancel)",
       consumer_cancel_notify)
 check("queue.delete if-empty / if-unused and durable redeclare are 406", queue_delete_conditions)
