@@ -1,6 +1,6 @@
 //! One channel's state: the message being published (method, header, body frames), its
-//! consumers, its delivered-but-unacked messages by delivery tag, and its publisher-confirm
-//! counters.
+//! consumers, its delivered-but-unacked messages by delivery tag, its publisher-confirm
+//! counters and its open transaction.
 //!
 //! Invariants: delivery tags grow from 1 per channel and each maps to exactly one
 //! (queue, broker consumer, offset) until acked, nacked or the channel closes; every broker
@@ -36,6 +36,9 @@ pub struct Consumer {
     pub generation: u64,
 }
 
+/// Deliveries taken from the unacked map by an ack, nack or reject, with their tags.
+pub type Taken = Vec<(u64, Unacked)>;
+
 /// A delivered message awaiting ack.
 #[derive(Clone, Debug)]
 pub struct Unacked {
@@ -59,6 +62,8 @@ pub struct Channel {
     pub confirm_ready: u64,
     /// Highest sequence number confirmed to the client.
     pub confirm_sent: u64,
+    /// tx.select was sent: publishes and acks wait here for tx.commit.
+    pub tx: Option<crate::tx::Tx>,
     /// basic.qos prefetch for consumers started after it (global = false).
     pub prefetch_consumer: u16,
     /// basic.qos prefetch shared by the channel's consumers (global = true); 0: none.
@@ -81,20 +86,23 @@ impl Channel {
         }
     }
 
-    /// Takes the unacked deliveries an ack/nack/reject names: `tag` alone, or with
-    /// `multiple` every tag up to it (0: all). `None` when a named tag is unknown.
-    pub fn take_unacked(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
-        let taken: Vec<Unacked> = if multiple {
+    /// Takes the unacked deliveries an ack/nack/reject names, with their tags: `tag`
+    /// alone, or with `multiple` every tag up to it (0: all). `None` when a named tag is
+    /// unknown.
+    pub fn take_unacked(&mut self, tag: u64, multiple: bool) -> Option<Taken> {
+        let taken: Taken = if multiple {
             let upto = if tag == 0 { u64::MAX } else { tag };
             let tags: Vec<u64> = self.unacked.range(..=upto).map(|(t, _)| *t).collect();
             if tags.is_empty() && tag != 0 {
                 return None;
             }
-            tags.iter().filter_map(|t| self.unacked.remove(t)).collect()
+            tags.iter()
+                .filter_map(|t| self.unacked.remove(t).map(|u| (*t, u)))
+                .collect()
         } else {
-            vec![self.unacked.remove(&tag)?]
+            vec![(tag, self.unacked.remove(&tag)?)]
         };
-        for u in &taken {
+        for (_, u) in &taken {
             if let Some(c) = u
                 .consumer_tag
                 .as_ref()
@@ -104,6 +112,21 @@ impl Channel {
             }
         }
         Some(taken)
+    }
+
+    /// Puts back deliveries taken by an ack that a tx.rollback undid: unacked again, under
+    /// their tags, counted against their consumers' prefetch.
+    pub fn restore_unacked(&mut self, taken: Taken) {
+        for (tag, u) in taken {
+            if let Some(c) = u
+                .consumer_tag
+                .as_ref()
+                .and_then(|t| self.consumers.get_mut(t))
+            {
+                c.unacked += 1;
+            }
+            self.unacked.insert(tag, u);
+        }
     }
 
     /// The confirm to send now for publishes stored since the last one, if any:
@@ -119,9 +142,9 @@ impl Channel {
 }
 
 /// Groups deliveries by (queue, broker consumer), each with its offsets.
-pub fn by_holder(taken: &[Unacked]) -> BTreeMap<(String, u64), Vec<Offset>> {
+pub fn by_holder(taken: &[(u64, Unacked)]) -> BTreeMap<(String, u64), Vec<Offset>> {
     let mut out: BTreeMap<(String, u64), Vec<Offset>> = BTreeMap::new();
-    for u in taken {
+    for (_, u) in taken {
         out.entry((u.queue.clone(), u.broker_id))
             .or_default()
             .push(u.offset);
@@ -132,6 +155,15 @@ pub fn by_holder(taken: &[Unacked]) -> BTreeMap<(String, u64), Vec<Offset>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unacked(queue: &str, consumer_tag: Option<&str>) -> Unacked {
+        Unacked {
+            queue: queue.into(),
+            broker_id: 7,
+            offset: 0,
+            consumer_tag: consumer_tag.map(str::to_string),
+        }
+    }
 
     #[test]
     fn confirms_coalesce_into_one_multiple_ack() {
@@ -150,5 +182,31 @@ mod tests {
             "2..=5: one ack, multiple"
         );
         assert_eq!(chan.take_confirm(), None, "nothing new");
+    }
+
+    #[test]
+    fn a_rolled_back_ack_makes_its_deliveries_unacked_again() {
+        let mut chan = Channel::default();
+        chan.consumers.insert(
+            "c".into(),
+            Consumer {
+                queue: "q".into(),
+                broker_id: 7,
+                no_ack: false,
+                prefetch: 2,
+                unacked: 2,
+                generation: 1,
+            },
+        );
+        chan.unacked.insert(1, unacked("q", Some("c")));
+        chan.unacked.insert(2, unacked("q", Some("c")));
+        chan.unacked.insert(3, unacked("q", None));
+        let taken = chan.take_unacked(2, true).unwrap();
+        assert_eq!(taken.iter().map(|(t, _)| *t).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(chan.consumers["c"].unacked, 0);
+        assert!(chan.take_unacked(9, false).is_none(), "unknown tag");
+        chan.restore_unacked(taken);
+        assert_eq!(chan.unacked.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(chan.consumers["c"].unacked, 2);
     }
 }

@@ -26,7 +26,7 @@ use crate::codec::decode_frame;
 use crate::door::Door;
 use crate::errors::{
     AmqpError, CHANNEL_ERROR, COMMAND_INVALID, CONNECTION_FORCED, FRAME_ERROR, NOT_IMPLEMENTED,
-    Scope, UNEXPECTED_FRAME,
+    PRECONDITION_FAILED, Scope, UNEXPECTED_FRAME,
 };
 use crate::outbox::Outbox;
 
@@ -442,6 +442,12 @@ impl Session {
             AMQPClass::Exchange(m) => self.exchange_method(ch, m),
             AMQPClass::Basic(m) => self.basic_method(ch, chan, m).await,
             AMQPClass::Confirm(amq_protocol::protocol::confirm::AMQPMethod::Select(s)) => {
+                if chan.tx.is_some() {
+                    return Err(AmqpError::channel(
+                        PRECONDITION_FAILED,
+                        "cannot switch from tx to confirm mode",
+                    ));
+                }
                 chan.confirm = true;
                 if !s.nowait {
                     use amq_protocol::protocol::confirm;
@@ -461,7 +467,8 @@ impl Session {
                 );
                 Ok(())
             }
-            AMQPClass::Tx(_) | AMQPClass::Access(_) => Err(AmqpError::connection(
+            AMQPClass::Tx(m) => self.tx_method(ch, chan, m).await,
+            AMQPClass::Access(_) => Err(AmqpError::connection(
                 NOT_IMPLEMENTED,
                 "this method is not implemented yet",
             )),

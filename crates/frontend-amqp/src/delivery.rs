@@ -64,7 +64,7 @@ impl Session {
                     .await
             }
             basic::AMQPMethod::Recover(r) => {
-                self.settle(chan, 0, true, Some(true)).await?;
+                self.recover(chan).await?;
                 let _ = r.requeue; // requeue=false (redeliver to the same consumer) is served as true
                 self.out.method(
                     ch,
@@ -72,7 +72,7 @@ impl Session {
                 );
                 Ok(())
             }
-            basic::AMQPMethod::RecoverAsync(_) => self.settle(chan, 0, true, Some(true)).await,
+            basic::AMQPMethod::RecoverAsync(_) => self.recover(chan).await,
             other => Err(AmqpError::connection(
                 crate::errors::COMMAND_INVALID,
                 format!("{other:?} is sent by servers, not clients"),
@@ -125,7 +125,8 @@ impl Session {
         Ok(())
     }
 
-    /// ack (`requeue: None`), nack or reject of the deliveries a tag names.
+    /// ack (`requeue: None`), nack or reject of the deliveries a tag names; on a
+    /// transactional channel it waits for tx.commit.
     async fn settle(
         &mut self,
         chan: &mut Channel,
@@ -139,7 +140,26 @@ impl Session {
                 format!("unknown delivery tag {tag}"),
             ));
         };
-        for ((queue, id), offsets) in by_holder(&taken) {
+        if let Some(tx) = chan.tx.as_mut() {
+            return tx.settle(taken, requeue);
+        }
+        self.apply_settle(&taken, requeue).await
+    }
+
+    /// basic.recover: every unacked delivery goes back to its queue, now (not part of a
+    /// transaction).
+    async fn recover(&mut self, chan: &mut Channel) -> Result<(), AmqpError> {
+        let taken = chan.take_unacked(0, true).unwrap_or_default();
+        self.apply_settle(&taken, Some(true)).await
+    }
+
+    /// Tells the broker of an ack (`requeue: None`), nack or reject.
+    pub async fn apply_settle(
+        &mut self,
+        taken: &[(u64, Unacked)],
+        requeue: Option<bool>,
+    ) -> Result<(), AmqpError> {
+        for ((queue, id), offsets) in by_holder(taken) {
             let result = match requeue {
                 None => self.door.broker.queue_ack(&queue, id, &offsets).await,
                 Some(requeue) => self

@@ -113,6 +113,9 @@ pub fn method_name((class_id, method_id): (u16, u16)) -> &'static str {
         (60, 100) | (60, 110) => "basic.recover",
         (60, 120) => "basic.nack",
         (85, 10) => "confirm.select",
+        (90, 10) => "tx.select",
+        (90, 20) => "tx.commit",
+        (90, 30) => "tx.rollback",
         _ => "other",
     }
 }

@@ -48,6 +48,7 @@ mod queue_methods;
 mod routing;
 mod server;
 mod topology;
+mod tx;
 
 pub use codec::{FrameError, PROTOCOL_HEADER, decode_frame, decode_protocol_header, encode_frame};
 pub use config::{AmqpConfig, CONFIG_KEYS};

@@ -119,6 +119,14 @@ impl Session {
             properties,
             body,
         };
+        if let Some(tx) = chan.tx.as_mut() {
+            let at_publish = |e: AmqpError| e.at(60, 40);
+            self.door
+                .topology
+                .check_publishable(&msg.exchange)
+                .map_err(at_publish)?;
+            return tx.publish(msg, mandatory).map_err(at_publish);
+        }
         let seq = if chan.confirm {
             chan.published += 1;
             Some(chan.published)

@@ -2,7 +2,7 @@
 with prefetch 1 and manual acks across two consumers, fanout, direct routing), nack with
 requeue (redelivered), basic.get, publisher confirms with mandatory returns, exchange-to-
 exchange bindings, alternate exchanges, auto-delete, exclusive queues and consumers,
-server-sent consumer cancels, pipelined confirms, and messages that survive a broker restart. Needs AMQP_PORT; the restart check needs SLUICE_RESTART (a
+server-sent consumer cancels, transactions, and messages that survive a broker restart. Needs AMQP_PORT; the restart check needs SLUICE_RESTART (a
 command that restarts the server on the same data directory and ports)."""
 import os
 import subprocess
@@ -454,6 +454,46 @@ def consumer_cancel_notify():
     conn.close()
 
 
+def transactions():
+    """tx.select: publishes and acks wait for tx.commit; tx.rollback drops the publishes and
+    makes acked messages unacked again; tx and confirm modes exclude each other (406)."""
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("tx_q")
+    ch.tx_select()
+    look = conn.channel()
+    count = lambda: look.queue_declare("tx_q", passive=True).method.message_count  # noqa: E731
+    for i in range(3):
+        ch.basic_publish("", "tx_q", f"t{i}".encode())
+    assert count() == 0, "uncommitted publishes are not in the queue"
+    ch.tx_commit()
+    assert count() == 3
+    ch.basic_publish("", "tx_q", b"rolled back")
+    ch.tx_rollback()
+    ch.tx_commit()
+    assert count() == 3, "a rolled-back publish never arrives"
+    tags = []
+    for _ in range(3):
+        method, _props, _body = ch.basic_get("tx_q")
+        tags.append(method.delivery_tag)
+    ch.basic_ack(tags[-1], multiple=True)
+    ch.tx_rollback()  # the acks are undone: the messages are unacked again
+    ch.basic_ack(tags[0])  # so their tags are still valid
+    ch.tx_commit()
+    ch.close()  # t1, t2 unacked (their ack was rolled back): back to the queue
+    ch = conn.channel()
+    got = drain(ch, "tx_q", 2)
+    assert [(g[0], g[1]) for g in got] == [("t1", True), ("t2", True)], got
+    confirm_ch = conn.channel()
+    confirm_ch.confirm_delivery()
+    expect_close(406, confirm_ch.tx_select, "tx.select on a confirm channel")
+    tx_ch = conn.channel()
+    tx_ch.tx_select()
+    expect_close(406, tx_ch.confirm_delivery, "confirm.select on a tx channel")
+    expect_close(406, conn.channel().tx_commit, "tx.commit without tx.select")
+    conn.close()
+
+
 def queue_delete_conditions():
     """queue.delete if-empty with messages and if-unused with a consumer are 406; without
     them the queue goes. A redeclare with another durable flag is 406."""
@@ -706,6 +746,7 @@ check("publisher confirms: 500 pipelined publishes, coalesced multiple acks, eac
       confirms_multiple)
 check("queue delete cancels consumers on other connections (basic.cancel)",
       consumer_cancel_notify)
+check("transactions: commit, rollback of publishes and acks, tx/confirm exclusion", transactions)
 check("queue.delete if-empty / if-unused and durable redeclare are 406", queue_delete_conditions)
 check("/metrics counts AMQP methods and their errors", metrics_count_amqp_methods)
 check("kill -9: every confirmed message after the restart, acked ones never, in-flight ones redelivered",
