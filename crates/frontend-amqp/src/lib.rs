@@ -15,8 +15,11 @@
 //!   `outbox.rs` — frames waiting to be written.
 //! - `queue_methods.rs` (queue.*, exchange.*), `publish.rs` (basic.publish, returns,
 //!   confirms), `delivery.rs` (consume, qos, deliveries, get, ack/nack/reject).
-//! - `topology.rs` — exchanges, bindings, routing; `message.rs` — message ↔ record;
-//!   `door.rs` — what connections share; `errors.rs` — reply codes.
+//! - `tx.rs` (tx.select/commit/rollback: what a transactional channel holds).
+//! - `topology.rs` — exchanges and bindings, saved and loaded; `routing.rs` — exchange
+//!   kinds and the walk through exchange-to-exchange bindings and alternate exchanges;
+//!   `message.rs` — message ↔ record; `door.rs` — what connections share (per-queue use:
+//!   consumers, exclusive owners); `errors.rs` — reply codes.
 //! - [`AmqpConfig`] (`config.rs`) — listener settings and their config keys.
 //!
 //! Invariants callers and tests may rely on:
@@ -29,9 +32,8 @@
 //!   resolved (durable when the queue's partition is `flush = sync`).
 //! - Delivery tags are per channel, from 1, and name one (queue, offset) until settled.
 //!
-//! Not yet (issue 15): vhosts other than "/", configured users,
-//! exchange-to-exchange bindings, alternate exchanges, auto-delete, tx, one stored copy for
-//! fan-out, connection.blocked, per-queue metrics. See docs/protocol-mapping.md §AMQP.
+//! Not yet (issue 15): vhosts other than "/", configured users, one stored copy for
+//! fan-out, connection.blocked, dead-lettering. See docs/protocol-mapping.md §AMQP.
 
 mod channel;
 mod codec;
