@@ -40,6 +40,8 @@ pub struct Session {
     /// The client announced the `consumer_cancel_notify` capability: it is told with a
     /// basic.cancel when the broker ends one of its consumers.
     pub cancel_notify: bool,
+    /// The vhost opened (connection.open): names the client sends are local to it.
+    pub vhost: crate::vhost::Vhost,
     /// Exclusive queues declared here: deleted when the connection ends.
     pub exclusive: Vec<String>,
     /// Consumers may have room or messages may be waiting: pump before sleeping.
@@ -90,6 +92,7 @@ pub async fn run(
         session: Session {
             id: door.next_connection_id(),
             cancel_notify: false,
+            vhost: crate::vhost::Vhost::default(),
             door,
             out: Outbox::new(frame_max),
             peer,

@@ -8,10 +8,9 @@ use amq_protocol::protocol::{AMQPClass, basic};
 use crate::channel::{Channel, Consumer, Unacked, by_holder};
 use crate::connection::Session;
 use crate::door::next_consumer_id;
-use crate::errors::{
-    AmqpError, NOT_ALLOWED, NOT_FOUND, PRECONDITION_FAILED, from_broker, truncate,
-};
+use crate::errors::{AmqpError, NOT_ALLOWED, PRECONDITION_FAILED, from_broker, truncate};
 use crate::message::Message;
+use crate::vhost::split;
 
 /// Most messages one consumer takes per pump when its prefetch does not limit it (no-ack,
 /// prefetch 0): other consumers and the client's frames get their turn.
@@ -81,13 +80,8 @@ impl Session {
     }
 
     fn consume(&mut self, ch: u16, chan: &mut Channel, c: basic::Consume) -> Result<(), AmqpError> {
-        let queue = c.queue.to_string();
-        if !self.door.broker.queue_exists(&queue) {
-            return Err(AmqpError::channel(
-                NOT_FOUND,
-                format!("no queue '{queue}' in vhost '/'"),
-            ));
-        }
+        let queue = self.name(c.queue.as_str())?;
+        self.require_queue(&queue)?;
         self.door.check_owner(&queue, self.id)?;
         let tag = if c.consumer_tag.as_str().is_empty() {
             self.door.unique_name("amq.ctag-")
@@ -182,7 +176,7 @@ impl Session {
     }
 
     async fn get(&mut self, ch: u16, chan: &mut Channel, g: basic::Get) -> Result<(), AmqpError> {
-        let queue = g.queue.to_string();
+        let queue = self.name(g.queue.as_str())?;
         self.door.check_owner(&queue, self.id)?;
         let id = *chan.get_id.get_or_insert_with(next_consumer_id);
         chan.holders.insert((queue.clone(), id));
@@ -222,7 +216,7 @@ impl Session {
             .queue_counts(&queue)
             .await
             .map_err(|e| from_broker(&e))?;
-        let msg = Message::from_record(&d.record, &queue);
+        let msg = Message::from_record(&d.record, split(&queue).1);
         let ok = basic::GetOk {
             delivery_tag: tag,
             redelivered: d.redelivered,
@@ -299,7 +293,7 @@ impl Session {
                     c.unacked += 1;
                 }
             }
-            let msg = Message::from_record(&d.record, &queue);
+            let msg = Message::from_record(&d.record, split(&queue).1);
             let deliver = basic::Deliver {
                 consumer_tag: tag.into(),
                 delivery_tag,

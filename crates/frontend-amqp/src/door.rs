@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::config::AmqpConfig;
 use crate::errors::{ACCESS_REFUSED, AmqpError, RESOURCE_LOCKED, from_broker};
 use crate::topology::Topology;
+use crate::vhost::{Access, describe, parse_users, parse_vhosts};
 
 /// Broker consumer ids: one per (connection, channel, consumer tag), never reused while the
 /// process runs. Starts high so ids are unlike the small numbers of other doors' tests.
@@ -67,6 +68,8 @@ pub struct Door {
     pub broker: Arc<Broker>,
     pub topology: Topology,
     pub config: AmqpConfig,
+    /// The vhosts served and the users who may log in (`amqp.vhosts`, `amqp.users`).
+    pub access: Access,
     /// Bumped when messages become available without an append (nack with requeue,
     /// released by a closed channel) or a queue goes: consumers on every connection look
     /// again.
@@ -80,8 +83,22 @@ pub struct Door {
 fn in_exclusive_use(queue: &str) -> AmqpError {
     AmqpError::channel(
         ACCESS_REFUSED,
-        format!("queue '{queue}' in vhost '/' in exclusive use"),
+        format!("queue {} in exclusive use", describe(queue)),
     )
+}
+
+/// The vhosts and users of the config; entries that cannot be used are logged and skipped
+/// (the config's key types cannot express them).
+fn access_of(config: &AmqpConfig) -> Access {
+    let (vhosts, bad_vhosts) = parse_vhosts(&config.vhosts);
+    for v in bad_vhosts {
+        tracing::warn!(vhost = %v, "amqp.vhosts: skipped (use letters, digits, '_' and '-')");
+    }
+    let (users, bad_users) = parse_users(&config.users);
+    for u in bad_users {
+        tracing::warn!(user = %u, "amqp.users: skipped (expected name:password[:vhost|vhost…])");
+    }
+    Access { vhosts, users }
 }
 
 /// 405 RESOURCE_LOCKED for `queue`, in RabbitMQ's words.
@@ -89,17 +106,20 @@ pub fn locked(queue: &str) -> AmqpError {
     AmqpError::channel(
         RESOURCE_LOCKED,
         format!(
-            "cannot obtain exclusive access to locked queue '{queue}' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
+            "cannot obtain exclusive access to locked queue {}. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            describe(queue)
         ),
     )
 }
 
 impl Door {
     pub fn new(broker: Arc<Broker>, config: AmqpConfig) -> Door {
+        let access = access_of(&config);
         Door {
-            topology: Topology::open(&broker),
+            topology: Topology::open(&broker, &access.vhosts),
             broker,
             config,
+            access,
             wake: watch::channel(0).0,
             queues: Mutex::new(HashMap::new()),
             next_name: AtomicU64::new(1),

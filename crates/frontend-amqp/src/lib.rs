@@ -9,7 +9,8 @@
 //! - [`serve`] (`server.rs`) — the accept loop, connection limit, graceful shutdown.
 //! - `connection.rs` — one connection: frame loop, channel open/close, heartbeats, the
 //!   delivery pump, cleanup (release, exclusive queues). `handshake.rs` — start/tune/open
-//!   and the login check.
+//!   and the login check; `vhost.rs` — vhosts (names local to a vhost ↔ the broker's
+//!   internal names), users and the login and vhost-access rules.
 //! - `codec.rs` — frames in and out; the size limit checked before allocation.
 //! - `channel.rs` — one channel's state (publish in progress, consumers, unacked tags);
 //!   `outbox.rs` — frames waiting to be written.
@@ -32,8 +33,8 @@
 //!   resolved (durable when the queue's partition is `flush = sync`).
 //! - Delivery tags are per channel, from 1, and name one (queue, offset) until settled.
 //!
-//! Not yet (issue 15): vhosts other than "/", configured users, one stored copy for
-//! fan-out, connection.blocked, dead-lettering. See docs/protocol-mapping.md §AMQP.
+//! Not yet (issue 15): one stored copy for fan-out, connection.blocked, dead-lettering,
+//! per-vhost permissions. See docs/protocol-mapping.md §AMQP.
 
 mod channel;
 mod codec;
@@ -51,6 +52,7 @@ mod routing;
 mod server;
 mod topology;
 mod tx;
+mod vhost;
 
 pub use codec::{FrameError, PROTOCOL_HEADER, decode_frame, decode_protocol_header, encode_frame};
 pub use config::{AmqpConfig, CONFIG_KEYS};

@@ -121,9 +121,10 @@ impl Session {
         };
         if let Some(tx) = chan.tx.as_mut() {
             let at_publish = |e: AmqpError| e.at(60, 40);
+            let exchange = self.name(&msg.exchange).map_err(at_publish)?;
             self.door
                 .topology
-                .check_publishable(&msg.exchange)
+                .check_publishable(&exchange)
                 .map_err(at_publish)?;
             return tx.publish(msg, mandatory).map_err(at_publish);
         }
@@ -154,10 +155,11 @@ impl Session {
             .as_ref()
             .map(crate::queue_methods::table_text)
             .unwrap_or_default();
+        let exchange = self.name(&msg.exchange).map_err(|e| e.at(60, 40))?;
         let queues = self
             .door
             .topology
-            .route(&self.door.broker, &msg.exchange, &msg.routing_key, &headers)
+            .route(&self.door.broker, &exchange, &msg.routing_key, &headers)
             .map_err(|e| e.at(60, 40))?;
         if queues.is_empty() && mandatory {
             self.basic_return(ch, msg);

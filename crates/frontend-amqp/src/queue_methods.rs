@@ -15,6 +15,7 @@ use crate::connection::Session;
 use crate::door::AUTO_DELETE_SETTING;
 use crate::errors::{ACCESS_REFUSED, AmqpError, NOT_FOUND, PRECONDITION_FAILED, from_broker};
 use crate::topology::{Binding, Destination, Exchange, ExchangeKind};
+use crate::vhost::describe;
 
 /// Setting recording the declare's `durable` flag.
 pub(crate) const DURABLE_SETTING: &str = "amqp.durable";
@@ -109,11 +110,12 @@ impl Session {
         match m {
             queue::AMQPMethod::Declare(d) => self.queue_declare(ch, d).await,
             queue::AMQPMethod::Bind(b) => {
-                self.require_queue(b.queue.as_str())?;
-                self.door.check_owner(b.queue.as_str(), self.id)?;
+                let queue = self.name(b.queue.as_str())?;
+                self.require_queue(&queue)?;
+                self.door.check_owner(&queue, self.id)?;
                 let binding = Binding {
-                    exchange: b.exchange.to_string(),
-                    destination: Destination::Queue(b.queue.to_string()),
+                    exchange: self.name(b.exchange.as_str())?,
+                    destination: Destination::Queue(queue),
                     key: b.routing_key.to_string(),
                     args: table_text(&b.arguments),
                 };
@@ -127,10 +129,11 @@ impl Session {
                 Ok(())
             }
             queue::AMQPMethod::Unbind(u) => {
-                self.door.check_owner(u.queue.as_str(), self.id)?;
+                let queue = self.name(u.queue.as_str())?;
+                self.door.check_owner(&queue, self.id)?;
                 let binding = Binding {
-                    exchange: u.exchange.to_string(),
-                    destination: Destination::Queue(u.queue.to_string()),
+                    exchange: self.name(u.exchange.as_str())?,
+                    destination: Destination::Queue(queue),
                     key: u.routing_key.to_string(),
                     args: table_text(&u.arguments),
                 };
@@ -142,12 +145,13 @@ impl Session {
                 Ok(())
             }
             queue::AMQPMethod::Purge(p) => {
-                self.require_queue(p.queue.as_str())?;
-                self.door.check_owner(p.queue.as_str(), self.id)?;
+                let queue = self.name(p.queue.as_str())?;
+                self.require_queue(&queue)?;
+                self.door.check_owner(&queue, self.id)?;
                 let n = self
                     .door
                     .broker
-                    .queue_purge(p.queue.as_str())
+                    .queue_purge(&queue)
                     .await
                     .map_err(|e| from_broker(&e))?;
                 if !p.nowait {
@@ -167,24 +171,32 @@ impl Session {
         }
     }
 
-    fn require_queue(&self, name: &str) -> Result<(), AmqpError> {
+    /// The internal name (`vhost.rs`) of a queue or exchange name a client sent.
+    pub fn name(&self, local: &str) -> Result<String, AmqpError> {
+        self.vhost.check_local(local)?;
+        Ok(self.vhost.internal(local))
+    }
+
+    /// 404 unless queue `name` (internal) exists.
+    pub fn require_queue(&self, name: &str) -> Result<(), AmqpError> {
         if self.door.broker.queue_exists(name) {
             Ok(())
         } else {
             Err(AmqpError::channel(
                 NOT_FOUND,
-                format!("no queue '{name}' in vhost '/'"),
+                format!("no queue {}", describe(name)),
             ))
         }
     }
 
     async fn queue_declare(&mut self, ch: u16, d: queue::Declare) -> Result<(), AmqpError> {
-        let name = if d.queue.as_str().is_empty() {
+        let local = if d.queue.as_str().is_empty() {
             self.door.unique_name("amq.gen-")
         } else {
             check_queue_name(d.queue.as_str(), !d.passive)?;
             d.queue.to_string()
         };
+        let name = self.name(&local)?;
         self.door.check_owner(&name, self.id)?;
         if d.passive {
             self.require_queue(&name)?;
@@ -197,7 +209,10 @@ impl Session {
                 .map_err(|e| match e {
                     broker::BrokerError::InvalidConfig(text) => AmqpError::channel(
                         PRECONDITION_FAILED,
-                        format!("inequivalent arguments for queue '{name}': {text}"),
+                        format!(
+                            "inequivalent arguments for queue {}: {text}",
+                            describe(&name)
+                        ),
                     ),
                     other => from_broker(&other),
                 })?;
@@ -220,7 +235,7 @@ impl Session {
             .await
             .map_err(|e| from_broker(&e))?;
         let ok = queue::DeclareOk {
-            queue: name.as_str().into(),
+            queue: local.as_str().into(),
             message_count: saturating_u32(counts.ready),
             consumer_count: self.door.consumer_count(&name),
         };
@@ -230,8 +245,9 @@ impl Session {
     }
 
     async fn queue_delete(&mut self, ch: u16, d: queue::Delete) -> Result<(), AmqpError> {
-        let name = d.queue.as_str();
-        check_queue_name(name, false)?;
+        check_queue_name(d.queue.as_str(), false)?;
+        let internal = self.name(d.queue.as_str())?;
+        let name = internal.as_str();
         self.door.check_owner(name, self.id)?;
         let mut message_count = 0;
         if self.door.broker.queue_exists(name) {
@@ -244,13 +260,13 @@ impl Session {
             if d.if_unused && self.door.consumer_count(name) > 0 {
                 return Err(AmqpError::channel(
                     PRECONDITION_FAILED,
-                    format!("queue '{name}' in use"),
+                    format!("queue {} in use", describe(name)),
                 ));
             }
             if d.if_empty && counts.ready + counts.unacked > 0 {
                 return Err(AmqpError::channel(
                     PRECONDITION_FAILED,
-                    format!("queue '{name}' not empty"),
+                    format!("queue {} not empty", describe(name)),
                 ));
             }
             message_count = saturating_u32(counts.ready);
@@ -277,13 +293,17 @@ impl Session {
         let broker = &self.door.broker;
         let (reply, nowait) = match m {
             exchange::AMQPMethod::Declare(d) => {
-                let wanted = exchange_of(&d)?;
-                topology.declare_exchange(broker, d.exchange.as_str(), wanted, d.passive)?;
+                let mut wanted = exchange_of(&d)?;
+                if let Some(ae) = wanted.alternate.take() {
+                    wanted.alternate = Some(self.name(&ae)?);
+                }
+                let name = self.name(d.exchange.as_str())?;
+                topology.declare_exchange(broker, &name, wanted, d.passive)?;
                 let ok = exchange::DeclareOk {};
                 (exchange::AMQPMethod::DeclareOk(ok), d.nowait)
             }
             exchange::AMQPMethod::Delete(d) => {
-                topology.delete_exchange(broker, d.exchange.as_str(), d.if_unused)?;
+                topology.delete_exchange(broker, &self.name(d.exchange.as_str())?, d.if_unused)?;
                 (
                     exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}),
                     d.nowait,
@@ -291,8 +311,8 @@ impl Session {
             }
             exchange::AMQPMethod::Bind(b) => {
                 let binding = Binding {
-                    exchange: b.source.to_string(),
-                    destination: Destination::Exchange(b.destination.to_string()),
+                    exchange: self.name(b.source.as_str())?,
+                    destination: Destination::Exchange(self.name(b.destination.as_str())?),
                     key: b.routing_key.to_string(),
                     args: table_text(&b.arguments),
                 };
@@ -301,8 +321,8 @@ impl Session {
             }
             exchange::AMQPMethod::Unbind(u) => {
                 let binding = Binding {
-                    exchange: u.source.to_string(),
-                    destination: Destination::Exchange(u.destination.to_string()),
+                    exchange: self.name(u.source.as_str())?,
+                    destination: Destination::Exchange(self.name(u.destination.as_str())?),
                     key: u.routing_key.to_string(),
                     args: table_text(&u.arguments),
                 };

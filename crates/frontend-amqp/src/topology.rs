@@ -6,8 +6,9 @@
 //! - `amqp.exchange_binding`: `["source","destination","key"(,args)]` → `{}`
 //!   (exchange-to-exchange bindings).
 //!
-//! The default exchange `""` (every queue by its name) and `amq.direct`, `amq.fanout`,
-//! `amq.topic`, `amq.headers` always exist and are never saved. How a message walks the
+//! Names are internal names (`vhost.rs`: `vhost.<v>.<name>` outside `/`). In every vhost
+//! the default exchange `""` (every queue of the vhost by its name) and `amq.direct`,
+//! `amq.fanout`, `amq.topic`, `amq.headers` always exist and are never saved. How a message walks the
 //! table is `routing.rs`.
 //!
 //! Invariants: a binding names a source exchange and a destination that exist; deleting an
@@ -25,6 +26,7 @@ use serde_json::json;
 use crate::errors::{ACCESS_REFUSED, AmqpError, NOT_FOUND};
 use crate::errors::{PRECONDITION_FAILED, from_broker};
 pub use crate::routing::{Binding, Destination, Exchange, ExchangeKind};
+use crate::vhost::{Vhost, describe, split};
 
 const NS_EXCHANGE: &str = "amqp.exchange";
 const NS_BINDING: &str = "amqp.binding";
@@ -98,7 +100,7 @@ impl Exchange {
     /// The first property a redeclare differs in, as RabbitMQ names it, with the received
     /// and current values.
     fn inequivalence(&self, other: &Exchange) -> Option<(&'static str, String, String)> {
-        let opt = |a: &Option<String>| a.clone().unwrap_or_else(|| "none".to_string());
+        let opt = |a: &Option<String>| a.as_deref().map_or("none", |n| split(n).1).to_string();
         [
             ("type", other.kind.name().into(), self.kind.name().into()),
             (
@@ -170,18 +172,25 @@ fn builtin() -> [(&'static str, ExchangeKind); 5] {
 }
 
 fn not_found(name: &str) -> AmqpError {
-    AmqpError::channel(NOT_FOUND, format!("no exchange '{name}' in vhost '/'"))
+    AmqpError::channel(NOT_FOUND, format!("no exchange {}", describe(name)))
+}
+
+/// Whether (internal) `name` is a built-in exchange of its vhost.
+fn is_builtin(name: &str) -> bool {
+    let local = split(name).1;
+    builtin().iter().any(|(n, _)| *n == local)
 }
 
 impl Topology {
     /// The built-in exchanges plus what `broker` has saved. Transient (non-durable) queues,
     /// exchanges and the bindings that name them do not outlive the broker, as in RabbitMQ:
     /// a start deletes them (saved first, so a crash halfway repeats the cleanup).
-    pub fn open(broker: &Broker) -> Topology {
+    pub fn open(broker: &Broker, vhosts: &[String]) -> Topology {
         drop_transient_queues(broker);
-        let mut exchanges: BTreeMap<String, Exchange> = builtin()
-            .into_iter()
-            .map(|(n, kind)| {
+        let mut exchanges: BTreeMap<String, Exchange> = BTreeMap::new();
+        for vhost in vhosts {
+            let vhost = Vhost(vhost.clone());
+            for (n, kind) in builtin() {
                 let x = Exchange {
                     kind,
                     durable: true,
@@ -189,9 +198,9 @@ impl Topology {
                     internal: false,
                     alternate: None,
                 };
-                (n.to_string(), x)
-            })
-            .collect();
+                exchanges.insert(vhost.internal(n), x);
+            }
+        }
         for (name, v) in broker.extension_entries(NS_EXCHANGE) {
             match Exchange::from_saved(&v) {
                 Some(x) if !x.durable => forget(broker, NS_EXCHANGE, &name),
@@ -254,16 +263,20 @@ impl Topology {
                 return Err(AmqpError::channel(
                     PRECONDITION_FAILED,
                     format!(
-                        "inequivalent arg '{arg}' for exchange '{name}' in vhost '/': received '{received}' but current is '{current}'"
+                        "inequivalent arg '{arg}' for exchange {}: received '{received}' but current is '{current}'",
+                        describe(name)
                     ),
                 ));
             }
             return Ok(());
         }
-        if name.starts_with("amq.") {
+        if split(name).1.starts_with("amq.") {
             return Err(AmqpError::channel(
                 ACCESS_REFUSED,
-                format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
+                format!(
+                    "exchange name '{}' contains reserved prefix 'amq.*'",
+                    split(name).1
+                ),
             ));
         }
         broker
@@ -281,10 +294,13 @@ impl Topology {
         name: &str,
         if_unused: bool,
     ) -> Result<(), AmqpError> {
-        if builtin().iter().any(|(n, _)| *n == name) {
+        if is_builtin(name) {
             return Err(AmqpError::channel(
                 ACCESS_REFUSED,
-                format!("operation not permitted on the built-in exchange '{name}'"),
+                format!(
+                    "operation not permitted on the built-in exchange {}",
+                    describe(name)
+                ),
             ));
         }
         let _changing = self.changing.lock();
@@ -295,7 +311,7 @@ impl Topology {
         if if_unused && in_use {
             return Err(AmqpError::channel(
                 PRECONDITION_FAILED,
-                format!("exchange '{name}' in vhost '/' in use"),
+                format!("exchange {} in use", describe(name)),
             ));
         }
         let sources = self.remove_exchange(broker, name)?;
@@ -356,7 +372,7 @@ impl Topology {
     /// queue.bind or exchange.bind (a queue destination's existence is the caller's
     /// check; an exchange destination must exist).
     pub fn bind(&self, broker: &Broker, binding: Binding) -> Result<(), AmqpError> {
-        let default = |n: &str| n.is_empty();
+        let default = |n: &str| split(n).1.is_empty();
         if default(&binding.exchange)
             || matches!(&binding.destination, Destination::Exchange(d) if default(d))
         {
@@ -423,9 +439,11 @@ impl Topology {
         routing_key: &str,
         headers: &[(String, String)],
     ) -> Result<Vec<String>, AmqpError> {
-        if exchange.is_empty() {
-            return Ok(if broker.queue_exists(routing_key) {
-                vec![routing_key.to_string()]
+        let (vhost, local) = split(exchange);
+        if local.is_empty() {
+            let queue = Vhost(vhost.to_string()).internal(routing_key);
+            return Ok(if broker.queue_exists(&queue) {
+                vec![queue]
             } else {
                 Vec::new()
             });
@@ -439,13 +457,13 @@ impl Topology {
 
     /// A client may publish to `exchange`: it exists (404) and is not internal (403).
     pub fn check_publishable(&self, exchange: &str) -> Result<(), AmqpError> {
-        if exchange.is_empty() {
+        if split(exchange).1.is_empty() {
             return Ok(());
         }
         if self.exchange_or_404(exchange)?.internal {
             return Err(AmqpError::channel(
                 ACCESS_REFUSED,
-                format!("cannot publish to internal exchange '{exchange}' in vhost '/'"),
+                format!("cannot publish to internal exchange {}", describe(exchange)),
             ));
         }
         Ok(())

@@ -2,11 +2,14 @@
 with prefetch 1 and manual acks across two consumers, fanout, direct routing), nack with
 requeue (redelivered), basic.get, publisher confirms with mandatory returns, exchange-to-
 exchange bindings, alternate exchanges, auto-delete, exclusive queues and consumers,
-server-sent consumer cancels, transactions, and messages that survive a broker restart. Needs AMQP_PORT; the restart check needs SLUICE_RESTART (a
+server-sent consumer cancels, transactions, vhosts and users (on a second server), and
+messages that survive a broker restart. Needs AMQP_PORT; the restart check needs SLUICE_RESTART (a
 command that restarts the server on the same data directory and ports)."""
 import os
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -517,6 +520,107 @@ def queue_delete_conditions():
     conn.close()
 
 
+def start_server(*settings):
+    """A second sluice server (SLUICE_BIN_PATH) on its own data directory with `--set`
+    settings, AMQP on every address (port chosen by the OS); returns (process, port)."""
+    data = tempfile.mkdtemp(dir=os.environ.get("SLUICE_WORK"))
+    log_path = os.path.join(data, "server.log")
+    args = [os.environ["SLUICE_BIN_PATH"], "server", "--data-dir", os.path.join(data, "data"),
+            "--kafka-listener", "127.0.0.1:0", "--amqp-listener", "0.0.0.0:0",
+            "--admin-listener", "127.0.0.1:0"]
+    for setting in settings:
+        args += ["--set", setting]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with open(log_path) as log:
+            for line in log:
+                if line.startswith("  amqp"):
+                    return proc, int(line.split()[1].rsplit(":", 1)[1])
+        assert proc.poll() is None, open(log_path).read()
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the second server printed no banner")
+
+
+def non_loopback_address():
+    """This machine's address on its default route (not loopback), or None."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a route
+        ip = s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None if ip.startswith("127.") else ip
+
+
+def vhosts_and_users():
+    """A second server with amqp.vhosts=/,dev,ops and amqp.users: a vhost is a namespace (the
+    same exchange and queue names in / and dev hold their own messages; amq.* exist in each);
+    an unknown vhost, or one the user may not open, is 530 NOT_ALLOWED; a wrong password is
+    403; guest logs in from loopback only, a configured user from any address."""
+    proc, port = start_server("amqp.vhosts=/,dev,ops",
+                              "amqp.users=alice:wonderland:dev,bob:builder")
+
+    def open_conn(vhost="/", user="guest", password="guest", host="127.0.0.1"):
+        return pika.BlockingConnection(pika.ConnectionParameters(
+            host=host, port=port, virtual_host=vhost,
+            credentials=pika.PlainCredentials(user, password)))
+
+    def refused(error, code, **how):
+        try:
+            open_conn(**how).close()
+        except error as e:
+            assert f"({code})" in str(e), (how, e)
+            return
+        raise AssertionError(f"{how}: the login or the vhost must be refused with {code}")
+
+    try:
+        root = open_conn()
+        dev = open_conn("dev", "alice", "wonderland")
+        for conn, body in ((root, "root"), (dev, "dev")):
+            ch = conn.channel()
+            ch.exchange_declare("shared_x", exchange_type="fanout")
+            ch.queue_declare("shared_q")
+            ch.queue_bind("shared_q", "shared_x")
+            ch.basic_publish("shared_x", "", body.encode())
+            ch.basic_publish("", "shared_q", f"{body} direct".encode())
+        for conn in (root, dev):
+            count = conn.channel().queue_declare("shared_q", passive=True).method.message_count
+            assert count == 2, f"each vhost's shared_q holds its own 2 messages, not {count}"
+        assert [g[0] for g in drain(root.channel(), "shared_q", 2)] == ["root", "root direct"]
+        assert [g[0] for g in drain(dev.channel(), "shared_q", 2)] == ["dev", "dev direct"]
+        ch = dev.channel()
+        ch.queue_declare("only_in_dev")
+        ch.queue_bind("only_in_dev", "amq.topic", routing_key="#")
+        ch.basic_publish("amq.topic", "a.b", b"via dev's amq.topic")
+        assert [g[0] for g in drain(ch, "only_in_dev", 1)] == ["via dev's amq.topic"]
+        assert not queue_exists(root, "only_in_dev")
+        expect_close(403, lambda: root.channel().queue_declare("vhost.dev.only_in_dev",
+                                                               passive=True),
+                     "/ reaching into dev by the broker's name for its queue")
+        root.close()
+        dev.close()
+        refused(pika.exceptions.ProbableAccessDeniedError, 530, vhost="nope")
+        refused(pika.exceptions.ProbableAccessDeniedError, 530, vhost="ops", user="alice",
+                password="wonderland")
+        open_conn("ops", "bob", "builder").close()
+        refused(pika.exceptions.ProbableAuthenticationError, 403, user="alice",
+                password="wrong")
+        ip = non_loopback_address()
+        if ip is None:
+            print("     (no non-loopback address: the guest-from-elsewhere check is skipped)")
+        else:
+            refused(pika.exceptions.ProbableAuthenticationError, 403, host=ip)
+            open_conn("dev", "alice", "wonderland", host=ip).close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def nack_requeue():
     conn = connect()
     ch = conn.channel()
@@ -748,6 +852,8 @@ check("queue delete cancels consumers on other connections (basic.cancel)",
       consumer_cancel_notify)
 check("transactions: commit, rollback of publishes and acks, tx/confirm exclusion", transactions)
 check("queue.delete if-empty / if-unused and durable redeclare are 406", queue_delete_conditions)
+check("vhosts namespace exchanges and queues; users from the config; 530 and 403 refusals",
+      vhosts_and_users)
 check("/metrics counts AMQP methods and their errors", metrics_count_amqp_methods)
 check("kill -9: every confirmed message after the restart, acked ones never, in-flight ones redelivered",
       survives_kill_9)
