@@ -235,6 +235,7 @@ impl Door {
             Ok(()) | Err(broker::BrokerError::UnknownTopicOrPartition) => {}
             Err(e) => return Err(from_broker(&e)),
         }
+        self.topology.forget_exclusive(&self.broker, name)?;
         self.queues.lock().remove(name);
         self.wake_consumers();
         Ok(())

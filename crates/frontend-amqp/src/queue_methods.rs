@@ -217,6 +217,11 @@ impl Session {
                     other => from_broker(&other),
                 })?;
             if created && d.exclusive {
+                if d.durable {
+                    self.door
+                        .topology
+                        .save_exclusive(&self.door.broker, &name)?;
+                }
                 self.door.set_owner(&name, self.id);
                 self.exclusive.push(name.clone());
             } else if !created && self.door.owner(&name) != d.exclusive.then_some(self.id) {

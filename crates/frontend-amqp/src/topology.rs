@@ -4,7 +4,8 @@
 //!   "alternate-exchange"?}`;
 //! - `amqp.binding`: `["exchange","queue","key"(,args)]` → `{}` (queue bindings);
 //! - `amqp.exchange_binding`: `["source","destination","key"(,args)]` → `{}`
-//!   (exchange-to-exchange bindings).
+//!   (exchange-to-exchange bindings);
+//! - `amqp.exclusive_queue`: name → `{}` (durable exclusive queues, deleted at start).
 //!
 //! Names are internal names (`vhost.rs`: `vhost.<v>.<name>` outside `/`). In every vhost
 //! the default exchange `""` (every queue of the vhost by its name) and `amq.direct`,
@@ -31,6 +32,10 @@ use crate::vhost::{Vhost, describe, split};
 const NS_EXCHANGE: &str = "amqp.exchange";
 const NS_BINDING: &str = "amqp.binding";
 const NS_EXCHANGE_BINDING: &str = "amqp.exchange_binding";
+/// Durable exclusive queues (name → `{}`): deleted at the next start, as their connection
+/// cannot outlive the broker (a clean shutdown deletes them with their connections; this
+/// covers a crash).
+const NS_EXCLUSIVE_QUEUE: &str = "amqp.exclusive_queue";
 
 impl Binding {
     fn namespace(&self) -> &'static str {
@@ -136,6 +141,8 @@ pub struct Topology {
     /// Held by every change: a change reads, saves, then updates, and must not interleave
     /// with another (two connections unbinding an auto-delete exchange's last bindings).
     changing: Mutex<()>,
+    /// The durable exclusive queues saved in `amqp.exclusive_queue`.
+    exclusive_saved: Mutex<BTreeSet<String>>,
 }
 
 /// Removes a saved entry at start (its exchange or queue is gone); a failure is logged and
@@ -147,7 +154,7 @@ fn forget(broker: &Broker, namespace: &str, key: &str) {
 }
 
 /// Deletes the queues declared with durable=false through this door (with the topics their
-/// declare created).
+/// declare created), and the exclusive ones a crash left behind (their connection is gone).
 fn drop_transient_queues(broker: &Broker) {
     for name in broker.list_queues() {
         let transient = broker.queue_settings(&name).is_some_and(|s| {
@@ -157,6 +164,16 @@ fn drop_transient_queues(broker: &Broker) {
         });
         if transient && let Err(e) = broker.delete_queue(&name, true) {
             tracing::warn!(queue = %name, error = %e, "could not delete a transient queue at start");
+        }
+    }
+    for (name, _) in broker.extension_entries(NS_EXCLUSIVE_QUEUE) {
+        match broker.delete_queue(&name, true) {
+            Ok(()) | Err(broker::BrokerError::UnknownTopicOrPartition) => {
+                forget(broker, NS_EXCLUSIVE_QUEUE, &name)
+            }
+            Err(e) => {
+                tracing::warn!(queue = %name, error = %e, "could not delete an exclusive queue at start")
+            }
         }
     }
 }
@@ -234,6 +251,7 @@ impl Topology {
             exchanges: RwLock::new(exchanges),
             bindings: RwLock::new(bindings),
             changing: Mutex::new(()),
+            exclusive_saved: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -426,6 +444,27 @@ impl Topology {
             .collect();
         self.remove_bindings(broker, &gone)?;
         self.auto_delete(broker, gone.into_iter().map(|b| b.exchange).collect())
+    }
+
+    /// Saves that durable queue `queue` is exclusive, so a crash does not leave it behind.
+    pub fn save_exclusive(&self, broker: &Broker, queue: &str) -> Result<(), AmqpError> {
+        broker
+            .persist_extension(NS_EXCLUSIVE_QUEUE, queue, Some(json!({})), true)
+            .map_err(|e| from_broker(&e))?;
+        self.exclusive_saved.lock().insert(queue.to_string());
+        Ok(())
+    }
+
+    /// Forgets a deleted queue's exclusive entry, if it has one.
+    pub fn forget_exclusive(&self, broker: &Broker, queue: &str) -> Result<(), AmqpError> {
+        if !self.exclusive_saved.lock().contains(queue) {
+            return Ok(());
+        }
+        broker
+            .persist_extension(NS_EXCLUSIVE_QUEUE, queue, None, true)
+            .map_err(|e| from_broker(&e))?;
+        self.exclusive_saved.lock().remove(queue);
+        Ok(())
     }
 
     /// The queues a message published to `exchange` with `routing_key` (and `headers`, as

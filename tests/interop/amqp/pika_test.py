@@ -812,10 +812,13 @@ def survives_kill_9():
             held.append(body.decode())
             if len(held) == 10:
                 break
+    # A durable exclusive queue dies with its connection, even when a crash ends that.
+    conn.channel().queue_declare("k9_exclusive", durable=True, exclusive=True)
     # The acks must have reached the broker before the crash: a round trip on the channel.
     ch.queue_declare("k9_q", durable=True, passive=True)
     subprocess.run(restart + " kill", shell=True, check=True, timeout=120)
     conn = connect()
+    assert not queue_exists(conn, "k9_exclusive"), "an exclusive queue outlived its connection"
     ch = conn.channel()
     got = drain(ch, "k9_q", 150, timeout=10)
     bodies = [g[0] for g in got]
@@ -855,7 +858,8 @@ check("queue.delete if-empty / if-unused and durable redeclare are 406", queue_d
 check("vhosts namespace exchanges and queues; users from the config; 530 and 403 refusals",
       vhosts_and_users)
 check("/metrics counts AMQP methods and their errors", metrics_count_amqp_methods)
-check("kill -9: every confirmed message after the restart, acked ones never, in-flight ones redelivered",
+check("kill -9: every confirmed message after the restart, acked ones never, in-flight ones "
+      "redelivered; exclusive queues gone",
       survives_kill_9)
 check("durable queue, exchanges, bindings (exchange-to-exchange, alternate) and messages "
       "survive a restart; acked ones do not come back",
