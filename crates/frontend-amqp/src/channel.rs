@@ -1,10 +1,12 @@
 //! One channel's state: the message being published (method, header, body frames), its
-//! consumers, and its delivered-but-unacked messages by delivery tag.
+//! consumers, its delivered-but-unacked messages by delivery tag, its publisher-confirm
+//! counters and its open transaction.
 //!
 //! Invariants: delivery tags grow from 1 per channel and each maps to exactly one
 //! (queue, broker consumer, offset) until acked, nacked or the channel closes; every broker
 //! consumer id that may hold messages is in `holders`, so closing the channel releases all
-//! it holds.
+//! it holds. In confirm mode `confirm_sent <= confirm_ready <= published`: every sequence
+//! number up to `confirm_ready` is stored, those up to `confirm_sent` were confirmed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,7 +32,12 @@ pub struct Consumer {
     /// Unacked deliveries allowed (basic.qos, global = false); 0: no limit.
     pub prefetch: u16,
     pub unacked: u32,
+    /// The queue's generation when the consumer started (`Door::queue_alive`).
+    pub generation: u64,
 }
+
+/// Deliveries taken from the unacked map by an ack, nack or reject, with their tags.
+pub type Taken = Vec<(u64, Unacked)>;
 
 /// A delivered message awaiting ack.
 #[derive(Clone, Debug)]
@@ -51,6 +58,12 @@ pub struct Channel {
     /// confirm.select was sent: every publish is acked with its sequence number.
     pub confirm: bool,
     pub published: u64,
+    /// Highest sequence number stored (with all below it) whose ack is not sent yet.
+    pub confirm_ready: u64,
+    /// Highest sequence number confirmed to the client.
+    pub confirm_sent: u64,
+    /// tx.select was sent: publishes and acks wait here for tx.commit.
+    pub tx: Option<crate::tx::Tx>,
     /// basic.qos prefetch for consumers started after it (global = false).
     pub prefetch_consumer: u16,
     /// basic.qos prefetch shared by the channel's consumers (global = true); 0: none.
@@ -73,20 +86,23 @@ impl Channel {
         }
     }
 
-    /// Takes the unacked deliveries an ack/nack/reject names: `tag` alone, or with
-    /// `multiple` every tag up to it (0: all). `None` when a named tag is unknown.
-    pub fn take_unacked(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
-        let taken: Vec<Unacked> = if multiple {
+    /// Takes the unacked deliveries an ack/nack/reject names, with their tags: `tag`
+    /// alone, or with `multiple` every tag up to it (0: all). `None` when a named tag is
+    /// unknown.
+    pub fn take_unacked(&mut self, tag: u64, multiple: bool) -> Option<Taken> {
+        let taken: Taken = if multiple {
             let upto = if tag == 0 { u64::MAX } else { tag };
             let tags: Vec<u64> = self.unacked.range(..=upto).map(|(t, _)| *t).collect();
             if tags.is_empty() && tag != 0 {
                 return None;
             }
-            tags.iter().filter_map(|t| self.unacked.remove(t)).collect()
+            tags.iter()
+                .filter_map(|t| self.unacked.remove(t).map(|u| (*t, u)))
+                .collect()
         } else {
-            vec![self.unacked.remove(&tag)?]
+            vec![(tag, self.unacked.remove(&tag)?)]
         };
-        for u in &taken {
+        for (_, u) in &taken {
             if let Some(c) = u
                 .consumer_tag
                 .as_ref()
@@ -97,15 +113,100 @@ impl Channel {
         }
         Some(taken)
     }
+
+    /// Puts back deliveries taken by an ack that a tx.rollback undid: unacked again, under
+    /// their tags, counted against their consumers' prefetch.
+    pub fn restore_unacked(&mut self, taken: Taken) {
+        for (tag, u) in taken {
+            if let Some(c) = u
+                .consumer_tag
+                .as_ref()
+                .and_then(|t| self.consumers.get_mut(t))
+            {
+                c.unacked += 1;
+            }
+            self.unacked.insert(tag, u);
+        }
+    }
+
+    /// The confirm to send now for publishes stored since the last one, if any:
+    /// (delivery tag, multiple). Several become one ack with `multiple` set.
+    pub fn take_confirm(&mut self) -> Option<(u64, bool)> {
+        if self.confirm_ready <= self.confirm_sent {
+            return None;
+        }
+        let multiple = self.confirm_ready - self.confirm_sent > 1;
+        self.confirm_sent = self.confirm_ready;
+        Some((self.confirm_ready, multiple))
+    }
 }
 
 /// Groups deliveries by (queue, broker consumer), each with its offsets.
-pub fn by_holder(taken: &[Unacked]) -> BTreeMap<(String, u64), Vec<Offset>> {
+pub fn by_holder(taken: &[(u64, Unacked)]) -> BTreeMap<(String, u64), Vec<Offset>> {
     let mut out: BTreeMap<(String, u64), Vec<Offset>> = BTreeMap::new();
-    for u in taken {
+    for (_, u) in taken {
         out.entry((u.queue.clone(), u.broker_id))
             .or_default()
             .push(u.offset);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unacked(queue: &str, consumer_tag: Option<&str>) -> Unacked {
+        Unacked {
+            queue: queue.into(),
+            broker_id: 7,
+            offset: 0,
+            consumer_tag: consumer_tag.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn confirms_coalesce_into_one_multiple_ack() {
+        let mut chan = Channel::default();
+        assert_eq!(chan.take_confirm(), None);
+        chan.confirm_ready = 1;
+        assert_eq!(
+            chan.take_confirm(),
+            Some((1, false)),
+            "one publish: a plain ack"
+        );
+        chan.confirm_ready = 5;
+        assert_eq!(
+            chan.take_confirm(),
+            Some((5, true)),
+            "2..=5: one ack, multiple"
+        );
+        assert_eq!(chan.take_confirm(), None, "nothing new");
+    }
+
+    #[test]
+    fn a_rolled_back_ack_makes_its_deliveries_unacked_again() {
+        let mut chan = Channel::default();
+        chan.consumers.insert(
+            "c".into(),
+            Consumer {
+                queue: "q".into(),
+                broker_id: 7,
+                no_ack: false,
+                prefetch: 2,
+                unacked: 2,
+                generation: 1,
+            },
+        );
+        chan.unacked.insert(1, unacked("q", Some("c")));
+        chan.unacked.insert(2, unacked("q", Some("c")));
+        chan.unacked.insert(3, unacked("q", None));
+        let taken = chan.take_unacked(2, true).unwrap();
+        assert_eq!(taken.iter().map(|(t, _)| *t).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(chan.consumers["c"].unacked, 0);
+        assert!(chan.take_unacked(9, false).is_none(), "unknown tag");
+        chan.restore_unacked(taken);
+        assert_eq!(chan.unacked.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(chan.consumers["c"].unacked, 2);
+    }
 }

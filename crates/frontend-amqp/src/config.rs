@@ -24,6 +24,11 @@ pub struct AmqpConfig {
     pub max_connections: usize,
     /// How long `serve` waits for connections to close after shutdown starts.
     pub shutdown_grace_ms: u64,
+    /// Virtual hosts served besides `/`, comma-separated (`vhost.rs`).
+    pub vhosts: String,
+    /// Users besides the built-in guest: comma-separated `name:password` or
+    /// `name:password:vhost|vhost…` (`vhost.rs`).
+    pub users: String,
 }
 
 impl Default for AmqpConfig {
@@ -37,6 +42,8 @@ impl Default for AmqpConfig {
             consumer_timeout_ms: 1_800_000,
             max_connections: 10_000,
             shutdown_grace_ms: 10_000,
+            vhosts: "/".to_string(),
+            users: String::new(),
         }
     }
 }
@@ -104,6 +111,20 @@ pub const CONFIG_KEYS: &[KeySpec] = &[
         kafka_name: None,
         doc: "Most AMQP connections served at once; further ones are refused.",
     },
+    KeySpec {
+        key: "amqp.vhosts",
+        kind: Kind::Str,
+        default: "\"/\"",
+        kafka_name: None,
+        doc: "AMQP virtual hosts served, comma-separated (\"/\" always is); names of letters, digits, '_' and '-'.",
+    },
+    KeySpec {
+        key: "amqp.users",
+        kind: Kind::Str,
+        default: "\"\"",
+        kafka_name: None,
+        doc: "AMQP users besides guest (guest/guest, loopback only), comma-separated name:password or name:password:vhost|vhost (the vhosts it may open; all when absent). Passwords are plain text: keep the file private.",
+    },
 ];
 
 impl AmqpConfig {
@@ -119,6 +140,8 @@ impl AmqpConfig {
             max_message_bytes: u64::try_from(int("amqp.max_message_bytes")).unwrap_or(0),
             consumer_timeout_ms: int("amqp.consumer_timeout_ms"),
             max_connections: usize::try_from(int("amqp.max_connections")).unwrap_or(1),
+            vhosts: s.str("amqp.vhosts"),
+            users: s.str("amqp.users"),
             ..AmqpConfig::default()
         }
     }

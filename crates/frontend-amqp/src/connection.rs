@@ -26,7 +26,7 @@ use crate::codec::decode_frame;
 use crate::door::Door;
 use crate::errors::{
     AmqpError, CHANNEL_ERROR, COMMAND_INVALID, CONNECTION_FORCED, FRAME_ERROR, NOT_IMPLEMENTED,
-    Scope, UNEXPECTED_FRAME,
+    PRECONDITION_FAILED, Scope, UNEXPECTED_FRAME,
 };
 use crate::outbox::Outbox;
 
@@ -35,6 +35,13 @@ pub struct Session {
     pub door: Arc<Door>,
     pub out: Outbox,
     pub peer: SocketAddr,
+    /// This connection's id in the door (owner of its exclusive queues).
+    pub id: u64,
+    /// The client announced the `consumer_cancel_notify` capability: it is told with a
+    /// basic.cancel when the broker ends one of its consumers.
+    pub cancel_notify: bool,
+    /// The vhost opened (connection.open): names the client sends are local to it.
+    pub vhost: crate::vhost::Vhost,
     /// Exclusive queues declared here: deleted when the connection ends.
     pub exclusive: Vec<String>,
     /// Consumers may have room or messages may be waiting: pump before sleeping.
@@ -83,6 +90,9 @@ pub async fn run(
         writer,
         buf: BytesMut::with_capacity(8192),
         session: Session {
+            id: door.next_connection_id(),
+            cancel_notify: false,
+            vhost: crate::vhost::Vhost::default(),
             door,
             out: Outbox::new(frame_max),
             peer,
@@ -204,7 +214,10 @@ impl Connection {
         loop {
             let frame = match decode_frame(&mut self.buf, self.session.out.frame_max) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return None,
+                Ok(None) => {
+                    self.send_confirms();
+                    return None;
+                }
                 Err(e) => {
                     let err = AmqpError::connection(FRAME_ERROR, e.to_string());
                     return Some(Stop::Failed(self.close_with(&err).await));
@@ -215,6 +228,14 @@ impl Connection {
                 Ok(false) => return Some(Stop::Closed),
                 Err(e) => return Some(Stop::Failed(self.close_with(&e).await)),
             }
+        }
+    }
+
+    /// Sends the publisher confirms owed on every channel: one ack per channel for all the
+    /// publishes handled since the last time.
+    fn send_confirms(&mut self) {
+        for (ch, chan) in self.channels.iter_mut() {
+            self.session.send_confirm(*ch, chan);
         }
     }
 
@@ -299,6 +320,9 @@ impl Connection {
         match method {
             AMQPClass::Channel(channel::AMQPMethod::Open(_)) => return self.open_channel(ch),
             AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                if let Some(chan) = self.channels.get_mut(&ch) {
+                    self.session.send_confirm(ch, chan);
+                }
                 self.release_channel(ch).await;
                 self.session.out.method(
                     ch,
@@ -343,6 +367,10 @@ impl Connection {
             class_id: e.class_id,
             method_id: e.method_id,
         };
+        if let Some(chan) = self.channels.get_mut(&ch) {
+            // Publishes stored before the failing method are confirmed before the close.
+            self.session.send_confirm(ch, chan);
+        }
         self.session
             .out
             .method(ch, AMQPClass::Channel(channel::AMQPMethod::Close(close)));
@@ -417,6 +445,12 @@ impl Session {
             AMQPClass::Exchange(m) => self.exchange_method(ch, m),
             AMQPClass::Basic(m) => self.basic_method(ch, chan, m).await,
             AMQPClass::Confirm(amq_protocol::protocol::confirm::AMQPMethod::Select(s)) => {
+                if chan.tx.is_some() {
+                    return Err(AmqpError::channel(
+                        PRECONDITION_FAILED,
+                        "cannot switch from tx to confirm mode",
+                    ));
+                }
                 chan.confirm = true;
                 if !s.nowait {
                     use amq_protocol::protocol::confirm;
@@ -436,7 +470,8 @@ impl Session {
                 );
                 Ok(())
             }
-            AMQPClass::Tx(_) | AMQPClass::Access(_) => Err(AmqpError::connection(
+            AMQPClass::Tx(m) => self.tx_method(ch, chan, m).await,
+            AMQPClass::Access(_) => Err(AmqpError::connection(
                 NOT_IMPLEMENTED,
                 "this method is not implemented yet",
             )),
@@ -450,7 +485,7 @@ impl Session {
     /// Gives back everything a closed channel's consumers held and forgets its consumers.
     pub async fn release(&mut self, chan: Channel) {
         for c in chan.consumers.values() {
-            self.door.consumer_removed(&c.queue);
+            self.door.consumer_removed(&c.queue, c.generation);
         }
         let mut released = false;
         for (queue, id) in &chan.holders {

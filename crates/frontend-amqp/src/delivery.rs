@@ -8,10 +8,9 @@ use amq_protocol::protocol::{AMQPClass, basic};
 use crate::channel::{Channel, Consumer, Unacked, by_holder};
 use crate::connection::Session;
 use crate::door::next_consumer_id;
-use crate::errors::{
-    AmqpError, NOT_ALLOWED, NOT_FOUND, PRECONDITION_FAILED, from_broker, truncate,
-};
+use crate::errors::{AmqpError, NOT_ALLOWED, PRECONDITION_FAILED, from_broker, truncate};
 use crate::message::Message;
+use crate::vhost::split;
 
 /// Most messages one consumer takes per pump when its prefetch does not limit it (no-ack,
 /// prefetch 0): other consumers and the client's frames get their turn.
@@ -42,7 +41,7 @@ impl Session {
             basic::AMQPMethod::Consume(c) => self.consume(ch, chan, c),
             basic::AMQPMethod::Cancel(c) => {
                 if let Some(gone) = chan.consumers.remove(c.consumer_tag.as_str()) {
-                    self.door.consumer_removed(&gone.queue);
+                    self.door.consumer_removed(&gone.queue, gone.generation);
                 }
                 if !c.nowait {
                     let ok = basic::CancelOk {
@@ -64,7 +63,7 @@ impl Session {
                     .await
             }
             basic::AMQPMethod::Recover(r) => {
-                self.settle(chan, 0, true, Some(true)).await?;
+                self.recover(chan).await?;
                 let _ = r.requeue; // requeue=false (redeliver to the same consumer) is served as true
                 self.out.method(
                     ch,
@@ -72,7 +71,7 @@ impl Session {
                 );
                 Ok(())
             }
-            basic::AMQPMethod::RecoverAsync(_) => self.settle(chan, 0, true, Some(true)).await,
+            basic::AMQPMethod::RecoverAsync(_) => self.recover(chan).await,
             other => Err(AmqpError::connection(
                 crate::errors::COMMAND_INVALID,
                 format!("{other:?} is sent by servers, not clients"),
@@ -81,13 +80,9 @@ impl Session {
     }
 
     fn consume(&mut self, ch: u16, chan: &mut Channel, c: basic::Consume) -> Result<(), AmqpError> {
-        let queue = c.queue.to_string();
-        if !self.door.broker.queue_exists(&queue) {
-            return Err(AmqpError::channel(
-                NOT_FOUND,
-                format!("no queue '{queue}' in vhost '/'"),
-            ));
-        }
+        let queue = self.name(c.queue.as_str())?;
+        self.require_queue(&queue)?;
+        self.door.check_owner(&queue, self.id)?;
         let tag = if c.consumer_tag.as_str().is_empty() {
             self.door.unique_name("amq.ctag-")
         } else {
@@ -99,9 +94,9 @@ impl Session {
                 format!("attempt to reuse consumer tag '{tag}'"),
             ));
         }
+        let generation = self.door.consumer_added(&queue, c.exclusive)?;
         let broker_id = next_consumer_id();
         chan.holders.insert((queue.clone(), broker_id));
-        self.door.consumer_added(&queue);
         chan.consumers.insert(
             tag.clone(),
             Consumer {
@@ -110,6 +105,7 @@ impl Session {
                 no_ack: c.no_ack,
                 prefetch: chan.prefetch_consumer,
                 unacked: 0,
+                generation,
             },
         );
         if !c.nowait {
@@ -123,7 +119,8 @@ impl Session {
         Ok(())
     }
 
-    /// ack (`requeue: None`), nack or reject of the deliveries a tag names.
+    /// ack (`requeue: None`), nack or reject of the deliveries a tag names; on a
+    /// transactional channel it waits for tx.commit.
     async fn settle(
         &mut self,
         chan: &mut Channel,
@@ -137,7 +134,26 @@ impl Session {
                 format!("unknown delivery tag {tag}"),
             ));
         };
-        for ((queue, id), offsets) in by_holder(&taken) {
+        if let Some(tx) = chan.tx.as_mut() {
+            return tx.settle(taken, requeue);
+        }
+        self.apply_settle(&taken, requeue).await
+    }
+
+    /// basic.recover: every unacked delivery goes back to its queue, now (not part of a
+    /// transaction).
+    async fn recover(&mut self, chan: &mut Channel) -> Result<(), AmqpError> {
+        let taken = chan.take_unacked(0, true).unwrap_or_default();
+        self.apply_settle(&taken, Some(true)).await
+    }
+
+    /// Tells the broker of an ack (`requeue: None`), nack or reject.
+    pub async fn apply_settle(
+        &mut self,
+        taken: &[(u64, Unacked)],
+        requeue: Option<bool>,
+    ) -> Result<(), AmqpError> {
+        for ((queue, id), offsets) in by_holder(taken) {
             let result = match requeue {
                 None => self.door.broker.queue_ack(&queue, id, &offsets).await,
                 Some(requeue) => self
@@ -160,7 +176,8 @@ impl Session {
     }
 
     async fn get(&mut self, ch: u16, chan: &mut Channel, g: basic::Get) -> Result<(), AmqpError> {
-        let queue = g.queue.to_string();
+        let queue = self.name(g.queue.as_str())?;
+        self.door.check_owner(&queue, self.id)?;
         let id = *chan.get_id.get_or_insert_with(next_consumer_id);
         chan.holders.insert((queue.clone(), id));
         let lease = Some(self.door.config.consumer_timeout_ms);
@@ -199,7 +216,7 @@ impl Session {
             .queue_counts(&queue)
             .await
             .map_err(|e| from_broker(&e))?;
-        let msg = Message::from_record(&d.record, &queue);
+        let msg = Message::from_record(&d.record, split(&queue).1);
         let ok = basic::GetOk {
             delivery_tag: tag,
             redelivered: d.redelivered,
@@ -224,6 +241,10 @@ impl Session {
             return Ok(());
         };
         let (queue, id, no_ack) = (c.queue.clone(), c.broker_id, c.no_ack);
+        if !self.door.queue_alive(&queue, c.generation) {
+            self.cancel_from_server(ch, chan, tag);
+            return Ok(());
+        }
         let room = if no_ack {
             PUMP_BATCH
         } else {
@@ -272,7 +293,7 @@ impl Session {
                     c.unacked += 1;
                 }
             }
-            let msg = Message::from_record(&d.record, &queue);
+            let msg = Message::from_record(&d.record, split(&queue).1);
             let deliver = basic::Deliver {
                 consumer_tag: tag.into(),
                 delivery_tag,
@@ -294,10 +315,15 @@ impl Session {
         Ok(())
     }
 
-    /// The queue is gone: the consumer is cancelled (RabbitMQ's consumer_cancel_notify).
+    /// The queue is gone: the consumer ends, and a client that announced the
+    /// `consumer_cancel_notify` capability is told with a basic.cancel (RabbitMQ's rule;
+    /// others would take it for an error).
     fn cancel_from_server(&mut self, ch: u16, chan: &mut Channel, tag: &str) {
         if let Some(gone) = chan.consumers.remove(tag) {
-            self.door.consumer_removed(&gone.queue);
+            self.door.consumer_removed(&gone.queue, gone.generation);
+        }
+        if !self.cancel_notify {
+            return;
         }
         let cancel = basic::Cancel {
             consumer_tag: tag.into(),

@@ -1,6 +1,7 @@
 //! What every connection of the door shares: the broker, the topology, the settings, a
-//! signal that wakes consumers when messages go back to a queue, consumer counts per queue,
-//! and the process-wide counter of broker consumer ids.
+//! signal that wakes consumers when messages go back to a queue, what the door knows of each
+//! queue's use (consumers, an exclusive consumer, the connection owning an exclusive queue),
+//! and the process-wide counters of broker consumer ids and connection ids.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,15 +12,55 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::config::AmqpConfig;
+use crate::errors::{ACCESS_REFUSED, AmqpError, RESOURCE_LOCKED, from_broker};
 use crate::topology::Topology;
+use crate::vhost::{Access, describe, parse_users, parse_vhosts};
 
 /// Broker consumer ids: one per (connection, channel, consumer tag), never reused while the
 /// process runs. Starts high so ids are unlike the small numbers of other doors' tests.
 static NEXT_CONSUMER_ID: AtomicU64 = AtomicU64::new(1 << 32);
 
+/// Setting recording the declare's `auto_delete` flag (only when true, so queues declared
+/// before it existed keep their settings).
+pub(crate) const AUTO_DELETE_SETTING: &str = "amqp.auto_delete";
+
 /// A fresh broker consumer id.
 pub fn next_consumer_id() -> u64 {
     NEXT_CONSUMER_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// How one queue is used through this door. An entry exists while the queue has consumers
+/// or an exclusive owner; `generation` tells a queue from a later one of the same name, so
+/// a consumer of a deleted queue is cancelled even when the name was declared again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueUse {
+    pub generation: u64,
+    pub consumers: u32,
+    /// A basic.consume with exclusive=true holds the queue: no other consumer may join.
+    pub exclusive_consumer: bool,
+    /// The connection that declared it exclusive.
+    pub owner: Option<u64>,
+}
+
+impl QueueUse {
+    /// A consumer joins; false (and nothing changes) when an exclusive consumer holds the
+    /// queue, or `exclusive` is asked while consumers exist.
+    fn join(&mut self, exclusive: bool) -> bool {
+        if self.exclusive_consumer || (exclusive && self.consumers > 0) {
+            return false;
+        }
+        self.consumers += 1;
+        self.exclusive_consumer = exclusive;
+        true
+    }
+
+    /// A consumer leaves; true when it was the last.
+    fn leave(&mut self) -> bool {
+        self.consumers = self.consumers.saturating_sub(1);
+        // An exclusive consumer is the only one, so whoever leaves frees the queue.
+        self.exclusive_consumer = false;
+        self.consumers == 0
+    }
 }
 
 /// State shared by the door's connections.
@@ -27,22 +68,63 @@ pub struct Door {
     pub broker: Arc<Broker>,
     pub topology: Topology,
     pub config: AmqpConfig,
+    /// The vhosts served and the users who may log in (`amqp.vhosts`, `amqp.users`).
+    pub access: Access,
     /// Bumped when messages become available without an append (nack with requeue,
-    /// released by a closed channel): consumers on every connection look again.
+    /// released by a closed channel) or a queue goes: consumers on every connection look
+    /// again.
     wake: watch::Sender<u64>,
-    consumers: Mutex<HashMap<String, u32>>,
+    queues: Mutex<HashMap<String, QueueUse>>,
     next_name: AtomicU64,
+    next_generation: AtomicU64,
+    next_connection: AtomicU64,
+}
+
+fn in_exclusive_use(queue: &str) -> AmqpError {
+    AmqpError::channel(
+        ACCESS_REFUSED,
+        format!("queue {} in exclusive use", describe(queue)),
+    )
+}
+
+/// The vhosts and users of the config; entries that cannot be used are logged and skipped
+/// (the config's key types cannot express them).
+fn access_of(config: &AmqpConfig) -> Access {
+    let (vhosts, bad_vhosts) = parse_vhosts(&config.vhosts);
+    for v in bad_vhosts {
+        tracing::warn!(vhost = %v, "amqp.vhosts: skipped (use letters, digits, '_' and '-')");
+    }
+    let (users, bad_users) = parse_users(&config.users);
+    for u in bad_users {
+        tracing::warn!(user = %u, "amqp.users: skipped (expected name:password[:vhost|vhost…])");
+    }
+    Access { vhosts, users }
+}
+
+/// 405 RESOURCE_LOCKED for `queue`, in RabbitMQ's words.
+pub fn locked(queue: &str) -> AmqpError {
+    AmqpError::channel(
+        RESOURCE_LOCKED,
+        format!(
+            "cannot obtain exclusive access to locked queue {}. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            describe(queue)
+        ),
+    )
 }
 
 impl Door {
     pub fn new(broker: Arc<Broker>, config: AmqpConfig) -> Door {
+        let access = access_of(&config);
         Door {
-            topology: Topology::open(&broker),
+            topology: Topology::open(&broker, &access.vhosts),
             broker,
             config,
+            access,
             wake: watch::channel(0).0,
-            consumers: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
             next_name: AtomicU64::new(1),
+            next_generation: AtomicU64::new(1),
+            next_connection: AtomicU64::new(1),
         }
     }
 
@@ -60,21 +142,122 @@ impl Door {
         format!("{prefix}{:x}-{n}", self.broker.now_ms())
     }
 
+    /// A fresh connection id (owners of exclusive queues).
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn use_of<'a>(&self, map: &'a mut HashMap<String, QueueUse>, queue: &str) -> &'a mut QueueUse {
+        map.entry(queue.to_string()).or_insert_with(|| QueueUse {
+            generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
+            ..QueueUse::default()
+        })
+    }
+
     pub fn consumer_count(&self, queue: &str) -> u32 {
-        self.consumers.lock().get(queue).copied().unwrap_or(0)
+        self.queues.lock().get(queue).map_or(0, |u| u.consumers)
     }
 
-    pub fn consumer_added(&self, queue: &str) {
-        *self.consumers.lock().entry(queue.to_string()).or_default() += 1;
+    /// A consumer joins `queue`; returns the queue's generation for [`Door::queue_alive`].
+    /// 403 ACCESS_REFUSED when an exclusive consumer holds the queue, or when `exclusive`
+    /// is asked and consumers exist (RabbitMQ's "in exclusive use").
+    pub fn consumer_added(&self, queue: &str, exclusive: bool) -> Result<u64, AmqpError> {
+        let mut map = self.queues.lock();
+        let u = self.use_of(&mut map, queue);
+        if !u.join(exclusive) {
+            return Err(in_exclusive_use(queue));
+        }
+        Ok(u.generation)
     }
 
-    pub fn consumer_removed(&self, queue: &str) {
-        let mut counts = self.consumers.lock();
-        if let Some(n) = counts.get_mut(queue) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.remove(queue);
+    /// A consumer of `queue` (of `generation`) left. The last one leaving an auto-delete
+    /// queue deletes it, as RabbitMQ does.
+    pub fn consumer_removed(&self, queue: &str, generation: u64) {
+        let last = {
+            let mut map = self.queues.lock();
+            let Some(u) = map.get_mut(queue).filter(|u| u.generation == generation) else {
+                return; // the queue was deleted (and maybe declared again) meanwhile
+            };
+            let last = u.leave();
+            if last && u.owner.is_none() {
+                map.remove(queue);
+            }
+            last
+        };
+        let auto_delete = self
+            .broker
+            .queue_settings(queue)
+            .is_some_and(|s| s.get(AUTO_DELETE_SETTING).map(String::as_str) == Some("true"));
+        if last && auto_delete {
+            tracing::debug!(queue, "auto-delete queue lost its last consumer");
+            if let Err(e) = self.delete_queue(queue) {
+                tracing::warn!(queue, reason = %e.reply_text(), "deleting an auto-delete queue failed");
             }
         }
+    }
+
+    /// Whether a consumer started on `queue` at `generation` may go on (the queue was not
+    /// deleted since, through this door or another way).
+    pub fn queue_alive(&self, queue: &str, generation: u64) -> bool {
+        self.broker.queue_exists(queue)
+            && self
+                .queues
+                .lock()
+                .get(queue)
+                .is_some_and(|u| u.generation == generation)
+    }
+
+    /// Records that connection `conn` owns exclusive queue `queue`.
+    pub fn set_owner(&self, queue: &str, conn: u64) {
+        let mut map = self.queues.lock();
+        self.use_of(&mut map, queue).owner = Some(conn);
+    }
+
+    /// 405 RESOURCE_LOCKED when `queue` is exclusive to a connection other than `conn`.
+    pub fn check_owner(&self, queue: &str, conn: u64) -> Result<(), AmqpError> {
+        match self.queues.lock().get(queue).and_then(|u| u.owner) {
+            Some(owner) if owner != conn => Err(locked(queue)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The connection owning exclusive queue `queue`, if it is one.
+    pub fn owner(&self, queue: &str) -> Option<u64> {
+        self.queues.lock().get(queue).and_then(|u| u.owner)
+    }
+
+    /// Deletes a queue with its bindings and its messages (the topic goes too: a queue
+    /// declared again under the name starts empty, as in RabbitMQ). Its consumers, on any
+    /// connection, are cancelled when their connection next pumps (woken here).
+    pub fn delete_queue(&self, name: &str) -> Result<(), AmqpError> {
+        self.topology.drop_queue(&self.broker, name)?;
+        match self.broker.delete_queue(name, true) {
+            Ok(()) | Err(broker::BrokerError::UnknownTopicOrPartition) => {}
+            Err(e) => return Err(from_broker(&e)),
+        }
+        self.topology.forget_exclusive(&self.broker, name)?;
+        self.queues.lock().remove(name);
+        self.wake_consumers();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exclusive_consumer_holds_the_queue_alone() {
+        let mut u = QueueUse::default();
+        assert!(u.join(false) && u.join(false), "shared consumers join");
+        assert!(!u.join(true), "exclusive while consumers exist: refused");
+        assert_eq!(u.consumers, 2);
+        let mut alone = QueueUse::default();
+        assert!(alone.join(true));
+        assert!(!alone.join(false), "nobody joins an exclusive consumer");
+        assert!(!alone.join(true));
+        assert_eq!(alone.consumers, 1);
+        assert!(alone.leave(), "the last consumer left");
+        assert!(alone.join(false), "the queue is free again");
     }
 }

@@ -9,6 +9,7 @@ pub const CONNECTION_FORCED: u16 = 320;
 pub const NO_ROUTE: u16 = 312;
 pub const ACCESS_REFUSED: u16 = 403;
 pub const NOT_FOUND: u16 = 404;
+pub const RESOURCE_LOCKED: u16 = 405;
 pub const PRECONDITION_FAILED: u16 = 406;
 pub const FRAME_ERROR: u16 = 501;
 pub const COMMAND_INVALID: u16 = 503;
@@ -77,6 +78,7 @@ fn reply_name(code: u16) -> &'static str {
         NO_ROUTE => "NO_ROUTE",
         ACCESS_REFUSED => "ACCESS_REFUSED",
         NOT_FOUND => "NOT_FOUND",
+        RESOURCE_LOCKED => "RESOURCE_LOCKED",
         PRECONDITION_FAILED => "PRECONDITION_FAILED",
         FRAME_ERROR => "FRAME_ERROR",
         COMMAND_INVALID => "COMMAND_INVALID",
@@ -94,6 +96,8 @@ pub fn method_name((class_id, method_id): (u16, u16)) -> &'static str {
         (20, 20) => "channel.flow",
         (40, 10) => "exchange.declare",
         (40, 20) => "exchange.delete",
+        (40, 30) => "exchange.bind",
+        (40, 40) => "exchange.unbind",
         (50, 10) => "queue.declare",
         (50, 20) => "queue.bind",
         (50, 30) => "queue.purge",
@@ -109,6 +113,9 @@ pub fn method_name((class_id, method_id): (u16, u16)) -> &'static str {
         (60, 100) | (60, 110) => "basic.recover",
         (60, 120) => "basic.nack",
         (85, 10) => "confirm.select",
+        (90, 10) => "tx.select",
+        (90, 20) => "tx.commit",
+        (90, 30) => "tx.rollback",
         _ => "other",
     }
 }

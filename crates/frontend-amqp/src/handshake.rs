@@ -1,7 +1,8 @@
-//! Connection start-up: protocol header, start/start-ok (PLAIN or AMQPLAIN; guest/guest from
-//! loopback only, as RabbitMQ), tune/tune-ok (channel_max, frame_max, heartbeat: the smaller
-//! of ours and the client's, 0 meaning "no limit" for the first two), open/open-ok (vhost
-//! "/"). Each step must arrive within [`HANDSHAKE_TIMEOUT`].
+//! Connection start-up: protocol header, start/start-ok (PLAIN or AMQPLAIN; the users of
+//! `amqp.users`, and guest/guest from loopback only, as RabbitMQ), tune/tune-ok
+//! (channel_max, frame_max, heartbeat: the smaller of ours and the client's, 0 meaning "no
+//! limit" for the first two), open/open-ok (a vhost of `amqp.vhosts` the user may open;
+//! else 530). Each step must arrive within [`HANDSHAKE_TIMEOUT`]. Rules: `vhost.rs`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,13 +15,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::codec::{PROTOCOL_HEADER, decode_frame, decode_protocol_header};
 use crate::connection::Connection;
 use crate::errors::{ACCESS_REFUSED, AmqpError, COMMAND_INVALID, FRAME_ERROR, NOT_ALLOWED};
+use crate::vhost::Access;
 
 /// How long each handshake step may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The smallest frame_max the spec allows.
 const MIN_FRAME_MAX: u32 = 4096;
-/// The only user for now, accepted from loopback only.
-const GUEST: (&[u8], &[u8]) = (b"guest", b"guest");
 
 impl Connection {
     /// Runs the handshake; `Err`: why the connection ends (already told to the client).
@@ -31,9 +31,11 @@ impl Connection {
             AMQPClass::Connection(connection::AMQPMethod::StartOk(s)) => s,
             other => return Err(self.unexpected(other).await),
         };
-        if let Err(e) = check_login(&start_ok, self.session.peer) {
-            return Err(self.close_with(&e).await);
-        }
+        let user = match check_login(&self.session.door.access, &start_ok, self.session.peer) {
+            Ok(user) => user,
+            Err(e) => return Err(self.close_with(&e).await),
+        };
+        self.session.cancel_notify = has_capability(&start_ok, "consumer_cancel_notify");
         let ours = &self.session.door.config;
         let tune = connection::Tune {
             channel_max: ours.channel_max,
@@ -52,12 +54,14 @@ impl Connection {
             AMQPClass::Connection(connection::AMQPMethod::Open(o)) => o,
             other => return Err(self.unexpected(other).await),
         };
-        if open.virtual_host.as_str() != "/" {
-            let e = AmqpError::connection(
-                NOT_ALLOWED,
-                format!("vhost '{}' not found", open.virtual_host),
-            );
-            return Err(self.close_with(&e).await);
+        match self
+            .session
+            .door
+            .access
+            .open(&user, open.virtual_host.as_str())
+        {
+            Ok(vhost) => self.session.vhost = vhost,
+            Err(e) => return Err(self.close_with(&e).await),
         }
         self.session.out.method(
             0,
@@ -166,8 +170,22 @@ fn start_method() -> AMQPClass {
     }))
 }
 
-/// Checks the credentials of start-ok.
-fn check_login(s: &connection::StartOk, peer: SocketAddr) -> Result<(), AmqpError> {
+/// Whether the client's start-ok announces `capability` (client_properties.capabilities).
+fn has_capability(s: &connection::StartOk, capability: &str) -> bool {
+    match s.client_properties.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(caps)) => {
+            matches!(caps.inner().get(capability), Some(AMQPValue::Boolean(true)))
+        }
+        _ => false,
+    }
+}
+
+/// Checks the credentials of start-ok; returns the user's name.
+fn check_login(
+    access: &Access,
+    s: &connection::StartOk,
+    peer: SocketAddr,
+) -> Result<String, AmqpError> {
     let response = s.response.as_bytes();
     let creds = match s.mechanism.as_str() {
         "PLAIN" => plain(response),
@@ -179,18 +197,10 @@ fn check_login(s: &connection::StartOk, peer: SocketAddr) -> Result<(), AmqpErro
             ));
         }
     };
-    let refused = || {
-        AmqpError::connection(
-            ACCESS_REFUSED,
-            "login refused: wrong user or password, or guest from a non-loopback address",
-        )
-    };
-    let (user, pass) = creds.ok_or_else(refused)?;
-    if (user.as_slice(), pass.as_slice()) == GUEST && peer.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err(refused())
-    }
+    let (user, pass) = creds.ok_or_else(|| {
+        AmqpError::connection(ACCESS_REFUSED, "login refused: malformed credentials")
+    })?;
+    access.login(&user, &pass, peer.ip())
 }
 
 /// PLAIN: `authzid \0 user \0 password`.
@@ -218,6 +228,13 @@ mod tests {
     use super::*;
     use amq_protocol::types::LongString;
 
+    fn guest_only() -> Access {
+        Access {
+            vhosts: vec!["/".into()],
+            users: Vec::new(),
+        }
+    }
+
     fn start_ok(mechanism: &str, response: Vec<u8>) -> connection::StartOk {
         connection::StartOk {
             client_properties: FieldTable::default(),
@@ -232,10 +249,26 @@ mod tests {
         let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let remote: SocketAddr = "10.0.0.7:5000".parse().unwrap();
         let ok = start_ok("PLAIN", b"\0guest\0guest".to_vec());
-        assert!(check_login(&ok, local).is_ok());
-        assert_eq!(check_login(&ok, remote).unwrap_err().code, ACCESS_REFUSED);
+        assert!(check_login(&guest_only(), &ok, local).is_ok());
+        assert_eq!(
+            check_login(&guest_only(), &ok, remote).unwrap_err().code,
+            ACCESS_REFUSED
+        );
         let wrong = start_ok("PLAIN", b"\0guest\0nope".to_vec());
-        assert!(check_login(&wrong, local).is_err());
+        assert!(check_login(&guest_only(), &wrong, local).is_err());
+    }
+
+    #[test]
+    fn capabilities_are_read_from_the_client_properties() {
+        let mut caps = FieldTable::default();
+        caps.insert("consumer_cancel_notify".into(), AMQPValue::Boolean(true));
+        caps.insert("basic.nack".into(), AMQPValue::Boolean(false));
+        let mut s = start_ok("PLAIN", Vec::new());
+        assert!(!has_capability(&s, "consumer_cancel_notify"));
+        s.client_properties
+            .insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        assert!(has_capability(&s, "consumer_cancel_notify"));
+        assert!(!has_capability(&s, "basic.nack"));
     }
 
     #[test]
@@ -250,6 +283,13 @@ mod tests {
                 .into_inner()
                 .0;
         let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        assert!(check_login(&start_ok("AMQPLAIN", encoded[4..].to_vec()), local).is_ok());
+        assert!(
+            check_login(
+                &guest_only(),
+                &start_ok("AMQPLAIN", encoded[4..].to_vec()),
+                local
+            )
+            .is_ok()
+        );
     }
 }

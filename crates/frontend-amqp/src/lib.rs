@@ -9,14 +9,18 @@
 //! - [`serve`] (`server.rs`) — the accept loop, connection limit, graceful shutdown.
 //! - `connection.rs` — one connection: frame loop, channel open/close, heartbeats, the
 //!   delivery pump, cleanup (release, exclusive queues). `handshake.rs` — start/tune/open
-//!   and the login check.
+//!   and the login check; `vhost.rs` — vhosts (names local to a vhost ↔ the broker's
+//!   internal names), users and the login and vhost-access rules.
 //! - `codec.rs` — frames in and out; the size limit checked before allocation.
 //! - `channel.rs` — one channel's state (publish in progress, consumers, unacked tags);
 //!   `outbox.rs` — frames waiting to be written.
 //! - `queue_methods.rs` (queue.*, exchange.*), `publish.rs` (basic.publish, returns,
 //!   confirms), `delivery.rs` (consume, qos, deliveries, get, ack/nack/reject).
-//! - `topology.rs` — exchanges, bindings, routing; `message.rs` — message ↔ record;
-//!   `door.rs` — what connections share; `errors.rs` — reply codes.
+//! - `tx.rs` (tx.select/commit/rollback: what a transactional channel holds).
+//! - `topology.rs` — exchanges and bindings, saved and loaded; `routing.rs` — exchange
+//!   kinds and the walk through exchange-to-exchange bindings and alternate exchanges;
+//!   `message.rs` — message ↔ record; `door.rs` — what connections share (per-queue use:
+//!   consumers, exclusive owners); `errors.rs` — reply codes.
 //! - [`AmqpConfig`] (`config.rs`) — listener settings and their config keys.
 //!
 //! Invariants callers and tests may rely on:
@@ -29,9 +33,8 @@
 //!   resolved (durable when the queue's partition is `flush = sync`).
 //! - Delivery tags are per channel, from 1, and name one (queue, offset) until settled.
 //!
-//! Not yet (issue 15): vhosts other than "/", configured users,
-//! exchange-to-exchange bindings, alternate exchanges, auto-delete, tx, one stored copy for
-//! fan-out, connection.blocked, per-queue metrics. See docs/protocol-mapping.md §AMQP.
+//! Not yet (issue 15): one stored copy for fan-out, connection.blocked, dead-lettering,
+//! per-vhost permissions. See docs/protocol-mapping.md §AMQP.
 
 mod channel;
 mod codec;
@@ -45,8 +48,11 @@ mod message;
 mod outbox;
 mod publish;
 mod queue_methods;
+mod routing;
 mod server;
 mod topology;
+mod tx;
+mod vhost;
 
 pub use codec::{FrameError, PROTOCOL_HEADER, decode_frame, decode_protocol_header, encode_frame};
 pub use config::{AmqpConfig, CONFIG_KEYS};

@@ -2,7 +2,9 @@
 //! size; the complete message is routed through the topology and produced to every queue it
 //! reaches. Unroutable with `mandatory`: basic.return (312 NO_ROUTE). In confirm mode each
 //! publish is acked with its sequence number once every produce resolved (durable for
-//! `flush = sync`), or nacked if one failed.
+//! `flush = sync`), or nacked if one failed; the publishes of one read from the socket are
+//! acked by one basic.ack with `multiple` (pipelining publishers get one frame, not one per
+//! message). On a transactional channel the message waits for tx.commit (`tx.rs`).
 //!
 //! A message routed to N queues is produced N times, once to each queue's topic, for now;
 //! storing it once with one consume-queue entry per queue (issue 15, "one stored copy") is
@@ -117,31 +119,52 @@ impl Session {
             properties,
             body,
         };
+        if let Some(tx) = chan.tx.as_mut() {
+            let at_publish = |e: AmqpError| e.at(60, 40);
+            let exchange = self.name(&msg.exchange).map_err(at_publish)?;
+            self.door
+                .topology
+                .check_publishable(&exchange)
+                .map_err(at_publish)?;
+            return tx.publish(msg, mandatory).map_err(at_publish);
+        }
         let seq = if chan.confirm {
             chan.published += 1;
             Some(chan.published)
         } else {
             None
         };
+        let stored = self.route_and_store(ch, &msg, mandatory).await?;
+        if let Some(seq) = seq {
+            self.confirm(ch, chan, seq, stored);
+        }
+        Ok(())
+    }
+
+    /// Routes `msg` (basic.return when `mandatory` and no queue takes it) and stores it in
+    /// every queue it reaches; false if a store failed.
+    pub async fn route_and_store(
+        &mut self,
+        ch: u16,
+        msg: &Message,
+        mandatory: bool,
+    ) -> Result<bool, AmqpError> {
         let headers = msg
             .properties
             .headers()
             .as_ref()
             .map(crate::queue_methods::table_text)
             .unwrap_or_default();
+        let exchange = self.name(&msg.exchange).map_err(|e| e.at(60, 40))?;
         let queues = self
             .door
             .topology
-            .route(&self.door.broker, &msg.exchange, &msg.routing_key, &headers)
+            .route(&self.door.broker, &exchange, &msg.routing_key, &headers)
             .map_err(|e| e.at(60, 40))?;
         if queues.is_empty() && mandatory {
-            self.basic_return(ch, &msg);
+            self.basic_return(ch, msg);
         }
-        let stored = self.produce_all(&queues, &msg).await;
-        if let Some(seq) = seq {
-            self.confirm(ch, seq, stored);
-        }
-        Ok(())
+        Ok(self.produce_all(&queues, msg).await)
     }
 
     /// Produces `msg` to each queue; false if any produce failed (logged).
@@ -172,19 +195,35 @@ impl Session {
         self.out.content(ch, &msg.properties, &msg.body);
     }
 
-    fn confirm(&mut self, ch: u16, seq: u64, stored: bool) {
-        let m = if stored {
-            basic::AMQPMethod::Ack(basic::Ack {
-                delivery_tag: seq,
-                multiple: false,
-            })
-        } else {
-            basic::AMQPMethod::Nack(basic::Nack {
-                delivery_tag: seq,
-                multiple: false,
-                requeue: false,
-            })
+    /// Records the outcome of publish `seq`: a stored one is acked by the next
+    /// [`Session::send_confirm`] (with those stored before it: one ack, `multiple`); a
+    /// failed one is nacked now, after the acks owed before it.
+    fn confirm(&mut self, ch: u16, chan: &mut Channel, seq: u64, stored: bool) {
+        if stored {
+            chan.confirm_ready = seq;
+            return;
+        }
+        self.send_confirm(ch, chan);
+        let nack = basic::Nack {
+            delivery_tag: seq,
+            multiple: false,
+            requeue: false,
         };
-        self.out.method(ch, AMQPClass::Basic(m));
+        self.out
+            .method(ch, AMQPClass::Basic(basic::AMQPMethod::Nack(nack)));
+        (chan.confirm_ready, chan.confirm_sent) = (seq, seq);
+    }
+
+    /// Sends the ack owed for publishes stored since the last one (one frame however many:
+    /// the connection calls this once it has handled every frame it read).
+    pub fn send_confirm(&mut self, ch: u16, chan: &mut Channel) {
+        if let Some((delivery_tag, multiple)) = chan.take_confirm() {
+            let ack = basic::Ack {
+                delivery_tag,
+                multiple,
+            };
+            self.out
+                .method(ch, AMQPClass::Basic(basic::AMQPMethod::Ack(ack)));
+        }
     }
 }

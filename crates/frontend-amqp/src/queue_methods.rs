@@ -1,6 +1,9 @@
 //! queue.* and exchange.* methods. A queue is the broker's queue of the same name (partition
-//! 0 of the topic of that name); its declare arguments (stringified) and `durable` flag are
-//! the broker queue's settings, so a redeclare with others is 406 PRECONDITION_FAILED.
+//! 0 of the topic of that name); its declare arguments (stringified) and its `durable` and
+//! `auto_delete` flags are the broker queue's settings, so a redeclare with others is 406
+//! PRECONDITION_FAILED. An exclusive queue belongs to the connection that declared it:
+//! another connection's declare, bind, unbind, purge, delete, consume or get is 405
+//! RESOURCE_LOCKED (`Door::check_owner`).
 
 use std::collections::BTreeMap;
 
@@ -9,23 +12,45 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::channel::Channel;
 use crate::connection::Session;
-use crate::errors::{
-    ACCESS_REFUSED, AmqpError, NOT_FOUND, NOT_IMPLEMENTED, PRECONDITION_FAILED, from_broker,
-};
-use crate::topology::Binding;
+use crate::door::AUTO_DELETE_SETTING;
+use crate::errors::{ACCESS_REFUSED, AmqpError, NOT_FOUND, PRECONDITION_FAILED, from_broker};
+use crate::topology::{Binding, Destination, Exchange, ExchangeKind};
+use crate::vhost::describe;
 
 /// Setting recording the declare's `durable` flag.
 pub(crate) const DURABLE_SETTING: &str = "amqp.durable";
 
-/// Declare arguments as the broker's settings map.
-fn settings_of(arguments: &FieldTable, durable: bool) -> BTreeMap<String, String> {
+/// Declare arguments as the broker's settings map, with the flags a redeclare must repeat.
+fn settings_of(
+    arguments: &FieldTable,
+    durable: bool,
+    auto_delete: bool,
+) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = arguments
         .inner()
         .iter()
         .map(|(k, v)| (k.to_string(), value_text(v)))
         .collect();
     out.insert(DURABLE_SETTING.to_string(), durable.to_string());
+    if auto_delete {
+        out.insert(AUTO_DELETE_SETTING.to_string(), "true".to_string());
+    }
     out
+}
+
+/// exchange.declare's flags and arguments as the exchange wanted.
+fn exchange_of(d: &exchange::Declare) -> Result<Exchange, AmqpError> {
+    Ok(Exchange {
+        kind: ExchangeKind::parse(d.kind.as_str())?,
+        durable: d.durable,
+        auto_delete: d.auto_delete,
+        internal: d.internal,
+        alternate: d
+            .arguments
+            .inner()
+            .get("alternate-exchange")
+            .map(value_text),
+    })
 }
 
 /// A field table as sorted (name, value text) pairs (binding arguments, message headers).
@@ -85,10 +110,12 @@ impl Session {
         match m {
             queue::AMQPMethod::Declare(d) => self.queue_declare(ch, d).await,
             queue::AMQPMethod::Bind(b) => {
-                self.require_queue(b.queue.as_str())?;
+                let queue = self.name(b.queue.as_str())?;
+                self.require_queue(&queue)?;
+                self.door.check_owner(&queue, self.id)?;
                 let binding = Binding {
-                    exchange: b.exchange.to_string(),
-                    queue: b.queue.to_string(),
+                    exchange: self.name(b.exchange.as_str())?,
+                    destination: Destination::Queue(queue),
                     key: b.routing_key.to_string(),
                     args: table_text(&b.arguments),
                 };
@@ -102,9 +129,11 @@ impl Session {
                 Ok(())
             }
             queue::AMQPMethod::Unbind(u) => {
+                let queue = self.name(u.queue.as_str())?;
+                self.door.check_owner(&queue, self.id)?;
                 let binding = Binding {
-                    exchange: u.exchange.to_string(),
-                    queue: u.queue.to_string(),
+                    exchange: self.name(u.exchange.as_str())?,
+                    destination: Destination::Queue(queue),
                     key: u.routing_key.to_string(),
                     args: table_text(&u.arguments),
                 };
@@ -116,11 +145,13 @@ impl Session {
                 Ok(())
             }
             queue::AMQPMethod::Purge(p) => {
-                self.require_queue(p.queue.as_str())?;
+                let queue = self.name(p.queue.as_str())?;
+                self.require_queue(&queue)?;
+                self.door.check_owner(&queue, self.id)?;
                 let n = self
                     .door
                     .broker
-                    .queue_purge(p.queue.as_str())
+                    .queue_purge(&queue)
                     .await
                     .map_err(|e| from_broker(&e))?;
                 if !p.nowait {
@@ -140,40 +171,63 @@ impl Session {
         }
     }
 
-    fn require_queue(&self, name: &str) -> Result<(), AmqpError> {
+    /// The internal name (`vhost.rs`) of a queue or exchange name a client sent.
+    pub fn name(&self, local: &str) -> Result<String, AmqpError> {
+        self.vhost.check_local(local)?;
+        Ok(self.vhost.internal(local))
+    }
+
+    /// 404 unless queue `name` (internal) exists.
+    pub fn require_queue(&self, name: &str) -> Result<(), AmqpError> {
         if self.door.broker.queue_exists(name) {
             Ok(())
         } else {
             Err(AmqpError::channel(
                 NOT_FOUND,
-                format!("no queue '{name}' in vhost '/'"),
+                format!("no queue {}", describe(name)),
             ))
         }
     }
 
     async fn queue_declare(&mut self, ch: u16, d: queue::Declare) -> Result<(), AmqpError> {
-        let name = if d.queue.as_str().is_empty() {
+        let local = if d.queue.as_str().is_empty() {
             self.door.unique_name("amq.gen-")
         } else {
             check_queue_name(d.queue.as_str(), !d.passive)?;
             d.queue.to_string()
         };
+        let name = self.name(&local)?;
+        self.door.check_owner(&name, self.id)?;
         if d.passive {
             self.require_queue(&name)?;
         } else {
+            let settings = settings_of(&d.arguments, d.durable, d.auto_delete);
             let created = self
                 .door
                 .broker
-                .declare_queue(&name, settings_of(&d.arguments, d.durable))
+                .declare_queue(&name, settings)
                 .map_err(|e| match e {
                     broker::BrokerError::InvalidConfig(text) => AmqpError::channel(
                         PRECONDITION_FAILED,
-                        format!("inequivalent arguments for queue '{name}': {text}"),
+                        format!(
+                            "inequivalent arguments for queue {}: {text}",
+                            describe(&name)
+                        ),
                     ),
                     other => from_broker(&other),
                 })?;
             if created && d.exclusive {
+                if d.durable {
+                    self.door
+                        .topology
+                        .save_exclusive(&self.door.broker, &name)?;
+                }
+                self.door.set_owner(&name, self.id);
                 self.exclusive.push(name.clone());
+            } else if !created && self.door.owner(&name) != d.exclusive.then_some(self.id) {
+                // RabbitMQ's strict check: the exclusive flag must match the queue's (a
+                // shared queue cannot become exclusive, nor the reverse).
+                return Err(crate::door::locked(&name));
             }
         }
         if d.nowait {
@@ -186,7 +240,7 @@ impl Session {
             .await
             .map_err(|e| from_broker(&e))?;
         let ok = queue::DeclareOk {
-            queue: name.as_str().into(),
+            queue: local.as_str().into(),
             message_count: saturating_u32(counts.ready),
             consumer_count: self.door.consumer_count(&name),
         };
@@ -196,8 +250,10 @@ impl Session {
     }
 
     async fn queue_delete(&mut self, ch: u16, d: queue::Delete) -> Result<(), AmqpError> {
-        let name = d.queue.as_str();
-        check_queue_name(name, false)?;
+        check_queue_name(d.queue.as_str(), false)?;
+        let internal = self.name(d.queue.as_str())?;
+        let name = internal.as_str();
+        self.door.check_owner(name, self.id)?;
         let mut message_count = 0;
         if self.door.broker.queue_exists(name) {
             let counts = self
@@ -209,13 +265,13 @@ impl Session {
             if d.if_unused && self.door.consumer_count(name) > 0 {
                 return Err(AmqpError::channel(
                     PRECONDITION_FAILED,
-                    format!("queue '{name}' in use"),
+                    format!("queue {} in use", describe(name)),
                 ));
             }
             if d.if_empty && counts.ready + counts.unacked > 0 {
                 return Err(AmqpError::channel(
                     PRECONDITION_FAILED,
-                    format!("queue '{name}' not empty"),
+                    format!("queue {} not empty", describe(name)),
                 ));
             }
             message_count = saturating_u32(counts.ready);
@@ -229,53 +285,69 @@ impl Session {
         Ok(())
     }
 
-    /// Deletes a queue with its bindings and its messages (the topic goes too: a queue
-    /// declared again under the name starts empty, as in RabbitMQ). Consumers on other
-    /// connections are cancelled when they next look for messages.
+    /// Deletes a queue everywhere (`Door::delete_queue`) and forgets it as this
+    /// connection's exclusive queue.
     pub async fn delete_queue_everywhere(&mut self, name: &str) -> Result<(), AmqpError> {
-        self.door.topology.drop_queue(&self.door.broker, name)?;
-        match self.door.broker.delete_queue(name, true) {
-            Ok(()) | Err(broker::BrokerError::UnknownTopicOrPartition) => {}
-            Err(e) => return Err(from_broker(&e)),
-        }
+        self.door.delete_queue(name)?;
         self.exclusive.retain(|q| q != name);
-        self.door.wake_consumers();
         Ok(())
     }
 
     pub fn exchange_method(&mut self, ch: u16, m: exchange::AMQPMethod) -> Result<(), AmqpError> {
-        match m {
+        let topology = &self.door.topology;
+        let broker = &self.door.broker;
+        let (reply, nowait) = match m {
             exchange::AMQPMethod::Declare(d) => {
-                self.door.topology.declare_exchange(
-                    &self.door.broker,
-                    d.exchange.as_str(),
-                    d.kind.as_str(),
-                    d.durable,
-                    d.passive,
-                )?;
-                if !d.nowait {
-                    let ok = exchange::DeclareOk {};
-                    self.out
-                        .method(ch, AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(ok)));
+                let mut wanted = exchange_of(&d)?;
+                if let Some(ae) = wanted.alternate.take() {
+                    wanted.alternate = Some(self.name(&ae)?);
                 }
-                Ok(())
+                let name = self.name(d.exchange.as_str())?;
+                topology.declare_exchange(broker, &name, wanted, d.passive)?;
+                let ok = exchange::DeclareOk {};
+                (exchange::AMQPMethod::DeclareOk(ok), d.nowait)
             }
             exchange::AMQPMethod::Delete(d) => {
-                self.door
-                    .topology
-                    .delete_exchange(&self.door.broker, d.exchange.as_str())?;
-                if !d.nowait {
-                    let ok = exchange::DeleteOk {};
-                    self.out
-                        .method(ch, AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(ok)));
-                }
-                Ok(())
+                topology.delete_exchange(broker, &self.name(d.exchange.as_str())?, d.if_unused)?;
+                (
+                    exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}),
+                    d.nowait,
+                )
             }
-            _ => Err(AmqpError::connection(
-                NOT_IMPLEMENTED,
-                "exchange-to-exchange bindings are not implemented yet",
-            )),
+            exchange::AMQPMethod::Bind(b) => {
+                let binding = Binding {
+                    exchange: self.name(b.source.as_str())?,
+                    destination: Destination::Exchange(self.name(b.destination.as_str())?),
+                    key: b.routing_key.to_string(),
+                    args: table_text(&b.arguments),
+                };
+                topology.bind(broker, binding)?;
+                (exchange::AMQPMethod::BindOk(exchange::BindOk {}), b.nowait)
+            }
+            exchange::AMQPMethod::Unbind(u) => {
+                let binding = Binding {
+                    exchange: self.name(u.source.as_str())?,
+                    destination: Destination::Exchange(self.name(u.destination.as_str())?),
+                    key: u.routing_key.to_string(),
+                    args: table_text(&u.arguments),
+                };
+                topology.unbind(broker, &binding)?;
+                (
+                    exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}),
+                    u.nowait,
+                )
+            }
+            other => {
+                return Err(AmqpError::connection(
+                    crate::errors::COMMAND_INVALID,
+                    format!("{other:?} is sent by servers, not clients"),
+                ));
+            }
+        };
+        if !nowait {
+            self.out.method(ch, AMQPClass::Exchange(reply));
         }
+        Ok(())
     }
 }
 
@@ -307,9 +379,14 @@ mod tests {
         let mut args = FieldTable::default();
         args.insert("x-delivery-limit".into(), AMQPValue::LongInt(5));
         args.insert("x-queue-mode".into(), AMQPValue::LongString("lazy".into()));
-        let s = settings_of(&args, true);
+        let s = settings_of(&args, true, false);
         assert_eq!(s["x-delivery-limit"], "5");
         assert_eq!(s["x-queue-mode"], "lazy");
         assert_eq!(s[DURABLE_SETTING], "true");
+        assert!(
+            !s.contains_key(AUTO_DELETE_SETTING),
+            "queues saved before auto-delete existed keep their settings"
+        );
+        assert_eq!(settings_of(&args, true, true)[AUTO_DELETE_SETTING], "true");
     }
 }

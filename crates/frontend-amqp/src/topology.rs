@@ -1,138 +1,61 @@
-//! Exchanges and bindings: which queues a published message goes to. Shared by every
-//! connection of the door; saved as broker extension entries (`amqp.exchange`: name →
-//! `{"type", "durable"}`; `amqp.binding`: `["exchange","queue","key"]` → `{}`) and loaded
-//! when the door starts. The default exchange `""` (every queue by its name) and `amq.direct`,
-//! `amq.fanout`, `amq.topic` always exist and are never saved.
+//! Exchanges and bindings: the door's routing table, shared by every connection. Saved as
+//! broker extension entries and loaded when the door starts:
+//! - `amqp.exchange`: name → `{"type", "durable", "auto_delete"?, "internal"?,
+//!   "alternate-exchange"?}`;
+//! - `amqp.binding`: `["exchange","queue","key"(,args)]` → `{}` (queue bindings);
+//! - `amqp.exchange_binding`: `["source","destination","key"(,args)]` → `{}`
+//!   (exchange-to-exchange bindings);
+//! - `amqp.exclusive_queue`: name → `{}` (durable exclusive queues, deleted at start).
 //!
-//! Invariant: a binding names an exchange that exists; deleting an exchange or a queue
-//! removes its bindings (saved before the in-memory change, so a restart sees no binding the
-//! clients were told is gone... or one they were told exists and is not).
+//! Names are internal names (`vhost.rs`: `vhost.<v>.<name>` outside `/`). In every vhost
+//! the default exchange `""` (every queue of the vhost by its name) and `amq.direct`,
+//! `amq.fanout`, `amq.topic`, `amq.headers` always exist and are never saved. How a message walks the
+//! table is `routing.rs`.
+//!
+//! Invariants: a binding names a source exchange and a destination that exist; deleting an
+//! exchange or a queue removes its bindings, and an auto-delete exchange goes with its last
+//! binding as a source (RabbitMQ's rule, cascading through exchange-to-exchange bindings).
+//! Each change is saved before the in-memory one, so a restart sees no binding the clients
+//! were told is gone. Changes are serialized by one lock; routing reads a consistent view.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use broker::Broker;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 
-use crate::errors::{ACCESS_REFUSED, AmqpError, COMMAND_INVALID, NOT_FOUND};
+use crate::errors::{ACCESS_REFUSED, AmqpError, NOT_FOUND};
 use crate::errors::{PRECONDITION_FAILED, from_broker};
+pub use crate::routing::{Binding, Destination, Exchange, ExchangeKind};
+use crate::vhost::{Vhost, describe, split};
 
 const NS_EXCHANGE: &str = "amqp.exchange";
 const NS_BINDING: &str = "amqp.binding";
-
-/// How an exchange matches routing keys against binding keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExchangeKind {
-    Direct,
-    Fanout,
-    Topic,
-    /// Matches a message's headers against the binding's arguments (`x-match`).
-    Headers,
-}
-
-impl ExchangeKind {
-    pub fn parse(s: &str) -> Result<ExchangeKind, AmqpError> {
-        match s {
-            "direct" => Ok(ExchangeKind::Direct),
-            "fanout" => Ok(ExchangeKind::Fanout),
-            "topic" => Ok(ExchangeKind::Topic),
-            "headers" => Ok(ExchangeKind::Headers),
-            other => Err(AmqpError::connection(
-                COMMAND_INVALID,
-                format!("unknown exchange type '{other}'"),
-            )),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ExchangeKind::Direct => "direct",
-            ExchangeKind::Fanout => "fanout",
-            ExchangeKind::Topic => "topic",
-            ExchangeKind::Headers => "headers",
-        }
-    }
-
-    fn matches(self, binding: &Binding, routing_key: &str, headers: &[(String, String)]) -> bool {
-        let binding_key = binding.key.as_str();
-        match self {
-            ExchangeKind::Headers => headers_match(&binding.args, headers),
-            ExchangeKind::Direct => binding_key == routing_key,
-            ExchangeKind::Fanout => true,
-            ExchangeKind::Topic => {
-                let pattern: Vec<&str> = binding_key.split('.').collect();
-                let words: Vec<&str> = routing_key.split('.').collect();
-                topic_matches(&pattern, &words)
-            }
-        }
-    }
-}
-
-/// RabbitMQ's headers matching: `x-match` is `all` (the default: every argument present with
-/// the same value), `any` (at least one), or `all-with-x` / `any-with-x` (arguments starting
-/// with `x-` count too; otherwise they are ignored). Values compare as their text.
-fn headers_match(args: &[(String, String)], headers: &[(String, String)]) -> bool {
-    let mode = args
-        .iter()
-        .find(|(k, _)| k == "x-match")
-        .map_or("all", |(_, v)| v.as_str());
-    let with_x = mode.ends_with("-with-x");
-    let mut wanted = args
-        .iter()
-        .filter(|(k, _)| k != "x-match" && (with_x || !k.starts_with("x-")))
-        .peekable();
-    if wanted.peek().is_none() {
-        return mode.starts_with("all");
-    }
-    let present = |(k, v): &(String, String)| headers.iter().any(|(hk, hv)| hk == k && hv == v);
-    if mode.starts_with("any") {
-        wanted.any(&present)
-    } else {
-        wanted.all(present)
-    }
-}
-
-/// AMQP topic matching: `*` is one word, `#` zero or more.
-fn topic_matches(pattern: &[&str], words: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => words.is_empty(),
-        Some((&"#", rest)) => (0..=words.len()).any(|skip| topic_matches(rest, &words[skip..])),
-        Some((p, rest)) => match words.split_first() {
-            Some((w, more)) => (*p == "*" || p == w) && topic_matches(rest, more),
-            None => false,
-        },
-    }
-}
-
-/// One exchange.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Exchange {
-    pub kind: ExchangeKind,
-    pub durable: bool,
-}
-
-/// A queue bound to an exchange with a key.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Binding {
-    pub exchange: String,
-    pub queue: String,
-    pub key: String,
-    /// The binding's arguments as (name, value text), sorted (headers exchanges match on
-    /// them); part of the binding's identity, as in RabbitMQ.
-    pub args: Vec<(String, String)>,
-}
+const NS_EXCHANGE_BINDING: &str = "amqp.exchange_binding";
+/// Durable exclusive queues (name → `{}`): deleted at the next start, as their connection
+/// cannot outlive the broker (a clean shutdown deletes them with their connections; this
+/// covers a crash).
+const NS_EXCLUSIVE_QUEUE: &str = "amqp.exclusive_queue";
 
 impl Binding {
+    fn namespace(&self) -> &'static str {
+        match self.destination {
+            Destination::Queue(_) => NS_BINDING,
+            Destination::Exchange(_) => NS_EXCHANGE_BINDING,
+        }
+    }
+
     fn saved_key(&self) -> String {
+        let (source, dest) = (&self.exchange, self.destination.name());
         if self.args.is_empty() {
-            json!([self.exchange, self.queue, self.key]).to_string()
+            json!([source, dest, self.key]).to_string()
         } else {
-            json!([self.exchange, self.queue, self.key, self.args]).to_string()
+            json!([source, dest, self.key, self.args]).to_string()
         }
     }
 
     /// A saved key back (three elements, or four with arguments).
-    fn from_saved(key: &str) -> Option<Binding> {
+    fn from_saved(key: &str, to_exchange: bool) -> Option<Binding> {
         let v: Vec<serde_json::Value> = serde_json::from_str(key).ok()?;
         let text = |i: usize| v.get(i).and_then(|x| x.as_str()).map(str::to_string);
         let args = match v.get(3) {
@@ -140,12 +63,74 @@ impl Binding {
             None => Vec::new(),
         };
         (v.len() == 3 || v.len() == 4).then_some(())?;
+        let destination = if to_exchange {
+            Destination::Exchange(text(1)?)
+        } else {
+            Destination::Queue(text(1)?)
+        };
         Some(Binding {
             exchange: text(0)?,
-            queue: text(1)?,
+            destination,
             key: text(2)?,
             args,
         })
+    }
+}
+
+impl Exchange {
+    fn saved_value(&self) -> serde_json::Value {
+        let mut v = json!({"type": self.kind.name(), "durable": self.durable});
+        if self.auto_delete {
+            v["auto_delete"] = json!(true);
+        }
+        if self.internal {
+            v["internal"] = json!(true);
+        }
+        if let Some(ae) = &self.alternate {
+            v["alternate-exchange"] = json!(ae);
+        }
+        v
+    }
+
+    fn from_saved(v: &serde_json::Value) -> Option<Exchange> {
+        Some(Exchange {
+            kind: ExchangeKind::parse(v["type"].as_str()?).ok()?,
+            durable: v["durable"].as_bool().unwrap_or(true),
+            auto_delete: v["auto_delete"].as_bool().unwrap_or(false),
+            internal: v["internal"].as_bool().unwrap_or(false),
+            alternate: v["alternate-exchange"].as_str().map(str::to_string),
+        })
+    }
+
+    /// The first property a redeclare differs in, as RabbitMQ names it, with the received
+    /// and current values.
+    fn inequivalence(&self, other: &Exchange) -> Option<(&'static str, String, String)> {
+        let opt = |a: &Option<String>| a.as_deref().map_or("none", |n| split(n).1).to_string();
+        [
+            ("type", other.kind.name().into(), self.kind.name().into()),
+            (
+                "durable",
+                other.durable.to_string(),
+                self.durable.to_string(),
+            ),
+            (
+                "auto_delete",
+                other.auto_delete.to_string(),
+                self.auto_delete.to_string(),
+            ),
+            (
+                "internal",
+                other.internal.to_string(),
+                self.internal.to_string(),
+            ),
+            (
+                "alternate-exchange",
+                opt(&other.alternate),
+                opt(&self.alternate),
+            ),
+        ]
+        .into_iter()
+        .find(|(_, received, current)| received != current)
     }
 }
 
@@ -153,6 +138,11 @@ impl Binding {
 pub struct Topology {
     exchanges: RwLock<BTreeMap<String, Exchange>>,
     bindings: RwLock<BTreeSet<Binding>>,
+    /// Held by every change: a change reads, saves, then updates, and must not interleave
+    /// with another (two connections unbinding an auto-delete exchange's last bindings).
+    changing: Mutex<()>,
+    /// The durable exclusive queues saved in `amqp.exclusive_queue`.
+    exclusive_saved: Mutex<BTreeSet<String>>,
 }
 
 /// Removes a saved entry at start (its exchange or queue is gone); a failure is logged and
@@ -164,7 +154,7 @@ fn forget(broker: &Broker, namespace: &str, key: &str) {
 }
 
 /// Deletes the queues declared with durable=false through this door (with the topics their
-/// declare created).
+/// declare created), and the exclusive ones a crash left behind (their connection is gone).
 fn drop_transient_queues(broker: &Broker) {
     for name in broker.list_queues() {
         let transient = broker.queue_settings(&name).is_some_and(|s| {
@@ -176,49 +166,63 @@ fn drop_transient_queues(broker: &Broker) {
             tracing::warn!(queue = %name, error = %e, "could not delete a transient queue at start");
         }
     }
+    for (name, _) in broker.extension_entries(NS_EXCLUSIVE_QUEUE) {
+        match broker.delete_queue(&name, true) {
+            Ok(()) | Err(broker::BrokerError::UnknownTopicOrPartition) => {
+                forget(broker, NS_EXCLUSIVE_QUEUE, &name)
+            }
+            Err(e) => {
+                tracing::warn!(queue = %name, error = %e, "could not delete an exclusive queue at start")
+            }
+        }
+    }
 }
 
-fn builtin() -> [(&'static str, ExchangeKind); 4] {
+fn builtin() -> [(&'static str, ExchangeKind); 5] {
     [
         ("", ExchangeKind::Direct),
         ("amq.direct", ExchangeKind::Direct),
         ("amq.fanout", ExchangeKind::Fanout),
         ("amq.topic", ExchangeKind::Topic),
+        ("amq.headers", ExchangeKind::Headers),
     ]
+}
+
+fn not_found(name: &str) -> AmqpError {
+    AmqpError::channel(NOT_FOUND, format!("no exchange {}", describe(name)))
+}
+
+/// Whether (internal) `name` is a built-in exchange of its vhost.
+fn is_builtin(name: &str) -> bool {
+    let local = split(name).1;
+    builtin().iter().any(|(n, _)| *n == local)
 }
 
 impl Topology {
     /// The built-in exchanges plus what `broker` has saved. Transient (non-durable) queues,
     /// exchanges and the bindings that name them do not outlive the broker, as in RabbitMQ:
     /// a start deletes them (saved first, so a crash halfway repeats the cleanup).
-    pub fn open(broker: &Broker) -> Topology {
+    pub fn open(broker: &Broker, vhosts: &[String]) -> Topology {
         drop_transient_queues(broker);
-        let mut exchanges: BTreeMap<String, Exchange> = builtin()
-            .into_iter()
-            .map(|(n, kind)| {
-                (
-                    n.to_string(),
-                    Exchange {
-                        kind,
-                        durable: true,
-                    },
-                )
-            })
-            .collect();
+        let mut exchanges: BTreeMap<String, Exchange> = BTreeMap::new();
+        for vhost in vhosts {
+            let vhost = Vhost(vhost.clone());
+            for (n, kind) in builtin() {
+                let x = Exchange {
+                    kind,
+                    durable: true,
+                    auto_delete: false,
+                    internal: false,
+                    alternate: None,
+                };
+                exchanges.insert(vhost.internal(n), x);
+            }
+        }
         for (name, v) in broker.extension_entries(NS_EXCHANGE) {
-            let kind = v["type"].as_str().and_then(|k| ExchangeKind::parse(k).ok());
-            match kind {
-                Some(_) if v["durable"].as_bool() == Some(false) => {
-                    forget(broker, NS_EXCHANGE, &name);
-                }
-                Some(kind) => {
-                    exchanges.insert(
-                        name,
-                        Exchange {
-                            kind,
-                            durable: true,
-                        },
-                    );
+            match Exchange::from_saved(&v) {
+                Some(x) if !x.durable => forget(broker, NS_EXCHANGE, &name),
+                Some(x) => {
+                    exchanges.insert(name, x);
                 }
                 None => {
                     tracing::warn!(exchange = %name, entry = %v, "saved exchange unreadable; skipped")
@@ -226,151 +230,247 @@ impl Topology {
             }
         }
         let mut bindings = BTreeSet::new();
-        for (key, _) in broker.extension_entries(NS_BINDING) {
-            match Binding::from_saved(&key) {
-                Some(b)
-                    if !exchanges.contains_key(&b.exchange) || !broker.queue_exists(&b.queue) =>
-                {
-                    forget(broker, NS_BINDING, &key);
-                }
-                Some(b) => {
+        for (namespace, to_exchange) in [(NS_BINDING, false), (NS_EXCHANGE_BINDING, true)] {
+            for (key, _) in broker.extension_entries(namespace) {
+                let Some(b) = Binding::from_saved(&key, to_exchange) else {
+                    tracing::warn!(binding = %key, "saved binding unreadable; skipped");
+                    continue;
+                };
+                let dest_exists = match &b.destination {
+                    Destination::Queue(q) => broker.queue_exists(q),
+                    Destination::Exchange(x) => exchanges.contains_key(x),
+                };
+                if exchanges.contains_key(&b.exchange) && dest_exists {
                     bindings.insert(b);
+                } else {
+                    forget(broker, namespace, &key);
                 }
-                None => tracing::warn!(binding = %key, "saved binding unreadable; skipped"),
             }
         }
         Topology {
             exchanges: RwLock::new(exchanges),
             bindings: RwLock::new(bindings),
+            changing: Mutex::new(()),
+            exclusive_saved: Mutex::new(BTreeSet::new()),
         }
     }
 
     pub fn exchange(&self, name: &str) -> Option<Exchange> {
-        self.exchanges.read().get(name).copied()
+        self.exchanges.read().get(name).cloned()
     }
 
-    fn exchange_or_404(&self, name: &str) -> Result<Exchange, AmqpError> {
-        self.exchange(name).ok_or_else(|| {
-            AmqpError::channel(NOT_FOUND, format!("no exchange '{name}' in vhost '/'"))
-        })
+    pub fn exchange_or_404(&self, name: &str) -> Result<Exchange, AmqpError> {
+        self.exchange(name).ok_or_else(|| not_found(name))
     }
 
-    /// exchange.declare: creates it, or checks an existing one has the same type.
+    /// exchange.declare: creates it, or checks an existing one is declared alike
+    /// (406 PRECONDITION_FAILED naming the first difference, as RabbitMQ).
     pub fn declare_exchange(
         &self,
         broker: &Broker,
         name: &str,
-        kind: &str,
-        durable: bool,
+        wanted: Exchange,
         passive: bool,
     ) -> Result<(), AmqpError> {
         if passive {
             return self.exchange_or_404(name).map(|_| ());
         }
-        let kind = ExchangeKind::parse(kind)?;
+        let _changing = self.changing.lock();
         if let Some(existing) = self.exchange(name) {
-            if existing.kind != kind {
+            if let Some((arg, received, current)) = existing.inequivalence(&wanted) {
                 return Err(AmqpError::channel(
                     PRECONDITION_FAILED,
                     format!(
-                        "inequivalent arg 'type' for exchange '{name}': received '{}' but current is '{}'",
-                        kind.name(),
-                        existing.kind.name()
+                        "inequivalent arg '{arg}' for exchange {}: received '{received}' but current is '{current}'",
+                        describe(name)
                     ),
                 ));
             }
             return Ok(());
         }
-        if name.starts_with("amq.") {
+        if split(name).1.starts_with("amq.") {
             return Err(AmqpError::channel(
                 ACCESS_REFUSED,
-                format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
+                format!(
+                    "exchange name '{}' contains reserved prefix 'amq.*'",
+                    split(name).1
+                ),
             ));
         }
-        let value = json!({"type": kind.name(), "durable": durable});
         broker
-            .persist_extension(NS_EXCHANGE, name, Some(value), true)
+            .persist_extension(NS_EXCHANGE, name, Some(wanted.saved_value()), true)
             .map_err(|e| from_broker(&e))?;
-        self.exchanges
-            .write()
-            .insert(name.to_string(), Exchange { kind, durable });
+        self.exchanges.write().insert(name.to_string(), wanted);
         Ok(())
     }
 
-    /// exchange.delete with its bindings.
-    pub fn delete_exchange(&self, broker: &Broker, name: &str) -> Result<(), AmqpError> {
-        if builtin().iter().any(|(n, _)| *n == name) {
+    /// exchange.delete with its bindings (as source and as destination); `if_unused`:
+    /// refused while it is the source of a binding.
+    pub fn delete_exchange(
+        &self,
+        broker: &Broker,
+        name: &str,
+        if_unused: bool,
+    ) -> Result<(), AmqpError> {
+        if is_builtin(name) {
             return Err(AmqpError::channel(
                 ACCESS_REFUSED,
-                format!("operation not permitted on the built-in exchange '{name}'"),
+                format!(
+                    "operation not permitted on the built-in exchange {}",
+                    describe(name)
+                ),
             ));
         }
+        let _changing = self.changing.lock();
         self.exchange_or_404(name)?;
+        let in_use = crate::routing::bindings_from(&self.bindings.read(), name)
+            .next()
+            .is_some();
+        if if_unused && in_use {
+            return Err(AmqpError::channel(
+                PRECONDITION_FAILED,
+                format!("exchange {} in use", describe(name)),
+            ));
+        }
+        let sources = self.remove_exchange(broker, name)?;
+        self.auto_delete(broker, sources)
+    }
+
+    /// Removes exchange `name` and every binding naming it; returns the other exchanges
+    /// that lost a binding as a source (auto-delete candidates).
+    fn remove_exchange(&self, broker: &Broker, name: &str) -> Result<Vec<String>, AmqpError> {
         let gone: Vec<Binding> = self
             .bindings
             .read()
             .iter()
-            .filter(|b| b.exchange == name)
+            .filter(|b| {
+                b.exchange == name || b.destination == Destination::Exchange(name.to_string())
+            })
             .cloned()
             .collect();
-        for b in &gone {
-            self.unbind(broker, b)?;
-        }
+        self.remove_bindings(broker, &gone)?;
         broker
             .persist_extension(NS_EXCHANGE, name, None, true)
             .map_err(|e| from_broker(&e))?;
         self.exchanges.write().remove(name);
+        Ok(gone
+            .into_iter()
+            .map(|b| b.exchange)
+            .filter(|s| s != name)
+            .collect())
+    }
+
+    /// Deletes each auto-delete exchange of `candidates` left without bindings as a source,
+    /// and in turn the ones that leaves bare.
+    fn auto_delete(&self, broker: &Broker, mut candidates: Vec<String>) -> Result<(), AmqpError> {
+        while let Some(name) = candidates.pop() {
+            let bare = self.exchange(&name).is_some_and(|x| x.auto_delete)
+                && crate::routing::bindings_from(&self.bindings.read(), &name)
+                    .next()
+                    .is_none();
+            if bare {
+                tracing::debug!(exchange = %name, "auto-delete exchange lost its last binding");
+                candidates.extend(self.remove_exchange(broker, &name)?);
+            }
+        }
         Ok(())
     }
 
-    /// queue.bind (the queue's existence is the caller's check).
+    /// Saves the removal of `gone`, then forgets them.
+    fn remove_bindings(&self, broker: &Broker, gone: &[Binding]) -> Result<(), AmqpError> {
+        for b in gone {
+            broker
+                .persist_extension(b.namespace(), &b.saved_key(), None, true)
+                .map_err(|e| from_broker(&e))?;
+            self.bindings.write().remove(b);
+        }
+        Ok(())
+    }
+
+    /// queue.bind or exchange.bind (a queue destination's existence is the caller's
+    /// check; an exchange destination must exist).
     pub fn bind(&self, broker: &Broker, binding: Binding) -> Result<(), AmqpError> {
-        if binding.exchange.is_empty() {
+        let default = |n: &str| split(n).1.is_empty();
+        if default(&binding.exchange)
+            || matches!(&binding.destination, Destination::Exchange(d) if default(d))
+        {
             return Err(AmqpError::channel(
                 ACCESS_REFUSED,
                 "operation not permitted on the default exchange",
             ));
         }
+        let _changing = self.changing.lock();
         self.exchange_or_404(&binding.exchange)?;
+        if let Destination::Exchange(d) = &binding.destination {
+            self.exchange_or_404(d)?;
+        }
         if self.bindings.read().contains(&binding) {
             return Ok(());
         }
         broker
-            .persist_extension(NS_BINDING, &binding.saved_key(), Some(json!({})), true)
+            .persist_extension(
+                binding.namespace(),
+                &binding.saved_key(),
+                Some(json!({})),
+                true,
+            )
             .map_err(|e| from_broker(&e))?;
         self.bindings.write().insert(binding);
         Ok(())
     }
 
-    /// queue.unbind; unbinding what is not bound is not an error.
+    /// queue.unbind or exchange.unbind; unbinding what is not bound is not an error. The
+    /// source goes if it is auto-delete and this was its last binding.
     pub fn unbind(&self, broker: &Broker, binding: &Binding) -> Result<(), AmqpError> {
+        let _changing = self.changing.lock();
         if !self.bindings.read().contains(binding) {
             return Ok(());
         }
-        broker
-            .persist_extension(NS_BINDING, &binding.saved_key(), None, true)
-            .map_err(|e| from_broker(&e))?;
-        self.bindings.write().remove(binding);
-        Ok(())
+        self.remove_bindings(broker, std::slice::from_ref(binding))?;
+        self.auto_delete(broker, vec![binding.exchange.clone()])
     }
 
-    /// Removes every binding of a deleted queue.
+    /// Removes every binding of a deleted queue (and the auto-delete exchanges that leaves
+    /// bare).
     pub fn drop_queue(&self, broker: &Broker, queue: &str) -> Result<(), AmqpError> {
+        let _changing = self.changing.lock();
+        let dest = Destination::Queue(queue.to_string());
         let gone: Vec<Binding> = self
             .bindings
             .read()
             .iter()
-            .filter(|b| b.queue == queue)
+            .filter(|b| b.destination == dest)
             .cloned()
             .collect();
-        for b in &gone {
-            self.unbind(broker, b)?;
+        self.remove_bindings(broker, &gone)?;
+        self.auto_delete(broker, gone.into_iter().map(|b| b.exchange).collect())
+    }
+
+    /// Saves that durable queue `queue` is exclusive, so a crash does not leave it behind.
+    pub fn save_exclusive(&self, broker: &Broker, queue: &str) -> Result<(), AmqpError> {
+        broker
+            .persist_extension(NS_EXCLUSIVE_QUEUE, queue, Some(json!({})), true)
+            .map_err(|e| from_broker(&e))?;
+        self.exclusive_saved.lock().insert(queue.to_string());
+        Ok(())
+    }
+
+    /// Forgets a deleted queue's exclusive entry, if it has one.
+    pub fn forget_exclusive(&self, broker: &Broker, queue: &str) -> Result<(), AmqpError> {
+        if !self.exclusive_saved.lock().contains(queue) {
+            return Ok(());
         }
+        broker
+            .persist_extension(NS_EXCLUSIVE_QUEUE, queue, None, true)
+            .map_err(|e| from_broker(&e))?;
+        self.exclusive_saved.lock().remove(queue);
         Ok(())
     }
 
     /// The queues a message published to `exchange` with `routing_key` (and `headers`, as
-    /// (name, value text)) goes to, each once.
+    /// (name, value text)) goes to, each once: through exchange-to-exchange bindings and
+    /// alternate exchanges (`routing::route`). 404 for an unknown exchange, 403 for an
+    /// internal one.
     pub fn route(
         &self,
         broker: &Broker,
@@ -378,22 +478,34 @@ impl Topology {
         routing_key: &str,
         headers: &[(String, String)],
     ) -> Result<Vec<String>, AmqpError> {
-        if exchange.is_empty() {
-            return Ok(if broker.queue_exists(routing_key) {
-                vec![routing_key.to_string()]
+        let (vhost, local) = split(exchange);
+        if local.is_empty() {
+            let queue = Vhost(vhost.to_string()).internal(routing_key);
+            return Ok(if broker.queue_exists(&queue) {
+                vec![queue]
             } else {
                 Vec::new()
             });
         }
-        let kind = self.exchange_or_404(exchange)?.kind;
-        let queues: BTreeSet<String> = self
-            .bindings
-            .read()
-            .iter()
-            .filter(|b| b.exchange == exchange && kind.matches(b, routing_key, headers))
-            .map(|b| b.queue.clone())
-            .collect();
+        self.check_publishable(exchange)?;
+        let exchanges = self.exchanges.read();
+        let bindings = self.bindings.read();
+        let queues = crate::routing::route(&exchanges, &bindings, exchange, routing_key, headers);
         Ok(queues.into_iter().collect())
+    }
+
+    /// A client may publish to `exchange`: it exists (404) and is not internal (403).
+    pub fn check_publishable(&self, exchange: &str) -> Result<(), AmqpError> {
+        if split(exchange).1.is_empty() {
+            return Ok(());
+        }
+        if self.exchange_or_404(exchange)?.internal {
+            return Err(AmqpError::channel(
+                ACCESS_REFUSED,
+                format!("cannot publish to internal exchange {}", describe(exchange)),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -402,72 +514,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn headers_bindings_match_as_rabbitmq_does() {
-        let kv = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let msg = kv(&[("format", "pdf"), ("type", "report")]);
-        assert!(headers_match(
-            &kv(&[("format", "pdf"), ("type", "report")]),
-            &msg
-        ));
-        assert!(!headers_match(
-            &kv(&[("format", "pdf"), ("type", "log")]),
-            &msg
-        ));
-        let any = kv(&[("format", "zip"), ("type", "report"), ("x-match", "any")]);
-        assert!(headers_match(&any, &msg));
-        // x- arguments count only with -with-x.
-        let xarg = kv(&[("format", "pdf"), ("x-tenant", "a")]);
-        assert!(headers_match(&xarg, &msg));
-        let with_x = kv(&[
-            ("format", "pdf"),
-            ("x-match", "all-with-x"),
-            ("x-tenant", "a"),
-        ]);
-        assert!(!headers_match(&with_x, &msg));
-        assert!(
-            headers_match(&kv(&[]), &msg),
-            "no arguments, all: every message"
-        );
-    }
-
-    #[test]
     fn saved_bindings_read_back_with_their_arguments() {
         let b = Binding {
             exchange: "x".into(),
-            queue: "q".into(),
+            destination: Destination::Queue("q".into()),
             key: "".into(),
             args: vec![("format".into(), "pdf".into())],
         };
-        assert_eq!(Binding::from_saved(&b.saved_key()), Some(b.clone()));
+        assert_eq!(Binding::from_saved(&b.saved_key(), false), Some(b.clone()));
         let plain = Binding {
             args: Vec::new(),
             ..b
         };
-        assert_eq!(Binding::from_saved(&plain.saved_key()), Some(plain));
+        assert_eq!(
+            Binding::from_saved(&plain.saved_key(), false),
+            Some(plain.clone())
+        );
+        let e2e = Binding {
+            destination: Destination::Exchange("y".into()),
+            ..plain
+        };
+        assert_eq!(e2e.namespace(), NS_EXCHANGE_BINDING);
+        assert_eq!(Binding::from_saved(&e2e.saved_key(), true), Some(e2e));
     }
 
     #[test]
-    fn topic_patterns_match_words() {
-        let m = |p: &str, k: &str| {
-            let b = Binding {
-                exchange: "x".into(),
-                queue: "q".into(),
-                key: p.into(),
-                args: Vec::new(),
-            };
-            ExchangeKind::Topic.matches(&b, k, &[])
+    fn saved_exchanges_read_back_and_old_entries_still_load() {
+        let x = Exchange {
+            kind: ExchangeKind::Topic,
+            durable: true,
+            auto_delete: true,
+            internal: true,
+            alternate: Some("ae".into()),
         };
-        assert!(m("*.orange.*", "quick.orange.rabbit"));
-        assert!(!m("*.orange.*", "quick.orange.male.rabbit"));
-        assert!(m("lazy.#", "lazy"));
-        assert!(m("lazy.#", "lazy.pink.rabbit"));
-        assert!(m("#.rabbit", "quick.orange.rabbit"));
-        assert!(m("#", ""));
-        assert!(!m("*.*.rabbit", "orange"));
+        assert_eq!(Exchange::from_saved(&x.saved_value()), Some(x));
+        let old = json!({"type": "fanout", "durable": true});
+        let loaded = Exchange::from_saved(&old).unwrap();
+        assert!(!loaded.auto_delete && !loaded.internal && loaded.alternate.is_none());
+    }
+
+    #[test]
+    fn a_redeclare_names_the_first_difference() {
+        let x = Exchange {
+            kind: ExchangeKind::Direct,
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            alternate: None,
+        };
+        assert_eq!(x.inequivalence(&x.clone()), None);
+        let other = Exchange {
+            alternate: Some("ae".into()),
+            ..x.clone()
+        };
+        let (arg, received, current) = x.inequivalence(&other).unwrap();
+        assert_eq!(
+            (arg, received.as_str(), current.as_str()),
+            ("alternate-exchange", "ae", "none")
+        );
     }
 }
