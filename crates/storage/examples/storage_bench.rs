@@ -661,20 +661,21 @@ fn keyed_batches(total: u64, keys: u64) -> Vec<BytesMut> {
     out
 }
 
-/// Appends 16 KiB batches to `p` until `stop` is set; returns bytes appended.
-fn append_until(store: &Store, p: PartitionId, stop: &std::sync::atomic::AtomicBool) -> u64 {
+/// Appends `total` bytes of 16 KiB batches to `p`; returns the time taken.
+fn append_fixed(store: &Store, p: PartitionId, total: u64) -> Duration {
     let b = batch_16k();
+    let n = total.div_ceil(b.len() as u64);
     let rt = rt(1);
-    let mut total = 0u64;
+    let t = Instant::now();
     rt.block_on(async {
-        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        for _ in 0..n {
             store.append(p, BytesMut::from(&b[..])).await.unwrap();
-            total += b.len() as u64;
         }
     });
-    total
+    t.elapsed()
 }
 
+#[expect(clippy::too_many_lines, reason = "one benchmark, read top to bottom")]
 fn bench_compact(dir: &Path) {
     use std::sync::atomic::{AtomicBool, Ordering};
     let total = env_mb(512) << 20;
@@ -725,44 +726,51 @@ fn bench_compact(dir: &Path) {
         let alone = t.elapsed();
         let rate = mbps(total, alone);
         rates.push(rate);
-        // Dirty it again (a pass rewrites the whole partition), then time appends to the
-        // other partition during a pass and during the same time without one; which goes
-        // first alternates between rounds.
-        rt1.block_on(async {
-            for b in keyed_batches(1 << 20, keys) {
-                store.append(PartitionId(0), b).await.unwrap();
-            }
-        });
-        let measure = |with_pass: bool, window: Duration| -> (u64, Duration) {
+        // The same volume of appends to the other partition with passes running back to
+        // back (each after re-dirtying the compacted partition) and with none; which goes
+        // first alternates between rounds. Equal volumes: page-cache writeback weighs the
+        // same on both.
+        let appends = total * 2;
+        let measure = |with_passes: bool| -> (Duration, u32) {
             let stop = AtomicBool::new(false);
             std::thread::scope(|sc| {
-                let t = Instant::now();
-                let h = sc.spawn(|| append_until(&store, PartitionId(1), &stop));
-                if with_pass {
+                let h = sc.spawn(|| {
+                    let d = append_fixed(&store, PartitionId(1), appends);
+                    stop.store(true, Ordering::Release);
+                    d
+                });
+                let mut passes = 0;
+                while with_passes && !stop.load(Ordering::Acquire) {
+                    rt1.block_on(async {
+                        for b in keyed_batches(1 << 20, keys) {
+                            store.append(PartitionId(0), b).await.unwrap();
+                        }
+                    });
                     store.compact().unwrap();
-                } else {
-                    std::thread::sleep(window);
+                    passes += 1;
                 }
-                stop.store(true, Ordering::Release);
-                let bytes = h.join().unwrap();
-                (bytes, t.elapsed())
+                (h.join().unwrap(), passes)
             })
         };
         let (during, quiet) = if round % 2 == 0 {
-            let d = measure(true, alone);
-            (d, measure(false, d.1))
+            let d = measure(true);
+            store.flush().unwrap();
+            (d, measure(false))
         } else {
-            let q = measure(false, alone);
-            (measure(true, alone), q)
+            let q = measure(false);
+            store.flush().unwrap();
+            (measure(true), q)
         };
-        let (r_during, r_quiet) = (mbps(during.0, during.1), mbps(quiet.0, quiet.1));
+        let (r_during, r_quiet) = (mbps(appends, during.0), mbps(appends, quiet.0));
         println!(
-            "round {round}: pass over {} MiB in {:.2} s = {rate:.0} MB/s of log ({} MiB read, {} MiB written, {} records removed) | appends during a pass {r_during:.0} MB/s, without {r_quiet:.0} MB/s ({:.0}%)",
+            "round {round}: pass over {} MiB in {:.2} s = {rate:.0} MB/s of log ({} MiB read, {} MiB written, {} records removed) | {} MiB of appends to another partition: {r_during:.0} MB/s with passes running ({} passes), {r_quiet:.0} MB/s without ({:.0}%)",
             total >> 20,
             alone.as_secs_f64(),
             pass.bytes_read >> 20,
             pass.bytes_written >> 20,
             pass.records_removed,
+            appends >> 20,
+            during.1,
             100.0 * r_during / r_quiet,
         );
         ratios.push(100.0 * r_during / r_quiet);
