@@ -675,7 +675,6 @@ fn append_fixed(store: &Store, p: PartitionId, total: u64) -> Duration {
     t.elapsed()
 }
 
-#[expect(clippy::too_many_lines, reason = "one benchmark, read top to bottom")]
 fn bench_compact(dir: &Path) {
     use std::sync::atomic::{AtomicBool, Ordering};
     let total = env_mb(512) << 20;
