@@ -100,6 +100,8 @@ impl GroupsInner {
                 let value = serde_json::json!({
                     "generation_id": generation_id,
                     "protocol_type": protocol_type,
+                    "protocol_name": self.coordinator.protocol_name(&g),
+                    "static_members": self.coordinator.static_members(&g),
                 });
                 Some((g, value))
             })
@@ -182,6 +184,9 @@ impl KafkaCoord {
             return Err(GroupError::CoordinatorNotAvailable);
         }
         let group_id = req.group_id.clone();
+        // The leader's SyncGroup hands out the assignments: saved, so static members keep
+        // theirs across a restart.
+        let leader_sync = !req.assignments.is_empty();
         let now = self.now_ms();
         let rx = {
             let mut g = self.groups.lock();
@@ -190,11 +195,11 @@ impl KafkaCoord {
                 Reply::Now(r) => Err(r),
                 Reply::Parked { member_id } => {
                     let (tx, rx) = oneshot::channel();
-                    g.sync_waiters.insert((group_id, member_id), tx);
+                    g.sync_waiters.insert((group_id.clone(), member_id), tx);
                     Ok(rx)
                 }
             };
-            self.complete(&mut g, out, None);
+            self.complete(&mut g, out, leader_sync.then_some(group_id.as_str()));
             rx
         };
         match rx {

@@ -92,10 +92,16 @@ impl KafkaCoord {
         for group_id in broker.offset_groups() {
             coordinator.restore_group(&group_id, 0, None);
         }
+        let now = broker.now_ms();
         for (group_id, v) in broker.extension_entries(KAFKA_GROUP_NS) {
             let generation = v["generation_id"].as_i64().unwrap_or(0);
             let protocol_type = v["protocol_type"].as_str().map(str::to_string);
             coordinator.restore_group(&group_id, generation as i32, protocol_type);
+            // Static members (group.instance.id) carry on after a restart without a
+            // rebalance; entries of earlier builds have none.
+            let saved = serde_json::from_value(v["static_members"].clone()).unwrap_or_default();
+            let protocol_name = v["protocol_name"].as_str().map(str::to_string);
+            coordinator.restore_static_members(&group_id, protocol_name, saved, now);
         }
         broker
             .metrics()

@@ -10,10 +10,10 @@ use common::TimestampMs;
 
 use super::group::Group;
 use super::join::{add_member_and_rebalance, rejoin_known, rejoin_static};
-use super::member::Member;
+use super::member::{Member, ProtocolOffer};
 use super::types::{
     Completion, GroupDescription, GroupError, GroupListing, GroupState, JoinOutcome, JoinRequest,
-    LeavingMember, MemberDescription, Reply, SyncOutcome, SyncRequest,
+    LeavingMember, MemberDescription, Reply, SavedMember, SyncOutcome, SyncRequest,
 };
 
 /// Limits and timing of the coordinator (Kafka's broker-side group settings).
@@ -415,6 +415,93 @@ impl GroupCoordinator {
             g.generation_id = generation_id;
             g.protocol_type = protocol_type.or(g.protocol_type.take());
         }
+    }
+
+    /// The static members of a stable group, with their assignments: what a restart
+    /// must keep so they carry on without a rebalance (Kafka keeps a group's members in
+    /// `__consumer_offsets` for this). Empty when the group is not stable.
+    pub fn static_members(&self, group_id: &str) -> Vec<SavedMember> {
+        let Some(g) = self.groups.get(group_id) else {
+            return Vec::new();
+        };
+        if g.state != GroupState::Stable {
+            return Vec::new();
+        }
+        g.members
+            .values()
+            .filter_map(|m| {
+                Some(SavedMember {
+                    instance_id: m.group_instance_id.clone()?,
+                    member_id: m.member_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|p| (p.name.clone(), p.metadata.to_vec()))
+                        .collect(),
+                    assignment: m.assignment.to_vec(),
+                    leader: g.leader_id.as_deref() == Some(m.member_id.as_str()),
+                })
+            })
+            .collect()
+    }
+
+    /// Brings back a group's static members after a restart ([`Self::static_members`]):
+    /// the group is stable at its saved generation, each member's session starting now,
+    /// so their heartbeats carry on. A dynamic member of the group was not kept: its
+    /// heartbeat gets UNKNOWN_MEMBER_ID and its rejoin starts a rebalance, as after a
+    /// Kafka coordinator failover.
+    pub fn restore_static_members(
+        &mut self,
+        group_id: &str,
+        protocol_name: Option<String>,
+        saved: Vec<SavedMember>,
+        now_ms: TimestampMs,
+    ) {
+        let Some(g) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        if saved.is_empty() || protocol_name.is_none() || !g.members.is_empty() {
+            return;
+        }
+        for s in saved {
+            if s.leader || g.leader_id.is_none() {
+                g.leader_id = Some(s.member_id.clone());
+            }
+            g.static_members
+                .insert(s.instance_id.clone(), s.member_id.clone());
+            let m = Member {
+                member_id: s.member_id.clone(),
+                group_instance_id: Some(s.instance_id),
+                client_id: s.client_id,
+                client_host: s.client_host,
+                session_timeout_ms: s.session_timeout_ms,
+                rebalance_timeout_ms: s.rebalance_timeout_ms,
+                protocols: s
+                    .protocols
+                    .into_iter()
+                    .map(|(name, metadata)| ProtocolOffer {
+                        name,
+                        metadata: Bytes::from(metadata),
+                    })
+                    .collect(),
+                assignment: Bytes::from(s.assignment),
+                last_heartbeat_ms: now_ms,
+                awaiting_join: false,
+                awaiting_sync: false,
+            };
+            g.members.insert(s.member_id, m);
+        }
+        g.protocol_name = protocol_name;
+        g.state = GroupState::Stable;
+    }
+
+    /// The selected protocol of a group (saved with its static members).
+    pub fn protocol_name(&self, group_id: &str) -> Option<String> {
+        self.groups.get(group_id)?.protocol_name.clone()
     }
 
     pub fn group_count(&self) -> usize {

@@ -121,6 +121,21 @@ pub struct LeavingMember {
     pub group_instance_id: Option<String>,
 }
 
+/// A static member as saved with its group, so it survives a broker restart.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedMember {
+    pub instance_id: String,
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    /// (protocol name, its metadata).
+    pub protocols: Vec<(String, Vec<u8>)>,
+    pub assignment: Vec<u8>,
+    pub leader: bool,
+}
+
 /// A reply that was parked and is now ready; the async wrapper routes it to its waiter.
 #[derive(Clone, Debug)]
 pub enum Completion {

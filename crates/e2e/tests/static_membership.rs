@@ -1,0 +1,152 @@
+//! Static membership (KIP-345) across a broker restart, with librdkafka: two consumers with
+//! `group.instance.id` share a topic; the broker restarts; they carry on with the same
+//! partitions and no rebalance (Kafka keeps a group's static members with the group, so a
+//! coordinator restart does not cost a rebalance).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use testkit::Server;
+
+const TOPIC: &str = "static";
+const PARTITIONS: i32 = 4;
+
+/// Counts the rebalances (assignments handed to this consumer).
+struct Counting(Arc<AtomicUsize>);
+
+impl ClientContext for Counting {}
+
+impl ConsumerContext for Counting {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if matches!(r, Rebalance::Assign(_)) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn consumer(bootstrap: &str, instance: &str, n: Arc<AtomicUsize>) -> BaseConsumer<Counting> {
+    let c: BaseConsumer<Counting> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "statics")
+        .set("group.instance.id", instance)
+        .set("session.timeout.ms", "30000")
+        .set("heartbeat.interval.ms", "500")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create_with_context(Counting(n))
+        .expect("consumer");
+    c.subscribe(&[TOPIC]).expect("subscribe");
+    c
+}
+
+fn assigned(c: &BaseConsumer<Counting>) -> BTreeSet<i32> {
+    c.assignment()
+        .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+        .unwrap_or_default()
+}
+
+/// Polls both consumers for `d`; returns the partitions of the records they received.
+fn poll_both(
+    a: &BaseConsumer<Counting>,
+    b: &BaseConsumer<Counting>,
+    d: Duration,
+) -> [BTreeSet<i32>; 2] {
+    let mut got = [BTreeSet::new(), BTreeSet::new()];
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        for (k, c) in [a, b].into_iter().enumerate() {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+                got[k].insert(m.partition());
+            }
+        }
+    }
+    got
+}
+
+fn produce_to_every_partition(bootstrap: &str, rt: &tokio::runtime::Runtime) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    rt.block_on(async {
+        for part in 0..PARTITIONS {
+            let r = FutureRecord::to(TOPIC)
+                .partition(part)
+                .key("k")
+                .payload("v");
+            p.send(r, Duration::from_secs(30)).await.expect("produce");
+        }
+    });
+}
+
+#[test]
+fn static_members_keep_their_partitions_across_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // No initial rebalance delay: both members join one generation quickly.
+    let mut server = Server::start_with(
+        dir.path(),
+        &["--set", "groups.initial_rebalance_delay_ms=0"],
+    );
+    let bootstrap = server.bootstrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
+    let r = rt.block_on(admin.create_topics([&topic], &AdminOptions::new()));
+    assert!(r.unwrap().into_iter().all(|x| x.is_ok()));
+
+    let (na, nb) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let a = consumer(&bootstrap, "instance-a", na.clone());
+    let b = consumer(&bootstrap, "instance-b", nb.clone());
+    // Until the group is stable with the partitions split between the two.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        poll_both(&a, &b, Duration::from_millis(200));
+        let (pa, pb) = (assigned(&a), assigned(&b));
+        if !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == PARTITIONS as usize {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stable split: {pa:?} / {pb:?}"
+        );
+    }
+    // Settle: no rebalance still under way.
+    poll_both(&a, &b, Duration::from_secs(2));
+    let (pa, pb) = (assigned(&a), assigned(&b));
+    let rebalances = (na.load(Ordering::SeqCst), nb.load(Ordering::SeqCst));
+
+    server.restart();
+    // Heartbeats go on against the restarted broker for several intervals.
+    poll_both(&a, &b, Duration::from_secs(5));
+    produce_to_every_partition(&bootstrap, &rt);
+    let got = poll_both(&a, &b, Duration::from_secs(10));
+
+    assert_eq!(
+        (na.load(Ordering::SeqCst), nb.load(Ordering::SeqCst)),
+        rebalances,
+        "a rebalance after the restart"
+    );
+    assert_eq!((assigned(&a), assigned(&b)), (pa.clone(), pb.clone()));
+    assert_eq!(
+        got,
+        [pa, pb],
+        "each consumer reads its own partitions after the restart"
+    );
+}
