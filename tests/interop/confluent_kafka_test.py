@@ -234,6 +234,28 @@ def cooperative_member_leaves():
     b.close()
 
 
+def telemetry_on_metrics():
+    # librdkafka pushes its metrics (enable.metrics.push, on by default) every
+    # kafka.telemetry_push_interval_ms (500 ms for this suite's broker).
+    import urllib.request
+    admin.create_topics([NewTopic("cf-telemetry", num_partitions=1, replication_factor=1)])[
+        "cf-telemetry"].result(30)
+    p = Producer({"bootstrap.servers": BOOT, "client.id": "telemetry-check", "linger.ms": 5})
+    deadline = time.time() + 30
+    found = []
+    while time.time() < deadline and not found:
+        p.produce("cf-telemetry", key="t", value="v")
+        p.poll(0.2)
+        text = urllib.request.urlopen(os.environ["ADMIN_URL"] + "/metrics").read().decode()
+        found = [l for l in text.splitlines() if l.startswith("sluice_kafka_client_metric{")
+                 and 'client_id="telemetry-check"' in l
+                 and 'name="org.apache.kafka.producer.' in l]
+    p.flush(10)
+    assert found, "no pushed producer metric for client telemetry-check on /metrics"
+    value = float(found[0].rsplit(" ", 1)[1])
+    assert value == value, "a metric value that is not a number"
+
+
 def groups_listed():
     groups = admin.list_consumer_groups().result(30)
     assert "cf-group" in [g.group_id for g in groups.valid], groups.valid
@@ -249,4 +271,5 @@ check("cooperative-sticky: one incremental assignment when a member leaves",
       cooperative_member_leaves)
 check("transactions: read_committed sees only committed", transactions_read_committed)
 check("describe configs, add partitions, delete topic", configs_and_delete)
+check("client telemetry (KIP-714) pushed and shown on /metrics", telemetry_on_metrics)
 finish()

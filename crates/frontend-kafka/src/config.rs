@@ -61,6 +61,8 @@ pub struct KafkaConfig {
     /// Incremental fetch sessions kept at once (Kafka's
     /// `max.incremental.fetch.session.cache.slots`); the least recently used makes room.
     pub max_fetch_sessions: usize,
+    /// How often clients push their metrics (KIP-714 telemetry).
+    pub telemetry_push_interval_ms: u64,
     /// Kafka's coordinators (groups, producer ids).
     pub coordinator: kafka_coord::CoordConfig,
 }
@@ -84,6 +86,7 @@ impl Default for KafkaConfig {
             max_fetch_wait_ms: 30_000,
             shutdown_grace_ms: 10_000,
             max_fetch_sessions: 1_000,
+            telemetry_push_interval_ms: 30_000,
             coordinator: kafka_coord::CoordConfig::default(),
         }
     }
@@ -229,6 +232,16 @@ pub const CONFIG_KEYS: &[KeySpec] = &[
         kafka_name: Some("max.incremental.fetch.session.cache.slots"),
         doc: "Incremental fetch sessions (KIP-227) kept at once; the least recently used makes room. 0: every fetch is sessionless.",
     },
+    KeySpec {
+        key: "kafka.telemetry_push_interval_ms",
+        kind: Kind::Int {
+            min: 100,
+            max: 3_600_000,
+        },
+        default: "30000",
+        kafka_name: None,
+        doc: "How often Kafka clients that support KIP-714 push their metrics; /metrics shows each client's latest values (sluice_kafka_client_metric).",
+    },
 ];
 
 /// Where the Kafka door listens and what it tells clients (`kafka.listener`,
@@ -276,6 +289,7 @@ impl KafkaConfig {
             max_fetch_response_bytes: size("limits.max_fetch_response_bytes"),
             max_fetch_wait_ms: ms("limits.max_fetch_wait_ms"),
             max_fetch_sessions: size("limits.max_fetch_sessions"),
+            telemetry_push_interval_ms: ms("kafka.telemetry_push_interval_ms"),
             coordinator: kafka_coord::CoordConfig::from_settings(s),
             ..KafkaConfig::default()
         }

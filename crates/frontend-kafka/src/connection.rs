@@ -15,6 +15,8 @@ use broker::Broker;
 use kafka_coord::KafkaCoord;
 
 use crate::fetch_session::FetchSessions;
+use crate::server::DoorState;
+use crate::telemetry::Telemetry;
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes};
@@ -88,7 +90,7 @@ pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
     coord: Arc<KafkaCoord>,
-    sessions: Arc<FetchSessions>,
+    door: Arc<DoorState>,
     config: Arc<KafkaConfig>,
     budget: Arc<RequestBudget>,
     shutdown: watch::Receiver<bool>,
@@ -102,7 +104,8 @@ pub async fn run(
         peer,
         broker: &broker,
         coord: &coord,
-        sessions: &sessions,
+        sessions: &door.sessions,
+        telemetry: &door.telemetry,
         config: &config,
         budget: &budget,
     };
@@ -205,6 +208,7 @@ struct Conn<'a> {
     broker: &'a Arc<Broker>,
     coord: &'a Arc<KafkaCoord>,
     sessions: &'a FetchSessions,
+    telemetry: &'a Telemetry,
     config: &'a KafkaConfig,
     budget: &'a RequestBudget,
 }
@@ -306,6 +310,7 @@ async fn read_loop(
                 broker,
                 coord: conn.coord,
                 sessions: conn.sessions,
+                telemetry: conn.telemetry,
                 config,
                 client_id: &client_id,
                 peer,
@@ -472,6 +477,8 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::DescribeProducers => "DescribeProducers",
         ApiKey::DescribeTransactions => "DescribeTransactions",
         ApiKey::ListTransactions => "ListTransactions",
+        ApiKey::GetTelemetrySubscriptions => "GetTelemetrySubscriptions",
+        ApiKey::PushTelemetry => "PushTelemetry",
         _ => "Other",
     }
 }

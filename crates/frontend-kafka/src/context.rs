@@ -19,6 +19,8 @@ pub struct Ctx<'a> {
     pub coord: &'a Arc<KafkaCoord>,
     /// Incremental fetch sessions of this door (KIP-227).
     pub sessions: &'a crate::fetch_session::FetchSessions,
+    /// Client telemetry (KIP-714) of this door.
+    pub telemetry: &'a crate::telemetry::Telemetry,
     pub config: &'a KafkaConfig,
     pub client_id: &'a str,
     pub peer: SocketAddr,

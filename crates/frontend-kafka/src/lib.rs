@@ -9,6 +9,8 @@
 //! - `framing.rs` — length-prefixed frames, size checked before allocation.
 //! - `codec.rs` — request header parsing, response framing.
 //! - `fetch_session.rs` — incremental fetch sessions (KIP-227), bounded, LRU eviction.
+//! - `telemetry.rs` — client telemetry (KIP-714): subscriptions, pushed OTLP metrics on
+//!   `/metrics`, bounded.
 //! - `segmented.rs` — zero-copy Fetch encoding (storage chunks spliced, not copied).
 //! - [`versions`] — the API versions implemented and advertised.
 //! - `handlers/` — one module per API family; `errors.rs` maps domain errors to codes.
@@ -28,6 +30,7 @@ mod handlers;
 mod limits;
 mod segmented;
 mod server;
+mod telemetry;
 pub mod versions;
 
 pub use config::{

@@ -14,6 +14,14 @@ use crate::config::KafkaConfig;
 use crate::connection;
 use crate::fetch_session::FetchSessions;
 use crate::limits::{IpConnections, RequestBudget};
+use crate::telemetry::Telemetry;
+
+/// What every connection of one Kafka door shares besides the broker: its incremental
+/// fetch sessions (KIP-227) and its client telemetry (KIP-714).
+pub struct DoorState {
+    pub sessions: FetchSessions,
+    pub telemetry: Telemetry,
+}
 
 /// Serves the Kafka protocol on `listener` until `shutdown` becomes true (or its sender
 /// is dropped). First opens Kafka's coordinators over `broker` (groups, producer ids,
@@ -42,8 +50,15 @@ async fn serve_with(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let broker = coord.broker().clone();
-    let sessions = Arc::new(FetchSessions::new(config.max_fetch_sessions));
-    sessions.register(&mut broker.metrics().registry.lock());
+    let push_every = i32::try_from(config.telemetry_push_interval_ms).unwrap_or(i32::MAX);
+    let door = Arc::new(DoorState {
+        sessions: FetchSessions::new(config.max_fetch_sessions),
+        telemetry: Telemetry::new(push_every),
+    });
+    door.sessions
+        .register(&mut broker.metrics().registry.lock());
+    door.telemetry
+        .register(&mut broker.metrics().registry.lock());
     let config = Arc::new(config);
     let mut tasks = JoinSet::new();
     let budget = Arc::new(RequestBudget::new(config.max_inflight_request_bytes));
@@ -76,10 +91,10 @@ async fn serve_with(
                     metrics.connections.inc();
                     metrics.connections_total.inc();
                     let (k, c, s) = (coord.clone(), config.clone(), shutdown.clone());
-                    let (budget, fs) = (budget.clone(), sessions.clone());
+                    let (budget, door) = (budget.clone(), door.clone());
                     tasks.spawn(async move {
                         let b = k.broker().clone();
-                        connection::run(stream, peer, k, fs, c, budget, s).await;
+                        connection::run(stream, peer, k, door, c, budget, s).await;
                         b.metrics().connections.dec();
                         drop(slot);
                     });

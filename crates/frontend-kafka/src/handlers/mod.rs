@@ -86,6 +86,12 @@ pub async fn dispatch(ctx: &Ctx<'_>, req: RequestKind) -> Result<Reply, &'static
         Q::ListTransactions(r) => R::ListTransactions(txn::list_transactions(ctx, r)),
         Q::DescribeTransactions(r) => R::DescribeTransactions(txn::describe_transactions(ctx, r)),
         Q::DescribeProducers(r) => R::DescribeProducers(txn::describe_producers(ctx, r)),
+        Q::GetTelemetrySubscriptions(r) => {
+            R::GetTelemetrySubscriptions(ctx.telemetry.subscriptions(&r, ctx.broker.now_ms()))
+        }
+        Q::PushTelemetry(r) => {
+            R::PushTelemetry(ctx.telemetry.push(&r, ctx.client_id, ctx.broker.now_ms()))
+        }
         _ => return Err("not implemented"),
     }))
 }
