@@ -577,6 +577,10 @@ fn default_request(api: ApiKey) -> RequestKind {
             Q::DescribeTransactions(DescribeTransactionsRequest::default())
         }
         ApiKey::ListTransactions => Q::ListTransactions(ListTransactionsRequest::default()),
+        ApiKey::GetTelemetrySubscriptions => {
+            Q::GetTelemetrySubscriptions(GetTelemetrySubscriptionsRequest::default())
+        }
+        ApiKey::PushTelemetry => Q::PushTelemetry(PushTelemetryRequest::default()),
         other => panic!("add {other:?} to default_request"),
     }
 }
@@ -981,4 +985,50 @@ async fn incremental_fetch_sessions() {
     let gone = c.call(&session_fetch(id, 6, &[]), 12).await.unwrap();
     assert_eq!(gone.error_code, 70);
     s.stop().await;
+}
+
+/// KIP-714: a client gets an instance id and a subscription; a push with another
+/// subscription id, a compression type, or bytes that are not OTLP is refused with
+/// Kafka's code, and the connection stays usable.
+#[tokio::test]
+async fn telemetry_pushes_are_checked() {
+    let s = start(BrokerConfig::default()).await;
+    let mut c = AsyncClient::connect(s.addr).await.unwrap();
+    let sub = c
+        .call(&GetTelemetrySubscriptionsRequest::default(), 0)
+        .await
+        .unwrap();
+    assert_eq!(sub.error_code, 0);
+    assert!(
+        !sub.client_instance_id.is_nil(),
+        "an instance id is assigned"
+    );
+    assert_eq!(sub.requested_metrics.len(), 1, "every metric is asked for");
+    let push = |sub_id: i32, compression: i8, metrics: &'static [u8]| {
+        PushTelemetryRequest::default()
+            .with_client_instance_id(sub.client_instance_id)
+            .with_subscription_id(sub_id)
+            .with_compression_type(compression)
+            .with_metrics(bytes::Bytes::from_static(metrics))
+    };
+    let code = |r: PushTelemetryResponse| r.error_code;
+    let ok = c.call(&push(sub.subscription_id, 0, b""), 0).await.unwrap();
+    assert_eq!(code(ok), 0);
+    let stale = c
+        .call(&push(sub.subscription_id + 1, 0, b""), 0)
+        .await
+        .unwrap();
+    assert_eq!(code(stale), 117, "UNKNOWN_SUBSCRIPTION_ID");
+    let zstd = c.call(&push(sub.subscription_id, 4, b""), 0).await.unwrap();
+    assert_eq!(code(zstd), 76, "UNSUPPORTED_COMPRESSION_TYPE");
+    let junk = c
+        .call(&push(sub.subscription_id, 0, b"\x0a\x7f\x01"), 0)
+        .await
+        .unwrap();
+    assert_eq!(code(junk), 87, "INVALID_RECORD");
+    let again = c
+        .call(&GetTelemetrySubscriptionsRequest::default(), 0)
+        .await
+        .unwrap();
+    assert_eq!(again.error_code, 0, "the connection is still served");
 }
