@@ -256,6 +256,56 @@ def telemetry_on_metrics():
     assert value == value, "a metric value that is not a number"
 
 
+def consumer_protocol_group():
+    topic, group = "cf-kip848", "kip848"
+    admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(30)
+    p = Producer({"bootstrap.servers": BOOT, "linger.ms": 5})
+
+    def produce(n, tag):
+        for i in range(n):
+            p.produce(topic, key=f"k{i}", value=f"{tag}:{i}", partition=i % 4)
+        assert p.flush(30) == 0
+
+    def member():
+        c = Consumer({"bootstrap.servers": BOOT, "group.id": group, "group.protocol": "consumer",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe([topic])
+        return c
+
+    def drain(consumers, want, seen, limit=60):
+        deadline = time.time() + limit
+        while time.time() < deadline and sum(len(s) for s in seen) < want:
+            for c, s in zip(consumers, seen):
+                m = c.poll(0.1)
+                if m is not None and not m.error():
+                    key = (m.partition(), m.offset())
+                    assert all(key not in other for other in seen), f"{key} delivered twice"
+                    s.add(key)
+        return sum(len(s) for s in seen)
+
+    produce(400, "a")
+    c1, c2 = member(), member()
+    seen = [set(), set()]
+    got = drain([c1, c2], 400, seen)
+    assert got == 400, f"consumed {got} of 400"
+    parts = [{p for p, _ in s} for s in seen]
+    assert parts[0] and parts[1] and not (parts[0] & parts[1]), f"partitions {parts}"
+    for c in (c1, c2):
+        c.commit(asynchronous=False)
+    c2.close()  # leaves the group: c1 takes over every partition
+    produce(40, "b")
+    rest = [set()]
+    got = drain([c1], 40, rest)
+    assert got == 40 and {p for p, _ in rest[0]} == {0, 1, 2, 3}, f"{got}, {rest}"
+    c1.commit(asynchronous=False)
+    c1.close()
+    c3 = member()
+    produce(4, "c")
+    last = [set()]
+    assert drain([c3], 4, last) == 4 and all(o >= 110 for _, o in last[0]), last
+    c3.close()
+
+
 def groups_listed():
     groups = admin.list_consumer_groups().result(30)
     assert "cf-group" in [g.group_id for g in groups.valid], groups.valid
@@ -272,4 +322,6 @@ check("cooperative-sticky: one incremental assignment when a member leaves",
 check("transactions: read_committed sees only committed", transactions_read_committed)
 check("describe configs, add partitions, delete topic", configs_and_delete)
 check("client telemetry (KIP-714) pushed and shown on /metrics", telemetry_on_metrics)
+check("group.protocol=consumer (KIP-848): split, a member leaves, resume from commits",
+      consumer_protocol_group)
 finish()

@@ -17,7 +17,8 @@ work=$(mktemp -d)
 # is handed over between a probe and the server (a race with anything else on the machine).
 "$bin" server --data-dir "$work/data" --kafka-listener 127.0.0.1:0 \
   --amqp-listener 127.0.0.1:0 --admin-listener 127.0.0.1:0 \
-  --set kafka.telemetry_push_interval_ms=500 >"$work/server.log" 2>&1 &
+  --set kafka.telemetry_push_interval_ms=500 \
+  --set groups.consumer_heartbeat_interval_ms=500 >"$work/server.log" 2>&1 &
 pid=$!
 cleanup() {
   # The AMQP suite's restart replaces the server: stop whichever is running now.

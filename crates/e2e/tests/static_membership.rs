@@ -1,7 +1,7 @@
-//! Static membership (KIP-345) across a broker restart, with librdkafka: two consumers with
-//! `group.instance.id` share a topic; the broker restarts; they carry on with the same
-//! partitions and no rebalance (Kafka keeps a group's static members with the group, so a
-//! coordinator restart does not cost a rebalance).
+//! Group membership across a broker restart, with librdkafka: two consumers share a topic;
+//! the broker restarts; they carry on with the same partitions and no rebalance. Classic
+//! groups keep their static members (KIP-345, `group.instance.id`) with the group; KIP-848
+//! consumer groups (`group.protocol=consumer`) keep every member with its assignment.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -33,17 +33,36 @@ impl ConsumerContext for Counting {
     }
 }
 
-fn consumer(bootstrap: &str, instance: &str, n: Arc<AtomicUsize>) -> BaseConsumer<Counting> {
-    let c: BaseConsumer<Counting> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "statics")
-        .set("group.instance.id", instance)
-        .set("session.timeout.ms", "30000")
-        .set("heartbeat.interval.ms", "500")
+/// The group protocol under test.
+#[derive(Clone, Copy)]
+enum Protocol {
+    /// Classic, with `group.instance.id`.
+    ClassicStatic,
+    /// KIP-848 `group.protocol=consumer`.
+    Consumer,
+}
+
+fn consumer(
+    bootstrap: &str,
+    protocol: Protocol,
+    instance: &str,
+    n: Arc<AtomicUsize>,
+) -> BaseConsumer<Counting> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", bootstrap)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create_with_context(Counting(n))
-        .expect("consumer");
+        .set("auto.offset.reset", "earliest");
+    match protocol {
+        Protocol::ClassicStatic => cfg
+            .set("group.id", "statics")
+            .set("group.instance.id", instance)
+            .set("session.timeout.ms", "30000")
+            .set("heartbeat.interval.ms", "500"),
+        Protocol::Consumer => cfg
+            .set("group.id", "kip848")
+            .set("group.protocol", "consumer"),
+    };
+    let c: BaseConsumer<Counting> = cfg.create_with_context(Counting(n)).expect("consumer");
     c.subscribe(&[TOPIC]).expect("subscribe");
     c
 }
@@ -91,11 +110,26 @@ fn produce_to_every_partition(bootstrap: &str, rt: &tokio::runtime::Runtime) {
 
 #[test]
 fn static_members_keep_their_partitions_across_a_broker_restart() {
+    members_keep_their_partitions_across_a_broker_restart(Protocol::ClassicStatic);
+}
+
+#[test]
+fn consumer_protocol_members_keep_their_partitions_across_a_broker_restart() {
+    members_keep_their_partitions_across_a_broker_restart(Protocol::Consumer);
+}
+
+fn members_keep_their_partitions_across_a_broker_restart(protocol: Protocol) {
     let dir = tempfile::tempdir().unwrap();
-    // No initial rebalance delay: both members join one generation quickly.
+    // No initial rebalance delay: both members join one generation quickly; consumer-group
+    // heartbeats every 500 ms, so each reconciliation step is quick.
     let mut server = Server::start_with(
         dir.path(),
-        &["--set", "groups.initial_rebalance_delay_ms=0"],
+        &[
+            "--set",
+            "groups.initial_rebalance_delay_ms=0",
+            "--set",
+            "groups.consumer_heartbeat_interval_ms=500",
+        ],
     );
     let bootstrap = server.bootstrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -110,10 +144,11 @@ fn static_members_keep_their_partitions_across_a_broker_restart() {
     let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
     let r = rt.block_on(admin.create_topics([&topic], &AdminOptions::new()));
     assert!(r.unwrap().into_iter().all(|x| x.is_ok()));
+    drop(admin);
 
     let (na, nb) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let a = consumer(&bootstrap, "instance-a", na.clone());
-    let b = consumer(&bootstrap, "instance-b", nb.clone());
+    let a = consumer(&bootstrap, protocol, "instance-a", na.clone());
+    let b = consumer(&bootstrap, protocol, "instance-b", nb.clone());
     // Until the group is stable with the partitions split between the two.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

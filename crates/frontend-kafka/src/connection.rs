@@ -477,6 +477,8 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::DescribeProducers => "DescribeProducers",
         ApiKey::DescribeTransactions => "DescribeTransactions",
         ApiKey::ListTransactions => "ListTransactions",
+        ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
         ApiKey::GetTelemetrySubscriptions => "GetTelemetrySubscriptions",
         ApiKey::PushTelemetry => "PushTelemetry",
         _ => "Other",

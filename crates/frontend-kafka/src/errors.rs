@@ -97,6 +97,7 @@ pub fn group_code(e: &GroupError) -> i16 {
         GroupError::OffsetMetadataTooLarge => E::OffsetMetadataTooLarge,
         GroupError::UnknownTopicOrPartition => E::UnknownTopicOrPartition,
         GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        GroupError::StaleMemberEpoch => E::StaleMemberEpoch,
     };
     code.code()
 }

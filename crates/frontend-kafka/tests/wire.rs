@@ -577,6 +577,12 @@ fn default_request(api: ApiKey) -> RequestKind {
             Q::DescribeTransactions(DescribeTransactionsRequest::default())
         }
         ApiKey::ListTransactions => Q::ListTransactions(ListTransactionsRequest::default()),
+        ApiKey::ConsumerGroupHeartbeat => {
+            Q::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest::default())
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            Q::ConsumerGroupDescribe(ConsumerGroupDescribeRequest::default())
+        }
         ApiKey::GetTelemetrySubscriptions => {
             Q::GetTelemetrySubscriptions(GetTelemetrySubscriptionsRequest::default())
         }

@@ -19,6 +19,10 @@ pub struct CoordConfig {
     /// Idle time after which an idempotent producer's sequence state is forgotten (Kafka's
     /// `producer.id.expiration.ms`).
     pub producer_id_expiration_ms: i64,
+    /// KIP-848 consumer groups: Kafka's `group.consumer.session.timeout.ms`.
+    pub consumer_session_timeout_ms: i32,
+    /// KIP-848 consumer groups: Kafka's `group.consumer.heartbeat.interval.ms`.
+    pub consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for CoordConfig {
@@ -31,6 +35,8 @@ impl Default for CoordConfig {
             group_max_size: 1_000,
             offsets_retention_ms: Some(7 * 24 * 60 * 60 * 1000),
             producer_id_expiration_ms: 24 * 60 * 60 * 1000,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -48,6 +54,8 @@ impl CoordConfig {
             group_max_session_timeout_ms: int32("groups.max_session_timeout_ms"),
             group_max_size: usize::try_from(s.int("groups.max_size")).unwrap_or(usize::MAX),
             offsets_retention_ms: Some(s.int("groups.offsets_retention_ms")).filter(|v| *v >= 0),
+            consumer_session_timeout_ms: int32("groups.consumer_session_timeout_ms"),
+            consumer_heartbeat_interval_ms: int32("groups.consumer_heartbeat_interval_ms"),
             ..CoordConfig::default()
         }
     }
@@ -104,6 +112,26 @@ pub const CONFIG_KEYS: &[KeySpec] = &[
         default: "604800000",
         kafka_name: None,
         doc: "Committed offsets of an empty group are dropped after this long (-1: keep forever; Kafka: offsets.retention.minutes).",
+    },
+    KeySpec {
+        key: "groups.consumer_session_timeout_ms",
+        kind: Kind::Int {
+            min: 1_000,
+            max: 3_600_000,
+        },
+        default: "45000",
+        kafka_name: Some("group.consumer.session.timeout.ms"),
+        doc: "A member of a consumer group (group.protocol=consumer, KIP-848) that sends no heartbeat for this long is removed.",
+    },
+    KeySpec {
+        key: "groups.consumer_heartbeat_interval_ms",
+        kind: Kind::Int {
+            min: 100,
+            max: 3_600_000,
+        },
+        default: "5000",
+        kafka_name: Some("group.consumer.heartbeat.interval.ms"),
+        doc: "How often members of consumer groups (group.protocol=consumer, KIP-848) heartbeat; each step of a rebalance takes one.",
     },
 ];
 

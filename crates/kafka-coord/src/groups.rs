@@ -10,6 +10,9 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::oneshot;
 
 use crate::KafkaCoord;
+use crate::consumer_group::{
+    CgError, ConsumerGroups, HeartbeatRequest, HeartbeatResponse, TopicMeta,
+};
 use crate::group::{
     Completion, GroupCoordinator, GroupDescription, GroupError, GroupListing, JoinOutcome,
     JoinRequest, LeavingMember, Reply, SyncOutcome, SyncRequest,
@@ -21,8 +24,16 @@ type Key = (String, String);
 const OFFSET_EXPIRY_CHECK_MS: i64 = 60_000;
 type Waiter<T> = oneshot::Sender<Result<T, GroupError>>;
 
+/// Namespace of saved KIP-848 consumer groups (`consumer_group.rs`).
+pub const KAFKA_CONSUMER_GROUP_NS: &str = "kafka.consumer_group";
+
 pub struct GroupsInner {
     pub coordinator: GroupCoordinator,
+    /// KIP-848 consumer groups, side by side with the classic ones.
+    pub consumer: ConsumerGroups,
+    /// The saved form of each consumer group as last written (saved again only when it
+    /// changes, not on every heartbeat).
+    consumer_saved: HashMap<String, String>,
     /// When committed offsets were last checked against `offsets_retention_ms`.
     last_offset_expiry_ms: i64,
     join_waiters: HashMap<Key, Waiter<JoinOutcome>>,
@@ -32,9 +43,11 @@ pub struct GroupsInner {
 pub struct GroupsCell(Mutex<GroupsInner>);
 
 impl GroupsCell {
-    pub fn new(coordinator: GroupCoordinator) -> Self {
+    pub fn new(coordinator: GroupCoordinator, consumer: ConsumerGroups) -> Self {
         Self(Mutex::new(GroupsInner {
             coordinator,
+            consumer,
+            consumer_saved: HashMap::new(),
             last_offset_expiry_ms: 0,
             join_waiters: HashMap::new(),
             sync_waiters: HashMap::new(),
@@ -237,6 +250,68 @@ impl KafkaCoord {
         results
     }
 
+    /// ConsumerGroupHeartbeat (KIP-848). A group id used by a classic group with members
+    /// is GROUP_ID_NOT_FOUND for the consumer protocol (one protocol per group at a time).
+    pub fn consumer_heartbeat(&self, req: HeartbeatRequest) -> Result<HeartbeatResponse, CgError> {
+        let now = self.now_ms();
+        let broker = self.broker.clone();
+        let lookup = move |name: &str| {
+            broker.topic(name).ok().map(|t| TopicMeta {
+                id: t.topic_id,
+                partitions: t.partitions as i32,
+            })
+        };
+        let group_id = req.group_id.clone();
+        let mut g = self.groups.lock();
+        if g.consumer.get(&group_id).is_none() && !g.coordinator.is_idle(&group_id) {
+            return Err(CgError::GroupIdNotFound);
+        }
+        let r = g.consumer.heartbeat(req, &lookup, now)?;
+        self.save_consumer_group(&mut g, &group_id);
+        Ok(r)
+    }
+
+    /// Saves a consumer group when its saved form changed (members, epochs, assignments).
+    /// A failed save is logged and retried at the next change: the group's members keep
+    /// working, a restart before then brings back the previous form (members rejoin).
+    fn save_consumer_group(&self, g: &mut GroupsInner, group_id: &str) {
+        let Some(group) = g.consumer.get(group_id) else {
+            return;
+        };
+        let Ok(value) = serde_json::to_value(group) else {
+            return;
+        };
+        let text = value.to_string();
+        if g.consumer_saved.get(group_id) == Some(&text) {
+            return;
+        }
+        match self.broker.persist_extension(
+            KAFKA_CONSUMER_GROUP_NS,
+            group_id,
+            Some(value),
+            self.broker.metadata_durable(),
+        ) {
+            Ok(()) => {
+                g.consumer_saved.insert(group_id.to_string(), text);
+            }
+            Err(e) => tracing::warn!(group = %group_id, error = %e, "consumer group not saved"),
+        }
+    }
+
+    /// Puts back a saved consumer group (at open).
+    pub(crate) fn restore_consumer_group(&self, value: &serde_json::Value) {
+        let Ok(group) = serde_json::from_value::<crate::consumer_group::Group>(value.clone())
+        else {
+            tracing::warn!("a saved consumer group does not decode; skipped");
+            return;
+        };
+        let now = self.now_ms();
+        let mut g = self.groups.lock();
+        g.consumer_saved
+            .insert(group.group_id.clone(), value.to_string());
+        g.consumer.restore(group, now);
+    }
+
     /// Runs the coordinator's timers (called every `GROUP_TICK_MS` by the broker task).
     pub fn tick_groups(&self) {
         let now = self.now_ms();
@@ -245,6 +320,9 @@ impl KafkaCoord {
         let out = g.coordinator.tick(now);
         if !out.is_empty() {
             self.complete(&mut g, out, None);
+        }
+        for group_id in g.consumer.tick(now) {
+            self.save_consumer_group(&mut g, &group_id);
         }
         self.broker
             .metrics()
@@ -328,6 +406,16 @@ impl KafkaCoord {
             }
         }
         let mut g = self.groups.lock();
+        if let Some(checked) = g.consumer.check_commit(group_id, member_id, generation_id) {
+            checked.map_err(|e| match e {
+                CgError::UnknownMemberId => GroupError::UnknownMemberId,
+                _ => GroupError::StaleMemberEpoch,
+            })?;
+            if self.broker.commit_offsets(group_id, valid).is_err() {
+                return Err(GroupError::CoordinatorNotAvailable);
+            }
+            return Ok(results);
+        }
         let metadata = valid
             .iter()
             .map(|(_, _, o)| o.metadata.as_ref().map_or(0, String::len));
@@ -385,8 +473,33 @@ impl KafkaCoord {
         Ok(results)
     }
 
+    /// Classic and consumer groups (the latter with protocol type `consumer`).
     pub fn list_groups(&self) -> Vec<GroupListing> {
-        self.groups.lock().coordinator.list_groups()
+        let g = self.groups.lock();
+        let mut v = g.coordinator.list_groups();
+        let classic: BTreeSet<String> = v.iter().map(|l| l.group_id.clone()).collect();
+        for cg in g.consumer.groups() {
+            if classic.contains(&cg.group_id) && !g.coordinator.is_idle(&cg.group_id) {
+                continue;
+            }
+            v.retain(|l| l.group_id != cg.group_id);
+            v.push(GroupListing {
+                group_id: cg.group_id.clone(),
+                protocol_type: "consumer".to_string(),
+                state: if cg.members.is_empty() {
+                    crate::group::GroupState::Empty
+                } else {
+                    crate::group::GroupState::Stable
+                },
+            });
+        }
+        v.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        v
+    }
+
+    /// A consumer group as ConsumerGroupDescribe shows it.
+    pub fn describe_consumer_group(&self, group_id: &str) -> Option<crate::consumer_group::Group> {
+        self.groups.lock().consumer.get(group_id).cloned()
     }
 
     pub fn describe_group(&self, group_id: &str) -> GroupDescription {

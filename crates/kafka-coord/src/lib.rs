@@ -20,6 +20,7 @@
 //! from the log is rebuilt from the log at open, so it never disagrees with what is stored.
 
 mod config;
+pub mod consumer_group;
 mod derived;
 mod error;
 pub mod group;
@@ -107,6 +108,7 @@ impl KafkaCoord {
             .metrics()
             .groups
             .set(coordinator.group_count() as i64);
+        let consumer_groups = broker.extension_entries(groups::KAFKA_CONSUMER_GROUP_NS);
         let next_pid = broker
             .extension_entries(KAFKA_PRODUCER_IDS_NS)
             .into_iter()
@@ -147,10 +149,16 @@ impl KafkaCoord {
             clock: broker.clock(),
         }))?;
         let (shutdown_tx, _) = tokio::sync::watch::channel(false);
+        let consumer = consumer_group::ConsumerGroups::new(consumer_group::ConsumerGroupConfig {
+            session_timeout_ms: config.consumer_session_timeout_ms,
+            heartbeat_interval_ms: config.consumer_heartbeat_interval_ms,
+            max_members: config.group_max_size,
+            ..consumer_group::ConsumerGroupConfig::default()
+        });
         let coord = Arc::new(KafkaCoord {
             broker,
             config,
-            groups: GroupsCell::new(coordinator),
+            groups: GroupsCell::new(coordinator, consumer),
             producers,
             txns,
             txn_index,
@@ -160,6 +168,9 @@ impl KafkaCoord {
             shutdown_tx,
             background: Mutex::new(Vec::new()),
         });
+        for (_, v) in &consumer_groups {
+            coord.restore_consumer_group(v);
+        }
         coord.start_timers();
         Ok(coord)
     }

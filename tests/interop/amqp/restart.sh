@@ -13,7 +13,8 @@ done
 : >"$work/server.log"
 "$SLUICE_BIN_PATH" server --data-dir "$work/data" --kafka-listener "127.0.0.1:$KAFKA_PORT" \
   --amqp-listener "127.0.0.1:$AMQP_PORT" --admin-listener 127.0.0.1:0 \
-  --set kafka.telemetry_push_interval_ms=500 >>"$work/server.log" 2>&1 &
+  --set kafka.telemetry_push_interval_ms=500 \
+  --set groups.consumer_heartbeat_interval_ms=500 >>"$work/server.log" 2>&1 &
 echo $! >"$work/pid"
 for _ in $(seq 1 600); do
   grep -q '^  amqp' "$work/server.log" && exit 0

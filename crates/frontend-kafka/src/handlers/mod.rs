@@ -2,6 +2,7 @@
 
 pub mod api_versions;
 mod configs;
+mod consumer_groups;
 mod coordinator;
 mod fetch;
 mod groups;
@@ -86,6 +87,10 @@ pub async fn dispatch(ctx: &Ctx<'_>, req: RequestKind) -> Result<Reply, &'static
         Q::ListTransactions(r) => R::ListTransactions(txn::list_transactions(ctx, r)),
         Q::DescribeTransactions(r) => R::DescribeTransactions(txn::describe_transactions(ctx, r)),
         Q::DescribeProducers(r) => R::DescribeProducers(txn::describe_producers(ctx, r)),
+        Q::ConsumerGroupHeartbeat(r) => {
+            R::ConsumerGroupHeartbeat(consumer_groups::heartbeat(ctx, r))
+        }
+        Q::ConsumerGroupDescribe(r) => R::ConsumerGroupDescribe(consumer_groups::describe(ctx, r)),
         Q::GetTelemetrySubscriptions(r) => {
             R::GetTelemetrySubscriptions(ctx.telemetry.subscriptions(&r, ctx.broker.now_ms()))
         }

@@ -37,6 +37,8 @@ pub enum GroupError {
     UnknownTopicOrPartition,
     #[error("coordinator is shutting down")]
     CoordinatorNotAvailable,
+    #[error("stale member epoch")]
+    StaleMemberEpoch,
 }
 
 /// Observable group state (Kafka's names).
