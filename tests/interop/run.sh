@@ -66,6 +66,8 @@ run kafka-python "$here/.venv/bin/python" "$here/kafka_python_test.py"
 run kafkajs node "$here/kafkajs_test.js"
 # Its own broker (short compaction interval, killed on purpose).
 run compaction "$here/.venv/bin/python" "$here/compaction_test.py"
+# A stateful quixstreams app restoring its state from a compacted changelog (its own broker).
+run quixstreams "$here/quix/.venv/bin/python" "$here/quix/app_test.py"
 # Last: it restarts the broker.
 run pika "$here/.venv/bin/python" "$here/amqp/pika_test.py"
 if [ "$failed" -ne 0 ]; then
