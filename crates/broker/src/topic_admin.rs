@@ -266,6 +266,15 @@ impl Broker {
         let topics = self.topics.read();
         let t = topics.get(name)?;
         let wanted = |k: &str| keys.is_none_or(|ks| ks.iter().any(|w| w == k));
+        // What a topic without overrides gets here, and with the built-in broker defaults:
+        // where they differ, the value comes from the broker's configuration.
+        let none = BTreeMap::new();
+        let here = TopicConfig::resolve(&self.config, &none).ok();
+        let builtin = TopicConfig::resolve(&crate::BrokerConfig::default(), &none).ok();
+        let from_broker = |k: &str| {
+            here.as_ref().and_then(|c| c.value_of(k))
+                != builtin.as_ref().and_then(|c| c.value_of(k))
+        };
         let mut out = Vec::new();
         for k in ACTIVE_KEYS {
             if wanted(k) {
@@ -273,6 +282,7 @@ impl Broker {
                     name: k.to_string(),
                     value: t.config.value_of(k),
                     is_override: t.overrides.contains_key(*k),
+                    broker_set: from_broker(k),
                     read_only: false,
                     sensitive: false,
                 });
@@ -285,6 +295,7 @@ impl Broker {
                     name: k.to_string(),
                     value: Some(v.to_string()),
                     is_override: t.overrides.contains_key(*k),
+                    broker_set: false,
                     read_only: true,
                     sensitive: false,
                 });
@@ -307,6 +318,7 @@ impl Broker {
                     name: k.to_string(),
                     value: Some(set.cloned().unwrap_or_else(|| default.to_string())),
                     is_override: set.is_some(),
+                    broker_set: false,
                     read_only: false,
                     sensitive: false,
                 });
@@ -361,37 +373,46 @@ impl Broker {
 
     /// Broker-level configs for DescribeConfigs(BROKER): Kafka's names, read-only here.
     pub fn describe_broker_configs(&self) -> Vec<ConfigEntry> {
-        let c = &self.config;
-        let e = |k: &str, v: String| ConfigEntry {
-            name: k.to_string(),
-            value: Some(v),
-            is_override: false,
-            read_only: true,
-            sensitive: false,
-        };
-        vec![
-            e("broker.id", c.node_id.to_string()),
-            e("node.id", c.node_id.to_string()),
-            e(
-                "auto.create.topics.enable",
-                c.auto_create_topics.to_string(),
-            ),
-            e("num.partitions", c.default_partitions.to_string()),
-            e("message.max.bytes", c.message_max_bytes.to_string()),
-            e(
-                "log.retention.ms",
-                c.default_retention_ms.unwrap_or(-1).to_string(),
-            ),
-            e(
-                "log.retention.bytes",
-                c.default_retention_bytes
-                    .map(|b| b as i64)
-                    .unwrap_or(-1)
-                    .to_string(),
-            ),
-            e("default.replication.factor", "1".to_string()),
-            e("offsets.topic.replication.factor", "1".to_string()),
-            e("min.insync.replicas", "1".to_string()),
-        ]
+        let builtin = broker_entries(&crate::BrokerConfig::default());
+        broker_entries(&self.config)
+            .into_iter()
+            .zip(builtin)
+            .map(|((k, v), (_, d))| ConfigEntry {
+                name: k.to_string(),
+                broker_set: v != d,
+                value: Some(v),
+                is_override: false,
+                read_only: true,
+                sensitive: false,
+            })
+            .collect()
     }
+}
+
+/// The broker-level Kafka keys DescribeConfigs shows, with their values under `c`.
+fn broker_entries(c: &crate::BrokerConfig) -> Vec<(&'static str, String)> {
+    vec![
+        ("broker.id", c.node_id.to_string()),
+        ("node.id", c.node_id.to_string()),
+        (
+            "auto.create.topics.enable",
+            c.auto_create_topics.to_string(),
+        ),
+        ("num.partitions", c.default_partitions.to_string()),
+        ("message.max.bytes", c.message_max_bytes.to_string()),
+        (
+            "log.retention.ms",
+            c.default_retention_ms.unwrap_or(-1).to_string(),
+        ),
+        (
+            "log.retention.bytes",
+            c.default_retention_bytes
+                .map(|b| b as i64)
+                .unwrap_or(-1)
+                .to_string(),
+        ),
+        ("default.replication.factor", "1".to_string()),
+        ("offsets.topic.replication.factor", "1".to_string()),
+        ("min.insync.replicas", "1".to_string()),
+    ]
 }

@@ -448,6 +448,9 @@ pub struct ConfigEntry {
     pub value: Option<String>,
     /// True when the topic overrides the broker default.
     pub is_override: bool,
+    /// The value comes from a broker setting changed from its built-in default (Kafka's
+    /// STATIC_BROKER_CONFIG source; otherwise DEFAULT_CONFIG unless overridden).
+    pub broker_set: bool,
     pub read_only: bool,
     pub sensitive: bool,
 }

@@ -456,3 +456,56 @@ fn admin_topics_configs_partitions_and_delete_records() {
         );
     });
 }
+
+/// DescribeConfigs says where each value comes from, as Kafka does: the topic's override
+/// (DynamicTopic), a broker setting changed from its default (StaticBroker), or the default.
+#[test]
+fn describe_configs_reports_each_values_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["--set", "topics.log_retention_ms=86400000"],
+    );
+    let rt = runtime();
+    let admin = admin(&server.bootstrap());
+    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    rt.block_on(async {
+        let topic = NewTopic::new("sources", 1, TopicReplication::Fixed(1))
+            .set("max.message.bytes", "100000");
+        for r in admin.create_topics(&[topic], &opts).await.unwrap() {
+            r.unwrap();
+        }
+        let specs = [
+            ResourceSpecifier::Topic("sources"),
+            ResourceSpecifier::Broker(0),
+        ];
+        let r = admin.describe_configs(&specs, &opts).await.unwrap();
+        let mut it = r.into_iter();
+        let topic = it.next().unwrap().expect("topic configs");
+        let broker = it.next().unwrap().expect("broker configs");
+        let source = |res: &rdkafka::admin::ConfigResource, k: &str| {
+            res.get(k)
+                .map(|e| (e.value.clone(), format!("{:?}", e.source)))
+        };
+        assert_eq!(
+            source(&topic, "max.message.bytes"),
+            Some((Some("100000".into()), "DynamicTopic".to_string()))
+        );
+        assert_eq!(
+            source(&topic, "retention.ms"),
+            Some((Some("86400000".into()), "StaticBroker".to_string()))
+        );
+        assert_eq!(
+            source(&topic, "cleanup.policy"),
+            Some((Some("delete".into()), "Default".to_string()))
+        );
+        assert_eq!(
+            source(&broker, "log.retention.ms"),
+            Some((Some("86400000".into()), "StaticBroker".to_string()))
+        );
+        assert_eq!(
+            source(&broker, "num.partitions").map(|x| x.1),
+            Some("Default".to_string())
+        );
+    });
+}

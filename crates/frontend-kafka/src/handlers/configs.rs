@@ -23,11 +23,13 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
+/// Kafka's source of a value: the topic's own override, a broker setting changed from its
+/// default, or the built-in default.
 fn entry_result(e: ConfigEntry, broker_level: bool) -> DescribeConfigsResourceResult {
-    let source = if broker_level {
-        SOURCE_STATIC_BROKER
-    } else if e.is_override {
+    let source = if e.is_override && !broker_level {
         SOURCE_TOPIC
+    } else if e.broker_set {
+        SOURCE_STATIC_BROKER
     } else {
         SOURCE_DEFAULT
     };
@@ -70,6 +72,7 @@ pub fn describe(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsRe
                             name: k.to_string(),
                             value: Some(v),
                             is_override: false,
+                            broker_set: false,
                             read_only: true,
                             sensitive: false,
                         }
