@@ -282,8 +282,10 @@ impl Inner {
                 };
                 let size = ENTRY_HEADER_BYTES + h.batch_len as usize;
                 let pos = seg.base + at as u64;
+                let body = &bytes[at + ENTRY_HEADER_BYTES..(at + size).min(bytes.len())];
                 let current = if h.copy {
                     (start_pos..copy_hi).contains(&pos)
+                        && crate::compaction::commit_marker_of(body).is_none()
                 } else {
                     pos >= copy_hi
                 };

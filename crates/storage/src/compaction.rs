@@ -324,6 +324,11 @@ impl Inner {
             copies.pending.push(Out::Same(bytes));
         }
         self.write_copies(p, &mut w, &mut copies, index_on, pass)?;
+        // The commit marker: lets a replay without a checkpoint adopt these copies.
+        let copy_lo = copies.written.first().map_or(w.pos, |e| e.position);
+        let marker = commit_marker(copy_lo);
+        self.log
+            .append(&mut w, &[(entry::encode_copy(p, &marker), &marker[..])])?;
         let copy_hi = w.pos;
         self.switch(&mut g, copies.written, copy_hi, clean_end);
         g.next_horizon = horizon.0;
@@ -685,7 +690,13 @@ impl Inner {
     /// Switches the partition to its copies (writer and partition locks held): new slots
     /// after the old ones, the first live slot the first copy. Copies below a log start
     /// that moved meanwhile (retention of `compact,delete`) are left out.
-    fn switch(&self, g: &mut Partition, written: Vec<CqEntry>, copy_hi: u64, clean_end: Offset) {
+    pub(crate) fn switch(
+        &self,
+        g: &mut Partition,
+        written: Vec<CqEntry>,
+        copy_hi: u64,
+        clean_end: Offset,
+    ) {
         self.changed();
         let keep = written
             .iter()
@@ -710,6 +721,45 @@ impl Inner {
         g.copy_hi = copy_hi;
         g.clean_end = clean_end;
     }
+}
+
+/// Producer id of a commit marker's batch: no producer has it (ids are -1 or positive).
+const MARKER_PRODUCER_ID: i64 = -2;
+
+/// The batch of a compaction's *commit marker*, a copy entry appended right after the
+/// copies of a pass, under the same writer-lock hold as the switch: a control batch with no
+/// records, producer id [`MARKER_PRODUCER_ID`], `lastOffsetDelta` -1, whose base offset
+/// holds the commit-log position of the pass's first copy. Never served (no consume-queue
+/// slot points at it). A replay from the log's start (no checkpoint) adopts the copies of
+/// `[that position, marker)` as the partition (`recovery.rs`).
+pub(crate) fn commit_marker(copy_lo: u64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(HEADER_BYTES);
+    b.extend_from_slice(&(copy_lo as i64).to_be_bytes());
+    b.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    b.push(MAGIC_V2 as u8);
+    b.extend_from_slice(&[0; 4]); // crc, below
+    b.extend_from_slice(&0x20i16.to_be_bytes()); // control
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // lastOffsetDelta: no offsets
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&MARKER_PRODUCER_ID.to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes()); // no records
+    let crc = crc_fast::crc32_iscsi(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// The first-copy position a commit marker's batch names; `None` for any other batch.
+pub(crate) fn commit_marker_of(batch: &[u8]) -> Option<u64> {
+    let h = BatchHeader::parse(batch).ok()?;
+    (h.is_control()
+        && h.record_count() == 0
+        && h.producer_id() == MARKER_PRODUCER_ID
+        && h.last_offset_delta() == -1)
+        .then(|| h.base_offset() as u64)
 }
 
 /// Whether a control batch is an ABORT marker (its record key: version i16, type i16 with

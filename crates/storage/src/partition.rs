@@ -284,9 +284,14 @@ impl QueueFiles {
                     None => break None,
                 }
             };
-            let current = if h.copy { pos < head.2 } else { pos >= head.2 };
+            let body = &bytes[ENTRY_HEADER_BYTES..ENTRY_HEADER_BYTES + h.batch_len as usize];
+            let current = if h.copy {
+                // A copy of the current pass, not its commit marker.
+                pos < head.2 && crate::compaction::commit_marker_of(body).is_none()
+            } else {
+                pos >= head.2
+            };
             if h.partition == p && current {
-                let body = &bytes[ENTRY_HEADER_BYTES..ENTRY_HEADER_BYTES + h.batch_len as usize];
                 break BatchHeader::parse(body).ok().map(|b| CqEntry {
                     position: pos,
                     batch_len: h.batch_len,

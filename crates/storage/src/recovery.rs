@@ -235,8 +235,11 @@ pub fn open(cfg: StoreConfig) -> Result<Inner> {
 
 /// Scans and dispatches entries from `pos`; returns the end of the valid log.
 fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
+    let from = pos;
     let cap = inner.cfg.max_decompressed_batch_bytes;
     let id_header = inner.cfg.message_id_header.as_deref();
+    // Copy entries seen, by partition: a commit marker adopts the ones of its pass.
+    let mut copies: HashMap<PartitionId, Vec<CqEntry>> = HashMap::new();
     // End of the last padding entry crossed (see `cleaner::skip_cleaned_gap`).
     let mut padding_end = None;
     loop {
@@ -291,9 +294,33 @@ fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
             );
         }
         if h.copy {
-            // A copy written by log compaction past the checkpoint: its compaction was not
-            // committed (a commit checkpoints past its copies), so it is not the partition's.
-            pos += size as u64;
+            // A copy written by log compaction past the checkpoint: its pass was not
+            // checkpointed. Kept aside; if its commit marker follows (the pass switched),
+            // and the replay saw all its copies, the partition becomes them.
+            let body = &bytes[ENTRY_HEADER_BYTES..size];
+            let end = pos + size as u64;
+            match crate::compaction::commit_marker_of(body) {
+                Some(copy_lo) if copy_lo >= from => {
+                    let mine = copies.remove(&h.partition).unwrap_or_default();
+                    adopt(inner, h.partition, mine, copy_lo, end);
+                }
+                Some(_) => {
+                    copies.remove(&h.partition);
+                }
+                None => {
+                    if let Ok(b) = BatchHeader::parse(body) {
+                        copies.entry(h.partition).or_default().push(CqEntry {
+                            position: pos,
+                            batch_len: h.batch_len,
+                            offset_span: b.last_offset_delta().max(0) as u32 + 1,
+                            base_offset: b.base_offset(),
+                            max_timestamp: b.max_timestamp(),
+                            filter_bits: 0,
+                        });
+                    }
+                }
+            }
+            pos = end;
             continue;
         }
         let body = &bytes[ENTRY_HEADER_BYTES..size];
@@ -303,6 +330,24 @@ fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
         }
         pos += size as u64;
     }
+}
+
+/// A compaction pass committed after the checkpoint (its marker replayed): partition `p`
+/// becomes its copies from `copy_lo` on, as the pass's switch made it before the crash.
+fn adopt(inner: &Inner, p: PartitionId, copies: Vec<CqEntry>, copy_lo: u64, copy_hi: u64) {
+    let Some(part) = inner.parts.read().get(&p).cloned() else {
+        return; // deleted since
+    };
+    let mine: Vec<CqEntry> = copies
+        .into_iter()
+        .filter(|e| e.position >= copy_lo)
+        .collect();
+    let mut g = part.lock();
+    if let Some(last) = mine.last() {
+        g.log_end = g.log_end.max(last.next_offset());
+    }
+    inner.switch(&mut g, mine, copy_hi, 0);
+    tracing::info!(partition = %p, "replay adopted a compaction committed after the checkpoint");
 }
 
 /// Adds one replayed entry to its partition; false if it does not continue the partition.

@@ -489,3 +489,56 @@ async fn compressed_batches_are_rewritten_in_their_codec() {
         );
     }
 }
+
+/// A lost checkpoint (damage, not a crash: it is replaced atomically) makes the open replay
+/// the whole log: the commit marker of a pass lets it adopt the compacted partition, even
+/// after the cleaner freed the records the pass replaced.
+#[tokio::test]
+async fn a_replay_without_checkpoint_adopts_committed_compactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let s = open(dir.path(), &clock);
+    let now = clock.now_ms();
+    let mut want = Vec::new();
+    for round in 0..40u8 {
+        let recs: Vec<Rec> = (0..8u8)
+            .map(|k| (Some(k), Some(vec![round; 300])))
+            .collect();
+        let b = build(&mut BatchBuilder::new(), &recs, now);
+        s.append(COMPACTED, bm(&b)).await.unwrap();
+        // The plain partition interleaves now and then, so segments hold both (and the
+        // replaced runs between its batches are long enough to free).
+        if round % 4 == 0 {
+            s.append(PLAIN, bm(&b)).await.unwrap();
+        }
+    }
+    s.compact().unwrap();
+    s.enforce_retention().unwrap();
+    assert!(
+        s.clean().unwrap().bytes_punched > 0,
+        "the cleaner freed the replaced records"
+    );
+    let tail = build(
+        &mut BatchBuilder::new(),
+        &[(Some(9), Some(b"after".to_vec()))],
+        now,
+    );
+    s.append(COMPACTED, bm(&tail)).await.unwrap();
+    want.extend(served(&s, COMPACTED));
+    let plain = served(&s, PLAIN);
+    s.close().unwrap();
+    drop(s);
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    let s = open(dir.path(), &clock);
+    assert_eq!(
+        served(&s, COMPACTED),
+        want,
+        "the compacted partition as it was"
+    );
+    assert_eq!(served(&s, PLAIN), plain);
+    assert_eq!(
+        want.len(),
+        8 + 8 + 1,
+        "the last batch's 8, the compacted 8, one after"
+    );
+}
