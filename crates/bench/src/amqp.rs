@@ -78,6 +78,8 @@ pub struct AmqpArgs {
     #[arg(long, default_value_t = 1)]
     publishers: u32,
     /// Consumer connections on the queue (durable, transient); fan-out has one per queue.
+    /// 0: publish only (the run ends with the last publish; messages stay queued until the
+    /// queue is deleted).
     #[arg(long, default_value_t = 1)]
     consumers: u32,
     /// Unconfirmed messages in flight per publisher (durable).
@@ -86,6 +88,10 @@ pub struct AmqpArgs {
     /// Prefetch (basic.qos) of each manual-ack consumer (durable).
     #[arg(long, default_value_t = 1000)]
     prefetch: u16,
+    /// Manual acks: ack with `multiple` every this many deliveries (1: each delivery on
+    /// its own, as most applications do; RabbitMQ PerfTest's --multi-ack-every).
+    #[arg(long, default_value_t = 1)]
+    ack_every: u64,
     /// Queues bound to the fan-out exchange.
     #[arg(long, default_value_t = 10)]
     queues: u32,
@@ -141,8 +147,8 @@ fn redact(url: &str) -> String {
 }
 
 pub fn run(args: &AmqpArgs) -> Result<Report> {
-    if args.publishers == 0 || (args.scenario != Scenario::Fanout && args.consumers == 0) {
-        bail!("--publishers and --consumers must be at least 1");
+    if args.publishers == 0 {
+        bail!("--publishers must be at least 1");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
@@ -283,13 +289,15 @@ async fn publish(url: String, plan: PublishPlan, counters: Arc<Counters>) -> Res
     Ok(sent)
 }
 
+/// How a consumer settles: `None` auto-ack, `Some(n)` a manual ack every n deliveries.
 async fn consume(
     url: String,
     queue: String,
-    manual_ack: bool,
+    ack_every: Option<u64>,
     prefetch: u16,
     counters: Arc<Counters>,
 ) -> Result<()> {
+    let manual_ack = ack_every.is_some();
     let conn = connect(&url).await?;
     let channel = conn.create_channel().await?;
     if manual_ack {
@@ -310,10 +318,18 @@ async fn consume(
         .await
         .with_context(|| format!("consume {queue}"))?;
     // Runs until the run is over and this task is dropped.
+    let mut received = 0u64;
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery.context("delivery")?;
-        if manual_ack {
-            delivery.ack(BasicAckOptions::default()).await?;
+        received += 1;
+        if let Some(every) = ack_every
+            && received.is_multiple_of(every)
+        {
+            delivery
+                .ack(BasicAckOptions {
+                    multiple: every > 1,
+                })
+                .await?;
         }
         counters.delivered.fetch_add(1, Ordering::Relaxed);
         counters
@@ -358,7 +374,7 @@ async fn run_async(args: &AmqpArgs) -> Result<Report> {
         consumers.spawn(consume(
             args.url.clone(),
             q.clone(),
-            manual_ack,
+            manual_ack.then_some(args.ack_every.max(1)),
             args.prefetch,
             counters.clone(),
         ));
@@ -411,7 +427,11 @@ async fn run_async(args: &AmqpArgs) -> Result<Report> {
     }
     let published = counters.published.load(Ordering::Relaxed);
     // Every publish reaches each queue once.
-    let want = sent * queues.len() as u64;
+    let want = if consumer_queues.is_empty() {
+        0
+    } else {
+        sent * queues.len() as u64
+    };
     let drain_deadline = Instant::now() + Duration::from_secs(args.drain_secs);
     while counters.delivered.load(Ordering::Relaxed) < want {
         if let Some(done) = consumers.try_join_next() {
@@ -432,10 +452,12 @@ async fn run_async(args: &AmqpArgs) -> Result<Report> {
         .zip(client_cpu_start)
         .map(|(end, start)| end - start);
     consumers.abort_all();
-    let end_us = counters
-        .last_delivery_us
-        .load(Ordering::Relaxed)
-        .saturating_sub(offset_us);
+    let end_us = if consumer_queues.is_empty() {
+        counters.last_publish_us.load(Ordering::Relaxed)
+    } else {
+        counters.last_delivery_us.load(Ordering::Relaxed)
+    }
+    .saturating_sub(offset_us);
     let publish_us = counters
         .last_publish_us
         .load(Ordering::Relaxed)
@@ -458,6 +480,7 @@ async fn run_async(args: &AmqpArgs) -> Result<Report> {
         Scenario::Durable => {
             report.setting("confirm_window", args.confirm_window as u64);
             report.setting("prefetch", u64::from(args.prefetch));
+            report.setting("ack_every", args.ack_every.max(1));
         }
         Scenario::Transient => {}
         Scenario::Fanout => report.setting("queues", queues.len() as u64),
