@@ -5,7 +5,10 @@
 //! - `baseline`: sequential buffered write, append + fdatasync at 4 KiB / 64 KiB / 1 MiB,
 //!   loopback TCP — the limits a broker meets (like Redpanda's `rpk iotune`).
 //! - `produce`, `consume`, `e2e`: librdkafka clients against any Kafka-protocol broker.
+//! - `amqp`: lapin publishers and consumers against any AMQP 0-9-1 broker (Sluice or
+//!   RabbitMQ): durable/confirmed, transient and fan-out scenarios.
 
+mod amqp;
 mod baseline;
 mod cpu;
 mod load;
@@ -19,7 +22,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "sluice bench",
     version,
-    about = "Measure the machine and a Kafka-protocol broker"
+    about = "Measure the machine and a Kafka-protocol or AMQP broker"
 )]
 struct Cli {
     /// Print the result as one JSON object instead of a table.
@@ -39,6 +42,8 @@ enum Command {
     Consume(load::ConsumeArgs),
     /// End-to-end latency (producer timestamp in the payload to consumer) at a fixed rate.
     E2e(load::E2eArgs),
+    /// AMQP 0-9-1 publishers and consumers (lapin): messages/s end to end.
+    Amqp(amqp::AmqpArgs),
 }
 
 fn main() {
@@ -48,6 +53,7 @@ fn main() {
         Command::Produce(args) => load::produce(&args),
         Command::Consume(args) => load::consume(&args),
         Command::E2e(args) => load::e2e(&args),
+        Command::Amqp(args) => amqp::run(&args),
     };
     match result {
         Ok(report) => report.print(cli.output),
