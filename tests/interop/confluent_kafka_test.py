@@ -306,6 +306,77 @@ def consumer_protocol_group():
     c3.close()
 
 
+def share_group():
+    from confluent_kafka import AcknowledgeType, ShareConsumer
+    topic, group = "cf-share", "sharers"
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+
+    def member():
+        c = ShareConsumer({"bootstrap.servers": BOOT, "group.id": group,
+                           "share.acknowledgement.mode": "explicit"})
+        c.subscribe([topic])
+        return c
+
+    a, b = member(), member()
+    try:
+        share_group_checks(a, b, topic, AcknowledgeType)
+    finally:
+        a.close()
+        b.close()
+
+
+def share_group_checks(a, b, topic, AcknowledgeType):
+    # Share groups start at the partition's end: both poll before anything is produced.
+    for c in (a, b):
+        c.poll(1.0)
+    p = Producer({"bootstrap.servers": BOOT, "linger.ms": 5})
+
+    def produce(values):
+        for v in values:
+            p.produce(topic, key="k", value=v)
+        assert p.flush(30) == 0
+
+    def poll_both(act, seconds):
+        """Polls both members for `seconds` (each prefetches in the background, so either
+        may get any record); `act(consumer, message)` returns the acknowledgement type."""
+        end = time.time() + seconds
+        while time.time() < end:
+            for c in (a, b):
+                for m in c.poll(0.2):
+                    if not m.error():
+                        c.acknowledge(m, act(c, m))
+                c.commit_sync()
+
+    # 200 records: each accepted once overall; one released on its first delivery comes back.
+    produce([f"v{i}" for i in range(200)])
+    accepted, deliveries, by = [], {}, {a: 0, b: 0}
+
+    def first_release(c, m):
+        deliveries[m.offset()] = deliveries.get(m.offset(), 0) + 1
+        if m.offset() == 17 and deliveries[17] == 1:
+            return AcknowledgeType.RELEASE
+        accepted.append(m.offset())
+        by[c] += 1
+        return AcknowledgeType.ACCEPT
+
+    deadline = time.time() + 60
+    while time.time() < deadline and len(accepted) < 200:
+        poll_both(first_release, 0.5)
+    assert sorted(accepted) == list(range(200)), (len(accepted), len(set(accepted)))
+    assert deliveries[17] == 2, "the released record was not delivered again"
+    print(f"     accepted by the two members: {by[a]} / {by[b]}", flush=True)
+    # A rejected record is archived: never delivered again.
+    produce(["poison"])
+    seen = []
+    poll_both(lambda c, m: (seen.append(m.offset()), AcknowledgeType.REJECT)[1], 4)
+    assert seen == [200], f"the rejected record was delivered {seen}"
+    # A record released at every delivery is archived after the delivery-count limit (5).
+    produce(["flaky"])
+    seen = []
+    poll_both(lambda c, m: (seen.append(m.offset()), AcknowledgeType.RELEASE)[1], 8)
+    assert seen == [201] * 5, f"delivered {seen}"
+
+
 def groups_listed():
     groups = admin.list_consumer_groups().result(30)
     assert "cf-group" in [g.group_id for g in groups.valid], groups.valid
@@ -324,4 +395,6 @@ check("describe configs, add partitions, delete topic", configs_and_delete)
 check("client telemetry (KIP-714) pushed and shown on /metrics", telemetry_on_metrics)
 check("group.protocol=consumer (KIP-848): split, a member leaves, resume from commits",
       consumer_protocol_group)
+check("share groups (KIP-932): two ShareConsumers share one partition, release and reject",
+      share_group)
 finish()

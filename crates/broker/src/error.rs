@@ -22,6 +22,9 @@ pub enum BrokerError {
     CorruptMessage(String),
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// An acknowledgement of a record the consumer does not hold (share groups).
+    #[error("invalid record state: {0}")]
+    InvalidRecordState(String),
     #[error("invalid timestamp: {0}")]
     InvalidTimestamp(String),
     #[error("offset {offset} out of range [{log_start}, {log_end}]")]

@@ -178,6 +178,10 @@ impl Broker {
             // The queue over it goes first (its state would name a missing topic).
             self.delete_queue(name, false)?;
         }
+        // So do share groups' share-partitions over it.
+        for q in self.share_queues_over(name) {
+            self.delete_queue(&q, false)?;
+        }
         let mut topics = self.topics.write();
         let partitions = topics.get(name)?.partitions.clone();
         // The data goes before the metadata record: a crash in between leaves the topic

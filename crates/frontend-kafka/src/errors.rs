@@ -41,6 +41,7 @@ pub fn broker_code(e: &BrokerError) -> i16 {
         BrokerError::MessageTooLarge { .. } => E::MessageTooLarge,
         BrokerError::CorruptMessage(_) => E::CorruptMessage,
         BrokerError::InvalidRecord(_) => E::InvalidRecord,
+        BrokerError::InvalidRecordState(_) => E::InvalidRecordState,
         BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp,
         BrokerError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
         BrokerError::LimitReached(_) => E::PolicyViolation,

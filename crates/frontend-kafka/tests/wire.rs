@@ -583,6 +583,11 @@ fn default_request(api: ApiKey) -> RequestKind {
         ApiKey::ConsumerGroupDescribe => {
             Q::ConsumerGroupDescribe(ConsumerGroupDescribeRequest::default())
         }
+        ApiKey::ShareGroupHeartbeat => {
+            Q::ShareGroupHeartbeat(ShareGroupHeartbeatRequest::default())
+        }
+        ApiKey::ShareFetch => Q::ShareFetch(ShareFetchRequest::default()),
+        ApiKey::ShareAcknowledge => Q::ShareAcknowledge(ShareAcknowledgeRequest::default()),
         ApiKey::GetTelemetrySubscriptions => {
             Q::GetTelemetrySubscriptions(GetTelemetrySubscriptionsRequest::default())
         }

@@ -21,8 +21,13 @@ pub struct CoordConfig {
     pub producer_id_expiration_ms: i64,
     /// KIP-848 consumer groups: Kafka's `group.consumer.session.timeout.ms`.
     pub consumer_session_timeout_ms: i32,
-    /// KIP-848 consumer groups: Kafka's `group.consumer.heartbeat.interval.ms`.
+    /// KIP-848 consumer groups: Kafka's `group.consumer.heartbeat.interval.ms` (share
+    /// groups use it too).
     pub consumer_heartbeat_interval_ms: i32,
+    /// KIP-932 share groups: Kafka's `group.share.record.lock.duration.ms`.
+    pub share_record_lock_duration_ms: i32,
+    /// KIP-932 share groups: Kafka's `group.share.delivery.count.limit`.
+    pub share_delivery_count_limit: u32,
 }
 
 impl Default for CoordConfig {
@@ -37,6 +42,8 @@ impl Default for CoordConfig {
             producer_id_expiration_ms: 24 * 60 * 60 * 1000,
             consumer_session_timeout_ms: 45_000,
             consumer_heartbeat_interval_ms: 5_000,
+            share_record_lock_duration_ms: 30_000,
+            share_delivery_count_limit: 5,
         }
     }
 }
@@ -56,6 +63,9 @@ impl CoordConfig {
             offsets_retention_ms: Some(s.int("groups.offsets_retention_ms")).filter(|v| *v >= 0),
             consumer_session_timeout_ms: int32("groups.consumer_session_timeout_ms"),
             consumer_heartbeat_interval_ms: int32("groups.consumer_heartbeat_interval_ms"),
+            share_record_lock_duration_ms: int32("groups.share_record_lock_duration_ms"),
+            share_delivery_count_limit: u32::try_from(s.int("groups.share_delivery_count_limit"))
+                .unwrap_or(5),
             ..CoordConfig::default()
         }
     }
@@ -131,7 +141,24 @@ pub const CONFIG_KEYS: &[KeySpec] = &[
         },
         default: "5000",
         kafka_name: Some("group.consumer.heartbeat.interval.ms"),
-        doc: "How often members of consumer groups (group.protocol=consumer, KIP-848) heartbeat; each step of a rebalance takes one.",
+        doc: "How often members of consumer groups (group.protocol=consumer, KIP-848) and share groups (KIP-932) heartbeat; each step of a rebalance takes one.",
+    },
+    KeySpec {
+        key: "groups.share_record_lock_duration_ms",
+        kind: Kind::Int {
+            min: 1_000,
+            max: 3_600_000,
+        },
+        default: "30000",
+        kafka_name: Some("group.share.record.lock.duration.ms"),
+        doc: "How long a record a share-group member fetched stays acquired by it before it goes back to the group.",
+    },
+    KeySpec {
+        key: "groups.share_delivery_count_limit",
+        kind: Kind::Int { min: 2, max: 10 },
+        default: "5",
+        kafka_name: Some("group.share.delivery.count.limit"),
+        doc: "Deliveries after which a share group's record is archived instead of delivered again.",
     },
 ];
 

@@ -17,6 +17,7 @@ use crate::group::{
     Completion, GroupCoordinator, GroupDescription, GroupError, GroupListing, JoinOutcome,
     JoinRequest, LeavingMember, Reply, SyncOutcome, SyncRequest,
 };
+use crate::share_group::{ShareError, ShareGroups, ShareHeartbeat};
 
 type Key = (String, String);
 
@@ -31,6 +32,8 @@ pub struct GroupsInner {
     pub coordinator: GroupCoordinator,
     /// KIP-848 consumer groups, side by side with the classic ones.
     pub consumer: ConsumerGroups,
+    /// KIP-932 share groups.
+    pub share: ShareGroups,
     /// The saved form of each consumer group as last written (saved again only when it
     /// changes, not on every heartbeat).
     consumer_saved: HashMap<String, String>,
@@ -43,10 +46,15 @@ pub struct GroupsInner {
 pub struct GroupsCell(Mutex<GroupsInner>);
 
 impl GroupsCell {
-    pub fn new(coordinator: GroupCoordinator, consumer: ConsumerGroups) -> Self {
+    pub fn new(
+        coordinator: GroupCoordinator,
+        consumer: ConsumerGroups,
+        share: ShareGroups,
+    ) -> Self {
         Self(Mutex::new(GroupsInner {
             coordinator,
             consumer,
+            share,
             consumer_saved: HashMap::new(),
             last_offset_expiry_ms: 0,
             join_waiters: HashMap::new(),
@@ -271,6 +279,81 @@ impl KafkaCoord {
         Ok(r)
     }
 
+    /// ShareGroupHeartbeat (KIP-932). A member that leaves gets its acquired records
+    /// released at once.
+    pub async fn share_heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        member_epoch: i32,
+        subscribed: Option<Vec<String>>,
+        client_id: &str,
+    ) -> Result<ShareHeartbeat, ShareError> {
+        let now = self.now_ms();
+        let broker = self.broker.clone();
+        let lookup = move |name: &str| {
+            broker.topic(name).ok().map(|t| TopicMeta {
+                id: t.topic_id,
+                partitions: t.partitions as i32,
+            })
+        };
+        let r = {
+            let mut g = self.groups.lock();
+            let taken = g.consumer.get(group_id).is_some() || !g.coordinator.is_idle(group_id);
+            if taken && !g.share.is_share_group(group_id) {
+                return Err(ShareError::GroupIdNotFound);
+            }
+            g.share.heartbeat(
+                group_id,
+                member_id,
+                member_epoch,
+                subscribed,
+                client_id,
+                &lookup,
+                now,
+            )?
+        };
+        if member_epoch < 0 {
+            let _ = self
+                .broker
+                .share_release_member(group_id, share_member_key(member_id))
+                .await;
+        }
+        Ok(r)
+    }
+
+    /// Moves a member's share session (ShareFetch / ShareAcknowledge).
+    pub fn share_session(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        epoch: i32,
+        add: &[(u128, i32)],
+        forget: &[(u128, i32)],
+    ) -> Result<BTreeSet<(u128, i32)>, ShareError> {
+        self.groups
+            .lock()
+            .share
+            .session(group_id, member_id, epoch, add, forget)
+    }
+
+    /// (record lock duration ms, delivery count limit) of share groups.
+    pub fn share_settings(&self) -> (i32, u32) {
+        let g = self.groups.lock();
+        (
+            g.share.config.record_lock_duration_ms,
+            g.share.config.delivery_count_limit,
+        )
+    }
+
+    /// A share group's epoch and members (ShareGroupDescribe).
+    pub fn describe_share_group(
+        &self,
+        group_id: &str,
+    ) -> Option<(i32, Vec<crate::share_group::ShareMemberInfo>)> {
+        self.groups.lock().share.describe(group_id)
+    }
+
     /// Saves a consumer group when its saved form changed (members, epochs, assignments).
     /// A failed save is logged and retried at the next change: the group's members keep
     /// working, a restart before then brings back the previous form (members rejoin).
@@ -323,6 +406,19 @@ impl KafkaCoord {
         }
         for group_id in g.consumer.tick(now) {
             self.save_consumer_group(&mut g, &group_id);
+        }
+        let gone = g.share.tick(now);
+        if !gone.is_empty()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let broker = self.broker.clone();
+            rt.spawn(async move {
+                for (group, member) in gone {
+                    let _ = broker
+                        .share_release_member(&group, share_member_key(&member))
+                        .await;
+                }
+            });
         }
         self.broker
             .metrics()
@@ -529,4 +625,12 @@ impl KafkaCoord {
             .set(g.coordinator.group_count() as i64);
         Ok(())
     }
+}
+
+/// The queue engine's consumer id of a share-group member.
+pub fn share_member_key(member_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    member_id.hash(&mut h);
+    h.finish()
 }

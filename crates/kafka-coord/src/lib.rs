@@ -27,6 +27,7 @@ pub mod group;
 mod groups;
 mod hooks;
 pub mod producer_state;
+pub mod share_group;
 pub mod txn;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -39,7 +40,7 @@ use parking_lot::Mutex;
 
 pub use config::{CONFIG_KEYS, CoordConfig};
 pub use error::{CoordError, Result};
-pub use groups::OffsetToCommit;
+pub use groups::{OffsetToCommit, share_member_key};
 
 use group::{CoordinatorConfig, GroupCoordinator};
 use groups::GroupsCell;
@@ -155,10 +156,17 @@ impl KafkaCoord {
             max_members: config.group_max_size,
             ..consumer_group::ConsumerGroupConfig::default()
         });
+        let share = share_group::ShareGroups::new(share_group::ShareGroupConfig {
+            session_timeout_ms: config.consumer_session_timeout_ms,
+            heartbeat_interval_ms: config.consumer_heartbeat_interval_ms,
+            record_lock_duration_ms: config.share_record_lock_duration_ms,
+            delivery_count_limit: config.share_delivery_count_limit,
+            ..share_group::ShareGroupConfig::default()
+        });
         let coord = Arc::new(KafkaCoord {
             broker,
             config,
-            groups: GroupsCell::new(coordinator, consumer),
+            groups: GroupsCell::new(coordinator, consumer, share),
             producers,
             txns,
             txn_index,

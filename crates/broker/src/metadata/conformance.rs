@@ -76,6 +76,7 @@ pub fn script(n: usize) -> Vec<MetaRecord> {
             state_partition: base + 3,
             owns_topic: i % 2 == 0,
             settings: BTreeMap::from([("x-message-ttl".to_string(), "60000".to_string())]),
+            over: None,
         }));
         out.push(MetaRecord::Extension {
             namespace: "test.generations".into(),

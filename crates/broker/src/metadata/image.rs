@@ -43,6 +43,10 @@ pub struct QueueRecord {
     pub owns_topic: bool,
     /// Queue settings (lease, delivery limit; the door's arguments), as strings.
     pub settings: BTreeMap<String, String>,
+    /// The partition the queue delivers from when it is not partition 0 of the topic of
+    /// its own name (a Kafka share group's share-partition, `queue/share.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over: Option<(String, i32)>,
 }
 
 /// A version-1 image's group: its generation went to the Kafka coordinator's extension

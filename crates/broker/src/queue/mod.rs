@@ -10,6 +10,7 @@
 //! `ack`, `nack` (requeue or not) or `release` them. Each queue's state sits behind its own
 //! async mutex, held across the persistence of its records so they reach the log in order.
 
+mod share;
 mod state_log;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +26,7 @@ use crate::metadata::{MetaRecord, QueueRecord};
 use crate::record_read::StoredRecord;
 
 pub use queues::{DeadLetter, DeadReason};
+pub use share::{AckType, SHARE_QUEUE_PREFIX, ShareAcquired};
 
 /// Most bytes read to serve one acquire.
 const ACQUIRE_READ_BYTES: usize = 8 << 20;
@@ -54,6 +56,10 @@ pub(crate) struct QueueHandle {
     pub settings: BTreeMap<String, String>,
     /// The declare created the topic (see `QueueRecord::owns_topic`).
     pub owns_topic: bool,
+    /// The topic and partition it delivers from (the queue's own topic, partition 0,
+    /// except for share-partitions).
+    pub topic: String,
+    pub partition: i32,
     state: tokio::sync::Mutex<QueueState>,
 }
 
@@ -95,7 +101,22 @@ impl Broker {
             let state_partition = PartitionId(q.state_partition);
             self.store
                 .configure_partition(state_partition, state_partition_config())?;
-            let data = self.partition_id(&q.name, 0)?;
+            let (topic, partition) = q.over.clone().unwrap_or_else(|| (q.name.clone(), 0));
+            let data = match self.partition_id(&topic, partition) {
+                Ok(d) => d,
+                Err(_) if q.over.is_some() => {
+                    // A share-partition whose topic went (deleted before its queue was):
+                    // nothing left to deliver.
+                    tracing::warn!(queue = %q.name, "share-partition over a missing topic; dropped");
+                    let gone = MetaRecord::QueueDeleted {
+                        name: q.name.clone(),
+                    };
+                    self.persist(gone, true)?;
+                    let _ = self.store.delete_partition(state_partition);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let mut state = state_log::replay(self, state_partition, config_of(&q.settings))?;
             state.advance_log_start(self.store.offsets(data)?.log_start);
             let handle = QueueHandle {
@@ -104,6 +125,8 @@ impl Broker {
                 state_partition,
                 settings: q.settings.clone(),
                 owns_topic: q.owns_topic,
+                topic,
+                partition,
                 state: tokio::sync::Mutex::new(state),
             };
             self.queues
@@ -154,6 +177,7 @@ impl Broker {
             state_partition: state_partition.0,
             settings: settings.clone(),
             owns_topic,
+            over: None,
         };
         if let Err(e) = self.persist(MetaRecord::QueueDeclared(record), true) {
             let _ = self.store.delete_partition(state_partition);
@@ -167,6 +191,8 @@ impl Broker {
             state: tokio::sync::Mutex::new(QueueState::new(config_of(&settings), start)),
             settings,
             owns_topic,
+            topic: name.to_string(),
+            partition: 0,
         };
         self.queues
             .by_name
@@ -247,7 +273,7 @@ impl Broker {
         };
         let last = acquired.deliveries.last().map_or(first, |d| d.offset);
         let span = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
-        let read = self.read_records(&q.name, 0, first, span, ACQUIRE_READ_BYTES)?;
+        let read = self.read_records(&q.topic, q.partition, first, span, ACQUIRE_READ_BYTES)?;
         let mut records: HashMap<Offset, StoredRecord> =
             read.records.into_iter().map(|r| (r.offset, r)).collect();
         let mut out = Vec::with_capacity(acquired.deliveries.len());
@@ -393,9 +419,16 @@ impl Broker {
         Ok(self.stable_below(q.data, hw))
     }
 
-    /// Every queue's name.
+    /// Every queue's name (not the share-partitions of Kafka share groups).
     pub fn list_queues(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.queues.by_name.read().keys().cloned().collect();
+        let mut names: Vec<String> = self
+            .queues
+            .by_name
+            .read()
+            .keys()
+            .filter(|n| !n.starts_with(SHARE_QUEUE_PREFIX))
+            .cloned()
+            .collect();
         names.sort();
         names
     }

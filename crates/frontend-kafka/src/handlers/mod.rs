@@ -11,6 +11,7 @@ mod metadata;
 mod offsets;
 mod partition_limit;
 mod produce;
+mod share_groups;
 mod topics;
 mod txn;
 
@@ -91,6 +92,11 @@ pub async fn dispatch(ctx: &Ctx<'_>, req: RequestKind) -> Result<Reply, &'static
             R::ConsumerGroupHeartbeat(consumer_groups::heartbeat(ctx, r))
         }
         Q::ConsumerGroupDescribe(r) => R::ConsumerGroupDescribe(consumer_groups::describe(ctx, r)),
+        Q::ShareGroupHeartbeat(r) => R::ShareGroupHeartbeat(share_groups::heartbeat(ctx, r).await),
+        Q::ShareFetch(r) => R::ShareFetch(share_groups::fetch(ctx, r).await),
+        Q::ShareAcknowledge(r) => {
+            R::ShareAcknowledge(share_groups::acknowledge_request(ctx, r).await)
+        }
         Q::GetTelemetrySubscriptions(r) => {
             R::GetTelemetrySubscriptions(ctx.telemetry.subscriptions(&r, ctx.broker.now_ms()))
         }
