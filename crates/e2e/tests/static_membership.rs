@@ -40,6 +40,8 @@ enum Protocol {
     ClassicStatic,
     /// KIP-848 `group.protocol=consumer`.
     Consumer,
+    /// KIP-848 with `group.instance.id`.
+    ConsumerStatic,
 }
 
 fn consumer(
@@ -61,6 +63,10 @@ fn consumer(
         Protocol::Consumer => cfg
             .set("group.id", "kip848")
             .set("group.protocol", "consumer"),
+        Protocol::ConsumerStatic => cfg
+            .set("group.id", "kip848-static")
+            .set("group.protocol", "consumer")
+            .set("group.instance.id", instance),
     };
     let c: BaseConsumer<Counting> = cfg.create_with_context(Counting(n)).expect("consumer");
     c.subscribe(&[TOPIC]).expect("subscribe");
@@ -183,5 +189,92 @@ fn members_keep_their_partitions_across_a_broker_restart(protocol: Protocol) {
         got,
         [pa, pb],
         "each consumer reads its own partitions after the restart"
+    );
+}
+
+/// KIP-848 static membership: a member restarting with its `group.instance.id` within its
+/// session gets its partitions back, and the other member sees no rebalance.
+#[test]
+fn a_restarted_static_consumer_protocol_member_gets_its_partitions_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &["--set", "groups.consumer_heartbeat_interval_ms=500"],
+    );
+    let bootstrap = server.bootstrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
+    let r = rt.block_on(admin.create_topics([&topic], &AdminOptions::new()));
+    assert!(r.unwrap().into_iter().all(|x| x.is_ok()));
+    drop(admin);
+    let (na, nb) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let a = consumer(
+        &bootstrap,
+        Protocol::ConsumerStatic,
+        "instance-a",
+        na.clone(),
+    );
+    let b = consumer(
+        &bootstrap,
+        Protocol::ConsumerStatic,
+        "instance-b",
+        nb.clone(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        poll_both(&a, &b, Duration::from_millis(200));
+        let (pa, pb) = (assigned(&a), assigned(&b));
+        if !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == PARTITIONS as usize {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stable split: {pa:?} / {pb:?}"
+        );
+    }
+    poll_both(&a, &b, Duration::from_secs(2));
+    let (pa, pb) = (assigned(&a), assigned(&b));
+    let a_rebalances = na.load(Ordering::SeqCst);
+    drop(b); // leaves as a static member: its partitions stay reserved
+    // Several heartbeats of a while b is away: b's partitions are not handed to a.
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        let _ = a.poll(Duration::from_millis(100));
+    }
+    assert_eq!(
+        assigned(&a),
+        pa,
+        "a static member's partitions went to another while it restarted"
+    );
+    let nb2 = Arc::new(AtomicUsize::new(0));
+    let b2 = consumer(
+        &bootstrap,
+        Protocol::ConsumerStatic,
+        "instance-b",
+        nb2.clone(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while assigned(&b2).is_empty() && Instant::now() < deadline {
+        poll_both(&a, &b2, Duration::from_millis(200));
+    }
+    poll_both(&a, &b2, Duration::from_secs(3));
+    assert_eq!(
+        assigned(&b2),
+        pb,
+        "the new incarnation got other partitions"
+    );
+    assert_eq!(assigned(&a), pa);
+    assert_eq!(
+        na.load(Ordering::SeqCst),
+        a_rebalances,
+        "the other member rebalanced"
     );
 }

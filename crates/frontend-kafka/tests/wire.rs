@@ -586,6 +586,7 @@ fn default_request(api: ApiKey) -> RequestKind {
         ApiKey::ShareGroupHeartbeat => {
             Q::ShareGroupHeartbeat(ShareGroupHeartbeatRequest::default())
         }
+        ApiKey::ShareGroupDescribe => Q::ShareGroupDescribe(ShareGroupDescribeRequest::default()),
         ApiKey::ShareFetch => Q::ShareFetch(ShareFetchRequest::default()),
         ApiKey::ShareAcknowledge => Q::ShareAcknowledge(ShareAcknowledgeRequest::default()),
         ApiKey::GetTelemetrySubscriptions => {

@@ -247,9 +247,19 @@ impl ConsumerGroups {
                 group_id: req.group_id.clone(),
                 ..Group::default()
             });
+        if req.member_epoch == -2 && g.members.contains_key(&req.member_id) {
+            // A static member leaving for now (a restart): its assignment stays reserved
+            // until its session times out; its next incarnation (same instance id) takes
+            // it over without a rebalance.
+            return Ok(HeartbeatResponse {
+                member_id: req.member_id,
+                member_epoch: -2,
+                heartbeat_interval_ms: interval,
+                assignment: None,
+            });
+        }
         if req.member_epoch < 0 {
-            // -1: leaving; -2: a static member leaving for now (its assignment is not kept
-            // for it here: it rejoins as a new member).
+            // Leaving for good.
             if g.members.remove(&req.member_id).is_some() {
                 g.target.remove(&req.member_id);
                 g.epoch += 1;

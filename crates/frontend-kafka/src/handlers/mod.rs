@@ -93,6 +93,7 @@ pub async fn dispatch(ctx: &Ctx<'_>, req: RequestKind) -> Result<Reply, &'static
         }
         Q::ConsumerGroupDescribe(r) => R::ConsumerGroupDescribe(consumer_groups::describe(ctx, r)),
         Q::ShareGroupHeartbeat(r) => R::ShareGroupHeartbeat(share_groups::heartbeat(ctx, r).await),
+        Q::ShareGroupDescribe(r) => R::ShareGroupDescribe(share_groups::describe(ctx, r)),
         Q::ShareFetch(r) => R::ShareFetch(share_groups::fetch(ctx, r).await),
         Q::ShareAcknowledge(r) => {
             R::ShareAcknowledge(share_groups::acknowledge_request(ctx, r).await)

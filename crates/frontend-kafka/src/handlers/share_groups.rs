@@ -11,10 +11,12 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::share_acknowledge_response as ack_resp;
 use kafka_protocol::messages::share_fetch_request::AcknowledgementBatch;
 use kafka_protocol::messages::share_fetch_response as fetch_resp;
+use kafka_protocol::messages::share_group_describe_response as describe_resp;
 use kafka_protocol::messages::share_group_heartbeat_response as hb;
 use kafka_protocol::messages::{
     BrokerId, ShareAcknowledgeRequest, ShareAcknowledgeResponse, ShareFetchRequest,
-    ShareFetchResponse, ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse,
+    ShareFetchResponse, ShareGroupDescribeRequest, ShareGroupDescribeResponse,
+    ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse,
 };
 
 use crate::context::{Ctx, s, uuid};
@@ -335,4 +337,67 @@ pub async fn acknowledge_request(
         );
     }
     ShareAcknowledgeResponse::default().with_responses(topics)
+}
+
+/// ShareGroupDescribe: each group's epoch and members with their assignments (every
+/// partition of the topics they subscribe to).
+pub fn describe(ctx: &Ctx<'_>, r: ShareGroupDescribeRequest) -> ShareGroupDescribeResponse {
+    let topics: BTreeMap<String, (u128, u32)> = ctx
+        .broker
+        .list_topics()
+        .into_iter()
+        .map(|t| (t.name, (t.topic_id, t.partitions)))
+        .collect();
+    let groups = r
+        .group_ids
+        .into_iter()
+        .map(|id| {
+            let base = describe_resp::DescribedGroup::default().with_group_id(id.clone());
+            let Some((epoch, members)) = ctx.coord.describe_share_group(&id) else {
+                return base
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(s(format!("no share group {}", &*id))));
+            };
+            let state = if members.is_empty() {
+                "Empty"
+            } else {
+                "Stable"
+            };
+            let members = members
+                .into_iter()
+                .map(|m| {
+                    let assigned = m
+                        .subscribed
+                        .iter()
+                        .filter_map(|t| topics.get(t).map(|(tid, n)| (t, *tid, *n)))
+                        .map(|(t, tid, n)| {
+                            describe_resp::TopicPartitions::default()
+                                .with_topic_id(uuid(tid))
+                                .with_topic_name(crate::context::topic_name(t.clone()))
+                                .with_partitions((0..n as i32).collect())
+                        })
+                        .collect();
+                    describe_resp::Member::default()
+                        .with_member_id(s(m.member_id))
+                        .with_member_epoch(m.member_epoch)
+                        .with_client_id(s(m.client_id))
+                        .with_subscribed_topic_names(
+                            m.subscribed
+                                .into_iter()
+                                .map(crate::context::topic_name)
+                                .collect(),
+                        )
+                        .with_assignment(
+                            describe_resp::Assignment::default().with_topic_partitions(assigned),
+                        )
+                })
+                .collect();
+            base.with_group_state(s(state))
+                .with_group_epoch(epoch)
+                .with_assignment_epoch(epoch)
+                .with_assignor_name(s("simple"))
+                .with_members(members)
+        })
+        .collect();
+    ShareGroupDescribeResponse::default().with_groups(groups)
 }
