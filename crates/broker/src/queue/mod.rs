@@ -10,10 +10,13 @@
 //! `ack`, `nack` (requeue or not) or `release` them. Each queue's state sits behind its own
 //! async mutex, held across the persistence of its records so they reach the log in order.
 
+mod dead;
+mod policy;
 mod state_log;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use common::{Offset, PartitionId};
 use parking_lot::RwLock;
@@ -24,10 +27,15 @@ use crate::error::{BrokerError, Result};
 use crate::metadata::{MetaRecord, QueueRecord};
 use crate::record_read::StoredRecord;
 
+pub use dead::{DeadLettered, Published};
+pub use policy::{HEADER_PRIORITY, HEADER_TTL_MS, QUORUM_DELIVERY_LIMIT, QueuePolicy};
 pub use queues::{DeadLetter, DeadReason};
 
 /// Most bytes read to serve one acquire.
 const ACQUIRE_READ_BYTES: usize = 8 << 20;
+/// Ready messages a priority queue compares per acquire: priority order holds among the
+/// first this many ready messages (RabbitMQ's holds over the whole queue).
+const PRIORITY_WINDOW: usize = 4096;
 
 /// One delivery to a consumer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,13 +62,57 @@ pub(crate) struct QueueHandle {
     pub settings: BTreeMap<String, String>,
     /// The declare created the topic (see `QueueRecord::owns_topic`).
     pub owns_topic: bool,
+    /// What the settings ask for (TTL, dead letters, limits, priorities).
+    pub policy: QueuePolicy,
+    /// When the queue was last used (declared, read from): `x-expires` counts from here.
+    last_used: AtomicI64,
+    /// The head need not be looked at for expired messages before this time (a publish or a
+    /// requeue resets it).
+    next_sweep: AtomicI64,
     state: tokio::sync::Mutex<QueueState>,
+}
+
+impl QueueHandle {
+    fn new(
+        name: String,
+        data: PartitionId,
+        state_partition: PartitionId,
+        settings: BTreeMap<String, String>,
+        owns_topic: bool,
+        state: QueueState,
+        now: i64,
+    ) -> QueueHandle {
+        // Settings saved before a policy was refused at declare cannot exist; be lenient.
+        let policy = QueuePolicy::parse(&settings).unwrap_or_default();
+        QueueHandle {
+            name,
+            data,
+            state_partition,
+            settings,
+            owns_topic,
+            policy,
+            last_used: AtomicI64::new(now),
+            next_sweep: AtomicI64::new(i64::MIN),
+            state: tokio::sync::Mutex::new(state),
+        }
+    }
+
+    fn touch(&self, now: i64) {
+        self.last_used.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// The head may have changed: look at it at the next sweep.
+    fn head_changed(&self) {
+        self.next_sweep.store(i64::MIN, Ordering::Relaxed);
+    }
 }
 
 /// The open queues.
 #[derive(Default)]
 pub(crate) struct QueueRegistry {
     by_name: RwLock<HashMap<String, Arc<QueueHandle>>>,
+    /// Dead letters waiting for a door to republish them (`dead.rs`).
+    dead: dead::DeadLetterBox,
 }
 
 impl QueueRegistry {
@@ -78,14 +130,9 @@ impl QueueRegistry {
 }
 
 fn config_of(settings: &BTreeMap<String, String>) -> QueueConfig {
-    let mut c = QueueConfig::default();
-    if let Some(limit) = settings
-        .get("x-delivery-limit")
-        .and_then(|v| v.parse().ok())
-    {
-        c.delivery_limit = Some(limit);
-    }
-    c
+    QueuePolicy::parse(settings)
+        .unwrap_or_default()
+        .engine_config()
 }
 
 impl Broker {
@@ -98,14 +145,15 @@ impl Broker {
             let data = self.partition_id(&q.name, 0)?;
             let mut state = state_log::replay(self, state_partition, config_of(&q.settings))?;
             state.advance_log_start(self.store.offsets(data)?.log_start);
-            let handle = QueueHandle {
-                name: q.name.clone(),
+            let handle = QueueHandle::new(
+                q.name.clone(),
                 data,
                 state_partition,
-                settings: q.settings.clone(),
-                owns_topic: q.owns_topic,
-                state: tokio::sync::Mutex::new(state),
-            };
+                q.settings.clone(),
+                q.owns_topic,
+                state,
+                self.now_ms(),
+            );
             self.queues
                 .by_name
                 .write()
@@ -125,8 +173,10 @@ impl Broker {
                     q.settings
                 )));
             }
+            q.touch(self.now_ms());
             return Ok(false);
         }
+        QueuePolicy::parse(&settings).map_err(BrokerError::InvalidConfig)?;
         let owns_topic = self.topic(name).is_err();
         if owns_topic {
             self.create_topic(
@@ -160,14 +210,15 @@ impl Broker {
             return Err(e);
         }
         let start = self.store.offsets(data)?.log_start;
-        let handle = QueueHandle {
-            name: name.to_string(),
+        let handle = QueueHandle::new(
+            name.to_string(),
             data,
             state_partition,
-            state: tokio::sync::Mutex::new(QueueState::new(config_of(&settings), start)),
-            settings,
+            settings.clone(),
             owns_topic,
-        };
+            QueueState::new(config_of(&settings), start),
+            self.now_ms(),
+        );
         self.queues
             .by_name
             .write()
@@ -224,7 +275,9 @@ impl Broker {
 
     /// Up to `max` messages for `consumer`, each leased for `lease_ms` (the queue's default
     /// when `None`): the oldest available first (a returned message goes out again before
-    /// newer ones). The deliveries are saved before they are returned.
+    /// newer ones), or the highest priority first in a priority queue. An expired message is
+    /// never handed out: it is dead-lettered instead (and so is one whose lease ran out past
+    /// the delivery limit). The deliveries are saved before they are returned.
     pub async fn queue_acquire(
         &self,
         name: &str,
@@ -235,43 +288,88 @@ impl Broker {
         let q = self.queue(name)?;
         let mut state = q.state.lock().await;
         let now = self.now_ms();
-        state.expire(now);
+        q.touch(now);
+        let mut dead = state.expire(now).dead;
+        if !dead.is_empty() {
+            q.head_changed();
+        }
         let marks = self.partition_watermarks(q.data)?;
         state.advance_log_start(marks.log_start);
         let stable = self.stable_below(q.data, marks.high_watermark);
-        let mut request = Acquire::new(ConsumerId(consumer), max, stable, now);
-        request.lease_ms = lease_ms;
-        let acquired = state.acquire(&request);
-        let Some(first) = acquired.deliveries.first().map(|d| d.offset) else {
-            return Ok(Vec::new());
-        };
-        let last = acquired.deliveries.last().map_or(first, |d| d.offset);
-        let span = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
-        let read = self.read_records(&q.name, 0, first, span, ACQUIRE_READ_BYTES)?;
-        let mut records: HashMap<Offset, StoredRecord> =
-            read.records.into_iter().map(|r| (r.offset, r)).collect();
-        let mut out = Vec::with_capacity(acquired.deliveries.len());
-        let mut nothing_there = Vec::new();
-        for d in acquired.deliveries {
-            match records.remove(&d.offset) {
-                Some(record) => out.push(QueueDelivery {
-                    record,
-                    delivery_count: d.delivery_count,
-                    redelivered: d.redelivered,
-                }),
-                // A control record, an aborted transaction's record, or one past what one
-                // read returns: settled (the first two) or handed back (the last).
-                None if d.offset < read.next_offset => nothing_there.push(d.offset),
+        let mut known: HashMap<Offset, StoredRecord> = HashMap::new();
+        let mut out = Vec::new();
+        // Each round hands out what is live; one that found expired messages tries again
+        // for the room they took (bounded: a long run of expired messages is left to the
+        // sweep).
+        for _ in 0..8 {
+            let room = max.saturating_sub(out.len() as u32);
+            if room == 0 {
+                break;
+            }
+            let mut request = Acquire::new(ConsumerId(consumer), room, stable, now);
+            request.lease_ms = lease_ms;
+            let (acquired, mut records, read_end) = match q.policy.max_priority {
+                Some(_) => {
+                    let window = state.available(stable, PRIORITY_WINDOW);
+                    let (records, read_end) = self.read_span(&q, &window)?;
+                    let policy = &q.policy;
+                    request.max_scan = Some(PRIORITY_WINDOW as u32);
+                    let acquired = state.acquire_ranked(&request, |o| match records.get(&o) {
+                        Some(r) => Some(policy.priority(r)),
+                        // A control record or an aborted transaction's: taken and settled.
+                        None => (o < read_end).then_some(0),
+                    });
+                    (acquired, records, read_end)
+                }
                 None => {
-                    let _ = state.nack(ConsumerId(consumer), &[d.offset], true);
+                    let acquired = state.acquire(&request);
+                    let offsets: Vec<Offset> =
+                        acquired.deliveries.iter().map(|d| d.offset).collect();
+                    let (records, read_end) = self.read_span(&q, &offsets)?;
+                    (acquired, records, read_end)
+                }
+            };
+            if acquired.deliveries.is_empty() {
+                break;
+            }
+            let mut nothing_there = Vec::new();
+            let mut expired = Vec::new();
+            let mut handed_back = false;
+            for d in acquired.deliveries {
+                match records.remove(&d.offset) {
+                    Some(record) if queues::is_expired(q.policy.expiry(&record), now) => {
+                        expired.push(d.offset);
+                        known.insert(d.offset, record);
+                    }
+                    Some(record) => out.push(QueueDelivery {
+                        record,
+                        delivery_count: d.delivery_count,
+                        redelivered: d.redelivered,
+                    }),
+                    // A control record, an aborted transaction's record, or one past what one
+                    // read returns: settled (the first two) or handed back (the last).
+                    None if d.offset < read_end => nothing_there.push(d.offset),
+                    None => {
+                        handed_back = true;
+                        let _ = state.nack(ConsumerId(consumer), &[d.offset], true);
+                    }
                 }
             }
+            if !nothing_there.is_empty() {
+                state
+                    .ack(ConsumerId(consumer), &nothing_there)
+                    .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
+            }
+            if expired.is_empty() || handed_back {
+                break;
+            }
+            dead.extend(
+                state
+                    .dead_letter_held(ConsumerId(consumer), &expired, DeadReason::Expired)
+                    .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?,
+            );
         }
-        if !nothing_there.is_empty() {
-            state
-                .ack(ConsumerId(consumer), &nothing_there)
-                .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
-        }
+        self.emit_dead(&q, &dead, known)?;
         self.save(&q, &mut state).await?;
         let labels = crate::metrics::queue_labels(&q.name);
         self.metrics
@@ -279,6 +377,37 @@ impl Broker {
             .get_or_create(&labels)
             .inc_by(out.len() as u64);
         Ok(out)
+    }
+
+    /// The records of queue `q` at `offsets` (ascending), read from the first to the last in
+    /// as few reads as the read budget allows; and where the reads ended (an offset below it
+    /// missing from the map is a control record or an aborted transaction's).
+    fn read_span(
+        &self,
+        q: &QueueHandle,
+        offsets: &[Offset],
+    ) -> Result<(HashMap<Offset, StoredRecord>, Offset)> {
+        let mut out = HashMap::new();
+        let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) else {
+            return Ok((out, Offset::MIN));
+        };
+        let wanted: std::collections::BTreeSet<Offset> = offsets.iter().copied().collect();
+        let mut at = first;
+        // A few reads at most: the rest is handed back and read by the next call.
+        for _ in 0..4 {
+            let span = usize::try_from(last - at + 1).unwrap_or(usize::MAX);
+            let read = self.read_records(&q.name, 0, at, span, ACQUIRE_READ_BYTES)?;
+            for r in read.records {
+                if wanted.contains(&r.offset) {
+                    out.insert(r.offset, r);
+                }
+            }
+            if read.next_offset <= at || read.next_offset > last {
+                return Ok((out, read.next_offset));
+            }
+            at = read.next_offset;
+        }
+        Ok((out, at))
     }
 
     /// Acknowledges messages `consumer` holds; all or nothing.
@@ -298,8 +427,8 @@ impl Broker {
     }
 
     /// Returns messages `consumer` holds: back in place (`requeue`, redelivered later) or
-    /// dead. Returns the dead ones (rejected, or past the queue's delivery limit) for the
-    /// caller to dead-letter or drop.
+    /// dead. Returns the dead ones (rejected, or past the queue's delivery limit); they are
+    /// in the dead-letter box already when the queue has a dead-letter target (`dead.rs`).
     pub async fn queue_nack(
         &self,
         name: &str,
@@ -312,6 +441,8 @@ impl Broker {
         let released = state
             .nack(ConsumerId(consumer), offsets, requeue)
             .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
+        q.head_changed();
+        self.emit_dead(&q, &released.dead, HashMap::new())?;
         self.save(&q, &mut state).await?;
         self.count_returned(&q.name, &released);
         Ok(released.dead)
@@ -322,6 +453,8 @@ impl Broker {
         let q = self.queue(name)?;
         let mut state = q.state.lock().await;
         let released = state.release_consumer(ConsumerId(consumer));
+        q.head_changed();
+        self.emit_dead(&q, &released.dead, HashMap::new())?;
         self.save(&q, &mut state).await?;
         self.count_returned(&q.name, &released);
         Ok(released.dead)
