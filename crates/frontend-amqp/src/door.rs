@@ -167,6 +167,7 @@ impl Door {
         if !u.join(exclusive) {
             return Err(in_exclusive_use(queue));
         }
+        self.broker.queue_touch(queue);
         Ok(u.generation)
     }
 
@@ -179,6 +180,8 @@ impl Door {
                 return; // the queue was deleted (and maybe declared again) meanwhile
             };
             let last = u.leave();
+            // x-expires counts from the last consumer's leaving.
+            self.broker.queue_touch(queue);
             if last && u.owner.is_none() {
                 map.remove(queue);
             }

@@ -119,6 +119,7 @@ impl Session {
             properties,
             body,
         };
+        crate::message::check_expiration(&msg.properties).map_err(|e| e.at(60, 40))?;
         if let Some(tx) = chan.tx.as_mut() {
             let at_publish = |e: AmqpError| e.at(60, 40);
             let exchange = self.name(&msg.exchange).map_err(at_publish)?;
@@ -164,23 +165,26 @@ impl Session {
         if queues.is_empty() && mandatory {
             self.basic_return(ch, msg);
         }
-        Ok(self.produce_all(&queues, msg).await)
-    }
-
-    /// Produces `msg` to each queue; false if any produce failed (logged).
-    async fn produce_all(&mut self, queues: &[String], msg: &Message) -> bool {
-        if queues.is_empty() {
-            return true;
-        }
-        let batch = msg.to_batch(self.door.broker.now_ms());
-        let mut ok = true;
-        for q in queues {
-            if let Err(e) = self.door.broker.produce(q, 0, batch.clone()).await {
-                tracing::warn!(peer = %self.peer, queue = %q, error = %e, "AMQP publish not stored");
-                ok = false;
+        let (refused, ok) = self.door.store(&queues, msg).await;
+        // A full queue with reject-publish(-dlx) refuses it: the confirm is a nack, the
+        // other queues keep it (RabbitMQ), and reject-publish-dlx dead-letters it.
+        for (queue, dead_letter) in &refused {
+            let policy = self.door.broker.queue_policy(queue);
+            if let Some(exchange) = policy
+                .as_ref()
+                .filter(|_| *dead_letter)
+                .and_then(|p| p.dead_letter_exchange.as_deref())
+            {
+                let rk = policy
+                    .as_ref()
+                    .and_then(|p| p.dead_letter_routing_key.as_deref());
+                let now = self.door.broker.now_ms();
+                self.door
+                    .dead_letter(queue, msg, "maxlen", exchange, rk, now)
+                    .await;
             }
         }
-        ok
+        Ok(ok && refused.is_empty())
     }
 
     fn basic_return(&mut self, ch: u16, msg: &Message) {
