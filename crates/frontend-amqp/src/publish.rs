@@ -20,6 +20,17 @@ use crate::connection::Session;
 use crate::errors::{AmqpError, NO_ROUTE, PRECONDITION_FAILED, UNEXPECTED_FRAME, truncate};
 use crate::message::Message;
 
+/// What [`Session::route_and_store`] did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Every queue it was routed to holds it (or it was routed nowhere).
+    All,
+    /// A full `reject-publish(-dlx)` queue refused it (a confirm nack; the others hold it).
+    Refused,
+    /// A store failed (logged).
+    Failed,
+}
+
 impl Session {
     pub fn publish_start(
         &mut self,
@@ -137,19 +148,19 @@ impl Session {
         };
         let stored = self.route_and_store(ch, &msg, mandatory).await?;
         if let Some(seq) = seq {
-            self.confirm(ch, chan, seq, stored);
+            self.confirm(ch, chan, seq, stored == Stored::All);
         }
         Ok(())
     }
 
     /// Routes `msg` (basic.return when `mandatory` and no queue takes it) and stores it in
-    /// every queue it reaches; false if a store failed.
+    /// every queue it reaches that has room.
     pub async fn route_and_store(
         &mut self,
         ch: u16,
         msg: &Message,
         mandatory: bool,
-    ) -> Result<bool, AmqpError> {
+    ) -> Result<Stored, AmqpError> {
         let headers = msg
             .properties
             .headers()
@@ -184,7 +195,11 @@ impl Session {
                     .await;
             }
         }
-        Ok(ok && refused.is_empty())
+        Ok(match (ok, refused.is_empty()) {
+            (false, _) => Stored::Failed,
+            (true, false) => Stored::Refused,
+            (true, true) => Stored::All,
+        })
     }
 
     fn basic_return(&mut self, ch: u16, msg: &Message) {

@@ -91,14 +91,15 @@ impl Limits {
                 .is_none_or(|max| ready_bytes.saturating_add(body_bytes) <= max)
     }
 
-    /// How many of the oldest ready messages (body sizes `head_sizes`, oldest first, covering
-    /// all `ready` of them or a prefix) must go for the queue to be within its limits again
-    /// (drop-head, after a message was stored).
-    pub fn excess(&self, ready: u64, head_sizes: &[u64]) -> u64 {
+    /// How many of the oldest ready messages must go for a queue of `ready` messages and
+    /// `ready_bytes` body bytes to be within its limits again (drop-head, after a message
+    /// was stored). `head_sizes` are the body sizes of the oldest ready messages, oldest
+    /// first; when they do not cover the bytes to drop, the answer is `head_sizes.len()` (or
+    /// more by count) and the caller reads further and asks again.
+    pub fn excess(&self, ready: u64, ready_bytes: u64, head_sizes: &[u64]) -> u64 {
         let mut drop = self.max_length.map_or(0, |max| ready.saturating_sub(max));
         if let Some(max) = self.max_length_bytes {
-            let total: u64 = head_sizes.iter().sum();
-            let mut over = total.saturating_sub(max);
+            let mut over = ready_bytes.saturating_sub(max);
             let mut n = 0u64;
             for &size in head_sizes {
                 if over == 0 {
@@ -144,8 +145,8 @@ mod tests {
         };
         assert!(by_count.admits(1, 0, 10));
         assert!(!by_count.admits(2, 0, 10));
-        assert_eq!(by_count.excess(3, &[]), 1);
-        assert_eq!(by_count.excess(2, &[]), 0);
+        assert_eq!(by_count.excess(3, 0, &[]), 1);
+        assert_eq!(by_count.excess(2, 0, &[]), 0);
         let by_bytes = Limits {
             max_length_bytes: Some(10),
             overflow: Overflow::RejectPublish,
@@ -153,15 +154,24 @@ mod tests {
         };
         assert!(by_bytes.admits(3, 6, 4));
         assert!(!by_bytes.admits(3, 6, 5));
-        assert_eq!(by_bytes.excess(3, &[4, 4, 4]), 1, "12 bytes: drop one of 4");
-        assert_eq!(by_bytes.excess(3, &[1, 1, 9]), 1);
-        assert_eq!(by_bytes.excess(2, &[5, 5]), 0);
+        assert_eq!(
+            by_bytes.excess(3, 12, &[4, 4, 4]),
+            1,
+            "12 bytes: drop one of 4"
+        );
+        assert_eq!(by_bytes.excess(3, 11, &[1, 1, 9]), 1);
+        assert_eq!(by_bytes.excess(2, 10, &[5, 5]), 0);
+        assert_eq!(
+            by_bytes.excess(9, 30, &[4, 4]),
+            2,
+            "not covered: all read, read more"
+        );
         let both = Limits {
             max_length: Some(5),
             max_length_bytes: Some(3),
             ..Limits::default()
         };
-        assert_eq!(both.excess(2, &[2, 2]), 1, "whichever is reached first");
+        assert_eq!(both.excess(2, 4, &[2, 2]), 1, "whichever is reached first");
         assert!(!Limits::default().is_set());
         assert!(Limits::default().admits(u64::MAX, u64::MAX, 1));
     }

@@ -166,7 +166,7 @@ fn a_full_queue_drops_its_oldest_ready_messages_not_the_unacked_ones() {
     };
     // 0 is unacked; 1..5 ready (4 messages): 2 over the limit.
     q.acquire(&Acquire::new(A, 1, 5, 0));
-    let excess = limits.excess(q.ready(5), &[]);
+    let excess = limits.excess(q.ready(5), 0, &[]);
     assert_eq!(excess, 2);
     let dropped = q.drop_head(5, excess);
     assert_eq!(dropped.iter().map(|d| d.offset).collect::<Vec<_>>(), [1, 2]);

@@ -27,7 +27,7 @@ use bytes::BytesMut;
 use common::Offset;
 use queues::{DeadLetter, DeadReason, Overflow};
 
-use super::QueueHandle;
+use super::{QueueHandle, body_len};
 use crate::broker::Broker;
 use crate::error::Result;
 use crate::record_read::StoredRecord;
@@ -160,47 +160,80 @@ impl Broker {
         if limits.overflow != Overflow::DropHead {
             let end = self.queue_end(&q)?;
             let ready = state.ready(end);
-            let ready_bytes = match limits.max_length_bytes {
-                Some(_) => self.ready_sizes(&q, &state, end)?.iter().sum(),
-                None => 0,
-            };
+            let ready_bytes = self.ready_bytes(&q, &state, end)?;
             if !limits.admits(ready, ready_bytes, body_bytes) {
                 return Ok(Published::Rejected {
                     dead_letter: limits.overflow == Overflow::RejectPublishDlx,
                 });
             }
             self.produce(name, 0, batch).await?;
+            q.bytes_added(body_bytes);
             return Ok(Published::Stored);
         }
         self.produce(name, 0, batch).await?;
+        q.bytes_added(body_bytes);
         let end = self.queue_end(&q)?;
         let ready = state.ready(end);
-        let sizes = match limits.max_length_bytes {
-            Some(_) => self.ready_sizes(&q, &state, end)?,
-            None => Vec::new(),
+        let ready_bytes = self.ready_bytes(&q, &state, end)?;
+        // Read head sizes only as far as the bytes to drop need (a window growing 8x).
+        let mut window = 64;
+        let excess = loop {
+            let over = limits.max_length_bytes.is_some_and(|max| ready_bytes > max);
+            let sizes = if over {
+                self.head_sizes(&q, &state, end, window)?
+            } else {
+                Vec::new()
+            };
+            let n = limits.excess(ready, ready_bytes, &sizes);
+            if !over || n < sizes.len() as u64 || sizes.len() < window || window >= BYTES_WINDOW {
+                break n;
+            }
+            window *= 8;
         };
-        let excess = limits.excess(ready, &sizes);
         if excess > 0 {
             let dropped = state.drop_head(end, excess);
-            self.emit_dead(&q, &dropped, HashMap::new())?;
+            let offsets: Vec<Offset> = dropped.iter().map(|d| d.offset).collect();
+            let known = if q.tracks_bytes() || q.policy.dead_letter_exchange.is_some() {
+                self.read_span(&q, &offsets)?.0
+            } else {
+                HashMap::new()
+            };
+            for o in &offsets {
+                q.bytes_taken(*o, known.get(o).map_or(0, body_len), false);
+            }
+            self.emit_dead(&q, &dropped, known)?;
             self.save(&q, &mut state).await?;
         }
         Ok(Published::Stored)
     }
 
-    /// Body sizes of the first ready messages, oldest first.
-    fn ready_sizes(
+    /// The ready body bytes of queue `q` (counted from the log once after a start, then kept
+    /// by every operation; see `ReadyBytes`). 0 for a queue without `x-max-length-bytes`.
+    fn ready_bytes(&self, q: &QueueHandle, state: &queues::QueueState, end: Offset) -> Result<u64> {
+        if !q.tracks_bytes() {
+            return Ok(0);
+        }
+        if let Some(t) = q.bytes.lock().total {
+            return Ok(t);
+        }
+        let total = self.head_sizes(q, state, end, BYTES_WINDOW)?.iter().sum();
+        q.bytes.lock().total = Some(total);
+        Ok(total)
+    }
+
+    /// Body sizes of the first `window` ready messages, oldest first.
+    fn head_sizes(
         &self,
         q: &QueueHandle,
         state: &queues::QueueState,
         end: Offset,
+        window: usize,
     ) -> Result<Vec<u64>> {
-        let offsets = state.available(end, BYTES_WINDOW);
+        let offsets = state.available(end, window);
         let (records, _) = self.read_span(q, &offsets)?;
         Ok(offsets
             .iter()
-            .filter_map(|o| records.get(o))
-            .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
+            .map(|o| records.get(o).map_or(0, body_len))
             .collect())
     }
 
@@ -221,14 +254,23 @@ impl Broker {
                 continue;
             };
             let end = self.queue_end(&q)?;
+            let mut next = now.saturating_add(SWEEP_IDLE_MS);
+            let head = state.first_available(Offset::MIN, end);
+            if head.is_none_or(|h| h == q.live_head.load(Ordering::Relaxed)) {
+                // Empty, or a head already known never to expire: nothing to read.
+                q.next_sweep.store(next, Ordering::Relaxed);
+                continue;
+            }
             let mut known: HashMap<Offset, StoredRecord> = HashMap::new();
             let mut dead = Vec::new();
-            let mut next = now.saturating_add(SWEEP_IDLE_MS);
-            for _ in 0..8 {
+            for round in 0..8 {
                 let policy = &q.policy;
                 let swept = state.expire_head(end, now, SWEEP_MAX - dead.len(), |o| {
                     known.get(&o).map(|r| policy.expiry(r))
                 });
+                for d in &swept.dead {
+                    q.bytes_taken(d.offset, known.get(&d.offset).map_or(0, body_len), false);
+                }
                 dead.extend(swept.dead);
                 if let Some(at) = swept.next_expiry {
                     next = next.min(at);
@@ -240,13 +282,24 @@ impl Broker {
                     next = now;
                     break;
                 }
-                let read = self.read_records(&q.name, 0, from, 512, 1 << 20)?;
+                // A small first read: most heads are live.
+                let (n, bytes) = if round == 0 {
+                    (16, 64 << 10)
+                } else {
+                    (512, 1 << 20)
+                };
+                let read = self.read_records(&q.name, 0, from, n, bytes)?;
                 if read.records.is_empty() {
                     break;
                 }
                 known.extend(read.records.into_iter().map(|r| (r.offset, r)));
             }
             q.next_sweep.store(next, Ordering::Relaxed);
+            if let Some(h) = state.first_available(Offset::MIN, end)
+                && known.get(&h).is_some_and(|r| q.policy.expiry(r).is_none())
+            {
+                q.live_head.store(h, Ordering::Relaxed);
+            }
             if !dead.is_empty() {
                 self.emit_dead(&q, &dead, known)?;
                 self.save(&q, &mut state).await?;

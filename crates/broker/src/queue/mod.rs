@@ -69,7 +69,28 @@ pub(crate) struct QueueHandle {
     /// The head need not be looked at for expired messages before this time (a publish or a
     /// requeue resets it).
     next_sweep: AtomicI64,
+    /// The head offset last found to hold a message that never expires (`i64::MIN`: none):
+    /// the sweep does not read it again.
+    live_head: AtomicI64,
+    /// Ready body bytes, for `x-max-length-bytes` (changed only under the state lock).
+    bytes: parking_lot::Mutex<ReadyBytes>,
+    /// Priority queues: the priorities of the ready messages of the last acquire's window
+    /// (records do not change, so a later acquire reads only what is new).
+    priorities: parking_lot::Mutex<HashMap<Offset, u8>>,
     state: tokio::sync::Mutex<QueueState>,
+}
+
+/// The body bytes of a queue's ready messages, kept up to date by every operation that
+/// moves a message in or out of "ready" when the queue has `x-max-length-bytes` (counting
+/// them per publish would read the whole backlog each time). Messages appended without
+/// [`Broker::queue_publish`] (a Kafka producer writing into the queue's topic) are not
+/// counted until the next start, which counts the ready messages once from the log.
+#[derive(Debug, Default)]
+pub(crate) struct ReadyBytes {
+    /// `None` until first needed after a start.
+    total: Option<u64>,
+    /// Body sizes of the messages in flight, added back when they return.
+    in_flight: HashMap<Offset, u64>,
 }
 
 impl QueueHandle {
@@ -93,6 +114,9 @@ impl QueueHandle {
             policy,
             last_used: AtomicI64::new(now),
             next_sweep: AtomicI64::new(i64::MIN),
+            live_head: AtomicI64::new(i64::MIN),
+            bytes: parking_lot::Mutex::new(ReadyBytes::default()),
+            priorities: parking_lot::Mutex::new(HashMap::new()),
             state: tokio::sync::Mutex::new(state),
         }
     }
@@ -105,6 +129,65 @@ impl QueueHandle {
     fn head_changed(&self) {
         self.next_sweep.store(i64::MIN, Ordering::Relaxed);
     }
+
+    fn tracks_bytes(&self) -> bool {
+        self.policy.limits.max_length_bytes.is_some()
+    }
+
+    /// A ready message of `size` body bytes left "ready": delivered (`in_flight`) or settled.
+    fn bytes_taken(&self, offset: Offset, size: u64, in_flight: bool) {
+        if !self.tracks_bytes() {
+            return;
+        }
+        let mut b = self.bytes.lock();
+        if let Some(t) = b.total.as_mut() {
+            *t = t.saturating_sub(size);
+        }
+        if in_flight {
+            b.in_flight.insert(offset, size);
+        }
+    }
+
+    /// In-flight messages came back to "ready".
+    fn bytes_returned(&self, offsets: &[Offset]) {
+        if !self.tracks_bytes() {
+            return;
+        }
+        let mut b = self.bytes.lock();
+        for o in offsets {
+            let size = b.in_flight.remove(o).unwrap_or(0);
+            if let Some(t) = b.total.as_mut() {
+                *t += size;
+            }
+        }
+    }
+
+    /// In-flight messages were settled (acked, dead).
+    fn bytes_settled(&self, offsets: impl IntoIterator<Item = Offset>) {
+        if !self.tracks_bytes() {
+            return;
+        }
+        let mut b = self.bytes.lock();
+        for o in offsets {
+            b.in_flight.remove(&o);
+        }
+    }
+
+    /// A message of `size` body bytes was stored.
+    fn bytes_added(&self, size: u64) {
+        if let Some(t) = self.bytes.lock().total.as_mut() {
+            *t += size;
+        }
+    }
+
+    fn track_released(&self, released: &Released) {
+        self.bytes_returned(&released.requeued);
+        self.bytes_settled(released.dead.iter().map(|d| d.offset));
+    }
+}
+
+fn body_len(record: &StoredRecord) -> u64 {
+    record.value.as_ref().map_or(0, |v| v.len() as u64)
 }
 
 /// The open queues.
@@ -289,8 +372,10 @@ impl Broker {
         let mut state = q.state.lock().await;
         let now = self.now_ms();
         q.touch(now);
-        let mut dead = state.expire(now).dead;
-        if !dead.is_empty() {
+        let expired_leases = state.expire(now);
+        q.track_released(&expired_leases);
+        let mut dead = expired_leases.dead;
+        if !dead.is_empty() || !expired_leases.requeued.is_empty() {
             q.head_changed();
         }
         let marks = self.partition_watermarks(q.data)?;
@@ -311,14 +396,13 @@ impl Broker {
             let (acquired, mut records, read_end) = match q.policy.max_priority {
                 Some(_) => {
                     let window = state.available(stable, PRIORITY_WINDOW);
-                    let (records, read_end) = self.read_span(&q, &window)?;
-                    let policy = &q.policy;
+                    let ranks = self.priorities_of(&q, &window)?;
                     request.max_scan = Some(PRIORITY_WINDOW as u32);
-                    let acquired = state.acquire_ranked(&request, |o| match records.get(&o) {
-                        Some(r) => Some(policy.priority(r)),
-                        // A control record or an aborted transaction's: taken and settled.
-                        None => (o < read_end).then_some(0),
-                    });
+                    let acquired = state.acquire_ranked(&request, |o| ranks.get(&o).copied());
+                    let mut offsets: Vec<Offset> =
+                        acquired.deliveries.iter().map(|d| d.offset).collect();
+                    offsets.sort_unstable();
+                    let (records, read_end) = self.read_span(&q, &offsets)?;
                     (acquired, records, read_end)
                 }
                 None => {
@@ -338,14 +422,18 @@ impl Broker {
             for d in acquired.deliveries {
                 match records.remove(&d.offset) {
                     Some(record) if queues::is_expired(q.policy.expiry(&record), now) => {
+                        q.bytes_taken(d.offset, body_len(&record), false);
                         expired.push(d.offset);
                         known.insert(d.offset, record);
                     }
-                    Some(record) => out.push(QueueDelivery {
-                        record,
-                        delivery_count: d.delivery_count,
-                        redelivered: d.redelivered,
-                    }),
+                    Some(record) => {
+                        q.bytes_taken(d.offset, body_len(&record), true);
+                        out.push(QueueDelivery {
+                            record,
+                            delivery_count: d.delivery_count,
+                            redelivered: d.redelivered,
+                        })
+                    }
                     // A control record, an aborted transaction's record, or one past what one
                     // read returns: settled (the first two) or handed back (the last).
                     None if d.offset < read_end => nothing_there.push(d.offset),
@@ -377,6 +465,38 @@ impl Broker {
             .get_or_create(&labels)
             .inc_by(out.len() as u64);
         Ok(out)
+    }
+
+    /// The priorities of the ready messages `window` (ascending) of priority queue `q`,
+    /// reading only those the last call did not (a control record or an aborted
+    /// transaction's record ranks 0: it is taken and settled without a delivery).
+    fn priorities_of(&self, q: &QueueHandle, window: &[Offset]) -> Result<HashMap<Offset, u8>> {
+        let mut cache = q.priorities.lock();
+        let mut ranks: HashMap<Offset, u8> = window
+            .iter()
+            .filter_map(|o| cache.get(o).map(|p| (*o, *p)))
+            .collect();
+        let missing: Vec<Offset> = window
+            .iter()
+            .copied()
+            .filter(|o| !ranks.contains_key(o))
+            .collect();
+        if !missing.is_empty() {
+            let (records, read_end) = self.read_span(q, &missing)?;
+            for o in missing {
+                match records.get(&o) {
+                    Some(r) => {
+                        ranks.insert(o, q.policy.priority(r));
+                    }
+                    None if o < read_end => {
+                        ranks.insert(o, 0);
+                    }
+                    None => {}
+                }
+            }
+        }
+        cache.clone_from(&ranks);
+        Ok(ranks)
     }
 
     /// The records of queue `q` at `offsets` (ascending), read from the first to the last in
@@ -417,6 +537,7 @@ impl Broker {
         let acked = state
             .ack(ConsumerId(consumer), offsets)
             .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
+        q.bytes_settled(offsets.iter().copied());
         self.save(&q, &mut state).await?;
         let labels = crate::metrics::queue_labels(&q.name);
         self.metrics
@@ -442,6 +563,7 @@ impl Broker {
             .nack(ConsumerId(consumer), offsets, requeue)
             .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
         q.head_changed();
+        q.track_released(&released);
         self.emit_dead(&q, &released.dead, HashMap::new())?;
         self.save(&q, &mut state).await?;
         self.count_returned(&q.name, &released);
@@ -454,6 +576,7 @@ impl Broker {
         let mut state = q.state.lock().await;
         let released = state.release_consumer(ConsumerId(consumer));
         q.head_changed();
+        q.track_released(&released);
         self.emit_dead(&q, &released.dead, HashMap::new())?;
         self.save(&q, &mut state).await?;
         self.count_returned(&q.name, &released);
@@ -468,6 +591,9 @@ impl Broker {
         let before = state.ready(end);
         state.purge_below(end);
         let purged = before - state.ready(end);
+        if q.tracks_bytes() {
+            q.bytes.lock().total = Some(0);
+        }
         self.save(&q, &mut state).await?;
         Ok(purged)
     }
