@@ -9,6 +9,11 @@
 //! (aborted transactions and control batches are settled without being delivered), then
 //! `ack`, `nack` (requeue or not) or `release` them. Each queue's state sits behind its own
 //! async mutex, held across the persistence of its records so they reach the log in order.
+//!
+//! A queue's declare settings carry RabbitMQ's policies (`policy.rs`: TTL, queue expiry,
+//! dead-letter target, delivery limit, length limits, priorities); `dead.rs` applies the
+//! ones that act outside an acquire (limits at publish, the TTL sweep, dead letters handed
+//! to a door, unused queues).
 
 mod dead;
 mod policy;
