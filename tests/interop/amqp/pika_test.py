@@ -876,6 +876,10 @@ check("x-max-priority: higher first, FIFO within a priority, requeued keep their
       lambda: policies.priorities(connect))
 check("x-expires deletes an unused queue, not one with a consumer",
       lambda: policies.queue_expires(connect))
+check("x-single-active-consumer: one consumer gets everything; the next takes over on cancel",
+      lambda: policies.single_active_consumer(connect))
+check("consumer priorities (x-priority): the higher one first, the lower one when it is full",
+      lambda: policies.consumer_priorities(connect))
 check("queue policies survive a restart (priority order, length limit, TTL into the DLQ)",
       lambda: policies.policies_survive_restart(connect, os.environ["SLUICE_RESTART"]))
 check("kill -9: every confirmed message after the restart, acked ones never, in-flight ones "

@@ -314,3 +314,61 @@ def policies_survive_restart(connect, restart):
     assert [g[2] for g in dead] == ["expires-later"], dead
     assert _x_death(dead[0][1])[0]["reason"] == "expired"
     conn.close()
+
+
+def _wait(conn, cond, timeout=5):
+    deadline = time.time() + timeout
+    while not cond() and time.time() < deadline:
+        conn.process_data_events(time_limit=0.05)
+    return cond()
+
+
+def single_active_consumer(connect):
+    conn = connect()
+    first, second, pub = conn.channel(), conn.channel(), conn.channel()
+    first.queue_declare("pol_sac", arguments={"x-single-active-consumer": True})
+    got = {"first": [], "second": []}
+
+    def on(name):
+        def cb(ch, method, _props, body):
+            got[name].append(body.decode())
+            ch.basic_ack(method.delivery_tag)
+        return cb
+
+    # Prefetch 1: without single active consumer the second would take what the first
+    # has no room for.
+    first.basic_qos(prefetch_count=1)
+    second.basic_qos(prefetch_count=1)
+    first.basic_consume("pol_sac", on("first"), consumer_tag="first")
+    second.basic_consume("pol_sac", on("second"), consumer_tag="second")
+    for i in range(10):
+        pub.basic_publish("", "pol_sac", f"s{i}".encode())
+    assert _wait(conn, lambda: len(got["first"]) + len(got["second"]) == 10), got
+    assert got == {"first": [f"s{i}" for i in range(10)], "second": []}, got
+    # The active consumer goes: the next one takes over.
+    first.basic_cancel("first")
+    for i in range(10, 15):
+        pub.basic_publish("", "pol_sac", f"s{i}".encode())
+    assert _wait(conn, lambda: len(got["second"]) == 5), got
+    assert got["second"] == [f"s{i}" for i in range(10, 15)], got
+    conn.close()
+
+
+def consumer_priorities(connect):
+    conn = connect()
+    # The low-priority consumer's channel comes first: without priorities it would be
+    # served first and take everything.
+    low_ch, high_ch, pub = conn.channel(), conn.channel(), conn.channel()
+    low_ch.queue_declare("pol_cprio")
+    high_ch.basic_qos(prefetch_count=3)
+    low, high = [], []
+    low_ch.basic_consume("pol_cprio", lambda c, m, p, b: (low.append(b.decode()),
+                                                           c.basic_ack(m.delivery_tag)))
+    high_ch.basic_consume("pol_cprio", lambda c, m, p, b: high.append(b.decode()),
+                          arguments={"x-priority": 10})  # never acks: full after 3
+    for i in range(10):
+        pub.basic_publish("", "pol_cprio", f"c{i}".encode())
+    assert _wait(conn, lambda: len(low) + len(high) == 10), (low, high)
+    assert high == ["c0", "c1", "c2"], (high, low)
+    assert low == [f"c{i}" for i in range(3, 10)], (high, low)
+    conn.close()
