@@ -278,17 +278,9 @@ impl Door {
             .as_ref()
             .map(crate::queue_methods::table_text)
             .unwrap_or_default();
-        let targets = match self
+        let targets: Vec<String> = self
             .topology
-            .route(&self.broker, &internal, &out.routing_key, &headers)
-        {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::debug!(queue, exchange, reason = %e.reply_text(), "dead letter dropped: its exchange takes no messages");
-                return;
-            }
-        };
-        let targets: Vec<String> = targets
+            .route_from_server(&self.broker, &internal, &out.routing_key, &headers)
             .into_iter()
             .filter(|q| !is_cycle(&out, split(q).1))
             .collect();
