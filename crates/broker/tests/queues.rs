@@ -265,3 +265,76 @@ async fn a_damaged_queue_state_record_refuses_the_open() {
     let err = Broker::open(store, cfg, Arc::new(common::SystemClock)).unwrap_err();
     assert!(err.to_string().contains("queue state partition"), "{err}");
 }
+
+/// One message "body" through `queue_publish`.
+async fn publish_limited(b: &Broker, queue: &str, body: &str) -> sluice_broker::queue::Published {
+    let mut batch = storage::batch_builder::BatchBuilder::new();
+    batch.record(None, Some(body.as_bytes()), now_ms(), &[]);
+    b.queue_publish(queue, BytesMut::from(&batch.build()[..]), body.len() as u64)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn length_limits_count_ready_body_bytes_through_deliveries_and_requeues() {
+    use sluice_broker::queue::{DeadReason, Published};
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    let settings = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    b.declare_queue(
+        "bytes",
+        settings(&[
+            ("x-max-length-bytes", "10"),
+            ("x-dead-letter-exchange", "dlx"),
+        ]),
+    )
+    .unwrap();
+    for body in ["aaaa", "bbbb", "cccc"] {
+        assert_eq!(publish_limited(&b, "bytes", body).await, Published::Stored);
+    }
+    // 12 bytes > 10: the oldest went, dead-lettered with reason maxlen.
+    let dead = b.take_dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, DeadReason::MaxLen);
+    assert_eq!(dead[0].record.value.as_deref(), Some(&b"aaaa"[..]));
+    // An unacked message does not count: 4 ready bytes + 4 + 2 new fit.
+    let held = b.queue_acquire("bytes", 1, 1, None).await.unwrap();
+    assert_eq!(bodies(&held), ["bbbb"]);
+    publish_limited(&b, "bytes", "dddd").await;
+    publish_limited(&b, "bytes", "ee").await;
+    assert!(
+        b.take_dead_letters().is_empty(),
+        "10 ready bytes: within the limit"
+    );
+    // Back in the queue it counts again: the next publish drops from the head.
+    b.queue_nack("bytes", 1, &offsets(&held), true)
+        .await
+        .unwrap();
+    publish_limited(&b, "bytes", "f").await;
+    let dropped: Vec<_> = b
+        .take_dead_letters()
+        .into_iter()
+        .map(|d| String::from_utf8_lossy(d.record.value.as_deref().unwrap()).into_owned())
+        .collect();
+    assert_eq!(dropped, ["bbbb", "cccc"], "15 bytes: the two oldest go");
+
+    b.declare_queue(
+        "refusing",
+        settings(&[("x-max-length", "1"), ("x-overflow", "reject-publish")]),
+    )
+    .unwrap();
+    assert_eq!(
+        publish_limited(&b, "refusing", "one").await,
+        Published::Stored
+    );
+    assert_eq!(
+        publish_limited(&b, "refusing", "two").await,
+        Published::Rejected { dead_letter: false }
+    );
+    assert_eq!(b.queue_counts("refusing").await.unwrap().ready, 1);
+}

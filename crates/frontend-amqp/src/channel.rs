@@ -34,6 +34,8 @@ pub struct Consumer {
     pub unacked: u32,
     /// The queue's generation when the consumer started (`Door::queue_alive`).
     pub generation: u64,
+    /// The queue has `x-single-active-consumer`: only its first consumer takes messages.
+    pub single_active: bool,
 }
 
 /// Deliveries taken from the unacked map by an ack, nack or reject, with their tags.
@@ -196,6 +198,7 @@ mod tests {
                 prefetch: 2,
                 unacked: 2,
                 generation: 1,
+                single_active: false,
             },
         );
         chan.unacked.insert(1, unacked("q", Some("c")));

@@ -485,7 +485,8 @@ impl Session {
     /// Gives back everything a closed channel's consumers held and forgets its consumers.
     pub async fn release(&mut self, chan: Channel) {
         for c in chan.consumers.values() {
-            self.door.consumer_removed(&c.queue, c.generation);
+            self.door
+                .consumer_removed(&c.queue, c.generation, c.broker_id);
         }
         let mut released = false;
         for (queue, id) in &chan.holders {

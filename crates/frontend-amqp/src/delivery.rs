@@ -12,6 +12,21 @@ use crate::errors::{AmqpError, NOT_ALLOWED, PRECONDITION_FAILED, from_broker, tr
 use crate::message::Message;
 use crate::vhost::split;
 
+/// An `x-priority` consumer argument (any integer type) as a number.
+fn consumer_priority(v: &amq_protocol::types::AMQPValue) -> Option<i32> {
+    use amq_protocol::types::AMQPValue as V;
+    match v {
+        V::ShortShortInt(n) => Some(i32::from(*n)),
+        V::ShortShortUInt(n) => Some(i32::from(*n)),
+        V::ShortInt(n) => Some(i32::from(*n)),
+        V::ShortUInt(n) => Some(i32::from(*n)),
+        V::LongInt(n) => Some(*n),
+        V::LongUInt(n) => i32::try_from(*n).ok(),
+        V::LongLongInt(n) => i32::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
 /// Most messages one consumer takes per pump when its prefetch does not limit it (no-ack,
 /// prefetch 0): other consumers and the client's frames get their turn.
 const PUMP_BATCH: u32 = 128;
@@ -41,7 +56,8 @@ impl Session {
             basic::AMQPMethod::Consume(c) => self.consume(ch, chan, c),
             basic::AMQPMethod::Cancel(c) => {
                 if let Some(gone) = chan.consumers.remove(c.consumer_tag.as_str()) {
-                    self.door.consumer_removed(&gone.queue, gone.generation);
+                    self.door
+                        .consumer_removed(&gone.queue, gone.generation, gone.broker_id);
                 }
                 if !c.nowait {
                     let ok = basic::CancelOk {
@@ -94,8 +110,23 @@ impl Session {
                 format!("attempt to reuse consumer tag '{tag}'"),
             ));
         }
-        let generation = self.door.consumer_added(&queue, c.exclusive)?;
+        let priority = match c.arguments.inner().get("x-priority") {
+            None => 0,
+            Some(v) => consumer_priority(v).ok_or_else(|| {
+                AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!("invalid arg 'x-priority' for consumer '{tag}': {v:?}"),
+                )
+            })?,
+        };
+        let single_active =
+            self.door.broker.queue_settings(&queue).is_some_and(|s| {
+                s.get("x-single-active-consumer").map(String::as_str) == Some("true")
+            });
         let broker_id = next_consumer_id();
+        let generation = self
+            .door
+            .consumer_added(&queue, c.exclusive, broker_id, priority)?;
         chan.holders.insert((queue.clone(), broker_id));
         chan.consumers.insert(
             tag.clone(),
@@ -106,6 +137,7 @@ impl Session {
                 prefetch: chan.prefetch_consumer,
                 unacked: 0,
                 generation,
+                single_active,
             },
         );
         if !c.nowait {
@@ -241,6 +273,7 @@ impl Session {
             return Ok(());
         };
         let (queue, id, no_ack) = (c.queue.clone(), c.broker_id, c.no_ack);
+        let single_active = c.single_active;
         if !self.door.queue_alive(&queue, c.generation) {
             self.cancel_from_server(ch, chan, tag);
             return Ok(());
@@ -254,7 +287,8 @@ impl Session {
             };
             own.min(chan.channel_room()).min(PUMP_BATCH)
         };
-        if room == 0 {
+        self.door.set_room(&queue, id, room > 0);
+        if room == 0 || !self.door.may_deliver(&queue, id, single_active) {
             return Ok(());
         }
         let lease = Some(self.door.config.consumer_timeout_ms);
@@ -305,6 +339,15 @@ impl Session {
                 .method(ch, AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)));
             self.out.content(ch, &msg.properties, &msg.body);
         }
+        let full = chan.consumers.get(tag).is_some_and(|c| {
+            !c.no_ack
+                && ((c.prefetch != 0 && c.unacked >= u32::from(c.prefetch))
+                    || chan.channel_room() == 0)
+        });
+        if full {
+            // Consumers of a lower priority may take messages now.
+            self.door.set_room(&queue, id, false);
+        }
         if !auto_acked.is_empty() {
             self.door
                 .broker
@@ -320,7 +363,8 @@ impl Session {
     /// others would take it for an error).
     fn cancel_from_server(&mut self, ch: u16, chan: &mut Channel, tag: &str) {
         if let Some(gone) = chan.consumers.remove(tag) {
-            self.door.consumer_removed(&gone.queue, gone.generation);
+            self.door
+                .consumer_removed(&gone.queue, gone.generation, gone.broker_id);
         }
         if !self.cancel_notify {
             return;

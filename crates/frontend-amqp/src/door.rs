@@ -32,7 +32,7 @@ pub fn next_consumer_id() -> u64 {
 /// How one queue is used through this door. An entry exists while the queue has consumers
 /// or an exclusive owner; `generation` tells a queue from a later one of the same name, so
 /// a consumer of a deleted queue is cancelled even when the name was declared again.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueueUse {
     pub generation: u64,
     pub consumers: u32,
@@ -40,6 +40,38 @@ pub struct QueueUse {
     pub exclusive_consumer: bool,
     /// The connection that declared it exclusive.
     pub owner: Option<u64>,
+    /// The consumers in the order they joined (single active consumer, consumer priorities).
+    pub members: Vec<Member>,
+}
+
+/// One consumer of a queue, for single active consumer and consumer priorities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its broker consumer id.
+    pub id: u64,
+    /// `x-priority` of its basic.consume (0 without).
+    pub priority: i32,
+    /// Its prefetch is not full (as of its last pump).
+    pub has_room: bool,
+}
+
+impl QueueUse {
+    /// Whether consumer `id` may take messages now: with `single_active`, only the first
+    /// to join (the others wait, and the next takes over when it goes, as RabbitMQ's single
+    /// active consumer); otherwise only while no consumer of a higher priority has room
+    /// (RabbitMQ's consumer priorities).
+    pub fn may_deliver(&self, id: u64, single_active: bool) -> bool {
+        if single_active {
+            return self.members.first().is_some_and(|m| m.id == id);
+        }
+        let Some(me) = self.members.iter().find(|m| m.id == id) else {
+            return true;
+        };
+        !self
+            .members
+            .iter()
+            .any(|m| m.priority > me.priority && m.has_room)
+    }
 }
 
 impl QueueUse {
@@ -161,24 +193,39 @@ impl Door {
     /// A consumer joins `queue`; returns the queue's generation for [`Door::queue_alive`].
     /// 403 ACCESS_REFUSED when an exclusive consumer holds the queue, or when `exclusive`
     /// is asked and consumers exist (RabbitMQ's "in exclusive use").
-    pub fn consumer_added(&self, queue: &str, exclusive: bool) -> Result<u64, AmqpError> {
+    pub fn consumer_added(
+        &self,
+        queue: &str,
+        exclusive: bool,
+        id: u64,
+        priority: i32,
+    ) -> Result<u64, AmqpError> {
         let mut map = self.queues.lock();
         let u = self.use_of(&mut map, queue);
         if !u.join(exclusive) {
             return Err(in_exclusive_use(queue));
         }
+        u.members.push(Member {
+            id,
+            priority,
+            has_room: true,
+        });
+        self.broker.queue_touch(queue);
         Ok(u.generation)
     }
 
     /// A consumer of `queue` (of `generation`) left. The last one leaving an auto-delete
     /// queue deletes it, as RabbitMQ does.
-    pub fn consumer_removed(&self, queue: &str, generation: u64) {
+    pub fn consumer_removed(&self, queue: &str, generation: u64, id: u64) {
         let last = {
             let mut map = self.queues.lock();
             let Some(u) = map.get_mut(queue).filter(|u| u.generation == generation) else {
                 return; // the queue was deleted (and maybe declared again) meanwhile
             };
+            u.members.retain(|m| m.id != id);
             let last = u.leave();
+            // x-expires counts from the last consumer's leaving.
+            self.broker.queue_touch(queue);
             if last && u.owner.is_none() {
                 map.remove(queue);
             }
@@ -188,6 +235,8 @@ impl Door {
             .broker
             .queue_settings(queue)
             .is_some_and(|s| s.get(AUTO_DELETE_SETTING).map(String::as_str) == Some("true"));
+        // A single active consumer's successor, or lower-priority consumers, may go on.
+        self.wake_consumers();
         if last && auto_delete {
             tracing::debug!(queue, "auto-delete queue lost its last consumer");
             if let Err(e) = self.delete_queue(queue) {
@@ -205,6 +254,34 @@ impl Door {
                 .lock()
                 .get(queue)
                 .is_some_and(|u| u.generation == generation)
+    }
+
+    /// Whether consumer `id` of `queue` may take messages now ([`QueueUse::may_deliver`]).
+    pub fn may_deliver(&self, queue: &str, id: u64, single_active: bool) -> bool {
+        self.queues
+            .lock()
+            .get(queue)
+            .is_none_or(|u| u.may_deliver(id, single_active))
+    }
+
+    /// Consumer `id` of `queue` has room under its prefetch, or not. A higher-priority
+    /// consumer filling up wakes the others (they may take messages now).
+    pub fn set_room(&self, queue: &str, id: u64, has_room: bool) {
+        let filled = {
+            let mut map = self.queues.lock();
+            let Some(m) = map
+                .get_mut(queue)
+                .and_then(|u| u.members.iter_mut().find(|m| m.id == id))
+            else {
+                return;
+            };
+            let filled = m.has_room && !has_room;
+            m.has_room = has_room;
+            filled
+        };
+        if filled {
+            self.wake_consumers();
+        }
     }
 
     /// Records that connection `conn` owns exclusive queue `queue`.
@@ -245,6 +322,30 @@ impl Door {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_consumer_is_the_single_active_one_and_higher_priorities_go_first() {
+        let member = |id, priority, has_room| Member {
+            id,
+            priority,
+            has_room,
+        };
+        let mut u = QueueUse {
+            members: vec![member(1, 0, true), member(2, 0, true)],
+            ..QueueUse::default()
+        };
+        assert!(u.may_deliver(1, true) && !u.may_deliver(2, true));
+        u.members.remove(0);
+        assert!(u.may_deliver(2, true), "the next one takes over");
+        let mut u = QueueUse {
+            members: vec![member(1, 0, true), member(2, 10, true)],
+            ..QueueUse::default()
+        };
+        assert!(u.may_deliver(2, false));
+        assert!(!u.may_deliver(1, false), "a higher priority has room");
+        u.members[1].has_room = false;
+        assert!(u.may_deliver(1, false), "the higher one is full");
+    }
 
     #[test]
     fn an_exclusive_consumer_holds_the_queue_alone() {

@@ -40,6 +40,7 @@ mod channel;
 mod codec;
 mod config;
 mod connection;
+mod dead_letter;
 mod delivery;
 mod door;
 pub mod errors;

@@ -11,12 +11,27 @@ use amq_protocol::protocol::BasicProperties;
 use amq_protocol::protocol::basic::{gen_properties, parse_properties};
 use broker::StoredRecord;
 use broker::batch::BatchBuilder;
+use broker::queue::{HEADER_PRIORITY, HEADER_TTL_MS};
 use bytes::BytesMut;
+
+use crate::errors::{AmqpError, PRECONDITION_FAILED};
 
 /// Record header naming the exchange a message was published to.
 pub const HEADER_EXCHANGE: &str = "amqp.exchange";
 /// Record header holding the message properties in AMQP's content-header encoding.
 pub const HEADER_PROPERTIES: &str = "amqp.properties";
+
+/// 406 PRECONDITION_FAILED for an `expiration` that is not a non-negative integer of
+/// milliseconds (RabbitMQ refuses the publish).
+pub fn check_expiration(p: &BasicProperties) -> Result<(), AmqpError> {
+    match p.expiration() {
+        Some(e) if e.as_str().parse::<u64>().is_err() => Err(AmqpError::channel(
+            PRECONDITION_FAILED,
+            format!("invalid expiration '{}'", e.as_str()),
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// A message as published or delivered.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -42,10 +57,24 @@ impl Message {
     /// A one-record batch for the produce path, stamped `timestamp_ms`.
     pub fn to_batch(&self, timestamp_ms: i64) -> BytesMut {
         let properties = encode_properties(&self.properties);
-        let headers: [(&[u8], Option<&[u8]>); 2] = [
+        let mut headers: Vec<(&[u8], Option<&[u8]>)> = vec![
             (HEADER_EXCHANGE.as_bytes(), Some(self.exchange.as_bytes())),
             (HEADER_PROPERTIES.as_bytes(), Some(&properties)),
         ];
+        // What the queue layer reads for its policies: the message's TTL and priority.
+        let ttl = self
+            .properties
+            .expiration()
+            .as_ref()
+            .and_then(|e| e.as_str().parse::<u64>().ok())
+            .map(|n| n.min(i64::MAX as u64).to_string());
+        if let Some(ttl) = &ttl {
+            headers.push((HEADER_TTL_MS.as_bytes(), Some(ttl.as_bytes())));
+        }
+        let priority = self.properties.priority().map(|p| p.to_string());
+        if let Some(priority) = &priority {
+            headers.push((HEADER_PRIORITY.as_bytes(), Some(priority.as_bytes())));
+        }
         let mut b = BatchBuilder::new();
         b.record(
             Some(self.routing_key.as_bytes()),

@@ -20,6 +20,17 @@ use crate::connection::Session;
 use crate::errors::{AmqpError, NO_ROUTE, PRECONDITION_FAILED, UNEXPECTED_FRAME, truncate};
 use crate::message::Message;
 
+/// What [`Session::route_and_store`] did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Every queue it was routed to holds it (or it was routed nowhere).
+    All,
+    /// A full `reject-publish(-dlx)` queue refused it (a confirm nack; the others hold it).
+    Refused,
+    /// A store failed (logged).
+    Failed,
+}
+
 impl Session {
     pub fn publish_start(
         &mut self,
@@ -119,6 +130,7 @@ impl Session {
             properties,
             body,
         };
+        crate::message::check_expiration(&msg.properties).map_err(|e| e.at(60, 40))?;
         if let Some(tx) = chan.tx.as_mut() {
             let at_publish = |e: AmqpError| e.at(60, 40);
             let exchange = self.name(&msg.exchange).map_err(at_publish)?;
@@ -136,19 +148,19 @@ impl Session {
         };
         let stored = self.route_and_store(ch, &msg, mandatory).await?;
         if let Some(seq) = seq {
-            self.confirm(ch, chan, seq, stored);
+            self.confirm(ch, chan, seq, stored == Stored::All);
         }
         Ok(())
     }
 
     /// Routes `msg` (basic.return when `mandatory` and no queue takes it) and stores it in
-    /// every queue it reaches; false if a store failed.
+    /// every queue it reaches that has room.
     pub async fn route_and_store(
         &mut self,
         ch: u16,
         msg: &Message,
         mandatory: bool,
-    ) -> Result<bool, AmqpError> {
+    ) -> Result<Stored, AmqpError> {
         let headers = msg
             .properties
             .headers()
@@ -164,23 +176,30 @@ impl Session {
         if queues.is_empty() && mandatory {
             self.basic_return(ch, msg);
         }
-        Ok(self.produce_all(&queues, msg).await)
-    }
-
-    /// Produces `msg` to each queue; false if any produce failed (logged).
-    async fn produce_all(&mut self, queues: &[String], msg: &Message) -> bool {
-        if queues.is_empty() {
-            return true;
-        }
-        let batch = msg.to_batch(self.door.broker.now_ms());
-        let mut ok = true;
-        for q in queues {
-            if let Err(e) = self.door.broker.produce(q, 0, batch.clone()).await {
-                tracing::warn!(peer = %self.peer, queue = %q, error = %e, "AMQP publish not stored");
-                ok = false;
+        let (refused, ok) = self.door.store(&queues, msg).await;
+        // A full queue with reject-publish(-dlx) refuses it: the confirm is a nack, the
+        // other queues keep it (RabbitMQ), and reject-publish-dlx dead-letters it.
+        for (queue, dead_letter) in &refused {
+            let policy = self.door.broker.queue_policy(queue);
+            if let Some(exchange) = policy
+                .as_ref()
+                .filter(|_| *dead_letter)
+                .and_then(|p| p.dead_letter_exchange.as_deref())
+            {
+                let rk = policy
+                    .as_ref()
+                    .and_then(|p| p.dead_letter_routing_key.as_deref());
+                let now = self.door.broker.now_ms();
+                self.door
+                    .dead_letter(queue, msg, "maxlen", exchange, rk, now)
+                    .await;
             }
         }
-        ok
+        Ok(match (ok, refused.is_empty()) {
+            (false, _) => Stored::Failed,
+            (true, false) => Stored::Refused,
+            (true, true) => Stored::All,
+        })
     }
 
     fn basic_return(&mut self, ch: u16, msg: &Message) {

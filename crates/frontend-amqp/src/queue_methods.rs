@@ -207,6 +207,12 @@ impl Session {
                 .broker
                 .declare_queue(&name, settings)
                 .map_err(|e| match e {
+                    broker::BrokerError::InvalidConfig(text) if text.starts_with("invalid arg") => {
+                        AmqpError::channel(
+                            PRECONDITION_FAILED,
+                            format!("{text} for queue {}", describe(&name)),
+                        )
+                    }
                     broker::BrokerError::InvalidConfig(text) => AmqpError::channel(
                         PRECONDITION_FAILED,
                         format!(

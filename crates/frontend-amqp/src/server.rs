@@ -24,6 +24,7 @@ pub async fn serve(
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let door = Arc::new(Door::new(broker, config));
+    let policies = tokio::spawn(door.clone().run_policies(shutdown.clone()));
     let mut tasks = JoinSet::new();
     loop {
         if *shutdown.borrow() {
@@ -64,5 +65,6 @@ pub async fn serve(
     if tokio::time::timeout(grace, drained).await.is_err() {
         tasks.abort_all();
     }
+    policies.abort();
     Ok(())
 }

@@ -478,20 +478,32 @@ impl Topology {
         routing_key: &str,
         headers: &[(String, String)],
     ) -> Result<Vec<String>, AmqpError> {
+        self.check_publishable(exchange)?;
+        Ok(self.route_from_server(broker, exchange, routing_key, headers))
+    }
+
+    /// As [`Topology::route`] for a message the broker itself publishes (dead letters): an
+    /// internal exchange takes it, a missing one routes nowhere.
+    pub fn route_from_server(
+        &self,
+        broker: &Broker,
+        exchange: &str,
+        routing_key: &str,
+        headers: &[(String, String)],
+    ) -> Vec<String> {
         let (vhost, local) = split(exchange);
         if local.is_empty() {
             let queue = Vhost(vhost.to_string()).internal(routing_key);
-            return Ok(if broker.queue_exists(&queue) {
+            return if broker.queue_exists(&queue) {
                 vec![queue]
             } else {
                 Vec::new()
-            });
+            };
         }
-        self.check_publishable(exchange)?;
         let exchanges = self.exchanges.read();
         let bindings = self.bindings.read();
         let queues = crate::routing::route(&exchanges, &bindings, exchange, routing_key, headers);
-        Ok(queues.into_iter().collect())
+        queues.into_iter().collect()
     }
 
     /// A client may publish to `exchange`: it exists (404) and is not internal (403).

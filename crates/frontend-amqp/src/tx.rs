@@ -113,7 +113,9 @@ impl Session {
     /// Stores the transaction's publishes, then applies its acks.
     async fn commit(&mut self, ch: u16, open: Tx) -> Result<(), AmqpError> {
         for (msg, mandatory) in open.publishes {
-            if !self.route_and_store(ch, &msg, mandatory).await? {
+            // A full reject-publish queue drops it, as RabbitMQ does in a transaction.
+            let stored = self.route_and_store(ch, &msg, mandatory).await?;
+            if stored == crate::publish::Stored::Failed {
                 return Err(AmqpError::channel(
                     PRECONDITION_FAILED,
                     "a message of the transaction could not be stored",

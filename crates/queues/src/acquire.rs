@@ -10,7 +10,7 @@ use crate::record::{DeliveredRun, MAX_RUN_LEN};
 
 /// Where an available offset is kept.
 #[derive(Clone, Copy, Debug)]
-enum Source {
+pub(crate) enum Source {
     /// In `returned`, delivered this many times before.
     Returned(u32),
     /// In `skipped`.
@@ -74,7 +74,7 @@ impl QueueState {
     }
 
     /// The smallest available offset `>= pos` and `< log_end`.
-    fn next_candidate(&self, pos: Offset, log_end: Offset) -> Option<(Offset, Source)> {
+    pub(crate) fn next_candidate(&self, pos: Offset, log_end: Offset) -> Option<(Offset, Source)> {
         let returned = self
             .returned
             .range(pos..)
@@ -93,7 +93,7 @@ impl QueueState {
     }
 
     /// Removes `offset` from the available state it is in; returns its delivery count.
-    fn take_available(&mut self, offset: Offset, source: Source) -> u32 {
+    pub(crate) fn take_available(&mut self, offset: Offset, source: Source) -> u32 {
         match source {
             Source::Returned(count) => {
                 self.returned.remove(&offset);

@@ -100,6 +100,23 @@ pub enum DeadReason {
     Rejected,
     /// Returned more often than [`crate::QueueConfig::delivery_limit`] allows.
     DeliveryLimit,
+    /// Its TTL ran out (`x-message-ttl`, `expiration`).
+    Expired,
+    /// Dropped from the head of a full queue, or refused by one (`x-max-length`,
+    /// `x-max-length-bytes`).
+    MaxLen,
+}
+
+impl DeadReason {
+    /// RabbitMQ's name, as `x-death` carries it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeadReason::Rejected => "rejected",
+            DeadReason::DeliveryLimit => "delivery_limit",
+            DeadReason::Expired => "expired",
+            DeadReason::MaxLen => "maxlen",
+        }
+    }
 }
 
 /// A message settled dead: the caller dead-letters it or drops it.

@@ -17,6 +17,11 @@
 //! - `range_set.rs`: [`RangeSet`], the compact set of offsets everything else is built on.
 //! - `record.rs` + `outbox.rs`: the persistence [`Record`]s, their byte format (§FORMAT
 //!   below) and the outbox that coalesces them until the caller drains it.
+//! - `policy.rs` + `head.rs`: RabbitMQ's queue policies (issue 16) — TTL
+//!   ([`QueueState::expire_head`], [`expires_at`]), length limits ([`Limits`],
+//!   [`QueueState::drop_head`]), priorities ([`QueueState::acquire_ranked`]) and the dead
+//!   reasons they give ([`DeadReason`]). Expiry times and priorities come from the caller
+//!   (read from the stored messages), so they need no persisted state of their own.
 //! - `recovery.rs`: [`QueueState::snapshot`], [`QueueState::snapshot_due`] and
 //!   [`QueueState::recover`].
 //!
@@ -136,8 +141,10 @@ mod acquire;
 mod config;
 mod delivery;
 mod error;
+mod head;
 mod lease;
 mod outbox;
+mod policy;
 mod queue_state;
 mod range_set;
 mod record;
@@ -151,6 +158,8 @@ pub use delivery::{
     Acquire, Acquired, ConsumerId, DeadLetter, DeadReason, Delivery, LostLease, Released, Verdict,
 };
 pub use error::{DecodeError, QueueError};
+pub use head::HeadExpiry;
+pub use policy::{Limits, MAX_PRIORITY, Overflow, effective_priority, expires_at, is_expired};
 pub use queue_state::{Footprint, QueueState};
 pub use range_set::RangeSet;
 pub use record::{

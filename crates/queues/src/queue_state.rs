@@ -324,21 +324,39 @@ impl QueueState {
         if requeue {
             return Ok(self.return_leases(&offsets));
         }
+        Ok(self.kill_held(set, &offsets, DeadReason::Rejected))
+    }
+
+    /// Settles dead the messages `consumer` holds, for `reason` (an acquired message found
+    /// expired before it was handed over: reason [`DeadReason::Expired`]).
+    pub fn dead_letter_held(
+        &mut self,
+        consumer: ConsumerId,
+        offsets: &[Offset],
+        reason: DeadReason,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        let set = offsets_to_set(offsets)?;
+        self.check_held(consumer, &set)?;
+        let offsets: Vec<Offset> = set.iter().flatten().collect();
+        Ok(self.kill_held(&set, &offsets, reason).dead)
+    }
+
+    fn kill_held(&mut self, set: &RangeSet, offsets: &[Offset], reason: DeadReason) -> Released {
         let mut dead = Vec::with_capacity(offsets.len());
-        for offset in offsets {
+        for &offset in offsets {
             if let Some(lease) = self.leases.remove(offset) {
                 dead.push(DeadLetter {
                     offset,
                     delivery_count: lease.delivery_count,
-                    reason: DeadReason::Rejected,
+                    reason,
                 });
             }
         }
         self.settle(set, SettleOutcome::Dead);
-        Ok(Released {
+        Released {
             requeued: Vec::new(),
             dead,
-        })
+        }
     }
 
     /// Every offset of `set` must be leased to `consumer`; the first that is not is the error.
@@ -400,7 +418,7 @@ impl QueueState {
 
     /// Marks `set` settled (its offsets already removed from wherever they were) and queues
     /// the record.
-    fn settle(&mut self, set: &RangeSet, outcome: SettleOutcome) {
+    pub(crate) fn settle(&mut self, set: &RangeSet, outcome: SettleOutcome) {
         if set.is_empty() {
             return;
         }

@@ -16,7 +16,9 @@ import time
 import pika
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 from checks import check, finish  # noqa: E402
+import policies  # noqa: E402
 
 PORT = int(os.environ["AMQP_PORT"])
 
@@ -858,6 +860,28 @@ check("queue.delete if-empty / if-unused and durable redeclare are 406", queue_d
 check("vhosts namespace exchanges and queues; users from the config; 530 and 403 refusals",
       vhosts_and_users)
 check("/metrics counts AMQP methods and their errors", metrics_count_amqp_methods)
+check("TTL + DLX: expired messages reach the DLQ with RabbitMQ's x-death and x-*-death headers",
+      lambda: policies.ttl_dead_letter_chain(connect))
+check("per-message expiration: an expired message is never delivered; bad expiration is 406",
+      lambda: policies.expired_message_is_never_delivered(connect))
+check("reject/nack requeue=false dead-letters with the original routing key",
+      lambda: policies.rejected_to_dead_letter_queue(connect))
+check("x-delivery-limit: a poison message goes to the DLQ; quorum default 20, classic none",
+      lambda: policies.delivery_limit_to_dead_letter_queue(connect))
+check("x-max-length drop-head dead-letters the oldest; x-max-length-bytes keeps the newest",
+      lambda: policies.max_length_drop_head(connect))
+check("x-overflow reject-publish nacks the publish; reject-publish-dlx dead-letters it",
+      lambda: policies.max_length_reject_publish(connect))
+check("x-max-priority: higher first, FIFO within a priority, requeued keep theirs",
+      lambda: policies.priorities(connect))
+check("x-expires deletes an unused queue, not one with a consumer",
+      lambda: policies.queue_expires(connect))
+check("x-single-active-consumer: one consumer gets everything; the next takes over on cancel",
+      lambda: policies.single_active_consumer(connect))
+check("consumer priorities (x-priority): the higher one first, the lower one when it is full",
+      lambda: policies.consumer_priorities(connect))
+check("queue policies survive a restart (priority order, length limit, TTL into the DLQ)",
+      lambda: policies.policies_survive_restart(connect, os.environ["SLUICE_RESTART"]))
 check("kill -9: every confirmed message after the restart, acked ones never, in-flight ones "
       "redelivered; exclusive queues gone",
       survives_kill_9)

@@ -9,12 +9,20 @@
 //! (aborted transactions and control batches are settled without being delivered), then
 //! `ack`, `nack` (requeue or not) or `release` them. Each queue's state sits behind its own
 //! async mutex, held across the persistence of its records so they reach the log in order.
+//!
+//! A queue's declare settings carry RabbitMQ's policies (`policy.rs`: TTL, queue expiry,
+//! dead-letter target, delivery limit, length limits, priorities); `dead.rs` applies the
+//! ones that act outside an acquire (limits at publish, the TTL sweep, dead letters handed
+//! to a door, unused queues).
 
+mod dead;
+mod policy;
 mod share;
 mod state_log;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use common::{Offset, PartitionId};
 use parking_lot::RwLock;
@@ -25,11 +33,16 @@ use crate::error::{BrokerError, Result};
 use crate::metadata::{MetaRecord, QueueRecord};
 use crate::record_read::StoredRecord;
 
+pub use dead::{DeadLettered, Published};
+pub use policy::{HEADER_PRIORITY, HEADER_TTL_MS, QUORUM_DELIVERY_LIMIT, QueuePolicy};
 pub use queues::{DeadLetter, DeadReason};
 pub use share::{AckType, SHARE_QUEUE_PREFIX, ShareAcquired};
 
 /// Most bytes read to serve one acquire.
 const ACQUIRE_READ_BYTES: usize = 8 << 20;
+/// Ready messages a priority queue compares per acquire: priority order holds among the
+/// first this many ready messages (RabbitMQ's holds over the whole queue).
+const PRIORITY_WINDOW: usize = 4096;
 
 /// One delivery to a consumer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,13 +73,150 @@ pub(crate) struct QueueHandle {
     /// except for share-partitions).
     pub topic: String,
     pub partition: i32,
+    /// What the settings ask for (TTL, dead letters, limits, priorities).
+    pub policy: QueuePolicy,
+    /// When the queue was last used (declared, read from): `x-expires` counts from here.
+    last_used: AtomicI64,
+    /// The head need not be looked at for expired messages before this time (a publish or a
+    /// requeue resets it).
+    next_sweep: AtomicI64,
+    /// The head offset last found to hold a message that never expires (`i64::MIN`: none):
+    /// the sweep does not read it again.
+    live_head: AtomicI64,
+    /// Ready body bytes, for `x-max-length-bytes` (changed only under the state lock).
+    bytes: parking_lot::Mutex<ReadyBytes>,
+    /// Priority queues: the priorities of the ready messages of the last acquire's window
+    /// (records do not change, so a later acquire reads only what is new).
+    priorities: parking_lot::Mutex<HashMap<Offset, u8>>,
     state: tokio::sync::Mutex<QueueState>,
+}
+
+/// The body bytes of a queue's ready messages, kept up to date by every operation that
+/// moves a message in or out of "ready" when the queue has `x-max-length-bytes` (counting
+/// them per publish would read the whole backlog each time). Messages appended without
+/// [`Broker::queue_publish`] (a Kafka producer writing into the queue's topic) are not
+/// counted until the next start, which counts the ready messages once from the log.
+#[derive(Debug, Default)]
+pub(crate) struct ReadyBytes {
+    /// `None` until first needed after a start.
+    total: Option<u64>,
+    /// Body sizes of the messages in flight, added back when they return.
+    in_flight: HashMap<Offset, u64>,
+}
+
+impl QueueHandle {
+    fn new(
+        name: String,
+        data: PartitionId,
+        state_partition: PartitionId,
+        settings: BTreeMap<String, String>,
+        owns_topic: bool,
+        state: QueueState,
+        now: i64,
+    ) -> QueueHandle {
+        // Settings saved before a policy was refused at declare cannot exist; be lenient.
+        let policy = QueuePolicy::parse(&settings).unwrap_or_default();
+        QueueHandle {
+            topic: name.clone(),
+            partition: 0,
+            name,
+            data,
+            state_partition,
+            settings,
+            owns_topic,
+            policy,
+            last_used: AtomicI64::new(now),
+            next_sweep: AtomicI64::new(i64::MIN),
+            live_head: AtomicI64::new(i64::MIN),
+            bytes: parking_lot::Mutex::new(ReadyBytes::default()),
+            priorities: parking_lot::Mutex::new(HashMap::new()),
+            state: tokio::sync::Mutex::new(state),
+        }
+    }
+
+    /// The queue delivers from `topic`'s `partition` (a share-partition), not from
+    /// partition 0 of its own topic.
+    fn over(mut self, topic: String, partition: i32) -> QueueHandle {
+        self.topic = topic;
+        self.partition = partition;
+        self
+    }
+
+    fn touch(&self, now: i64) {
+        self.last_used.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// The head may have changed: look at it at the next sweep.
+    fn head_changed(&self) {
+        self.next_sweep.store(i64::MIN, Ordering::Relaxed);
+    }
+
+    fn tracks_bytes(&self) -> bool {
+        self.policy.limits.max_length_bytes.is_some()
+    }
+
+    /// A ready message of `size` body bytes left "ready": delivered (`in_flight`) or settled.
+    fn bytes_taken(&self, offset: Offset, size: u64, in_flight: bool) {
+        if !self.tracks_bytes() {
+            return;
+        }
+        let mut b = self.bytes.lock();
+        if let Some(t) = b.total.as_mut() {
+            *t = t.saturating_sub(size);
+        }
+        if in_flight {
+            b.in_flight.insert(offset, size);
+        }
+    }
+
+    /// In-flight messages came back to "ready".
+    fn bytes_returned(&self, offsets: &[Offset]) {
+        if !self.tracks_bytes() {
+            return;
+        }
+        let mut b = self.bytes.lock();
+        for o in offsets {
+            let size = b.in_flight.remove(o).unwrap_or(0);
+            if let Some(t) = b.total.as_mut() {
+                *t += size;
+            }
+        }
+    }
+
+    /// In-flight messages were settled (acked, dead).
+    fn bytes_settled(&self, offsets: impl IntoIterator<Item = Offset>) {
+        if !self.tracks_bytes() {
+            return;
+        }
+        let mut b = self.bytes.lock();
+        for o in offsets {
+            b.in_flight.remove(&o);
+        }
+    }
+
+    /// A message of `size` body bytes was stored.
+    fn bytes_added(&self, size: u64) {
+        if let Some(t) = self.bytes.lock().total.as_mut() {
+            *t += size;
+        }
+    }
+
+    fn track_released(&self, released: &Released) {
+        self.bytes_returned(&released.requeued);
+        self.bytes_settled(released.dead.iter().map(|d| d.offset));
+    }
+}
+
+fn body_len(record: &StoredRecord) -> u64 {
+    record.value.as_ref().map_or(0, |v| v.len() as u64)
 }
 
 /// The open queues.
 #[derive(Default)]
 pub(crate) struct QueueRegistry {
     by_name: RwLock<HashMap<String, Arc<QueueHandle>>>,
+    /// Dead letters waiting for a door to republish them (`dead.rs`).
+    dead: dead::DeadLetterBox,
 }
 
 impl QueueRegistry {
@@ -84,14 +234,9 @@ impl QueueRegistry {
 }
 
 fn config_of(settings: &BTreeMap<String, String>) -> QueueConfig {
-    let mut c = QueueConfig::default();
-    if let Some(limit) = settings
-        .get("x-delivery-limit")
-        .and_then(|v| v.parse().ok())
-    {
-        c.delivery_limit = Some(limit);
-    }
-    c
+    QueuePolicy::parse(settings)
+        .unwrap_or_default()
+        .engine_config()
 }
 
 impl Broker {
@@ -119,16 +264,16 @@ impl Broker {
             };
             let mut state = state_log::replay(self, state_partition, config_of(&q.settings))?;
             state.advance_log_start(self.store.offsets(data)?.log_start);
-            let handle = QueueHandle {
-                name: q.name.clone(),
+            let handle = QueueHandle::new(
+                q.name.clone(),
                 data,
                 state_partition,
-                settings: q.settings.clone(),
-                owns_topic: q.owns_topic,
-                topic,
-                partition,
-                state: tokio::sync::Mutex::new(state),
-            };
+                q.settings.clone(),
+                q.owns_topic,
+                state,
+                self.now_ms(),
+            )
+            .over(topic, partition);
             self.queues
                 .by_name
                 .write()
@@ -148,8 +293,10 @@ impl Broker {
                     q.settings
                 )));
             }
+            q.touch(self.now_ms());
             return Ok(false);
         }
+        QueuePolicy::parse(&settings).map_err(BrokerError::InvalidConfig)?;
         let owns_topic = self.topic(name).is_err();
         if owns_topic {
             self.create_topic(
@@ -184,16 +331,15 @@ impl Broker {
             return Err(e);
         }
         let start = self.store.offsets(data)?.log_start;
-        let handle = QueueHandle {
-            name: name.to_string(),
+        let handle = QueueHandle::new(
+            name.to_string(),
             data,
             state_partition,
-            state: tokio::sync::Mutex::new(QueueState::new(config_of(&settings), start)),
-            settings,
+            settings.clone(),
             owns_topic,
-            topic: name.to_string(),
-            partition: 0,
-        };
+            QueueState::new(config_of(&settings), start),
+            self.now_ms(),
+        );
         self.queues
             .by_name
             .write()
@@ -250,7 +396,9 @@ impl Broker {
 
     /// Up to `max` messages for `consumer`, each leased for `lease_ms` (the queue's default
     /// when `None`): the oldest available first (a returned message goes out again before
-    /// newer ones). The deliveries are saved before they are returned.
+    /// newer ones), or the highest priority first in a priority queue. An expired message is
+    /// never handed out: it is dead-lettered instead (and so is one whose lease ran out past
+    /// the delivery limit). The deliveries are saved before they are returned.
     pub async fn queue_acquire(
         &self,
         name: &str,
@@ -261,43 +409,93 @@ impl Broker {
         let q = self.queue(name)?;
         let mut state = q.state.lock().await;
         let now = self.now_ms();
-        state.expire(now);
+        q.touch(now);
+        let expired_leases = state.expire(now);
+        q.track_released(&expired_leases);
+        let mut dead = expired_leases.dead;
+        if !dead.is_empty() || !expired_leases.requeued.is_empty() {
+            q.head_changed();
+        }
         let marks = self.partition_watermarks(q.data)?;
         state.advance_log_start(marks.log_start);
         let stable = self.stable_below(q.data, marks.high_watermark);
-        let mut request = Acquire::new(ConsumerId(consumer), max, stable, now);
-        request.lease_ms = lease_ms;
-        let acquired = state.acquire(&request);
-        let Some(first) = acquired.deliveries.first().map(|d| d.offset) else {
-            return Ok(Vec::new());
-        };
-        let last = acquired.deliveries.last().map_or(first, |d| d.offset);
-        let span = usize::try_from(last - first + 1).unwrap_or(usize::MAX);
-        let read = self.read_records(&q.topic, q.partition, first, span, ACQUIRE_READ_BYTES)?;
-        let mut records: HashMap<Offset, StoredRecord> =
-            read.records.into_iter().map(|r| (r.offset, r)).collect();
-        let mut out = Vec::with_capacity(acquired.deliveries.len());
-        let mut nothing_there = Vec::new();
-        for d in acquired.deliveries {
-            match records.remove(&d.offset) {
-                Some(record) => out.push(QueueDelivery {
-                    record,
-                    delivery_count: d.delivery_count,
-                    redelivered: d.redelivered,
-                }),
-                // A control record, an aborted transaction's record, or one past what one
-                // read returns: settled (the first two) or handed back (the last).
-                None if d.offset < read.next_offset => nothing_there.push(d.offset),
+        let mut known: HashMap<Offset, StoredRecord> = HashMap::new();
+        let mut out = Vec::new();
+        // Each round hands out what is live; one that found expired messages tries again
+        // for the room they took (bounded: a long run of expired messages is left to the
+        // sweep).
+        for _ in 0..8 {
+            let room = max.saturating_sub(out.len() as u32);
+            if room == 0 {
+                break;
+            }
+            let mut request = Acquire::new(ConsumerId(consumer), room, stable, now);
+            request.lease_ms = lease_ms;
+            let (acquired, mut records, read_end) = match q.policy.max_priority {
+                Some(_) => {
+                    let window = state.available(stable, PRIORITY_WINDOW);
+                    let ranks = self.priorities_of(&q, &window)?;
+                    request.max_scan = Some(PRIORITY_WINDOW as u32);
+                    let acquired = state.acquire_ranked(&request, |o| ranks.get(&o).copied());
+                    let mut offsets: Vec<Offset> =
+                        acquired.deliveries.iter().map(|d| d.offset).collect();
+                    offsets.sort_unstable();
+                    let (records, read_end) = self.read_span(&q, &offsets)?;
+                    (acquired, records, read_end)
+                }
                 None => {
-                    let _ = state.nack(ConsumerId(consumer), &[d.offset], true);
+                    let acquired = state.acquire(&request);
+                    let offsets: Vec<Offset> =
+                        acquired.deliveries.iter().map(|d| d.offset).collect();
+                    let (records, read_end) = self.read_span(&q, &offsets)?;
+                    (acquired, records, read_end)
+                }
+            };
+            if acquired.deliveries.is_empty() {
+                break;
+            }
+            let mut nothing_there = Vec::new();
+            let mut expired = Vec::new();
+            let mut handed_back = false;
+            for d in acquired.deliveries {
+                match records.remove(&d.offset) {
+                    Some(record) if queues::is_expired(q.policy.expiry(&record), now) => {
+                        q.bytes_taken(d.offset, body_len(&record), false);
+                        expired.push(d.offset);
+                        known.insert(d.offset, record);
+                    }
+                    Some(record) => {
+                        q.bytes_taken(d.offset, body_len(&record), true);
+                        out.push(QueueDelivery {
+                            record,
+                            delivery_count: d.delivery_count,
+                            redelivered: d.redelivered,
+                        })
+                    }
+                    // A control record, an aborted transaction's record, or one past what one
+                    // read returns: settled (the first two) or handed back (the last).
+                    None if d.offset < read_end => nothing_there.push(d.offset),
+                    None => {
+                        handed_back = true;
+                        let _ = state.nack(ConsumerId(consumer), &[d.offset], true);
+                    }
                 }
             }
+            if !nothing_there.is_empty() {
+                state
+                    .ack(ConsumerId(consumer), &nothing_there)
+                    .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
+            }
+            if expired.is_empty() || handed_back {
+                break;
+            }
+            dead.extend(
+                state
+                    .dead_letter_held(ConsumerId(consumer), &expired, DeadReason::Expired)
+                    .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?,
+            );
         }
-        if !nothing_there.is_empty() {
-            state
-                .ack(ConsumerId(consumer), &nothing_there)
-                .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
-        }
+        self.emit_dead(&q, &dead, known)?;
         self.save(&q, &mut state).await?;
         let labels = crate::metrics::queue_labels(&q.name);
         self.metrics
@@ -307,6 +505,69 @@ impl Broker {
         Ok(out)
     }
 
+    /// The priorities of the ready messages `window` (ascending) of priority queue `q`,
+    /// reading only those the last call did not (a control record or an aborted
+    /// transaction's record ranks 0: it is taken and settled without a delivery).
+    fn priorities_of(&self, q: &QueueHandle, window: &[Offset]) -> Result<HashMap<Offset, u8>> {
+        let mut cache = q.priorities.lock();
+        let mut ranks: HashMap<Offset, u8> = window
+            .iter()
+            .filter_map(|o| cache.get(o).map(|p| (*o, *p)))
+            .collect();
+        let missing: Vec<Offset> = window
+            .iter()
+            .copied()
+            .filter(|o| !ranks.contains_key(o))
+            .collect();
+        if !missing.is_empty() {
+            let (records, read_end) = self.read_span(q, &missing)?;
+            for o in missing {
+                match records.get(&o) {
+                    Some(r) => {
+                        ranks.insert(o, q.policy.priority(r));
+                    }
+                    None if o < read_end => {
+                        ranks.insert(o, 0);
+                    }
+                    None => {}
+                }
+            }
+        }
+        cache.clone_from(&ranks);
+        Ok(ranks)
+    }
+
+    /// The records of queue `q` at `offsets` (ascending), read from the first to the last in
+    /// as few reads as the read budget allows; and where the reads ended (an offset below it
+    /// missing from the map is a control record or an aborted transaction's).
+    fn read_span(
+        &self,
+        q: &QueueHandle,
+        offsets: &[Offset],
+    ) -> Result<(HashMap<Offset, StoredRecord>, Offset)> {
+        let mut out = HashMap::new();
+        let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) else {
+            return Ok((out, Offset::MIN));
+        };
+        let wanted: std::collections::BTreeSet<Offset> = offsets.iter().copied().collect();
+        let mut at = first;
+        // A few reads at most: the rest is handed back and read by the next call.
+        for _ in 0..4 {
+            let span = usize::try_from(last - at + 1).unwrap_or(usize::MAX);
+            let read = self.read_records(&q.topic, q.partition, at, span, ACQUIRE_READ_BYTES)?;
+            for r in read.records {
+                if wanted.contains(&r.offset) {
+                    out.insert(r.offset, r);
+                }
+            }
+            if read.next_offset <= at || read.next_offset > last {
+                return Ok((out, read.next_offset));
+            }
+            at = read.next_offset;
+        }
+        Ok((out, at))
+    }
+
     /// Acknowledges messages `consumer` holds; all or nothing.
     pub async fn queue_ack(&self, name: &str, consumer: u64, offsets: &[Offset]) -> Result<()> {
         let q = self.queue(name)?;
@@ -314,6 +575,7 @@ impl Broker {
         let acked = state
             .ack(ConsumerId(consumer), offsets)
             .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
+        q.bytes_settled(offsets.iter().copied());
         self.save(&q, &mut state).await?;
         let labels = crate::metrics::queue_labels(&q.name);
         self.metrics
@@ -324,8 +586,8 @@ impl Broker {
     }
 
     /// Returns messages `consumer` holds: back in place (`requeue`, redelivered later) or
-    /// dead. Returns the dead ones (rejected, or past the queue's delivery limit) for the
-    /// caller to dead-letter or drop.
+    /// dead. Returns the dead ones (rejected, or past the queue's delivery limit); they are
+    /// in the dead-letter box already when the queue has a dead-letter target (`dead.rs`).
     pub async fn queue_nack(
         &self,
         name: &str,
@@ -338,6 +600,9 @@ impl Broker {
         let released = state
             .nack(ConsumerId(consumer), offsets, requeue)
             .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
+        q.head_changed();
+        q.track_released(&released);
+        self.emit_dead(&q, &released.dead, HashMap::new())?;
         self.save(&q, &mut state).await?;
         self.count_returned(&q.name, &released);
         Ok(released.dead)
@@ -348,6 +613,9 @@ impl Broker {
         let q = self.queue(name)?;
         let mut state = q.state.lock().await;
         let released = state.release_consumer(ConsumerId(consumer));
+        q.head_changed();
+        q.track_released(&released);
+        self.emit_dead(&q, &released.dead, HashMap::new())?;
         self.save(&q, &mut state).await?;
         self.count_returned(&q.name, &released);
         Ok(released.dead)
@@ -361,6 +629,9 @@ impl Broker {
         let before = state.ready(end);
         state.purge_below(end);
         let purged = before - state.ready(end);
+        if q.tracks_bytes() {
+            q.bytes.lock().total = Some(0);
+        }
         self.save(&q, &mut state).await?;
         Ok(purged)
     }

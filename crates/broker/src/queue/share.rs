@@ -104,16 +104,18 @@ impl Broker {
             let _ = self.store.delete_partition(state_partition);
             return Err(e);
         }
-        let handle = Arc::new(QueueHandle {
-            name: name.clone(),
+        let state = QueueState::new(config_of(&settings), start);
+        let handle = QueueHandle::new(
+            name.clone(),
             data,
             state_partition,
-            state: tokio::sync::Mutex::new(QueueState::new(config_of(&settings), start)),
             settings,
-            owns_topic: false,
-            topic: topic.to_string(),
-            partition,
-        });
+            false,
+            state,
+            self.now_ms(),
+        )
+        .over(topic.to_string(), partition);
+        let handle = Arc::new(handle);
         by_name.insert(name, handle.clone());
         Ok(handle)
     }
