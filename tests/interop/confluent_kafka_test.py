@@ -377,6 +377,46 @@ def share_group_checks(a, b, topic, AcknowledgeType):
     assert seen == [201] * 5, f"delivered {seen}"
 
 
+def share_group_earliest():
+    # Its own broker: the setting applies to every share group of a broker.
+    import shutil
+    import subprocess
+    import tempfile
+    from confluent_kafka import AcknowledgeType, ShareConsumer
+    work = tempfile.mkdtemp()
+    server = subprocess.Popen(
+        [os.environ["SLUICE_BIN_PATH"], "server", "--data-dir", os.path.join(work, "data"),
+         "--kafka-listener", "127.0.0.1:0", "--amqp-listener", "127.0.0.1:0",
+         "--admin-listener", "127.0.0.1:0", "--set", "groups.share_auto_offset_reset=earliest"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    c = None
+    try:
+        boot = next("127.0.0.1:" + line.split()[1].rsplit(":", 1)[1]
+                    for line in server.stdout if line.split()[:1] == ["kafka"])
+        p = Producer({"bootstrap.servers": boot})
+        for i in range(10):
+            p.produce("early", value=f"e{i}")
+        assert p.flush(30) == 0
+        c = ShareConsumer({"bootstrap.servers": boot, "group.id": "late-joiners",
+                           "share.acknowledgement.mode": "explicit"})
+        c.subscribe(["early"])
+        got = []
+        deadline = time.time() + 30
+        while time.time() < deadline and len(got) < 10:
+            for m in c.poll(0.5):
+                if not m.error():
+                    got.append(m.offset())
+                    c.acknowledge(m, AcknowledgeType.ACCEPT)
+            c.commit_sync()
+        assert sorted(got) == list(range(10)), got
+    finally:
+        if c is not None:
+            c.close()
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def groups_listed():
     groups = admin.list_consumer_groups().result(30)
     assert "cf-group" in [g.group_id for g in groups.valid], groups.valid
@@ -397,4 +437,6 @@ check("group.protocol=consumer (KIP-848): split, a member leaves, resume from co
       consumer_protocol_group)
 check("share groups (KIP-932): two ShareConsumers share one partition, release and reject",
       share_group)
+check("share groups: groups.share_auto_offset_reset=earliest reads what was there before",
+      share_group_earliest)
 finish()

@@ -28,6 +28,10 @@ pub struct CoordConfig {
     pub share_record_lock_duration_ms: i32,
     /// KIP-932 share groups: Kafka's `group.share.delivery.count.limit`.
     pub share_delivery_count_limit: u32,
+    /// KIP-932 share groups: a share-partition starts at the partition's log start
+    /// (`earliest`) instead of its end (Kafka's `share.auto.offset.reset`, a group config
+    /// there; here the default of every share group).
+    pub share_start_earliest: bool,
 }
 
 impl Default for CoordConfig {
@@ -44,6 +48,7 @@ impl Default for CoordConfig {
             consumer_heartbeat_interval_ms: 5_000,
             share_record_lock_duration_ms: 30_000,
             share_delivery_count_limit: 5,
+            share_start_earliest: false,
         }
     }
 }
@@ -66,6 +71,7 @@ impl CoordConfig {
             share_record_lock_duration_ms: int32("groups.share_record_lock_duration_ms"),
             share_delivery_count_limit: u32::try_from(s.int("groups.share_delivery_count_limit"))
                 .unwrap_or(5),
+            share_start_earliest: s.str("groups.share_auto_offset_reset") == "earliest",
             ..CoordConfig::default()
         }
     }
@@ -159,6 +165,13 @@ pub const CONFIG_KEYS: &[KeySpec] = &[
         default: "5",
         kafka_name: Some("group.share.delivery.count.limit"),
         doc: "Deliveries after which a share group's record is archived instead of delivered again.",
+    },
+    KeySpec {
+        key: "groups.share_auto_offset_reset",
+        kind: Kind::Enum(&["latest", "earliest"]),
+        default: "\"latest\"",
+        kafka_name: Some("share.auto.offset.reset"),
+        doc: "Where a share group starts reading a partition it has not read before: its end (latest, Kafka's default) or its log start (earliest). Kafka sets it per group; here it is every share group's.",
     },
 ];
 

@@ -337,12 +337,14 @@ impl KafkaCoord {
             .session(group_id, member_id, epoch, add, forget)
     }
 
-    /// (record lock duration ms, delivery count limit) of share groups.
-    pub fn share_settings(&self) -> (i32, u32) {
+    /// (record lock duration ms, delivery count limit, start at the log start) of share
+    /// groups.
+    pub fn share_settings(&self) -> (i32, u32, bool) {
         let g = self.groups.lock();
         (
             g.share.config.record_lock_duration_ms,
             g.share.config.delivery_count_limit,
+            g.share.config.start_earliest,
         )
     }
 

@@ -161,6 +161,7 @@ impl KafkaCoord {
             heartbeat_interval_ms: config.consumer_heartbeat_interval_ms,
             record_lock_duration_ms: config.share_record_lock_duration_ms,
             delivery_count_limit: config.share_delivery_count_limit,
+            start_earliest: config.share_start_earliest,
             ..share_group::ShareGroupConfig::default()
         });
         let coord = Arc::new(KafkaCoord {

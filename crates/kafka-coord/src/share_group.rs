@@ -26,6 +26,8 @@ pub struct ShareGroupConfig {
     pub record_lock_duration_ms: i32,
     /// Deliveries after which a record is archived instead of delivered again.
     pub delivery_count_limit: u32,
+    /// A new share-partition starts at the log start, not the end.
+    pub start_earliest: bool,
     pub max_members: usize,
 }
 
@@ -36,6 +38,7 @@ impl Default for ShareGroupConfig {
             heartbeat_interval_ms: 5_000,
             record_lock_duration_ms: 30_000,
             delivery_count_limit: 5,
+            start_earliest: false,
             max_members: 200,
         }
     }

@@ -61,13 +61,15 @@ fn queue_name(group: &str, topic: &str, partition: i32) -> String {
 }
 
 impl Broker {
-    /// The share-partition queue, created at the partition's end the first time.
+    /// The share-partition queue, created at the partition's end (or its log start with
+    /// `earliest`) the first time.
     fn share_queue(
         &self,
         group: &str,
         topic: &str,
         partition: i32,
         delivery_limit: u32,
+        earliest: bool,
     ) -> Result<Arc<QueueHandle>> {
         let name = queue_name(group, topic, partition);
         if let Some(q) = self.queues.get(&name) {
@@ -79,7 +81,12 @@ impl Broker {
         if let Some(q) = by_name.get(&name) {
             return Ok(q.clone());
         }
-        let start = self.store.offsets(data)?.log_end;
+        let marks = self.store.offsets(data)?;
+        let start = if earliest {
+            marks.log_start
+        } else {
+            marks.log_end
+        };
         let flush = self.store.partition_config(data)?.flush;
         let state_partition = self.topics.write().allocate_partitions(1)?[0];
         self.store.configure_partition(
@@ -120,10 +127,11 @@ impl Broker {
         Ok(handle)
     }
 
-    /// Acquires up to `max_records` records of a share-partition for `member`, locked for
-    /// `lock_ms`, and reads the batches holding them. Records past what one read returns
-    /// are released again at once.
-    #[allow(clippy::too_many_arguments)]
+    /// Acquires up to `max_records` records of a share-partition for `member`, and reads
+    /// the batches holding them; `(lock_ms, delivery_limit, earliest)`: each is locked for
+    /// `lock_ms`, archived after `delivery_limit` deliveries, and a new share-partition
+    /// starts at the log start when `earliest`. Records past what one read returns are
+    /// released again at once.
     pub async fn share_acquire(
         &self,
         group: &str,
@@ -131,10 +139,9 @@ impl Broker {
         partition: i32,
         member: u64,
         max_records: u32,
-        lock_ms: i64,
-        delivery_limit: u32,
+        (lock_ms, delivery_limit, earliest): (i64, u32, bool),
     ) -> Result<ShareAcquired> {
-        let q = self.share_queue(group, topic, partition, delivery_limit)?;
+        let q = self.share_queue(group, topic, partition, delivery_limit, earliest)?;
         let deliveries = self
             .queue_acquire(&q.name, member, max_records.max(1), Some(lock_ms))
             .await?;

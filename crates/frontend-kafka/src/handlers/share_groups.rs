@@ -133,7 +133,7 @@ fn leader(ctx: &Ctx<'_>) -> fetch_resp::LeaderIdAndEpoch {
 
 #[allow(clippy::too_many_lines)]
 pub async fn fetch(ctx: &Ctx<'_>, r: ShareFetchRequest) -> ShareFetchResponse {
-    let (lock_ms, limit) = ctx.coord.share_settings();
+    let (lock_ms, limit, earliest) = ctx.coord.share_settings();
     let base = ShareFetchResponse::default().with_acquisition_lock_timeout_ms(lock_ms);
     let (Some(group), Some(member_id)) = (r.group_id.clone(), r.member_id.clone()) else {
         return base.with_error_code(ResponseError::InvalidRequest.code());
@@ -220,8 +220,7 @@ pub async fn fetch(ctx: &Ctx<'_>, r: ShareFetchRequest) -> ShareFetchResponse {
                     key.1,
                     member,
                     left,
-                    i64::from(lock_ms),
-                    limit,
+                    (i64::from(lock_ms), limit, earliest),
                 )
                 .await
             {
