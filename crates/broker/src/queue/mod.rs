@@ -310,26 +310,13 @@ impl Broker {
             )?;
         }
         let data = self.partition_id(name, 0)?;
-        let flush = self.store.partition_config(data)?.flush;
-        let state_partition = self.topics.write().allocate_partitions(1)?[0];
-        self.store.configure_partition(
-            state_partition,
-            storage::PartitionConfig {
-                flush,
-                ..state_partition_config()
-            },
-        )?;
-        let record = QueueRecord {
+        let state_partition = self.save_new_queue(data, |state_partition| QueueRecord {
             name: name.to_string(),
-            state_partition: state_partition.0,
+            state_partition,
             settings: settings.clone(),
             owns_topic,
             over: None,
-        };
-        if let Err(e) = self.persist(MetaRecord::QueueDeclared(record), true) {
-            let _ = self.store.delete_partition(state_partition);
-            return Err(e);
-        }
+        })?;
         let start = self.store.offsets(data)?.log_start;
         let handle = QueueHandle::new(
             name.to_string(),
@@ -345,6 +332,31 @@ impl Broker {
             .write()
             .insert(name.to_string(), Arc::new(handle));
         Ok(true)
+    }
+
+    /// Allocates a new queue's state partition (flushed like its data partition `data`)
+    /// and saves the queue's declare record `record(state partition)`; the partition goes
+    /// again when the record cannot be saved.
+    fn save_new_queue(
+        &self,
+        data: PartitionId,
+        record: impl FnOnce(u32) -> QueueRecord,
+    ) -> Result<PartitionId> {
+        let flush = self.store.partition_config(data)?.flush;
+        let state_partition = self.topics.write().allocate_partitions(1)?[0];
+        self.store.configure_partition(
+            state_partition,
+            storage::PartitionConfig {
+                flush,
+                ..state_partition_config()
+            },
+        )?;
+        let declared = MetaRecord::QueueDeclared(record(state_partition.0));
+        if let Err(e) = self.persist(declared, true) {
+            let _ = self.store.delete_partition(state_partition);
+            return Err(e);
+        }
+        Ok(state_partition)
     }
 
     /// The settings queue `name` was declared with.

@@ -14,10 +14,10 @@ use bytes::{Bytes, BytesMut};
 use common::Offset;
 use queues::QueueState;
 
-use super::{QueueHandle, config_of, state_partition_config};
+use super::{QueueHandle, config_of};
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
-use crate::metadata::{MetaRecord, QueueRecord};
+use crate::metadata::QueueRecord;
 
 /// Names of share-partition queues start with this.
 pub const SHARE_QUEUE_PREFIX: &str = "__share/";
@@ -87,30 +87,17 @@ impl Broker {
         } else {
             marks.log_end
         };
-        let flush = self.store.partition_config(data)?.flush;
-        let state_partition = self.topics.write().allocate_partitions(1)?[0];
-        self.store.configure_partition(
-            state_partition,
-            storage::PartitionConfig {
-                flush,
-                ..state_partition_config()
-            },
-        )?;
         // Kafka's limit counts deliveries; the engine's, returns after a delivery (a record
         // returned with a count above it is dead): at most `delivery_limit` deliveries.
         let returns = delivery_limit.saturating_sub(1).max(1);
         let settings = BTreeMap::from([("x-delivery-limit".to_string(), returns.to_string())]);
-        let record = QueueRecord {
+        let state_partition = self.save_new_queue(data, |state_partition| QueueRecord {
             name: name.clone(),
-            state_partition: state_partition.0,
+            state_partition,
             owns_topic: false,
             settings: settings.clone(),
             over: Some((topic.to_string(), partition)),
-        };
-        if let Err(e) = self.persist(MetaRecord::QueueDeclared(record), true) {
-            let _ = self.store.delete_partition(state_partition);
-            return Err(e);
-        }
+        })?;
         let state = QueueState::new(config_of(&settings), start);
         let handle = QueueHandle::new(
             name.clone(),
