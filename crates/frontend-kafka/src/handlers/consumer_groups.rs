@@ -1,8 +1,6 @@
 //! KIP-848 consumer groups on the wire: ConsumerGroupHeartbeat and ConsumerGroupDescribe
 //! (the protocol itself is `kafka_coord::consumer_group`).
 
-use std::collections::BTreeMap;
-
 use kafka_coord::consumer_group::{Assignment, CgError, HeartbeatRequest};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::consumer_group_describe_response as describe;
@@ -86,13 +84,15 @@ pub fn heartbeat(
     }
 }
 
-fn described(a: &Assignment, names: &BTreeMap<u128, String>) -> describe::Assignment {
+fn described(ctx: &Ctx<'_>, a: &Assignment) -> describe::Assignment {
     describe::Assignment::default().with_topic_partitions(
         a.iter()
             .map(|(t, ps)| {
                 describe::TopicPartitions::default()
                     .with_topic_id(uuid(*t))
-                    .with_topic_name(topic_name(names.get(t).cloned().unwrap_or_default()))
+                    .with_topic_name(topic_name(
+                        ctx.broker.topic_name_by_id(*t).unwrap_or_default(),
+                    ))
                     .with_partitions(ps.iter().copied().collect())
             })
             .collect(),
@@ -100,12 +100,6 @@ fn described(a: &Assignment, names: &BTreeMap<u128, String>) -> describe::Assign
 }
 
 pub fn describe(ctx: &Ctx<'_>, r: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
-    let names: BTreeMap<u128, String> = ctx
-        .broker
-        .list_topics()
-        .into_iter()
-        .map(|t| (t.topic_id, t.name))
-        .collect();
     let groups = r
         .group_ids
         .into_iter()
@@ -132,8 +126,8 @@ pub fn describe(ctx: &Ctx<'_>, r: ConsumerGroupDescribeRequest) -> ConsumerGroup
                         .with_subscribed_topic_names(
                             m.subscribed.iter().map(|t| topic_name(t.clone())).collect(),
                         )
-                        .with_assignment(described(&m.assigned, &names))
-                        .with_target_assignment(described(&target, &names))
+                        .with_assignment(described(ctx, &m.assigned))
+                        .with_target_assignment(described(ctx, &target))
                 })
                 .collect();
             let assignor = g

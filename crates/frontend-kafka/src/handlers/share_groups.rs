@@ -139,12 +139,6 @@ pub async fn fetch(ctx: &Ctx<'_>, r: ShareFetchRequest) -> ShareFetchResponse {
         return base.with_error_code(ResponseError::InvalidRequest.code());
     };
     let member = kafka_coord::share_member_key(&member_id);
-    let names: BTreeMap<u128, String> = ctx
-        .broker
-        .list_topics()
-        .into_iter()
-        .map(|t| (t.topic_id, t.name))
-        .collect();
     let mut add = Vec::new();
     let mut acks: BTreeMap<(u128, i32), Vec<AckBatch>> = BTreeMap::new();
     for t in &r.topics {
@@ -177,11 +171,11 @@ pub async fn fetch(ctx: &Ctx<'_>, r: ShareFetchRequest) -> ShareFetchResponse {
     // Acknowledgements first, then records for every session partition.
     let mut ack_codes: BTreeMap<(u128, i32), i16> = BTreeMap::new();
     for (key, batches) in &acks {
-        let Some(topic) = names.get(&key.0) else {
+        let Some(topic) = ctx.broker.topic_name_by_id(key.0) else {
             ack_codes.insert(*key, ResponseError::UnknownTopicId.code());
             continue;
         };
-        let code = acknowledge(ctx, &group, member, topic, key.1, batches).await;
+        let code = acknowledge(ctx, &group, member, &topic, key.1, batches).await;
         ack_codes.insert(*key, code);
     }
     let closing = r.share_session_epoch == -1;
@@ -208,7 +202,7 @@ pub async fn fetch(ctx: &Ctx<'_>, r: ShareFetchRequest) -> ShareFetchResponse {
             if left == 0 || !entry.acquired_records.is_empty() {
                 continue;
             }
-            let Some(topic) = names.get(&key.0) else {
+            let Some(topic) = ctx.broker.topic_name_by_id(key.0) else {
                 entry.error_code = ResponseError::UnknownTopicId.code();
                 continue;
             };
@@ -216,7 +210,7 @@ pub async fn fetch(ctx: &Ctx<'_>, r: ShareFetchRequest) -> ShareFetchResponse {
                 .broker
                 .share_acquire(
                     &group,
-                    topic,
+                    &topic,
                     key.1,
                     member,
                     left,
@@ -297,12 +291,6 @@ pub async fn acknowledge_request(
     {
         return ShareAcknowledgeResponse::default().with_error_code(share_code(&e));
     }
-    let names: BTreeMap<u128, String> = ctx
-        .broker
-        .list_topics()
-        .into_iter()
-        .map(|t| (t.topic_id, t.name))
-        .collect();
     let mut topics = Vec::new();
     for t in &r.topics {
         let mut parts = Vec::new();
@@ -312,9 +300,9 @@ pub async fn acknowledge_request(
                 .iter()
                 .map(|b| (b.first_offset, b.last_offset, b.acknowledge_types.clone()))
                 .collect();
-            let code = match names.get(&t.topic_id.as_u128()) {
+            let code = match ctx.broker.topic_name_by_id(t.topic_id.as_u128()) {
                 Some(topic) => {
-                    acknowledge(ctx, &group, member, topic, p.partition_index, &batches).await
+                    acknowledge(ctx, &group, member, &topic, p.partition_index, &batches).await
                 }
                 None => ResponseError::UnknownTopicId.code(),
             };
