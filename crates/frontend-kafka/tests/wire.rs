@@ -1044,3 +1044,75 @@ async fn telemetry_pushes_are_checked() {
         .unwrap();
     assert_eq!(again.error_code, 0, "the connection is still served");
 }
+
+/// KIP-932: acknowledgement ranges are a client's claim; more offsets than one request may
+/// acknowledge in a partition (in one batch, or summed over several) are INVALID_REQUEST
+/// before anything is expanded, and the member's session goes on.
+#[tokio::test]
+async fn share_acknowledgements_beyond_the_bound_are_refused() {
+    use kafka_protocol::messages::share_acknowledge_request::{
+        AcknowledgePartition, AcknowledgeTopic, AcknowledgementBatch,
+    };
+    let s = start(BrokerConfig::default()).await;
+    let mut c = AsyncClient::connect(s.addr).await.unwrap();
+    assert_eq!(create_topic(&mut c, "shared", 1).await, 0);
+    let topic_id = uuid::Uuid::from_u128(s.broker.topic("shared").unwrap().topic_id);
+    let hb = c
+        .call(
+            &ShareGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_member_epoch(0)
+                .with_subscribed_topic_names(Some(vec![TopicName(StrBytes::from_static_str(
+                    "shared",
+                ))])),
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(hb.error_code, 0);
+    let member = hb.member_id.unwrap();
+    let open = ShareFetchRequest::default()
+        .with_group_id(Some(GroupId(StrBytes::from_static_str("g"))))
+        .with_member_id(Some(member.clone()))
+        .with_share_session_epoch(0)
+        .with_topics(vec![
+            share_fetch_request::FetchTopic::default()
+                .with_topic_id(topic_id)
+                .with_partitions(vec![share_fetch_request::FetchPartition::default()]),
+        ]);
+    assert_eq!(c.call(&open, 1).await.unwrap().error_code, 0);
+    let ack = |epoch: i32, ranges: &[(i64, i64)]| {
+        ShareAcknowledgeRequest::default()
+            .with_group_id(Some(GroupId(StrBytes::from_static_str("g"))))
+            .with_member_id(Some(member.clone()))
+            .with_share_session_epoch(epoch)
+            .with_topics(vec![
+                AcknowledgeTopic::default()
+                    .with_topic_id(topic_id)
+                    .with_partitions(vec![
+                        AcknowledgePartition::default().with_acknowledgement_batches(
+                            ranges
+                                .iter()
+                                .map(|&(a, b)| {
+                                    AcknowledgementBatch::default()
+                                        .with_first_offset(a)
+                                        .with_last_offset(b)
+                                        .with_acknowledge_types(vec![1])
+                                })
+                                .collect(),
+                        ),
+                    ]),
+            ])
+    };
+    let code = |r: ShareAcknowledgeResponse| r.responses[0].partitions[0].error_code;
+    let one_huge = c.call(&ack(1, &[(0, i64::MAX - 1)]), 1).await.unwrap();
+    assert_eq!(code(one_huge), 42, "INVALID_REQUEST");
+    let summed = c
+        .call(&ack(2, &[(0, 99_999), (100_000, 199_999)]), 1)
+        .await
+        .unwrap();
+    assert_eq!(code(summed), 42, "INVALID_REQUEST");
+    // Within the bound the request is taken (nothing acquired: INVALID_RECORD_STATE).
+    let small = c.call(&ack(3, &[(0, 9)]), 1).await.unwrap();
+    assert_eq!(code(small), 121, "INVALID_RECORD_STATE");
+}

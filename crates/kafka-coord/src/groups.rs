@@ -322,19 +322,26 @@ impl KafkaCoord {
         Ok(r)
     }
 
-    /// Moves a member's share session (ShareFetch / ShareAcknowledge).
+    /// Moves a member's share session (ShareFetch / ShareAcknowledge): `(add, forget)`
+    /// partitions, at most `max_partitions` in it.
     pub fn share_session(
         &self,
         group_id: &str,
         member_id: &str,
         epoch: i32,
-        add: &[(u128, i32)],
-        forget: &[(u128, i32)],
-    ) -> Result<BTreeSet<(u128, i32)>, ShareError> {
-        self.groups
-            .lock()
-            .share
-            .session(group_id, member_id, epoch, add, forget)
+        (add, forget): (&[SharePartition], &[SharePartition]),
+        max_partitions: usize,
+    ) -> Result<BTreeSet<SharePartition>, ShareError> {
+        let mut g = self.groups.lock();
+        let parts = g.share.session(group_id, member_id, epoch, add, forget)?;
+        if parts.len() > max_partitions {
+            // Closed: the client opens a smaller one.
+            let _ = g.share.session(group_id, member_id, -1, &[], &[]);
+            return Err(ShareError::InvalidRequest(
+                "too many partitions in one share session",
+            ));
+        }
+        Ok(parts)
     }
 
     /// (record lock duration ms, delivery count limit, start at the log start) of share
@@ -628,6 +635,9 @@ impl KafkaCoord {
         Ok(())
     }
 }
+
+/// A partition of a share session: (topic id, partition).
+pub type SharePartition = (u128, i32);
 
 /// The queue engine's consumer id of a share-group member.
 pub fn share_member_key(member_id: &str) -> u64 {

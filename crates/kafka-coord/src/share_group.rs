@@ -29,6 +29,7 @@ pub struct ShareGroupConfig {
     /// A new share-partition starts at the log start, not the end.
     pub start_earliest: bool,
     pub max_members: usize,
+    pub max_groups: usize,
 }
 
 impl Default for ShareGroupConfig {
@@ -40,6 +41,7 @@ impl Default for ShareGroupConfig {
             delivery_count_limit: 5,
             start_earliest: false,
             max_members: 200,
+            max_groups: 100_000,
         }
     }
 }
@@ -150,6 +152,9 @@ impl ShareGroups {
     ) -> Result<ShareHeartbeat, ShareError> {
         if group_id.is_empty() {
             return Err(ShareError::InvalidRequest("the group id is empty"));
+        }
+        if !self.groups.contains_key(group_id) && self.groups.len() >= self.config.max_groups {
+            return Err(ShareError::GroupMaxSizeReached);
         }
         let interval = self.config.heartbeat_interval_ms;
         let max = self.config.max_members;
@@ -354,6 +359,17 @@ mod tests {
         );
         let after = s.session("g", &a.member_id, 1, &[], &[(9, 1)]).unwrap();
         assert_eq!(after, BTreeSet::from([(9, 0)]));
+        // Share groups are bounded in number, as their members are.
+        let mut few = ShareGroups::new(ShareGroupConfig {
+            max_groups: 1,
+            ..ShareGroupConfig::default()
+        });
+        few.heartbeat("x", "", 0, Some(vec![]), "c", &topics, 0)
+            .unwrap();
+        assert_eq!(
+            few.heartbeat("y", "", 0, Some(vec![]), "c", &topics, 0),
+            Err(ShareError::GroupMaxSizeReached)
+        );
         // b goes silent: it leaves, and is named so its records can be released.
         s.heartbeat(
             "g",

@@ -75,14 +75,25 @@ pub async fn heartbeat(
     }
 }
 
+/// Most offsets one request may acknowledge in one partition (the client's ranges are
+/// expanded offset by offset).
+const MAX_ACK_OFFSETS: i64 = 100_000;
+
 /// (offset, type) of every acknowledged offset: one type for the whole batch, or one per
-/// offset.
+/// offset. At most [`MAX_ACK_OFFSETS`] in all, checked before anything is expanded.
 fn expand(batches: &[AckBatch]) -> Result<Vec<(i64, AckType)>, ResponseError> {
-    let mut out = Vec::new();
-    for (first, last, types) in batches {
-        if last < first || last - first > 100_000 {
+    let mut total = 0i64;
+    for (first, last, _) in batches {
+        if last < first || last - first >= MAX_ACK_OFFSETS {
             return Err(ResponseError::InvalidRequest);
         }
+        total += last - first + 1;
+        if total > MAX_ACK_OFFSETS {
+            return Err(ResponseError::InvalidRequest);
+        }
+    }
+    let mut out = Vec::with_capacity(total as usize);
+    for (first, last, types) in batches {
         let n = (last - first + 1) as usize;
         for (k, o) in (*first..=*last).enumerate() {
             let code = match types.len() {
@@ -160,14 +171,16 @@ pub async fn fetch(ctx: &Ctx<'_>, r: ShareFetchRequest) -> ShareFetchResponse {
         .iter()
         .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id.as_u128(), *p)))
         .collect();
-    let session =
-        match ctx
-            .coord
-            .share_session(&group, &member_id, r.share_session_epoch, &add, &forget)
-        {
-            Ok(s) => s,
-            Err(e) => return base.with_error_code(share_code(&e)),
-        };
+    let session = match ctx.coord.share_session(
+        &group,
+        &member_id,
+        r.share_session_epoch,
+        (&add, &forget),
+        ctx.config.max_partitions_per_request,
+    ) {
+        Ok(s) => s,
+        Err(e) => return base.with_error_code(share_code(&e)),
+    };
     // Acknowledgements first, then records for every session partition.
     let mut ack_codes: BTreeMap<(u128, i32), i16> = BTreeMap::new();
     for (key, batches) in &acks {
@@ -285,10 +298,13 @@ pub async fn acknowledge_request(
             .with_error_code(ResponseError::InvalidRequest.code());
     };
     let member = kafka_coord::share_member_key(&member_id);
-    if let Err(e) = ctx
-        .coord
-        .share_session(&group, &member_id, r.share_session_epoch, &[], &[])
-    {
+    if let Err(e) = ctx.coord.share_session(
+        &group,
+        &member_id,
+        r.share_session_epoch,
+        (&[], &[]),
+        ctx.config.max_partitions_per_request,
+    ) {
         return ShareAcknowledgeResponse::default().with_error_code(share_code(&e));
     }
     let mut topics = Vec::new();
