@@ -114,6 +114,56 @@ fn produce_to_every_partition(bootstrap: &str, rt: &tokio::runtime::Runtime) {
     });
 }
 
+/// A server for these tests (no initial rebalance delay: both members join one generation
+/// quickly; consumer-group heartbeats every 500 ms, so each reconciliation step is quick),
+/// the topic created, and a runtime for the async clients.
+fn server_with_topic(dir: &std::path::Path) -> (Server, tokio::runtime::Runtime) {
+    let server = Server::start_with(
+        dir,
+        &[
+            "--set",
+            "groups.initial_rebalance_delay_ms=0",
+            "--set",
+            "groups.consumer_heartbeat_interval_ms=500",
+        ],
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
+    let r = rt.block_on(admin.create_topics([&topic], &AdminOptions::new()));
+    assert!(r.unwrap().into_iter().all(|x| x.is_ok()));
+    (server, rt)
+}
+
+/// Polls until the two members split the partitions, then a little longer (no rebalance
+/// still under way); returns their partitions.
+fn stable_split(
+    a: &BaseConsumer<Counting>,
+    b: &BaseConsumer<Counting>,
+) -> (BTreeSet<i32>, BTreeSet<i32>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        poll_both(a, b, Duration::from_millis(200));
+        let (pa, pb) = (assigned(a), assigned(b));
+        if !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == PARTITIONS as usize {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stable split: {pa:?} / {pb:?}"
+        );
+    }
+    poll_both(a, b, Duration::from_secs(2));
+    (assigned(a), assigned(b))
+}
+
 #[test]
 fn static_members_keep_their_partitions_across_a_broker_restart() {
     members_keep_their_partitions_across_a_broker_restart(Protocol::ClassicStatic);
@@ -126,51 +176,12 @@ fn consumer_protocol_members_keep_their_partitions_across_a_broker_restart() {
 
 fn members_keep_their_partitions_across_a_broker_restart(protocol: Protocol) {
     let dir = tempfile::tempdir().unwrap();
-    // No initial rebalance delay: both members join one generation quickly; consumer-group
-    // heartbeats every 500 ms, so each reconciliation step is quick.
-    let mut server = Server::start_with(
-        dir.path(),
-        &[
-            "--set",
-            "groups.initial_rebalance_delay_ms=0",
-            "--set",
-            "groups.consumer_heartbeat_interval_ms=500",
-        ],
-    );
+    let (mut server, rt) = server_with_topic(dir.path());
     let bootstrap = server.bootstrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
-    let r = rt.block_on(admin.create_topics([&topic], &AdminOptions::new()));
-    assert!(r.unwrap().into_iter().all(|x| x.is_ok()));
-    drop(admin);
-
     let (na, nb) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let a = consumer(&bootstrap, protocol, "instance-a", na.clone());
     let b = consumer(&bootstrap, protocol, "instance-b", nb.clone());
-    // Until the group is stable with the partitions split between the two.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        poll_both(&a, &b, Duration::from_millis(200));
-        let (pa, pb) = (assigned(&a), assigned(&b));
-        if !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == PARTITIONS as usize {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no stable split: {pa:?} / {pb:?}"
-        );
-    }
-    // Settle: no rebalance still under way.
-    poll_both(&a, &b, Duration::from_secs(2));
-    let (pa, pb) = (assigned(&a), assigned(&b));
+    let (pa, pb) = stable_split(&a, &b);
     let rebalances = (na.load(Ordering::SeqCst), nb.load(Ordering::SeqCst));
 
     server.restart();
@@ -197,24 +208,8 @@ fn members_keep_their_partitions_across_a_broker_restart(protocol: Protocol) {
 #[test]
 fn a_restarted_static_consumer_protocol_member_gets_its_partitions_back() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(
-        dir.path(),
-        &["--set", "groups.consumer_heartbeat_interval_ms=500"],
-    );
+    let (server, _rt) = server_with_topic(dir.path());
     let bootstrap = server.bootstrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
-    let r = rt.block_on(admin.create_topics([&topic], &AdminOptions::new()));
-    assert!(r.unwrap().into_iter().all(|x| x.is_ok()));
-    drop(admin);
     let (na, nb) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let a = consumer(
         &bootstrap,
@@ -228,20 +223,7 @@ fn a_restarted_static_consumer_protocol_member_gets_its_partitions_back() {
         "instance-b",
         nb.clone(),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        poll_both(&a, &b, Duration::from_millis(200));
-        let (pa, pb) = (assigned(&a), assigned(&b));
-        if !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == PARTITIONS as usize {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no stable split: {pa:?} / {pb:?}"
-        );
-    }
-    poll_both(&a, &b, Duration::from_secs(2));
-    let (pa, pb) = (assigned(&a), assigned(&b));
+    let (pa, pb) = stable_split(&a, &b);
     let a_rebalances = na.load(Ordering::SeqCst);
     drop(b); // leaves as a static member: its partitions stay reserved
     // Several heartbeats of a while b is away: b's partitions are not handed to a.
