@@ -475,6 +475,15 @@ impl Inner {
                 if h.is_control() {
                     continue;
                 }
+                // Reads skip the batch CRC once an entry was checked; a pass does not: what
+                // it decodes here decides what goes, and what it rewrites gets a new CRC, so
+                // a byte damaged since must stop the pass, not be laundered into a copy.
+                h.verify_crc(0).map_err(|_| StorageError::CorruptData {
+                    partition: p,
+                    offset: e.base_offset,
+                    position: e.position,
+                    reason: "batch CRC mismatch (compaction)",
+                })?;
                 let data = records::records_bytes(&h, cap)?;
                 records::for_each_record(&h, &data, |r| {
                     if let Some(k) = r.key {

@@ -542,3 +542,48 @@ async fn a_replay_without_checkpoint_adopts_committed_compactions() {
         "the last batch's 8, the compacted 8, one after"
     );
 }
+
+/// A byte damaged on disk after the write (reads skip the CRC of an entry already checked)
+/// stops a pass over its partition: nothing is rewritten with a fresh CRC around it, the
+/// records stay as they were, and a read still reports the damage.
+#[tokio::test]
+async fn a_damaged_batch_stops_compaction_instead_of_being_rewritten() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let s = open(dir.path(), &clock);
+    let now = clock.now_ms();
+    let recs: Vec<Rec> = (0..8u8)
+        .map(|k| (Some(k % 2), Some(vec![k; 100])))
+        .collect();
+    s.append(COMPACTED, bm(&build(&mut BatchBuilder::new(), &recs, now)))
+        .await
+        .unwrap();
+    let last = build(
+        &mut BatchBuilder::new(),
+        &[(Some(9), Some(b"z".to_vec()))],
+        now,
+    );
+    s.append(COMPACTED, bm(&last)).await.unwrap();
+    s.flush().unwrap();
+    // The first entry is at byte 0 of the first segment: flip a byte of its records.
+    let (_, path) = segment_files(dir.path()).remove(0);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, 16 + 120).unwrap();
+    f.write_all_at(&[b[0] ^ 0x40], 16 + 120).unwrap();
+    let pass = s.compact().unwrap();
+    assert_eq!(pass.partitions, 0, "the damaged partition was compacted");
+    assert_eq!(pass.bytes_written, 0);
+    drop(s);
+    // Reopened (nothing checked yet): the damaged batch is still there and refused.
+    let s = open(dir.path(), &clock);
+    assert!(
+        s.read(COMPACTED, 0, 1 << 20).is_err(),
+        "the damage is reported on read"
+    );
+}
