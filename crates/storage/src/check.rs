@@ -181,7 +181,8 @@ impl Inner {
             return Err(damaged(PathBuf::new(), "segment missing"));
         };
         let at = (e.position - seg.base) as usize;
-        let len = ENTRY_HEADER_BYTES + e.batch_len as usize;
+        let trailer = entry::trailer_len(seg.bytes().get(at..).unwrap_or_default());
+        let len = ENTRY_HEADER_BYTES + e.batch_len as usize + trailer;
         let Some(bytes) = seg.bytes().get(at..at + len) else {
             return Err(damaged(seg.path.clone(), "entry runs past its segment"));
         };
@@ -191,12 +192,10 @@ impl Inner {
             }
             Err(entry::EntryFault::BadBody) => Err(damaged(seg.path.clone(), "batch CRC mismatch")),
             Ok(h) => {
-                let base =
-                    BatchHeader::parse(&bytes[ENTRY_HEADER_BYTES..]).map(|b| b.base_offset());
-                if h.partition != p
-                    || h.batch_len != e.batch_len
-                    || base.ok() != Some(e.base_offset)
-                {
+                let base = BatchHeader::parse(&bytes[ENTRY_HEADER_BYTES..])
+                    .ok()
+                    .and_then(|b| h.offset_in(bytes, p, b.base_offset()));
+                if h.batch_len != e.batch_len || base != Some(e.base_offset) {
                     Err(damaged(
                         seg.path.clone(),
                         "entry does not match its consume-queue slot",
@@ -280,25 +279,26 @@ impl Inner {
                     at = next_header_candidate(bytes, at + 1);
                     continue;
                 };
-                let size = ENTRY_HEADER_BYTES + h.batch_len as usize;
+                let size = h.span() as usize;
                 let pos = seg.base + at as u64;
-                let body = &bytes[at + ENTRY_HEADER_BYTES..(at + size).min(bytes.len())];
+                let body_end = at + ENTRY_HEADER_BYTES + h.batch_len as usize;
+                let body = &bytes[at + ENTRY_HEADER_BYTES..body_end.min(bytes.len())];
                 let current = if h.copy {
                     (start_pos..copy_hi).contains(&pos)
                         && crate::compaction::commit_marker_of(body).is_none()
                 } else {
                     pos >= copy_hi
                 };
-                if h.partition == p
-                    && current
+                if current
                     && entry::check(&bytes[at..]).is_ok()
-                    && let Ok(b) = BatchHeader::parse(&bytes[at + ENTRY_HEADER_BYTES..at + size])
+                    && let Ok(b) = BatchHeader::parse(body)
+                    && let Some(base_offset) = h.offset_in(&bytes[at..], p, b.base_offset())
                 {
                     let e = CqEntry {
                         position: seg.base + at as u64,
                         batch_len: h.batch_len,
                         offset_span: b.last_offset_delta().max(0) as u32 + 1,
-                        base_offset: b.base_offset(),
+                        base_offset,
                         max_timestamp: b.max_timestamp(),
                         filter_bits: 0,
                     };

@@ -447,12 +447,21 @@ impl Inner {
             let Ok(h) = entry::check_header(rest) else {
                 break true;
             };
-            let span = (ENTRY_HEADER_BYTES + h.batch_len as usize) as u64;
+            let span = h.span();
             walked += span;
-            if view.is_dead(h.partition, seg.base + at, h.copy) {
+            // A shared entry lives while any of its partitions holds it.
+            let mut holders = vec![h.partition];
+            holders.extend(h.others(rest).into_iter().map(|(p, _)| p));
+            let live: Vec<PartitionId> = holders
+                .into_iter()
+                .filter(|p| !view.is_dead(*p, seg.base + at, h.copy))
+                .collect();
+            if live.is_empty() {
                 extend_run(&mut run, at, span, false, min_run, &mut plan);
             } else {
-                st.live.set(h.partition);
+                for p in live {
+                    st.live.set(p);
+                }
                 if let Some(r) = run.take() {
                     plan_run(&r, min_run, &mut plan);
                 }
@@ -494,7 +503,7 @@ impl Inner {
             let rest = bytes.get(at as usize..).unwrap_or_default();
             let Some(span) = entry::padding_span(rest) else {
                 match entry::check_header(rest) {
-                    Ok(h) => at += header + h.batch_len as u64,
+                    Ok(h) => at += h.span(),
                     Err(_) => return Ok(()),
                 }
                 continue;
@@ -514,8 +523,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Makes sure `FORMAT` says padding and copy entries may exist before the first one is
-    /// written.
+    /// Makes sure `FORMAT` says padding, copy and shared entries may exist before the
+    /// first one is written.
     pub(crate) fn allow_new_entry_kinds(&self) -> Result<()> {
         if !self.cleaner.format_ready.load(Ordering::Acquire) {
             crate::recovery::upgrade_format(&self.cfg.dir)?;
@@ -585,16 +594,18 @@ impl Store {
 /// this batch (`log_start` = its base offset). Returns false when the gap is not explained
 /// by a padding entry seen since the partition's last replayed entry (`padding_end`: end
 /// of the last padding entry crossed by the replay).
-pub(crate) fn skip_cleaned_gap(g: &mut Partition, base: Offset, padding_end: Option<u64>) -> bool {
+pub(crate) fn cleaned_gap(g: &Partition, base: Offset, padding_end: Option<u64>) -> bool {
     let Some(padding_end) = padding_end else {
         return false;
     };
     // Replayed entries are still pending (nothing is written back during the replay);
     // none means the partition's last entry lies below where the replay started.
     let last = g.cq_pending.last().map(|e| e.position);
-    if base < g.log_end || last.is_some_and(|p| p >= padding_end) {
-        return false;
-    }
+    base > g.log_end && last.is_none_or(|p| p < padding_end)
+}
+
+/// Restarts partition `g` at `base` (a gap [`cleaned_gap`] explained).
+pub(crate) fn skip_cleaned_gap(g: &mut Partition, base: Offset) {
     g.cq_start = g.cq_end;
     g.log_start = base;
     g.log_end = base;
@@ -603,7 +614,6 @@ pub(crate) fn skip_cleaned_gap(g: &mut Partition, base: Offset, padding_end: Opt
     g.head_max_ts = i64::MIN;
     g.max_ts = -1;
     g.max_ts_offset = -1;
-    true
 }
 
 #[cfg(test)]

@@ -354,21 +354,28 @@ impl Inner {
                 pos = seg.end(); // the rest of this segment is unused
                 continue;
             };
-            let size = ENTRY_HEADER_BYTES + h.batch_len as usize;
-            let index_on = self
-                .parts
-                .read()
-                .get(&h.partition)
-                .is_some_and(|part| part.lock().cfg.index);
-            if index_on && entry::check(bytes).is_ok() {
-                let body = &bytes[ENTRY_HEADER_BYTES..size];
-                if let Ok(keys) = index_batch(body, cap, id_header)
-                    && let Ok(b) = BatchHeader::parse(body)
+            let index_on = |p: &PartitionId| {
+                self.parts
+                    .read()
+                    .get(p)
+                    .is_some_and(|part| part.lock().cfg.index)
+            };
+            let body = &bytes[ENTRY_HEADER_BYTES..ENTRY_HEADER_BYTES + h.batch_len as usize];
+            if let Ok(b) = BatchHeader::parse(body) {
+                // A shared entry is in each of its partitions at its own offset.
+                let mut holders = vec![(h.partition, b.base_offset())];
+                holders.extend(h.others(bytes));
+                holders.retain(|(p, _)| index_on(p));
+                if !holders.is_empty()
+                    && entry::check(bytes).is_ok()
+                    && let Ok(keys) = index_batch(body, cap, id_header)
                 {
-                    sink(h.partition, pos, b.base_offset(), &keys);
+                    for (p, base) in holders {
+                        sink(p, pos, base, &keys);
+                    }
                 }
             }
-            pos += size as u64;
+            pos += h.span();
         }
     }
 }

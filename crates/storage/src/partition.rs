@@ -251,10 +251,14 @@ impl QueueFiles {
         head: (u64, u64, u64),
     ) -> Result<CqEntry> {
         let (mut pos, want_base) = match prev {
-            Some(e) => (
-                e.position + (ENTRY_HEADER_BYTES as u64) + e.batch_len as u64,
-                Some(e.next_offset()),
-            ),
+            Some(e) => {
+                // Past the whole entry (a shared entry's trailer included).
+                let trailer = self.log.segment_at(e.position).map_or(0, |s| {
+                    entry::trailer_len(&s.bytes()[(e.position - s.base) as usize..])
+                });
+                let end = e.position + (ENTRY_HEADER_BYTES + trailer) as u64 + e.batch_len as u64;
+                (end, Some(e.next_offset()))
+            }
             None if j == head.0 && head.1 != u64::MAX => (head.1, None),
             None => return Err(Self::corrupt(p, j)),
         };
@@ -291,17 +295,21 @@ impl QueueFiles {
             } else {
                 pos >= head.2
             };
-            if h.partition == p && current {
-                break BatchHeader::parse(body).ok().map(|b| CqEntry {
+            // A shared entry may hold `p` too, at its own offset (`entry.rs`).
+            let held = BatchHeader::parse(body)
+                .ok()
+                .and_then(|b| Some((h.offset_in(bytes, p, b.base_offset())?, b)));
+            if let Some((base_offset, b)) = held.filter(|_| current) {
+                break Some(CqEntry {
                     position: pos,
                     batch_len: h.batch_len,
                     offset_span: b.last_offset_delta().max(0) as u32 + 1,
-                    base_offset: b.base_offset(),
+                    base_offset,
                     max_timestamp: b.max_timestamp(),
                     filter_bits: 0,
                 });
             }
-            pos += (ENTRY_HEADER_BYTES + h.batch_len as usize) as u64;
+            pos += h.span();
         };
         // Offsets are dense but for the gaps compaction leaves between copies.
         let e = found

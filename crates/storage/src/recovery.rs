@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::PartitionId;
+use common::{Offset, PartitionId};
 use parking_lot::Mutex;
 
 use crate::batch::BatchHeader;
@@ -33,11 +33,11 @@ use crate::store::{Inner, index_batch};
 
 const FORMAT_MAGIC: &[u8; 8] = b"SLUICEST";
 /// Version 2: the commit log may hold padding entries (`entry.rs`, written by the cleaner);
-/// version 3: also copy entries (written by log compaction). New stores are created as 3;
-/// an older store is opened as is and marked 3 before its first padding or copy entry is
-/// written ([`upgrade_format`]), so builds that do not know them refuse it rather than
-/// misread it.
-pub const FORMAT_VERSION: u8 = 3;
+/// version 3: also copy entries (written by log compaction); version 4: also shared
+/// entries (one batch in several partitions). New stores are created as 4; an older store
+/// is opened as is and marked 4 before its first padding, copy or shared entry is written
+/// ([`upgrade_format`]), so builds that do not know them refuse it rather than misread it.
+pub const FORMAT_VERSION: u8 = 4;
 const FORMAT_VERSION_OLDEST: u8 = 1;
 
 fn format_bytes(version: u8) -> Vec<u8> {
@@ -276,7 +276,7 @@ fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
                 }
             }
         };
-        let size = ENTRY_HEADER_BYTES + h.batch_len as usize;
+        let size = h.span() as usize;
         if entry::check(bytes) == Err(EntryFault::BadBody) {
             // A torn last write, or a damaged byte in the middle of the log: only the
             // latter has a valid entry after it.
@@ -323,8 +323,7 @@ fn replay(inner: &Inner, mut pos: u64) -> Result<u64> {
             pos = end;
             continue;
         }
-        let body = &bytes[ENTRY_HEADER_BYTES..size];
-        if !dispatch(inner, h.partition, body, pos, cap, id_header, padding_end) {
+        if !dispatch(inner, &h, bytes, pos, cap, id_header, padding_end) {
             tracing::error!(position = pos, partition = %h.partition, "offset discontinuity; log ends here");
             return Ok(pos);
         }
@@ -350,45 +349,60 @@ fn adopt(inner: &Inner, p: PartitionId, copies: Vec<CqEntry>, copy_lo: u64, copy
     tracing::info!(partition = %p, "replay adopted a compaction committed after the checkpoint");
 }
 
-/// Adds one replayed entry to its partition; false if it does not continue the partition.
+/// Replays one batch entry into every partition holding it (a shared entry's too: all of
+/// them or none). False when a partition's offsets do not continue (the log ends here).
+#[allow(clippy::too_many_arguments)]
 fn dispatch(
     inner: &Inner,
-    p: PartitionId,
-    body: &[u8],
+    h: &entry::EntryHeader,
+    bytes: &[u8],
     pos: u64,
     cap: usize,
     id_header: Option<&[u8]>,
     padding_end: Option<u64>,
 ) -> bool {
-    let Some(part) = inner.parts.read().get(&p).cloned() else {
-        return true; // a deleted partition's leftovers
-    };
-    let Ok(h) = BatchHeader::parse(body) else {
+    let body = &bytes[ENTRY_HEADER_BYTES..ENTRY_HEADER_BYTES + h.batch_len as usize];
+    let Ok(b) = BatchHeader::parse(body) else {
         return false;
     };
-    let mut g = part.lock();
-    let fresh = g.cq_end == 0 && g.log_end == 0;
-    if fresh {
-        g.log_start = h.base_offset();
-        g.log_end = h.base_offset();
-    } else if h.base_offset() != g.log_end
-        && !crate::cleaner::skip_cleaned_gap(&mut g, h.base_offset(), padding_end)
-    {
-        return false;
+    let mut holders = vec![(h.partition, b.base_offset())];
+    holders.extend(h.others(bytes));
+    let parts: Vec<(PartitionId, Offset, Arc<Mutex<Partition>>)> = {
+        let all = inner.parts.read();
+        holders
+            .into_iter()
+            // A deleted partition's leftovers are skipped.
+            .filter_map(|(p, base)| all.get(&p).map(|part| (p, base, part.clone())))
+            .collect()
+    };
+    for (_, base, part) in &parts {
+        let g = part.lock();
+        let fresh = g.cq_end == 0 && g.log_end == 0;
+        if !fresh && *base != g.log_end && !crate::cleaner::cleaned_gap(&g, *base, padding_end) {
+            return false;
+        }
     }
-    let base = h.base_offset();
-    g.push(CqEntry {
-        position: pos,
-        batch_len: body.len() as u32,
-        offset_span: h.last_offset_delta().max(0) as u32 + 1,
-        base_offset: base,
-        max_timestamp: h.max_timestamp(),
-        filter_bits: 0,
-    });
-    let index_on = g.cfg.index;
-    drop(g);
-    if index_on && let Ok(keys) = index_batch(body, cap, id_header) {
-        inner.hindex.add(p, pos, base, &keys);
+    for (p, base, part) in parts {
+        let mut g = part.lock();
+        if g.cq_end == 0 && g.log_end == 0 {
+            g.log_start = base;
+            g.log_end = base;
+        } else if base != g.log_end {
+            crate::cleaner::skip_cleaned_gap(&mut g, base);
+        }
+        g.push(CqEntry {
+            position: pos,
+            batch_len: body.len() as u32,
+            offset_span: b.last_offset_delta().max(0) as u32 + 1,
+            base_offset: base,
+            max_timestamp: b.max_timestamp(),
+            filter_bits: 0,
+        });
+        let index_on = g.cfg.index;
+        drop(g);
+        if index_on && let Ok(keys) = index_batch(body, cap, id_header) {
+            inner.hindex.add(p, pos, base, &keys);
+        }
     }
     true
 }

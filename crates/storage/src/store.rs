@@ -254,7 +254,8 @@ impl Inner {
             .segment_at(e.position)
             .ok_or_else(|| corrupt("segment missing"))?;
         let at = (e.position - seg.base) as usize;
-        let len = ENTRY_HEADER_BYTES + e.batch_len as usize;
+        let trailer = entry::trailer_len(seg.bytes().get(at..).unwrap_or_default());
+        let len = ENTRY_HEADER_BYTES + e.batch_len as usize + trailer;
         let bytes = seg
             .bytes()
             .get(at..at + len)
@@ -279,19 +280,34 @@ impl Inner {
             entry::EntryFault::BadHeader => corrupt("entry header CRC mismatch"),
             entry::EntryFault::BadBody => corrupt("batch CRC mismatch"),
         })?;
-        if h.partition != p || h.batch_len != e.batch_len {
+        if h.batch_len != e.batch_len {
             return Err(corrupt("entry does not match its consume-queue slot"));
         }
-        let body = &bytes[ENTRY_HEADER_BYTES..];
-        if BatchHeader::parse(body).map(|b| b.base_offset()).ok() != Some(e.base_offset) {
-            return Err(corrupt(
-                "batch base offset does not match its consume-queue slot",
-            ));
+        let body = &bytes[ENTRY_HEADER_BYTES..ENTRY_HEADER_BYTES + e.batch_len as usize];
+        let stored_base = BatchHeader::parse(body)
+            .map(|b| b.base_offset())
+            .map_err(|_| corrupt("batch header unreadable"))?;
+        let owner = h.partition == p;
+        match h.offset_in(bytes, p, stored_base) {
+            None => return Err(corrupt("entry does not match its consume-queue slot")),
+            Some(base) if base != e.base_offset => {
+                return Err(corrupt(
+                    "batch base offset does not match its consume-queue slot",
+                ));
+            }
+            Some(_) => {}
         }
         if !verified {
             seg.mark_verified(at as u64, len as u64);
         }
-        Ok(seg.slice(at + ENTRY_HEADER_BYTES, e.batch_len as usize))
+        if owner {
+            return Ok(seg.slice(at + ENTRY_HEADER_BYTES, e.batch_len as usize));
+        }
+        // Another partition's view of a shared batch: its own offsets (the base offset is
+        // outside the batch CRC).
+        let mut own = body.to_vec();
+        batch::set_base_offset(&mut own, e.base_offset);
+        Ok(Bytes::from(own))
     }
 }
 
@@ -531,6 +547,117 @@ impl Store {
             None
         };
         Ok(PendingAppend { appended, wait })
+    }
+
+    /// Appends one v2 record batch to every partition of `parts` (2 to 256, distinct),
+    /// stored once: a shared entry (`entry.rs`) the first partition owns, with a
+    /// consume-queue entry in each partition at that partition's next offset. What
+    /// [`Store::append_begin`] is for one partition: the batch is readable in all of them
+    /// when this returns, and the returned append (the first partition's) resolves when it
+    /// is durable, if any of them is `Flush::Sync`. Returns each partition's offsets.
+    pub fn append_shared_begin(
+        &self,
+        parts: &[PartitionId],
+        mut batches: BytesMut,
+    ) -> Result<(Vec<Appended>, PendingAppend)> {
+        let inner = &self.inner;
+        let distinct: HashSet<PartitionId> = parts.iter().copied().collect();
+        if parts.len() < 2 || parts.len() > entry::MAX_SHARED + 1 || distinct.len() != parts.len() {
+            return Err(StorageError::InvalidBatch(format!(
+                "a shared append names 2 to {} distinct partitions, not {}",
+                entry::MAX_SHARED + 1,
+                parts.len()
+            )));
+        }
+        let handles: Vec<Arc<Mutex<Partition>>> = parts
+            .iter()
+            .map(|p| inner.partition(*p))
+            .collect::<Result<_>>()?;
+        let (mut sync, mut index_on) = (false, Vec::with_capacity(parts.len()));
+        for h in &handles {
+            let g = h.lock();
+            sync |= g.cfg.flush == Flush::Sync;
+            index_on.push(g.cfg.index);
+        }
+        let spans = batch::validate_batches(&batches)?;
+        let &[(s0, len)] = &spans[..] else {
+            return Err(StorageError::InvalidBatch(format!(
+                "a shared append holds one batch, not {}",
+                spans.len()
+            )));
+        };
+        inner.allow_new_entry_kinds()?;
+        let cap = inner.cfg.max_decompressed_batch_bytes;
+        let id_header = inner.cfg.message_id_header.as_deref();
+        let keys = check_and_index(
+            &batches[s0..s0 + len],
+            cap,
+            id_header,
+            index_on.iter().any(|&on| on),
+            true,
+        )?;
+        let (appended, end) = {
+            let mut w = inner.log.lock_writer();
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(StorageError::Closed);
+            }
+            // Every partition is still there before anything is written.
+            let mut bases = Vec::with_capacity(parts.len());
+            for (p, h) in parts.iter().zip(&handles) {
+                let g = h.lock();
+                if g.deleted {
+                    return Err(StorageError::UnknownPartition(*p));
+                }
+                bases.push(g.log_end);
+            }
+            let b = &mut batches[s0..s0 + len];
+            batch::set_base_offset(b, bases[0]);
+            let h = BatchHeader::parse(b)?;
+            let span = h.last_offset_delta() as u32 + 1;
+            let max_ts = h.max_timestamp();
+            let others: Vec<(PartitionId, i64)> = parts[1..]
+                .iter()
+                .copied()
+                .zip(bases[1..].iter().copied())
+                .collect();
+            let (header, body) = entry::encode_shared(parts[0], b, &others);
+            let position = inner.log.append(&mut w, &[(header, &body[..])])?[0];
+            let mut appended = Vec::with_capacity(parts.len());
+            for (k, h) in handles.iter().enumerate() {
+                let mut g = h.lock();
+                g.push(CqEntry {
+                    position,
+                    batch_len: len as u32,
+                    offset_span: span,
+                    base_offset: bases[k],
+                    max_timestamp: max_ts,
+                    filter_bits: 0,
+                });
+                appended.push(Appended {
+                    base_offset: bases[k],
+                    last_offset: bases[k] + span as i64 - 1,
+                    log_start_offset: g.log_start,
+                });
+            }
+            // Still under the writer lock: index entries arrive in commit-log order.
+            for (k, p) in parts.iter().enumerate() {
+                if index_on[k] {
+                    inner.hindex.add(*p, position, bases[k], &keys);
+                }
+            }
+            (appended, w.pos)
+        };
+        inner.appends.send_modify(|v| *v = v.wrapping_add(1));
+        let wait = if sync {
+            Some((inner.group.register(end)?, inner.log.dir.clone()))
+        } else {
+            None
+        };
+        let first = PendingAppend {
+            appended: appended[0],
+            wait,
+        };
+        Ok((appended, first))
     }
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (the first batch is

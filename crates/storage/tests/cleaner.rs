@@ -409,8 +409,8 @@ async fn an_old_format_store_is_marked_before_its_first_padding() {
     let format = dir.path().join("FORMAT");
     assert_eq!(
         std::fs::read(&format).unwrap()[8],
-        3,
-        "new stores are version 3"
+        4,
+        "new stores are version 4"
     );
     s.close().unwrap();
     drop(s);
@@ -428,7 +428,7 @@ async fn an_old_format_store_is_marked_before_its_first_padding() {
     s.flush().unwrap();
     assert!(clean_all(&s).paddings_written > 0);
     let f = std::fs::read(&format).unwrap();
-    assert_eq!((f.len(), f[8]), (16, 3));
+    assert_eq!((f.len(), f[8]), (16, 4));
     let s = reopen(dir.path(), s);
     assert_kept(&s, &kept);
 }
