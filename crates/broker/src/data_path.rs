@@ -274,6 +274,48 @@ impl Broker {
         Ok(PendingProduce::Append(pending, stamped))
     }
 
+    /// Appends one batch to partition 0 of each of `topics` (2 or more, distinct), stored
+    /// once (the storage's shared entry): each topic reads it at its own next offset. For
+    /// a message routed to several queues. Each topic's record rules apply; batches of an
+    /// idempotent or transactional producer are refused (their sequence state is one
+    /// partition's). Like [`Broker::produce_begin`], the batch is readable when this
+    /// returns and the result resolves when it is durable.
+    pub fn produce_shared_begin(
+        &self,
+        topics: &[&str],
+        batches: BytesMut,
+    ) -> Result<PendingProduce> {
+        if self.is_shutting_down() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let mut pids = Vec::with_capacity(topics.len());
+        let mut all_counters = Vec::with_capacity(topics.len());
+        let mut batches = batches;
+        let mut stamped = None;
+        for topic in topics {
+            let (pid, max_bytes, counters, rules) = self.resolve_for_produce(topic, 0)?;
+            let seen = inspect_client_batches(&batches, max_bytes)?;
+            if seen.from_producer {
+                return Err(BrokerError::InvalidRecord(
+                    "a batch stored for several topics carries no producer id".into(),
+                ));
+            }
+            stamped = stamped.or(self.apply_record_rules(topic, rules, &mut batches)?);
+            pids.push(pid);
+            all_counters.push((counters, seen.records));
+        }
+        let len = batches.len() as u64;
+        let (_, pending) = self
+            .store
+            .append_shared_begin(&pids, batches)
+            .inspect_err(|e| log_append_failure(topics[0], 0, e))?;
+        for (counters, records) in all_counters {
+            counters.bytes_in.inc_by(len);
+            counters.records_in.inc_by(records);
+        }
+        Ok(PendingProduce::Append(pending, stamped))
+    }
+
     /// Reads whole batches from the one holding `offset`, up to about `max_bytes`.
     /// `offset == high watermark` returns no data; outside [log start, HW] is
     /// `OffsetOutOfRange`.

@@ -266,18 +266,31 @@ async fn a_damaged_queue_state_record_refuses_the_open() {
     assert!(err.to_string().contains("queue state partition"), "{err}");
 }
 
-/// One message "body" through `queue_publish`.
-async fn publish_limited(b: &Broker, queue: &str, body: &str) -> sluice_broker::queue::Published {
+/// One message "body" through `queue_publish` to one queue: whether it stored it, or
+/// refused it (with whether it dead-letters it).
+async fn publish_limited(b: &Broker, queue: &str, body: &str) -> Result<(), bool> {
     let mut batch = storage::batch_builder::BatchBuilder::new();
     batch.record(None, Some(body.as_bytes()), now_ms(), &[]);
-    b.queue_publish(queue, BytesMut::from(&batch.build()[..]), body.len() as u64)
+    let routed = b
+        .queue_publish(
+            &[queue.to_string()],
+            BytesMut::from(&batch.build()[..]),
+            body.len() as u64,
+        )
         .await
-        .unwrap()
+        .unwrap();
+    if let Some(pending) = routed.pending {
+        pending.acked().await.unwrap();
+    }
+    match routed.refused.first() {
+        Some((_, dead_letter)) => Err(*dead_letter),
+        None => Ok(()),
+    }
 }
 
 #[tokio::test]
 async fn length_limits_count_ready_body_bytes_through_deliveries_and_requeues() {
-    use sluice_broker::queue::{DeadReason, Published};
+    use sluice_broker::queue::DeadReason;
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path());
     let settings = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
@@ -295,7 +308,7 @@ async fn length_limits_count_ready_body_bytes_through_deliveries_and_requeues() 
     )
     .unwrap();
     for body in ["aaaa", "bbbb", "cccc"] {
-        assert_eq!(publish_limited(&b, "bytes", body).await, Published::Stored);
+        assert_eq!(publish_limited(&b, "bytes", body).await, Ok(()));
     }
     // 12 bytes > 10: the oldest went, dead-lettered with reason maxlen.
     let dead = b.take_dead_letters();
@@ -305,8 +318,16 @@ async fn length_limits_count_ready_body_bytes_through_deliveries_and_requeues() 
     // An unacked message does not count: 4 ready bytes + 4 + 2 new fit.
     let held = b.queue_acquire("bytes", 1, 1, None).await.unwrap();
     assert_eq!(bodies(&held), ["bbbb"]);
-    publish_limited(&b, "bytes", "dddd").await;
-    publish_limited(&b, "bytes", "ee").await;
+    assert_eq!(
+        publish_limited(&b, "bytes", "dddd").await,
+        Ok(()),
+        "drop-head takes it"
+    );
+    assert_eq!(
+        publish_limited(&b, "bytes", "ee").await,
+        Ok(()),
+        "drop-head takes it"
+    );
     assert!(
         b.take_dead_letters().is_empty(),
         "10 ready bytes: within the limit"
@@ -315,7 +336,11 @@ async fn length_limits_count_ready_body_bytes_through_deliveries_and_requeues() 
     b.queue_nack("bytes", 1, &offsets(&held), true)
         .await
         .unwrap();
-    publish_limited(&b, "bytes", "f").await;
+    assert_eq!(
+        publish_limited(&b, "bytes", "f").await,
+        Ok(()),
+        "drop-head takes it"
+    );
     let dropped: Vec<_> = b
         .take_dead_letters()
         .into_iter()
@@ -328,13 +353,7 @@ async fn length_limits_count_ready_body_bytes_through_deliveries_and_requeues() 
         settings(&[("x-max-length", "1"), ("x-overflow", "reject-publish")]),
     )
     .unwrap();
-    assert_eq!(
-        publish_limited(&b, "refusing", "one").await,
-        Published::Stored
-    );
-    assert_eq!(
-        publish_limited(&b, "refusing", "two").await,
-        Published::Rejected { dead_letter: false }
-    );
+    assert_eq!(publish_limited(&b, "refusing", "one").await, Ok(()));
+    assert_eq!(publish_limited(&b, "refusing", "two").await, Err(false));
     assert_eq!(b.queue_counts("refusing").await.unwrap().ready, 1);
 }

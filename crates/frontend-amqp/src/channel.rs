@@ -54,6 +54,9 @@ pub struct Unacked {
 /// One open channel.
 #[derive(Default)]
 pub struct Channel {
+    /// Which opening of this channel number it is (confirms waiting for the disk belong
+    /// to one opening: `confirm.rs`).
+    pub epoch: u64,
     /// The server sent channel.close and waits for close-ok: other frames are dropped.
     pub closing: bool,
     pub publish: Option<PendingPublish>,

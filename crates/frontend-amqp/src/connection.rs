@@ -8,7 +8,7 @@
 //! every channel releases the messages it holds (they go back to their queues, marked
 //! redelivered) and the connection's exclusive queues are deleted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::channel::Channel;
 use crate::codec::decode_frame;
+use crate::confirm::{ConfirmWait, MAX_WAITS, next_resolved};
 use crate::door::Door;
 use crate::errors::{
     AmqpError, CHANNEL_ERROR, COMMAND_INVALID, CONNECTION_FORCED, FRAME_ERROR, NOT_IMPLEMENTED,
@@ -46,6 +47,8 @@ pub struct Session {
     pub exclusive: Vec<String>,
     /// Consumers may have room or messages may be waiting: pump before sleeping.
     pub dirty: bool,
+    /// Publishes of the read being handled whose confirms wait (`confirm.rs`).
+    pub confirms: Vec<crate::confirm::PendingConfirm>,
 }
 
 /// One connection.
@@ -58,6 +61,10 @@ pub struct Connection {
     pub(crate) channel_max: u16,
     pub(crate) heartbeat_s: u16,
     last_received: Instant,
+    /// Reads whose confirms wait for the disk, oldest first (`confirm.rs`).
+    pub(crate) waits: VecDeque<ConfirmWait>,
+    /// Channels opened so far (each channel's epoch).
+    opened: u64,
 }
 
 /// What a frame asks of its channel.
@@ -98,11 +105,14 @@ pub async fn run(
             peer,
             exclusive: Vec::new(),
             dirty: false,
+            confirms: Vec::new(),
         },
         channels: HashMap::new(),
         channel_max: 0,
         heartbeat_s: 0,
         last_received: Instant::now(),
+        waits: VecDeque::new(),
+        opened: 0,
     };
     let stop = match conn.handshake().await {
         Ok(()) => conn.serve(shutdown).await,
@@ -170,7 +180,11 @@ impl Connection {
             }
             tokio::select! {
                 _ = shutdown.changed() => {}
-                read = self.reader.read_buf(&mut self.buf) => match read {
+                outcomes = next_resolved(&mut self.waits), if !self.waits.is_empty() => {
+                    self.apply_confirms(outcomes);
+                }
+                // While too many confirms wait for the disk, the client waits for us.
+                read = self.reader.read_buf(&mut self.buf), if self.waits.len() < MAX_WAITS => match read {
                     Ok(0) => return Stop::Failed("the client closed the socket".to_string()),
                     Ok(_) => {
                         self.last_received = Instant::now();
@@ -215,7 +229,7 @@ impl Connection {
             let frame = match decode_frame(&mut self.buf, self.session.out.frame_max) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
-                    self.send_confirms();
+                    self.queue_confirms();
                     return None;
                 }
                 Err(e) => {
@@ -228,14 +242,6 @@ impl Connection {
                 Ok(false) => return Some(Stop::Closed),
                 Err(e) => return Some(Stop::Failed(self.close_with(&e).await)),
             }
-        }
-    }
-
-    /// Sends the publisher confirms owed on every channel: one ack per channel for all the
-    /// publishes handled since the last time.
-    fn send_confirms(&mut self) {
-        for (ch, chan) in self.channels.iter_mut() {
-            self.session.send_confirm(*ch, chan);
         }
     }
 
@@ -320,9 +326,8 @@ impl Connection {
         match method {
             AMQPClass::Channel(channel::AMQPMethod::Open(_)) => return self.open_channel(ch),
             AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
-                if let Some(chan) = self.channels.get_mut(&ch) {
-                    self.session.send_confirm(ch, chan);
-                }
+                // Every confirm of what was published before the close goes first.
+                self.drain_confirms().await;
                 self.release_channel(ch).await;
                 self.session.out.method(
                     ch,
@@ -349,7 +354,12 @@ impl Connection {
                 ),
             ));
         }
-        self.channels.insert(ch, Channel::default());
+        self.opened += 1;
+        let chan = Channel {
+            epoch: self.opened,
+            ..Channel::default()
+        };
+        self.channels.insert(ch, chan);
         self.session.out.method(
             ch,
             AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
@@ -367,10 +377,8 @@ impl Connection {
             class_id: e.class_id,
             method_id: e.method_id,
         };
-        if let Some(chan) = self.channels.get_mut(&ch) {
-            // Publishes stored before the failing method are confirmed before the close.
-            self.session.send_confirm(ch, chan);
-        }
+        // Publishes stored before the failing method are confirmed before the close.
+        self.drain_confirms().await;
         self.session
             .out
             .method(ch, AMQPClass::Channel(channel::AMQPMethod::Close(close)));

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use amq_protocol::protocol::BasicProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
-use broker::queue::{DeadLettered, Published};
+use broker::queue::DeadLettered;
 use tokio::sync::watch;
 
 use crate::door::Door;
@@ -290,31 +290,46 @@ impl Door {
         self.store(&targets, &out).await;
     }
 
-    /// Stores `msg` in each of `queues` under their limits; returns the queues that refused
-    /// it (`reject-publish`) with whether they dead-letter it, and false if a store failed.
-    pub async fn store(&self, queues: &[String], msg: &Message) -> (Vec<(String, bool)>, bool) {
-        let mut refused = Vec::new();
+    /// Stores `msg` in each of `queues` under their limits; says which queues refused it
+    /// (`reject-publish`) with whether they dead-letter it, and whether every store worked.
+    /// The message is written when this returns; [`Stores::pending`] resolves once it is
+    /// durable (`flush = sync`).
+    pub async fn store(&self, queues: &[String], msg: &Message) -> Stores {
+        let mut out = Stores {
+            refused: Vec::new(),
+            ok: true,
+            pending: Vec::new(),
+        };
         if queues.is_empty() {
-            return (refused, true);
+            return out;
         }
         let batch = msg.to_batch(self.broker.now_ms());
-        let mut ok = true;
-        for q in queues {
-            match self
-                .broker
-                .queue_publish(q, batch.clone(), msg.body.len() as u64)
-                .await
-            {
-                Ok(Published::Stored) => {}
-                Ok(Published::Rejected { dead_letter }) => refused.push((q.clone(), dead_letter)),
-                Err(e) => {
-                    tracing::warn!(queue = %q, error = %e, "AMQP message not stored");
-                    ok = false;
-                }
+        match self
+            .broker
+            .queue_publish(queues, batch, msg.body.len() as u64)
+            .await
+        {
+            Ok(routed) => {
+                out.refused = routed.refused;
+                out.pending.extend(routed.pending);
+            }
+            Err(e) => {
+                tracing::warn!(queues = ?queues, error = %e, "AMQP message not stored");
+                out.ok = false;
             }
         }
-        (refused, ok)
+        out
     }
+}
+
+/// What [`Door::store`] did with a message.
+pub struct Stores {
+    /// Queues that refused it (`reject-publish`), and whether they dead-letter it.
+    pub refused: Vec<(String, bool)>,
+    /// No store failed.
+    pub ok: bool,
+    /// The stores' acknowledgements (durable for `flush = sync`).
+    pub pending: Vec<broker::PendingProduce>,
 }
 
 #[cfg(test)]

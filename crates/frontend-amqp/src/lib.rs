@@ -15,7 +15,8 @@
 //! - `channel.rs` — one channel's state (publish in progress, consumers, unacked tags);
 //!   `outbox.rs` — frames waiting to be written.
 //! - `queue_methods.rs` (queue.*, exchange.*), `publish.rs` (basic.publish, returns,
-//!   confirms), `delivery.rs` (consume, qos, deliveries, get, ack/nack/reject).
+//!   confirms), `confirm.rs` (confirms waiting for the disk while the connection reads on),
+//!   `delivery.rs` (consume, qos, deliveries, get, ack/nack/reject).
 //! - `tx.rs` (tx.select/commit/rollback: what a transactional channel holds).
 //! - `topology.rs` — exchanges and bindings, saved and loaded; `routing.rs` — exchange
 //!   kinds and the walk through exchange-to-exchange bindings and alternate exchanges;
@@ -29,16 +30,17 @@
 //!   panics and never affects other connections.
 //! - Every message delivered and not acked when its channel or connection closes goes back
 //!   to its queue and is delivered again with `redelivered` set.
-//! - A publisher confirm is sent only after the message's produce to every routed queue
-//!   resolved (durable when the queue's partition is `flush = sync`).
+//! - A publisher confirm is sent only after the message's store in every routed queue is
+//!   acknowledged (durable when a queue's partition is `flush = sync`).
 //! - Delivery tags are per channel, from 1, and name one (queue, offset) until settled.
 //!
-//! Not yet (issue 15): one stored copy for fan-out, connection.blocked, dead-lettering,
-//! per-vhost permissions. See docs/protocol-mapping.md §AMQP.
+//! Not yet (issue 15): connection.blocked, per-resource vhost permissions, stream queues.
+//! See docs/protocol-mapping.md §AMQP.
 
 mod channel;
 mod codec;
 mod config;
+mod confirm;
 mod connection;
 mod dead_letter;
 mod delivery;

@@ -1,16 +1,16 @@
 //! basic.publish: the method, then a content header, then body frames until the announced
 //! size; the complete message is routed through the topology and produced to every queue it
 //! reaches. Unroutable with `mandatory`: basic.return (312 NO_ROUTE). In confirm mode each
-//! publish is acked with its sequence number once every produce resolved (durable for
-//! `flush = sync`), or nacked if one failed; the publishes of one read from the socket are
-//! acked by one basic.ack with `multiple` (pipelining publishers get one frame, not one per
-//! message). On a transactional channel the message waits for tx.commit (`tx.rs`).
+//! publish is acked with its sequence number once every produce is durable (for
+//! `flush = sync`; at once otherwise), or nacked if one failed (`confirm.rs`: the wait does
+//! not stop the connection reading more publishes, and the publishes of one read are acked
+//! by one basic.ack with `multiple`). On a transactional channel the message waits for
+//! tx.commit (`tx.rs`).
 //!
-//! A message routed to N queues is produced N times, once to each queue's topic, for now;
-//! storing it once with one consume-queue entry per queue (issue 15, "one stored copy") is
-//! a later step of the storage API.
+//! A message routed to N queues is written to the commit log once, with an entry in each
+//! queue's partition (`Broker::queue_publish`, storage's shared entries).
 //!
-//! The produce is awaited on the connection's task: a publisher waits for its own appends
+//! The write is done on the connection's task: a publisher waits for its own appends
 //! (backpressure through TCP), and publishes stay in order.
 
 use amq_protocol::protocol::{AMQPClass, BasicProperties, basic};
@@ -146,21 +146,22 @@ impl Session {
         } else {
             None
         };
-        let stored = self.route_and_store(ch, &msg, mandatory).await?;
+        let (stored, pending) = self.route_and_store(ch, &msg, mandatory).await?;
         if let Some(seq) = seq {
-            self.confirm(ch, chan, seq, stored == Stored::All);
+            self.confirm_later(ch, chan, seq, stored == Stored::All, pending);
         }
         Ok(())
     }
 
     /// Routes `msg` (basic.return when `mandatory` and no queue takes it) and stores it in
-    /// every queue it reaches that has room.
+    /// every queue it reaches that has room; with the stores' acknowledgements (durable
+    /// once they resolve).
     pub async fn route_and_store(
         &mut self,
         ch: u16,
         msg: &Message,
         mandatory: bool,
-    ) -> Result<Stored, AmqpError> {
+    ) -> Result<(Stored, Vec<broker::PendingProduce>), AmqpError> {
         let headers = msg
             .properties
             .headers()
@@ -176,7 +177,11 @@ impl Session {
         if queues.is_empty() && mandatory {
             self.basic_return(ch, msg);
         }
-        let (refused, ok) = self.door.store(&queues, msg).await;
+        let crate::dead_letter::Stores {
+            refused,
+            ok,
+            pending,
+        } = self.door.store(&queues, msg).await;
         // A full queue with reject-publish(-dlx) refuses it: the confirm is a nack, the
         // other queues keep it (RabbitMQ), and reject-publish-dlx dead-letters it.
         for (queue, dead_letter) in &refused {
@@ -195,11 +200,12 @@ impl Session {
                     .await;
             }
         }
-        Ok(match (ok, refused.is_empty()) {
+        let stored = match (ok, refused.is_empty()) {
             (false, _) => Stored::Failed,
             (true, false) => Stored::Refused,
             (true, true) => Stored::All,
-        })
+        };
+        Ok((stored, pending))
     }
 
     fn basic_return(&mut self, ch: u16, msg: &Message) {
@@ -217,7 +223,7 @@ impl Session {
     /// Records the outcome of publish `seq`: a stored one is acked by the next
     /// [`Session::send_confirm`] (with those stored before it: one ack, `multiple`); a
     /// failed one is nacked now, after the acks owed before it.
-    fn confirm(&mut self, ch: u16, chan: &mut Channel, seq: u64, stored: bool) {
+    pub(crate) fn confirm(&mut self, ch: u16, chan: &mut Channel, seq: u64, stored: bool) {
         if stored {
             chan.confirm_ready = seq;
             return;

@@ -114,8 +114,12 @@ impl Session {
     async fn commit(&mut self, ch: u16, open: Tx) -> Result<(), AmqpError> {
         for (msg, mandatory) in open.publishes {
             // A full reject-publish queue drops it, as RabbitMQ does in a transaction.
-            let stored = self.route_and_store(ch, &msg, mandatory).await?;
-            if stored == crate::publish::Stored::Failed {
+            let (stored, pending) = self.route_and_store(ch, &msg, mandatory).await?;
+            let mut durable = true;
+            for p in pending {
+                durable &= p.acked().await.is_ok();
+            }
+            if stored == crate::publish::Stored::Failed || !durable {
                 return Err(AmqpError::channel(
                     PRECONDITION_FAILED,
                     "a message of the transaction could not be stored",

@@ -8,7 +8,7 @@
 //!   (AMQP: `x-death`). The box is in memory: a crash between a message's settle and its
 //!   republish loses it — RabbitMQ's default `at-most-once` dead-lettering. It never holds
 //!   more than [`MAX_WAITING`] letters (more are dropped, with a warning).
-//! - [`Broker::queue_publish`] stores a message in a queue under its length limits:
+//! - [`Broker::queue_publish`] stores a message in queues under their length limits:
 //!   drop-head settles the oldest ready messages dead (reason maxlen) after the store;
 //!   reject-publish refuses the message before it is stored; reject-publish-dlx also
 //!   dead-letters it (the door does, from what it published).
@@ -29,6 +29,7 @@ use queues::{DeadLetter, DeadReason, Overflow};
 
 use super::{QueueHandle, body_len};
 use crate::broker::Broker;
+use crate::data_path::PendingProduce;
 use crate::error::Result;
 use crate::record_read::StoredRecord;
 
@@ -60,14 +61,13 @@ pub struct DeadLettered {
 }
 
 /// What [`Broker::queue_publish`] did with a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Published {
-    Stored,
-    /// The queue is full and refuses publishes (`reject-publish`); with `dead_letter`
-    /// (`reject-publish-dlx`) the caller dead-letters the message (reason maxlen).
-    Rejected {
-        dead_letter: bool,
-    },
+pub struct Routed {
+    /// Queues that are full and refuse publishes (`reject-publish`), each with whether the
+    /// caller dead-letters the message (reason maxlen: `reject-publish-dlx`).
+    pub refused: Vec<(String, bool)>,
+    /// The store's acknowledgement, durable once it resolves; `None` when no queue took
+    /// the message.
+    pub pending: Option<PendingProduce>,
 }
 
 #[derive(Default)]
@@ -139,48 +139,96 @@ impl Broker {
         Ok(())
     }
 
-    /// Stores `batch` (one message of `body_bytes` body bytes) in queue `name` under its
-    /// length limits (see the module doc). A queue without limits is a plain produce.
+    /// Stores `batch` (one message of `body_bytes` body bytes) in every queue of `names`
+    /// under its length limits (see the module doc): written to the commit log once, with
+    /// an entry in each queue that takes it (storage's shared entry when more than one
+    /// does). Queues without limits are a plain produce.
+    ///
+    /// The message is written (readable) when this returns; [`Routed::pending`] resolves
+    /// when it is durable (`flush = sync`), for a publisher confirm. Nothing waits for the
+    /// disk under a queue's lock.
     pub async fn queue_publish(
         &self,
-        name: &str,
+        names: &[String],
         batch: BytesMut,
         body_bytes: u64,
-    ) -> Result<Published> {
-        let q = self.queue(name)?;
-        q.head_changed();
-        let limits = q.policy.limits;
-        if !limits.is_set() {
-            self.produce(name, 0, batch).await?;
-            return Ok(Published::Stored);
+    ) -> Result<Routed> {
+        let mut handles = names
+            .iter()
+            .map(|n| self.queue(n))
+            .collect::<Result<Vec<_>>>()?;
+        handles.sort_by(|a, b| a.name.cmp(&b.name));
+        handles.dedup_by(|a, b| a.name == b.name);
+        // Limited queues are locked across the store, in name order (no deadlock between
+        // two publishers): publishers to one take turns, so the check and the store see
+        // the same queue.
+        let mut guards = Vec::with_capacity(handles.len());
+        for q in &handles {
+            guards.push(match q.policy.limits.is_set() {
+                true => Some(q.state.lock().await),
+                false => None,
+            });
         }
-        // Held across the produce: publishers to a limited queue take turns, so the check
-        // and the store see the same queue.
-        let mut state = q.state.lock().await;
-        if limits.overflow != Overflow::DropHead {
-            let end = self.queue_end(&q)?;
-            let ready = state.ready(end);
-            let ready_bytes = self.ready_bytes(&q, &state, end)?;
-            if !limits.admits(ready, ready_bytes, body_bytes) {
-                return Ok(Published::Rejected {
-                    dead_letter: limits.overflow == Overflow::RejectPublishDlx,
-                });
+        let mut refused = Vec::new();
+        let mut takes = vec![true; handles.len()];
+        for (i, q) in handles.iter().enumerate() {
+            q.head_changed();
+            let limits = q.policy.limits;
+            let Some(state) = guards[i].as_deref() else {
+                continue;
+            };
+            if limits.overflow == Overflow::DropHead {
+                continue;
             }
-            self.produce(name, 0, batch).await?;
-            q.bytes_added(body_bytes);
-            return Ok(Published::Stored);
+            let end = self.queue_end(q)?;
+            let ready = state.ready(end);
+            let ready_bytes = self.ready_bytes(q, state, end)?;
+            if !limits.admits(ready, ready_bytes, body_bytes) {
+                refused.push((
+                    q.name.clone(),
+                    limits.overflow == Overflow::RejectPublishDlx,
+                ));
+                takes[i] = false;
+            }
         }
-        self.produce(name, 0, batch).await?;
-        q.bytes_added(body_bytes);
-        let end = self.queue_end(&q)?;
+        let topics: Vec<&str> = handles
+            .iter()
+            .zip(&takes)
+            .filter(|(_, take)| **take)
+            .map(|(q, _)| q.topic.as_str())
+            .collect();
+        let pending = match &topics[..] {
+            [] => None,
+            [topic] => Some(self.produce_begin(topic, 0, batch).await?),
+            _ => Some(self.produce_shared_begin(&topics, batch)?),
+        };
+        for (i, q) in handles.iter().enumerate() {
+            if !takes[i] {
+                continue;
+            }
+            q.bytes_added(body_bytes);
+            if let Some(state) = guards[i].as_deref_mut()
+                && q.policy.limits.overflow == Overflow::DropHead
+            {
+                self.drop_excess(q, state)?;
+            }
+        }
+        Ok(Routed { refused, pending })
+    }
+
+    /// Drop-head: settles the oldest ready messages of `q` dead (reason maxlen) while the
+    /// queue is over its limits.
+    fn drop_excess(&self, q: &QueueHandle, state: &mut queues::QueueState) -> Result<()> {
+        let limits = q.policy.limits;
+        let end = self.queue_end(q)?;
         let ready = state.ready(end);
-        let ready_bytes = self.ready_bytes(&q, &state, end)?;
+        let ready_bytes = self.ready_bytes(q, state, end)?;
         // Read head sizes only as far as the bytes to drop need (a window growing 8x).
         let mut window = 64;
         let excess = loop {
             let over = limits.max_length_bytes.is_some_and(|max| ready_bytes > max);
             let sizes = if over {
-                self.head_sizes(&q, &state, end, window)?
+                self.head_sizes(q, state, end, window)?
             } else {
                 Vec::new()
             };
@@ -194,17 +242,17 @@ impl Broker {
             let dropped = state.drop_head(end, excess);
             let offsets: Vec<Offset> = dropped.iter().map(|d| d.offset).collect();
             let known = if q.tracks_bytes() || q.policy.dead_letter_exchange.is_some() {
-                self.read_span(&q, &offsets)?.0
+                self.read_span(q, &offsets)?.0
             } else {
                 HashMap::new()
             };
             for o in &offsets {
                 q.bytes_taken(*o, known.get(o).map_or(0, body_len), false);
             }
-            self.emit_dead(&q, &dropped, known)?;
-            self.save(&q, &mut state).await?;
+            self.emit_dead(q, &dropped, known)?;
+            self.save(q, state)?;
         }
-        Ok(Published::Stored)
+        Ok(())
     }
 
     /// The ready body bytes of queue `q` (counted from the log once after a start, then kept
@@ -302,7 +350,7 @@ impl Broker {
             }
             if !dead.is_empty() {
                 self.emit_dead(&q, &dead, known)?;
-                self.save(&q, &mut state).await?;
+                self.save(&q, &mut state)?;
             }
         }
         Ok(())

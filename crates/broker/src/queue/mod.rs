@@ -8,7 +8,8 @@
 //! Messages are published by producing to the topic; consumers `acquire` committed records
 //! (aborted transactions and control batches are settled without being delivered), then
 //! `ack`, `nack` (requeue or not) or `release` them. Each queue's state sits behind its own
-//! async mutex, held across the persistence of its records so they reach the log in order.
+//! async mutex; its records are appended under it, so they reach the log in order, and
+//! waited for (when they must be durable) after it is released (`save`).
 //!
 //! A queue's declare settings carry RabbitMQ's policies (`policy.rs`: TTL, queue expiry,
 //! dead-letter target, delivery limit, length limits, priorities); `dead.rs` applies the
@@ -33,7 +34,7 @@ use crate::error::{BrokerError, Result};
 use crate::metadata::{MetaRecord, QueueRecord};
 use crate::record_read::StoredRecord;
 
-pub use dead::{DeadLettered, Published};
+pub use dead::{DeadLettered, Routed};
 pub use policy::{HEADER_PRIORITY, HEADER_TTL_MS, QUORUM_DELIVERY_LIMIT, QueuePolicy};
 pub use queues::{DeadLetter, DeadReason};
 pub use share::{AckType, SHARE_QUEUE_PREFIX, ShareAcquired};
@@ -396,13 +397,38 @@ impl Broker {
             .ok_or(BrokerError::UnknownTopicOrPartition)
     }
 
-    /// Saves what the state has queued since the last call, snapshotting when due.
-    async fn save(&self, q: &QueueHandle, state: &mut QueueState) -> Result<()> {
+    /// Appends what the state has queued since the last call (snapshotting when due), under
+    /// the queue's lock so records reach the log in the order they happened. The returned
+    /// append resolves when they are durable (`flush = sync`); wait for it *after*
+    /// releasing the lock, so one operation's fsync does not hold up the queue.
+    ///
+    /// Who waits: an acquire, before handing out what its lease records promise (a
+    /// delivery must not be forgotten by a crash: it is redelivered marked redelivered).
+    /// Settles (ack, nack, release, expiry, drop-head) do not: the commit log is one
+    /// ordered file and a group commit covers everything before it, so the next delivery's
+    /// wait makes every earlier settle durable too — with `flush = sync` no delivery
+    /// decision relies on an ack that a crash could take back. A settle lost to a crash
+    /// before that only makes its message come back (unacked, redelivered).
+    fn save(
+        &self,
+        q: &QueueHandle,
+        state: &mut QueueState,
+    ) -> Result<Option<storage::PendingAppend>> {
         if state.snapshot_due() {
             state.write_snapshot();
         }
         let records = state.drain_records();
-        state_log::persist(self, q.state_partition, &records).await?;
+        state_log::append(self, q.state_partition, &records)
+    }
+
+    /// Waits until everything appended so far is durable, when queue `name`'s state is
+    /// kept with `flush = sync` (a protocol that answers an acknowledgement only once it
+    /// is saved: Kafka's ShareAcknowledge, a purge).
+    pub async fn queue_synced(&self, name: &str) -> Result<()> {
+        let q = self.queue(name)?;
+        if self.store.partition_config(q.state_partition)?.flush == storage::Flush::Sync {
+            self.store.synced().await?;
+        }
         Ok(())
     }
 
@@ -508,7 +534,11 @@ impl Broker {
             );
         }
         self.emit_dead(&q, &dead, known)?;
-        self.save(&q, &mut state).await?;
+        let saved = self.save(&q, &mut state)?;
+        drop(state);
+        if let Some(saved) = saved {
+            saved.durable().await?;
+        }
         let labels = crate::metrics::queue_labels(&q.name);
         self.metrics
             .queue_delivered
@@ -588,7 +618,7 @@ impl Broker {
             .ack(ConsumerId(consumer), offsets)
             .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
         q.bytes_settled(offsets.iter().copied());
-        self.save(&q, &mut state).await?;
+        self.save(&q, &mut state)?;
         let labels = crate::metrics::queue_labels(&q.name);
         self.metrics
             .queue_acked
@@ -615,7 +645,7 @@ impl Broker {
         q.head_changed();
         q.track_released(&released);
         self.emit_dead(&q, &released.dead, HashMap::new())?;
-        self.save(&q, &mut state).await?;
+        self.save(&q, &mut state)?;
         self.count_returned(&q.name, &released);
         Ok(released.dead)
     }
@@ -628,7 +658,7 @@ impl Broker {
         q.head_changed();
         q.track_released(&released);
         self.emit_dead(&q, &released.dead, HashMap::new())?;
-        self.save(&q, &mut state).await?;
+        self.save(&q, &mut state)?;
         self.count_returned(&q.name, &released);
         Ok(released.dead)
     }
@@ -644,7 +674,11 @@ impl Broker {
         if q.tracks_bytes() {
             q.bytes.lock().total = Some(0);
         }
-        self.save(&q, &mut state).await?;
+        let saved = self.save(&q, &mut state)?;
+        drop(state);
+        if let Some(saved) = saved {
+            saved.durable().await?;
+        }
         Ok(purged)
     }
 

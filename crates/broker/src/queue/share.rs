@@ -216,7 +216,8 @@ impl Broker {
                 .await
                 .map_err(refused)?;
         }
-        Ok(())
+        // Kafka answers once the share-partition's state is saved.
+        self.queue_synced(&name).await
     }
 
     /// Names of the share-partition queues over `topic`.

@@ -3,7 +3,7 @@
 //! record makes everything before it unnecessary: the partition's log start moves to it.
 
 use bytes::BytesMut;
-use common::{Offset, PartitionId};
+use common::PartitionId;
 use queues::{QueueConfig, QueueState, Record};
 
 use crate::broker::Broker;
@@ -12,13 +12,17 @@ use crate::error::{BrokerError, Result};
 /// Bytes read per step when replaying a state partition.
 const REPLAY_READ_BYTES: usize = 4 << 20;
 
-/// Appends `records` to the state partition `p` as one batch (waiting for durability when
-/// the partition's flush is sync). Returns the offset of the last snapshot among them.
-pub(super) async fn persist(
+/// Appends `records` to the state partition `p` as one batch, in call order (the caller
+/// holds the queue's lock). The records are readable at once; for a `flush = sync`
+/// partition the returned append resolves when they are durable. A snapshot among them
+/// makes everything before it unnecessary: the partition's log start moves to it (a crash
+/// before the snapshot is durable brings back the log start of the last checkpoint, which
+/// still covers the records before it).
+pub(super) fn append(
     broker: &Broker,
     p: PartitionId,
     records: &[Record],
-) -> Result<Option<Offset>> {
+) -> Result<Option<storage::PendingAppend>> {
     if records.is_empty() {
         return Ok(None);
     }
@@ -31,17 +35,15 @@ pub(super) async fn persist(
         }
         batch.record(None, Some(&r.to_bytes()), now, &[]);
     }
-    let base = broker
+    let pending = broker
         .store
-        .append(p, BytesMut::from(&batch.build()[..]))
-        .await?
-        .base_offset;
-    let snapshot = snapshot_at.map(|i| base + i);
-    if let Some(at) = snapshot {
-        // Everything before the snapshot is covered by it.
-        broker.store.delete_records(p, at)?;
+        .append_begin(p, BytesMut::from(&batch.build()[..]))?;
+    if let Some(i) = snapshot_at {
+        broker
+            .store
+            .delete_records(p, pending.appended.base_offset + i)?;
     }
-    Ok(snapshot)
+    Ok(Some(pending))
 }
 
 /// Rebuilds a queue's state from its state partition (from its log start: the last
