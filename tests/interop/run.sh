@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Interop suite: the real `sluice` binary driven by kcat, confluent-kafka (Python),
-# kafka-python and kafkajs (Node), pika (AMQP 0-9-1), each installed from the package registries if missing;
+# kafka-python and kafkajs (Node), pika and amqplib (AMQP 0-9-1), each installed from the package registries if missing;
 # and log compaction end to end with confluent-kafka (its own broker, killed on purpose).
 # Usage: tests/interop/run.sh [path/to/sluice]   (default: target/debug/sluice)
 # Each client script prints "N passed, N failed"; this script fails if any client fails.
@@ -68,6 +68,8 @@ run kafkajs node "$here/kafkajs_test.js"
 run compaction "$here/.venv/bin/python" "$here/compaction_test.py"
 # A stateful quixstreams app restoring its state from a compacted changelog (its own broker).
 run quixstreams "$here/quix/.venv/bin/python" "$here/quix/app_test.py"
+# amqplib (Node) on the AMQP door: before pika, which restarts the broker.
+run amqplib node "$here/amqp/amqplib_test.js"
 # Last: it restarts the broker.
 run pika "$here/.venv/bin/python" "$here/amqp/pika_test.py"
 if [ "$failed" -ne 0 ]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the interop clients if missing: kcat (Debian), a Python venv with confluent-kafka
-# kafka-python and pika (PyPI), another with quixstreams (PyPI), kafkajs (npm). Idempotent; quick when everything is present.
+# kafka-python and pika (PyPI), another with quixstreams (PyPI), kafkajs and amqplib (npm). Idempotent; quick when everything is present.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -20,6 +20,6 @@ fi
 if ! "$here/quix/.venv/bin/python" -c 'import quixstreams' 2>/dev/null; then
   "$here/quix/.venv/bin/pip" install -q -r "$here/quix/requirements.txt"
 fi
-if [ ! -d "$here/node_modules/kafkajs" ]; then
+if [ ! -d "$here/node_modules/kafkajs" ] || [ ! -d "$here/node_modules/amqplib" ]; then
   (cd "$here" && npm install --no-audit --no-fund --silent)
 fi
