@@ -36,6 +36,8 @@ pub struct Consumer {
     pub generation: u64,
     /// The queue has `x-single-active-consumer`: only its first consumer takes messages.
     pub single_active: bool,
+    /// A quorum queue: redeliveries carry `x-delivery-count`.
+    pub counts_deliveries: bool,
 }
 
 /// Deliveries taken from the unacked map by an ack, nack or reject, with their tags.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amq_protocol::frame::AMQPFrame;
-use amq_protocol::protocol::{AMQPClass, channel, connection};
+use amq_protocol::protocol::{AMQPClass, basic, channel, connection};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -49,6 +49,9 @@ pub struct Session {
     pub dirty: bool,
     /// Publishes of the read being handled whose confirms wait (`confirm.rs`).
     pub confirms: Vec<crate::confirm::PendingConfirm>,
+    /// basic.acks of the read being handled, applied together (one state record per
+    /// queue and consumer, not one per ack) before any other method and at the read's end.
+    pub acks: crate::channel::Taken,
 }
 
 /// One connection.
@@ -106,6 +109,7 @@ pub async fn run(
             exclusive: Vec::new(),
             dirty: false,
             confirms: Vec::new(),
+            acks: Vec::new(),
         },
         channels: HashMap::new(),
         channel_max: 0,
@@ -229,6 +233,9 @@ impl Connection {
             let frame = match decode_frame(&mut self.buf, self.session.out.frame_max) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
+                    if let Err(e) = self.session.flush_acks().await {
+                        return Some(Stop::Failed(self.close_with(&e).await));
+                    }
                     self.queue_confirms();
                     return None;
                 }
@@ -249,8 +256,17 @@ impl Connection {
     async fn handle_frame(&mut self, frame: AMQPFrame) -> Result<bool, AmqpError> {
         match frame {
             AMQPFrame::Heartbeat => Ok(true),
-            AMQPFrame::Method(0, method) => self.connection_method(method).await,
-            AMQPFrame::Method(ch, method) => self.channel_method(ch, method).await.map(|()| true),
+            AMQPFrame::Method(0, method) => {
+                self.session.flush_acks().await?;
+                self.connection_method(method).await
+            }
+            AMQPFrame::Method(ch, method) => {
+                // Acks wait for the next other method: whatever it does sees them applied.
+                if !matches!(method, AMQPClass::Basic(basic::AMQPMethod::Ack(_))) {
+                    self.session.flush_acks().await?;
+                }
+                self.channel_method(ch, method).await.map(|()| true)
+            }
             AMQPFrame::Header(ch, header) => {
                 let work = Work::Header(header.body_size, header.properties);
                 self.with_channel(ch, work).await.map(|()| true)
@@ -490,8 +506,21 @@ impl Session {
         }
     }
 
+    /// Applies the acks buffered by this read (see [`Session::acks`]).
+    pub async fn flush_acks(&mut self) -> Result<(), AmqpError> {
+        if self.acks.is_empty() {
+            return Ok(());
+        }
+        let acks = std::mem::take(&mut self.acks);
+        self.apply_settle(&acks, None).await
+    }
+
     /// Gives back everything a closed channel's consumers held and forgets its consumers.
     pub async fn release(&mut self, chan: Channel) {
+        // What the client acked before is acked, not released.
+        if let Err(e) = self.flush_acks().await {
+            tracing::warn!(peer = %self.peer, reason = %e.reply_text(), "applying acks before a release failed");
+        }
         for c in chan.consumers.values() {
             self.door
                 .consumer_removed(&c.queue, c.generation, c.broker_id);

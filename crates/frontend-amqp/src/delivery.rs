@@ -27,6 +27,29 @@ fn consumer_priority(v: &amq_protocol::types::AMQPValue) -> Option<i32> {
     }
 }
 
+/// A quorum queue (`x-queue-type = quorum`): its redeliveries say how often the message
+/// was delivered before.
+fn is_quorum(settings: &std::collections::BTreeMap<String, String>) -> bool {
+    settings.get("x-queue-type").map(String::as_str) == Some("quorum")
+}
+
+/// The AMQP message of delivery `d` from `queue`. A quorum queue's redelivery carries
+/// `x-delivery-count`: the deliveries before this one (absent on the first), as RabbitMQ's
+/// quorum queues write it.
+fn delivered(d: &broker::queue::QueueDelivery, queue: &str, quorum: bool) -> Message {
+    let mut msg = Message::from_record(&d.record, queue);
+    if quorum && d.delivery_count > 1 {
+        let mut headers = msg.properties.headers().clone().unwrap_or_default();
+        let before = i32::try_from(d.delivery_count - 1).unwrap_or(i32::MAX);
+        headers.insert(
+            "x-delivery-count".into(),
+            amq_protocol::types::AMQPValue::LongInt(before),
+        );
+        msg.properties = msg.properties.with_headers(headers);
+    }
+    msg
+}
+
 /// Most messages one consumer takes per pump when its prefetch does not limit it (no-ack,
 /// prefetch 0): other consumers and the client's frames get their turn.
 const PUMP_BATCH: u32 = 128;
@@ -119,10 +142,10 @@ impl Session {
                 )
             })?,
         };
+        let settings = self.door.broker.queue_settings(&queue).unwrap_or_default();
         let single_active =
-            self.door.broker.queue_settings(&queue).is_some_and(|s| {
-                s.get("x-single-active-consumer").map(String::as_str) == Some("true")
-            });
+            settings.get("x-single-active-consumer").map(String::as_str) == Some("true");
+        let counts_deliveries = is_quorum(&settings);
         let broker_id = next_consumer_id();
         let generation = self
             .door
@@ -138,6 +161,7 @@ impl Session {
                 unacked: 0,
                 generation,
                 single_active,
+                counts_deliveries,
             },
         );
         if !c.nowait {
@@ -168,6 +192,12 @@ impl Session {
         };
         if let Some(tx) = chan.tx.as_mut() {
             return tx.settle(taken, requeue);
+        }
+        if requeue.is_none() {
+            // Applied with the read's other acks (`Session::acks`).
+            self.acks.extend(taken);
+            self.dirty = true;
+            return Ok(());
         }
         self.apply_settle(&taken, requeue).await
     }
@@ -248,7 +278,12 @@ impl Session {
             .queue_counts(&queue)
             .await
             .map_err(|e| from_broker(&e))?;
-        let msg = Message::from_record(&d.record, split(&queue).1);
+        let quorum = self
+            .door
+            .broker
+            .queue_settings(&queue)
+            .is_some_and(|s| is_quorum(&s));
+        let msg = delivered(&d, split(&queue).1, quorum);
         let ok = basic::GetOk {
             delivery_tag: tag,
             redelivered: d.redelivered,
@@ -273,7 +308,7 @@ impl Session {
             return Ok(());
         };
         let (queue, id, no_ack) = (c.queue.clone(), c.broker_id, c.no_ack);
-        let single_active = c.single_active;
+        let (single_active, quorum) = (c.single_active, c.counts_deliveries);
         if !self.door.queue_alive(&queue, c.generation) {
             self.cancel_from_server(ch, chan, tag);
             return Ok(());
@@ -327,7 +362,7 @@ impl Session {
                     c.unacked += 1;
                 }
             }
-            let msg = Message::from_record(&d.record, split(&queue).1);
+            let msg = delivered(&d, split(&queue).1, quorum);
             let deliver = basic::Deliver {
                 consumer_tag: tag.into(),
                 delivery_tag,

@@ -303,6 +303,13 @@ impl Session {
         let topology = &self.door.topology;
         let broker = &self.door.broker;
         let (reply, nowait) = match m {
+            exchange::AMQPMethod::Declare(d) if d.passive => {
+                // Only whether it exists: the type and flags sent are not looked at (amqplib
+                // sends an empty type), as RabbitMQ does.
+                topology.exchange_or_404(&self.name(d.exchange.as_str())?)?;
+                let ok = exchange::DeclareOk {};
+                (exchange::AMQPMethod::DeclareOk(ok), d.nowait)
+            }
             exchange::AMQPMethod::Declare(d) => {
                 let mut wanted = exchange_of(&d)?;
                 if let Some(ae) = wanted.alternate.take() {

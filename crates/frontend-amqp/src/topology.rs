@@ -322,7 +322,10 @@ impl Topology {
             ));
         }
         let _changing = self.changing.lock();
-        self.exchange_or_404(name)?;
+        if self.exchange(name).is_none() {
+            // Deleting what is not there succeeds (RabbitMQ 3.x): cleanup code relies on it.
+            return Ok(());
+        }
         let in_use = crate::routing::bindings_from(&self.bindings.read(), name)
             .next()
             .is_some();
