@@ -204,6 +204,7 @@ mod tests {
                 unacked: 2,
                 generation: 1,
                 single_active: false,
+                counts_deliveries: false,
             },
         );
         chan.unacked.insert(1, unacked("q", Some("c")));
