@@ -38,6 +38,8 @@ pub struct Consumer {
     pub single_active: bool,
     /// A quorum queue: redeliveries carry `x-delivery-count`.
     pub counts_deliveries: bool,
+    /// A stream queue's consumer (`stream.rs`): the next offset it reads.
+    pub stream: Option<Offset>,
 }
 
 /// Deliveries taken from the unacked map by an ack, nack or reject, with their tags.
@@ -51,6 +53,8 @@ pub struct Unacked {
     pub offset: Offset,
     /// `None`: from basic.get.
     pub consumer_tag: Option<String>,
+    /// Read from a stream queue: its ack only makes room (`stream.rs`).
+    pub stream: bool,
 }
 
 /// One open channel.
@@ -151,7 +155,7 @@ impl Channel {
 /// Groups deliveries by (queue, broker consumer), each with its offsets.
 pub fn by_holder(taken: &[(u64, Unacked)]) -> BTreeMap<(String, u64), Vec<Offset>> {
     let mut out: BTreeMap<(String, u64), Vec<Offset>> = BTreeMap::new();
-    for (_, u) in taken {
+    for (_, u) in taken.iter().filter(|(_, u)| !u.stream) {
         out.entry((u.queue.clone(), u.broker_id))
             .or_default()
             .push(u.offset);
@@ -169,6 +173,7 @@ mod tests {
             broker_id: 7,
             offset: 0,
             consumer_tag: consumer_tag.map(str::to_string),
+            stream: false,
         }
     }
 
@@ -205,6 +210,7 @@ mod tests {
                 generation: 1,
                 single_active: false,
                 counts_deliveries: false,
+                stream: None,
             },
         );
         chan.unacked.insert(1, unacked("q", Some("c")));

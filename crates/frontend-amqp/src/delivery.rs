@@ -10,7 +10,7 @@ use crate::connection::Session;
 use crate::door::next_consumer_id;
 use crate::errors::{AmqpError, NOT_ALLOWED, PRECONDITION_FAILED, from_broker, truncate};
 use crate::message::Message;
-use crate::vhost::split;
+use crate::vhost::{describe, split};
 
 /// An `x-priority` consumer argument (any integer type) as a number.
 fn consumer_priority(v: &amq_protocol::types::AMQPValue) -> Option<i32> {
@@ -146,11 +146,42 @@ impl Session {
         let single_active =
             settings.get("x-single-active-consumer").map(String::as_str) == Some("true");
         let counts_deliveries = is_quorum(&settings);
+        let stream = if crate::stream::is_stream(&settings) {
+            // RabbitMQ's rules for a stream consumer: manual acks, a prefetch.
+            if c.no_ack {
+                // RabbitMQ closes the connection for this (540).
+                return Err(AmqpError::connection(
+                    crate::errors::NOT_IMPLEMENTED,
+                    format!(
+                        "automatic acknowledgement not supported by stream queues ({})",
+                        describe(&queue)
+                    ),
+                ));
+            }
+            if chan.prefetch_consumer == 0 && chan.prefetch_channel == 0 {
+                return Err(AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    format!(
+                        "consumer prefetch count is not set for stream queue {}",
+                        split(&queue).1
+                    ),
+                ));
+            }
+            Some(crate::stream::start_offset(
+                &self.door.broker,
+                &queue,
+                c.arguments.inner().get("x-stream-offset"),
+            )?)
+        } else {
+            None
+        };
         let broker_id = next_consumer_id();
         let generation = self
             .door
             .consumer_added(&queue, c.exclusive, broker_id, priority)?;
-        chan.holders.insert((queue.clone(), broker_id));
+        if stream.is_none() {
+            chan.holders.insert((queue.clone(), broker_id));
+        }
         chan.consumers.insert(
             tag.clone(),
             Consumer {
@@ -162,6 +193,7 @@ impl Session {
                 generation,
                 single_active,
                 counts_deliveries,
+                stream,
             },
         );
         if !c.nowait {
@@ -240,6 +272,17 @@ impl Session {
     async fn get(&mut self, ch: u16, chan: &mut Channel, g: basic::Get) -> Result<(), AmqpError> {
         let queue = self.name(g.queue.as_str())?;
         self.door.check_owner(&queue, self.id)?;
+        let settings = self.door.broker.queue_settings(&queue).unwrap_or_default();
+        if crate::stream::is_stream(&settings) {
+            // RabbitMQ closes the connection for this (540).
+            return Err(AmqpError::connection(
+                crate::errors::NOT_IMPLEMENTED,
+                format!(
+                    "basic.get not supported by stream queues ({})",
+                    describe(&queue)
+                ),
+            ));
+        }
         let id = *chan.get_id.get_or_insert_with(next_consumer_id);
         chan.holders.insert((queue.clone(), id));
         let lease = Some(self.door.config.consumer_timeout_ms);
@@ -269,6 +312,7 @@ impl Session {
                 broker_id: id,
                 offset: d.record.offset,
                 consumer_tag: None,
+                stream: false,
             };
             chan.unacked.insert(tag, unacked);
         }
@@ -278,12 +322,7 @@ impl Session {
             .queue_counts(&queue)
             .await
             .map_err(|e| from_broker(&e))?;
-        let quorum = self
-            .door
-            .broker
-            .queue_settings(&queue)
-            .is_some_and(|s| is_quorum(&s));
-        let msg = delivered(&d, split(&queue).1, quorum);
+        let msg = delivered(&d, split(&queue).1, is_quorum(&settings));
         let ok = basic::GetOk {
             delivery_tag: tag,
             redelivered: d.redelivered,
@@ -309,6 +348,7 @@ impl Session {
         };
         let (queue, id, no_ack) = (c.queue.clone(), c.broker_id, c.no_ack);
         let (single_active, quorum) = (c.single_active, c.counts_deliveries);
+        let is_stream = c.stream.is_some();
         if !self.door.queue_alive(&queue, c.generation) {
             self.cancel_from_server(ch, chan, tag);
             return Ok(());
@@ -322,6 +362,13 @@ impl Session {
             };
             own.min(chan.channel_room()).min(PUMP_BATCH)
         };
+        if is_stream {
+            return if room > 0 {
+                self.pump_stream(ch, chan, tag, room).await
+            } else {
+                Ok(())
+            };
+        }
         self.door.set_room(&queue, id, room > 0);
         if room == 0 || !self.door.may_deliver(&queue, id, single_active) {
             return Ok(());
@@ -356,6 +403,7 @@ impl Session {
                     broker_id: id,
                     offset: d.record.offset,
                     consumer_tag: Some(tag.to_string()),
+                    stream: false,
                 };
                 chan.unacked.insert(delivery_tag, u);
                 if let Some(c) = chan.consumers.get_mut(tag) {

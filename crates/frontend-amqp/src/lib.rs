@@ -17,7 +17,9 @@
 //! - `queue_methods.rs` (queue.*, exchange.*), `publish.rs` (basic.publish, returns,
 //!   confirms), `confirm.rs` (confirms waiting for the disk while the connection reads on),
 //!   `delivery.rs` (consume, qos, deliveries, get, ack/nack/reject).
-//! - `tx.rs` (tx.select/commit/rollback: what a transactional channel holds).
+//! - `tx.rs` (tx.select/commit/rollback: what a transactional channel holds); `stream.rs`
+//!   (stream queues, `x-queue-type = stream`: consumers reading the log from their own
+//!   offset).
 //! - `topology.rs` — exchanges and bindings, saved and loaded; `routing.rs` — exchange
 //!   kinds and the walk through exchange-to-exchange bindings and alternate exchanges;
 //!   `message.rs` — message ↔ record; `door.rs` — what connections share (per-queue use:
@@ -34,7 +36,7 @@
 //!   acknowledged (durable when a queue's partition is `flush = sync`).
 //! - Delivery tags are per channel, from 1, and name one (queue, offset) until settled.
 //!
-//! Not yet (issue 15): connection.blocked, per-resource vhost permissions, stream queues.
+//! Not yet (issue 15): connection.blocked, per-resource vhost permissions.
 //! See docs/protocol-mapping.md §AMQP.
 
 mod channel;
@@ -53,6 +55,7 @@ mod publish;
 mod queue_methods;
 mod routing;
 mod server;
+mod stream;
 mod topology;
 mod tx;
 mod vhost;

@@ -202,6 +202,11 @@ impl Session {
             self.require_queue(&name)?;
         } else {
             let settings = settings_of(&d.arguments, d.durable, d.auto_delete);
+            let stream = crate::stream::is_stream(&settings);
+            if stream {
+                crate::stream::check_declare(&settings, d.durable, d.exclusive, d.auto_delete)?;
+            }
+            let retention = crate::stream::retention_of(&settings);
             let created = self
                 .door
                 .broker
@@ -222,6 +227,16 @@ impl Session {
                     ),
                     other => from_broker(&other),
                 })?;
+            if created && stream && !retention.is_empty() {
+                // The stream's retention is its topic's (only for a topic it created).
+                if let Err(e) = self
+                    .door
+                    .broker
+                    .alter_topic_configs(&name, &retention, true, false)
+                {
+                    tracing::warn!(queue = %name, error = %e, "setting a stream queue's retention failed");
+                }
+            }
             if created && d.exclusive {
                 if d.durable {
                     self.door

@@ -5,7 +5,8 @@
 // work queue where every message is processed exactly once, every basic property and field
 // table type amqplib encodes (compared byte for byte), 404/406 channel errors, and issue 16's
 // queue policies (TTL and expiration into a DLX with x-death, rejection, retry loops,
-// x-max-length drop-head and reject-publish, priorities, x-delivery-limit).
+// x-max-length drop-head and reject-publish, priorities, x-delivery-limit), stream queues
+// (x-stream-offset), and (with KAFKA_PORT, sluice only) a Kafka topic read as a stream.
 // Needs AMQP_PORT (guest/guest on 127.0.0.1). Prints "N passed, N failed"; exits 1 on failure.
 // Every check passes against RabbitMQ 3.10.8 (Debian's rabbitmq-server): what they assert is
 // RabbitMQ's behaviour, not only sluice's.
@@ -1124,6 +1125,85 @@ async function deliveryCountHeader() {
   assert.equal(await messageCount(ch, 'aj_dc_q'), 0);
 }
 
+// Collects the bodies and x-stream-offset headers a stream consumer gets.
+async function streamReader(ch, queue, offset) {
+  const got = [];
+  await ch.consume(queue, (msg) => {
+    if (msg === null) return;
+    got.push([msg.properties.headers['x-stream-offset'], msg.content.toString()]);
+    ch.ack(msg);
+  }, { noAck: false, arguments: offset === undefined ? {} : { 'x-stream-offset': offset } });
+  return got;
+}
+
+async function streamQueue() {
+  const conn = await connect();
+  const ch = await channel(conn, { confirm: true });
+  await ch.deleteQueue('aj_stream');
+  await ch.assertQueue('aj_stream', { durable: true, arguments: { 'x-queue-type': 'stream', 'x-max-age': '7D' } });
+  for (let i = 0; i < 10; i += 1) ch.sendToQueue('aj_stream', Buffer.from(`s${i}`));
+  await ch.waitForConfirms();
+  await ch.prefetch(100);
+  const first = await streamReader(ch, 'aj_stream', 'first');
+  const fromSeven = await streamReader(ch, 'aj_stream', 7);
+  const past = await streamReader(ch, 'aj_stream', { '!': 'timestamp', value: 1000 });
+  const interval = await streamReader(ch, 'aj_stream', '1h');
+  const next = await streamReader(ch, 'aj_stream');
+  await eventually('every reader read the log', () => first.length === 10 && fromSeven.length === 3
+    && past.length === 10 && interval.length === 10);
+  assert.deepEqual(first, Array.from({ length: 10 }, (_, i) => [i, `s${i}`]));
+  assert.deepEqual(fromSeven.map((m) => m[0]), [7, 8, 9]);
+  assert.equal(next.length, 0, 'next: nothing until a new message');
+  ch.sendToQueue('aj_stream', Buffer.from('s10'));
+  await ch.waitForConfirms();
+  await eventually('the new message reaches every reader', () => next.length === 1 && first.length === 11);
+  assert.deepEqual(next, [[10, 's10']]);
+  // Reading takes nothing away: a new reader from the start still gets everything.
+  const again = await streamReader(ch, 'aj_stream', 'first');
+  await eventually('a second reader from first', () => again.length === 11);
+  // RabbitMQ's rules: a stream consumer needs a prefetch and manual acks; no basic.get.
+  await expectChannelClose(conn, 406, 'consume without a prefetch', async (c) => {
+    await c.consume('aj_stream', () => {}, { noAck: false });
+  });
+  // Automatic acks and basic.get: RabbitMQ closes the whole connection (540 NOT_IMPLEMENTED).
+  const refused = async (what, fn) => {
+    const other = await connect();
+    const closed = new Promise((resolve) => other.on('close', resolve));
+    const och = await other.createChannel();
+    och.on('error', () => {});
+    await och.prefetch(10);
+    await fn(och).catch(() => {});
+    await within(5000, `${what}: the connection was not closed`, closed);
+    assert.equal(other.closedBy && other.closedBy.code, 540, `${what}: ${other.closedBy && other.closedBy.message}`);
+  };
+  await refused('a noAck stream consumer', (c) => c.consume('aj_stream', () => {}, { noAck: true }));
+  await refused('basic.get from a stream', (c) => c.get('aj_stream'));
+  await expectChannelClose(conn, 406, 'an exclusive stream', async (c) => {
+    await c.assertQueue('aj_stream_x', { exclusive: true, arguments: { 'x-queue-type': 'stream' } });
+  });
+}
+
+async function kafkaTopicAsStream() {
+  // Not a RabbitMQ behaviour: a Kafka topic read as a stream queue (issue 15).
+  const { Kafka, logLevel } = require('kafkajs');
+  const kafka = new Kafka({ brokers: [`127.0.0.1:${process.env.KAFKA_PORT}`], logLevel: logLevel.NOTHING });
+  const producer = kafka.producer();
+  await producer.connect();
+  const topic = `aj-kafka-stream-${Date.now()}`;
+  try {
+    await producer.send({ topic, messages: ['k0', 'k1', 'k2'].map((v) => ({ key: v, value: v })) });
+  } finally {
+    await producer.disconnect();
+  }
+  const conn = await connect();
+  const ch = await channel(conn);
+  await ch.assertQueue(topic, { durable: true, arguments: { 'x-queue-type': 'stream' } });
+  await ch.prefetch(10);
+  const got = await streamReader(ch, topic, 'first');
+  await eventually('the three Kafka records', () => got.length === 3);
+  assert.deepEqual(got, [[0, 'k0'], [1, 'k1'], [2, 'k2']]);
+}
+
 (async () => {
   const started = Date.now();
   const hang = setTimeout(() => {
@@ -1165,6 +1245,11 @@ async function deliveryCountHeader() {
   await check('x-max-priority: higher first, FIFO within a priority, requeued keep theirs', priorities);
   await check('x-delivery-limit: nacked with requeue too often, dead-lettered (delivery_limit)', deliveryLimit);
   await check('quorum queue redeliveries carry x-delivery-count', deliveryCountHeader);
+  await check('stream queue: readers from first, an offset, a timestamp, an interval and next; nothing taken away',
+    streamQueue);
+  if (process.env.KAFKA_PORT) {
+    await check('a Kafka topic (kafkajs producer) read as a stream queue', kafkaTopicAsStream);
+  }
   clearTimeout(hang);
   console.log(`${passed} passed, ${failed} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
   process.exit(failed || !passed ? 1 : 0);

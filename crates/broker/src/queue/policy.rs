@@ -55,6 +55,11 @@ fn non_negative(settings: &BTreeMap<String, String>, arg: &str) -> Result<Option
 impl QueuePolicy {
     /// The policy of `settings`; an argument RabbitMQ would refuse is an error naming it.
     pub fn parse(settings: &BTreeMap<String, String>) -> Result<QueuePolicy, String> {
+        if settings.get("x-queue-type").map(String::as_str) == Some("stream") {
+            // A stream keeps every message for its readers: its `x-max-length-bytes` and
+            // `x-max-age` are its topic's retention (the AMQP door sets them), not limits.
+            return Ok(QueuePolicy::default());
+        }
         let mut p = QueuePolicy {
             message_ttl_ms: non_negative(settings, "x-message-ttl")?,
             dead_letter_exchange: settings.get("x-dead-letter-exchange").cloned(),
