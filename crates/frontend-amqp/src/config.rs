@@ -29,6 +29,12 @@ pub struct AmqpConfig {
     /// Users besides the built-in guest: comma-separated `name:password` or
     /// `name:password:vhost|vhost…` (`vhost.rs`).
     pub users: String,
+    /// Publishing connections are blocked while the data directory's filesystem has fewer
+    /// free bytes than this (`alarm.rs`; 0: never).
+    pub disk_free_limit_bytes: u64,
+    /// Publishing connections are blocked while the broker's resident memory is above
+    /// this (`alarm.rs`; 0: 40 % of physical memory, RabbitMQ's default).
+    pub memory_high_watermark_bytes: u64,
 }
 
 impl Default for AmqpConfig {
@@ -44,6 +50,8 @@ impl Default for AmqpConfig {
             shutdown_grace_ms: 10_000,
             vhosts: "/".to_string(),
             users: String::new(),
+            disk_free_limit_bytes: 50_000_000,
+            memory_high_watermark_bytes: 0,
         }
     }
 }
@@ -125,6 +133,26 @@ pub const CONFIG_KEYS: &[KeySpec] = &[
         kafka_name: None,
         doc: "AMQP users besides guest (guest/guest, loopback only), comma-separated name:password or name:password:vhost|vhost (the vhosts it may open; all when absent). Passwords are plain text: keep the file private.",
     },
+    KeySpec {
+        key: "amqp.disk_free_limit_bytes",
+        kind: Kind::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        default: "50000000",
+        kafka_name: None,
+        doc: "Publishing AMQP connections are blocked (connection.blocked, not read from) while the data directory's filesystem has fewer free bytes than this (RabbitMQ's disk_free_limit); 0 turns the check off.",
+    },
+    KeySpec {
+        key: "amqp.memory_high_watermark_bytes",
+        kind: Kind::Int {
+            min: 0,
+            max: i64::MAX,
+        },
+        default: "0",
+        kafka_name: None,
+        doc: "Publishing AMQP connections are blocked while the broker's resident memory is above this many bytes; 0 means 40% of physical memory (RabbitMQ's vm_memory_high_watermark).",
+    },
 ];
 
 impl AmqpConfig {
@@ -142,6 +170,9 @@ impl AmqpConfig {
             max_connections: usize::try_from(int("amqp.max_connections")).unwrap_or(1),
             vhosts: s.str("amqp.vhosts"),
             users: s.str("amqp.users"),
+            disk_free_limit_bytes: u64::try_from(int("amqp.disk_free_limit_bytes")).unwrap_or(0),
+            memory_high_watermark_bytes: u64::try_from(int("amqp.memory_high_watermark_bytes"))
+                .unwrap_or(0),
             ..AmqpConfig::default()
         }
     }

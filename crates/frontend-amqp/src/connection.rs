@@ -41,6 +41,11 @@ pub struct Session {
     /// The client announced the `consumer_cancel_notify` capability: it is told with a
     /// basic.cancel when the broker ends one of its consumers.
     pub cancel_notify: bool,
+    /// The client announced the `connection.blocked` capability: it is told when a
+    /// resource alarm blocks it (`alarm.rs`).
+    pub blocked_notify: bool,
+    /// The connection has published: a resource alarm blocks it.
+    pub publisher: bool,
     /// The vhost opened (connection.open): names the client sends are local to it.
     pub vhost: crate::vhost::Vhost,
     /// Exclusive queues declared here: deleted when the connection ends.
@@ -68,6 +73,10 @@ pub struct Connection {
     pub(crate) waits: VecDeque<ConfirmWait>,
     /// Channels opened so far (each channel's epoch).
     opened: u64,
+    /// A resource alarm holds this publishing connection: not read from (`alarm.rs`).
+    blocked: bool,
+    /// connection.blocked was sent and connection.unblocked not yet.
+    told_blocked: bool,
 }
 
 /// What a frame asks of its channel.
@@ -102,6 +111,8 @@ pub async fn run(
         session: Session {
             id: door.next_connection_id(),
             cancel_notify: false,
+            blocked_notify: false,
+            publisher: false,
             vhost: crate::vhost::Vhost::default(),
             door,
             out: Outbox::new(frame_max),
@@ -117,6 +128,8 @@ pub async fn run(
         last_received: Instant::now(),
         waits: VecDeque::new(),
         opened: 0,
+        blocked: false,
+        told_blocked: false,
     };
     let stop = match conn.handshake().await {
         Ok(()) => conn.serve(shutdown).await,
@@ -163,6 +176,7 @@ impl Connection {
     async fn serve(&mut self, mut shutdown: watch::Receiver<bool>) -> Stop {
         let mut appends = self.session.door.broker.subscribe_appends();
         let mut wake = self.session.door.subscribe_wake();
+        let mut alarm = self.session.door.subscribe_alarm();
         let beat = match self.heartbeat_s {
             0 => Duration::from_secs(3600),
             s => Duration::from_secs(u64::from(s)) / 2,
@@ -179,16 +193,20 @@ impl Connection {
             {
                 return Stop::Failed(self.close_with(&e).await);
             }
+            self.follow_alarm(alarm.borrow_and_update().clone());
             if let Err(e) = self.flush().await {
                 return Stop::Failed(format!("write failed: {e}"));
             }
             tokio::select! {
+                _ = alarm.changed() => {}
                 _ = shutdown.changed() => {}
                 outcomes = next_resolved(&mut self.waits), if !self.waits.is_empty() => {
                     self.apply_confirms(outcomes);
                 }
-                // While too many confirms wait for the disk, the client waits for us.
-                read = self.reader.read_buf(&mut self.buf), if self.waits.len() < MAX_WAITS => match read {
+                // While too many confirms wait for the disk, or a resource alarm blocks this
+                // publisher, the client waits for us.
+                read = self.reader.read_buf(&mut self.buf),
+                    if self.waits.len() < MAX_WAITS && !self.blocked => match read {
                     Ok(0) => return Stop::Failed("the client closed the socket".to_string()),
                     Ok(_) => {
                         self.last_received = Instant::now();
@@ -211,9 +229,39 @@ impl Connection {
         }
     }
 
-    /// Sends a heartbeat; a client silent for two intervals is gone.
+    /// Blocks or unblocks this connection for a resource alarm (`alarm.rs`): a publisher
+    /// is not read from while one is raised, and is told so if it asked to be.
+    fn follow_alarm(&mut self, alarm: crate::alarm::Alarm) {
+        let blocked = alarm.is_some() && self.session.publisher;
+        if blocked == self.blocked {
+            return;
+        }
+        self.blocked = blocked;
+        if !blocked {
+            // Its frames waited in the socket: the silence was ours.
+            self.last_received = Instant::now();
+        }
+        if !self.session.blocked_notify || blocked == self.told_blocked {
+            return;
+        }
+        self.told_blocked = blocked;
+        let method = match alarm {
+            Some(reason) => connection::AMQPMethod::Blocked(connection::Blocked {
+                reason: crate::errors::truncate(&reason, 255).into(),
+            }),
+            None => connection::AMQPMethod::Unblocked(connection::Unblocked {}),
+        };
+        self.session.out.method(0, AMQPClass::Connection(method));
+    }
+
+    /// Sends a heartbeat; a client silent for two intervals is gone (not while a resource
+    /// alarm keeps us from reading it).
     async fn heartbeat(&mut self) -> Option<Stop> {
         if self.heartbeat_s == 0 {
+            return None;
+        }
+        if self.blocked {
+            self.session.out.frame(&AMQPFrame::Heartbeat);
             return None;
         }
         let limit = Duration::from_secs(2 * u64::from(self.heartbeat_s));

@@ -200,6 +200,8 @@ impl Door {
     pub async fn run_policies(self: Arc<Door>, mut shutdown: watch::Receiver<bool>) {
         let mut ticks = tokio::time::interval(SWEEP_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut resources = tokio::time::interval(crate::alarm::CHECK_EVERY);
+        resources.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *shutdown.borrow() {
                 return;
@@ -207,6 +209,7 @@ impl Door {
             tokio::select! {
                 _ = shutdown.changed() => {}
                 () = self.broker.dead_letters_ready() => {}
+                _ = resources.tick() => self.check_resources(),
                 _ = ticks.tick() => {
                     if let Err(e) = self.broker.queue_sweep().await {
                         tracing::warn!(error = %e, "sweeping expired messages failed");

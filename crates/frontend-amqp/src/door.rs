@@ -106,6 +106,8 @@ pub struct Door {
     /// released by a closed channel) or a queue goes: consumers on every connection look
     /// again.
     wake: watch::Sender<u64>,
+    /// What is short (disk, memory), if anything: publishers are blocked (`alarm.rs`).
+    alarm: watch::Sender<crate::alarm::Alarm>,
     queues: Mutex<HashMap<String, QueueUse>>,
     next_name: AtomicU64,
     next_generation: AtomicU64,
@@ -153,6 +155,7 @@ impl Door {
             config,
             access,
             wake: watch::channel(0).0,
+            alarm: watch::channel(None).0,
             queues: Mutex::new(HashMap::new()),
             next_name: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
@@ -166,6 +169,23 @@ impl Door {
 
     pub fn wake_consumers(&self) {
         self.wake.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    pub fn subscribe_alarm(&self) -> watch::Receiver<crate::alarm::Alarm> {
+        self.alarm.subscribe()
+    }
+
+    /// Looks at the free disk space and resident memory (`alarm.rs`).
+    pub fn check_resources(&self) {
+        let limits = crate::alarm::Limits {
+            disk_free: self.config.disk_free_limit_bytes,
+            memory: match self.config.memory_high_watermark_bytes {
+                0 => crate::alarm::default_memory_limit(),
+                n => n,
+            },
+        };
+        let now = crate::alarm::check(&self.broker.config().data_dir, limits);
+        crate::alarm::update(&self.alarm, now);
     }
 
     /// A server-chosen name with `prefix` (server-named queues, consumer tags).

@@ -36,6 +36,7 @@ impl Connection {
             Err(e) => return Err(self.close_with(&e).await),
         };
         self.session.cancel_notify = has_capability(&start_ok, "consumer_cancel_notify");
+        self.session.blocked_notify = has_capability(&start_ok, "connection.blocked");
         let ours = &self.session.door.config;
         let tune = connection::Tune {
             channel_max: ours.channel_max,
@@ -151,6 +152,7 @@ fn start_method() -> AMQPClass {
         "basic.nack",
         "consumer_cancel_notify",
         "per_consumer_qos",
+        "connection.blocked",
     ] {
         capabilities.insert(cap.into(), AMQPValue::Boolean(true));
     }

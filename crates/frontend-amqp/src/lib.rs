@@ -24,6 +24,7 @@
 //!   kinds and the walk through exchange-to-exchange bindings and alternate exchanges;
 //!   `message.rs` — message ↔ record; `door.rs` — what connections share (per-queue use:
 //!   consumers, exclusive owners); `errors.rs` — reply codes.
+//! - `alarm.rs` — resource alarms (free disk, resident memory): publishers blocked.
 //! - [`AmqpConfig`] (`config.rs`) — listener settings and their config keys.
 //!
 //! Invariants callers and tests may rely on:
@@ -36,9 +37,10 @@
 //!   acknowledged (durable when a queue's partition is `flush = sync`).
 //! - Delivery tags are per channel, from 1, and name one (queue, offset) until settled.
 //!
-//! Not yet (issue 15): connection.blocked, per-resource vhost permissions.
+//! Not yet (issue 15): per-resource vhost permissions (issue 20).
 //! See docs/protocol-mapping.md §AMQP.
 
+mod alarm;
 mod channel;
 mod codec;
 mod config;

@@ -43,6 +43,7 @@ impl Session {
                 "basic.publish before the previous message's content",
             ));
         }
+        self.publisher = true;
         chan.publish = Some(PendingPublish {
             exchange: p.exchange.to_string(),
             routing_key: p.routing_key.to_string(),
