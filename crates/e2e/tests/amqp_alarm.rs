@@ -97,11 +97,13 @@ async fn run() {
                 )
                 .await
                 .unwrap()
+                .await
+                .unwrap()
             }
         }
     };
     for n in 0..20 {
-        assert!(publish(n).await.await.unwrap().is_ack());
+        assert!(publish(n).await.is_ack());
     }
     assert!(!publisher.status().blocked());
 
@@ -119,7 +121,7 @@ async fn run() {
     // either): not confirmed while the alarm lasts.
     let mut held = tokio::spawn({
         let publish = publish.clone();
-        async move { publish(100).await.await.unwrap() }
+        async move { publish(100).await }
     });
     let early = tokio::time::timeout(Duration::from_millis(1500), &mut held).await;
     assert!(
