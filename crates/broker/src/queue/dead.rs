@@ -152,6 +152,7 @@ impl Broker {
         let limits = q.policy.limits;
         if !limits.is_set() {
             self.produce(name, 0, batch).await?;
+            self.metrics.count_published(name);
             return Ok(Published::Stored);
         }
         // Held across the produce: publishers to a limited queue take turns, so the check
@@ -168,10 +169,12 @@ impl Broker {
             }
             self.produce(name, 0, batch).await?;
             q.bytes_added(body_bytes);
+            self.metrics.count_published(name);
             return Ok(Published::Stored);
         }
         self.produce(name, 0, batch).await?;
         q.bytes_added(body_bytes);
+        self.metrics.count_published(name);
         let end = self.queue_end(&q)?;
         let ready = state.ready(end);
         let ready_bytes = self.ready_bytes(&q, &state, end)?;
