@@ -3,9 +3,11 @@
 //!
 //! Where to look: `config/` (server configuration: every crate's keys gathered), `server.rs`
 //! (wiring storage, broker and admin HTTP; signals), `doors.rs` (the front-door registry:
-//! where a protocol plugs in), `storage_cmd.rs` (`sluice storage check|repair`), `cli/` (the
-//! client subcommands and their output, over the `kafka-client` crate).
+//! where a protocol plugs in), `amqp_admin.rs` (the AMQP door behind the admin API's
+//! `/api/…`), `storage_cmd.rs` (`sluice storage check|repair`), `cli/` (the client
+//! subcommands and their output, over the `kafka-client` crate).
 
+mod amqp_admin;
 mod bench;
 mod cli;
 mod config;
