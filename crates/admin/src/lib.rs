@@ -1,13 +1,18 @@
-//! Sluice admin HTTP server: `GET /metrics` (Prometheus/OpenMetrics text) and `GET /health`
-//! (JSON). Built on axum; it reads the broker's `prometheus-client` registry and adds what the
-//! broker does not own: storage numbers (sampled at scrape time through a closure the binary
-//! provides, so this crate does not depend on the storage engine's types), uptime and build
-//! info.
+//! Sluice admin HTTP server: `GET /metrics` (Prometheus/OpenMetrics text), `GET /health`
+//! (JSON) and the JSON management API under `/api/` (queues, exchanges, bindings;
+//! docs/http-api.md). Built on axum; it reads the broker's `prometheus-client` registry and
+//! adds what the broker does not own: storage numbers (sampled at scrape time through a
+//! closure the binary provides, so this crate does not depend on the storage engine's
+//! types), uptime and build info. Likewise the AMQP objects come through a trait object the
+//! binary builds around the door ([`api::AmqpManagement`]): this crate depends on no door.
 //!
-//! - [`AdminServer`] — what the endpoints need (broker handle, listen addresses, storage sampler).
+//! - [`AdminServer`] — what the endpoints need (broker handle, listen addresses, storage
+//!   sampler, the AMQP door's management operations).
 //! - [`serve`] — runs the HTTP server until the shutdown signal flips.
 //! - [`Sample`] — one storage number, gauge or counter.
+//! - [`api`] — the `/api/…` routes, their JSON types and errors.
 
+pub mod api;
 mod health;
 mod metrics;
 
@@ -62,6 +67,7 @@ pub struct AdminServer {
     pub(crate) data_dir: PathBuf,
     pub(crate) listeners: Listeners,
     pub(crate) storage: Option<StorageSampler>,
+    pub(crate) amqp: Option<Arc<dyn api::AmqpManagement>>,
 }
 
 impl AdminServer {
@@ -72,7 +78,14 @@ impl AdminServer {
             data_dir,
             listeners,
             storage: None,
+            amqp: None,
         }
+    }
+
+    /// Serves the AMQP door's queues, exchanges and bindings under `/api/`.
+    pub fn with_amqp(mut self, amqp: Arc<dyn api::AmqpManagement>) -> Self {
+        self.amqp = Some(amqp);
+        self
     }
 
     /// Adds storage metrics sampled by `sampler` on each scrape.
@@ -87,12 +100,15 @@ impl AdminServer {
             .route("/metrics", get(metrics::handler))
             .route("/health", get(health::handler))
             .route("/", get(index))
+            .merge(api::routes())
+            .fallback(api::no_route)
+            .method_not_allowed_fallback(api::no_method)
             .with_state(self)
     }
 }
 
 async fn index() -> &'static str {
-    "sluice admin: GET /metrics (Prometheus), GET /health (JSON)\n"
+    "sluice admin: GET /metrics (Prometheus), GET /health (JSON), /api/… (JSON management API: queues, exchanges, bindings)\n"
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` becomes true.

@@ -56,6 +56,11 @@ pub struct BrokerMetrics {
     pub queue_acked: Family<Labels, Counter>,
     /// `sluice_queue_returned_total{queue}`: nacked with requeue, or released
     pub queue_returned: Family<Labels, Counter>,
+    /// `sluice_queue_published_total{queue}`: messages stored through `Broker::queue_publish`
+    pub queue_published: Family<Labels, Counter>,
+    /// `sluice_queue_consumers_subscribed{queue}`: consumers subscribed now (an AMQP
+    /// basic.consume), whether or not they hold messages; kept by the door that has them
+    pub queue_subscribed: Family<Labels, Gauge>,
 }
 
 impl std::fmt::Debug for BrokerMetrics {
@@ -93,6 +98,8 @@ impl BrokerMetrics {
             queue_delivered: Family::default(),
             queue_acked: Family::default(),
             queue_returned: Family::default(),
+            queue_published: Family::default(),
+            queue_subscribed: Family::default(),
         };
         {
             let mut r = m.registry.lock();
@@ -149,38 +156,53 @@ impl BrokerMetrics {
                 "High watermark minus committed offset",
                 m.group_lag.clone(),
             );
-            r.register(
-                "sluice_queue_messages_ready",
-                "Messages ready for delivery, by queue",
-                m.queue_ready.clone(),
-            );
-            r.register(
-                "sluice_queue_messages_unacked",
-                "Messages delivered and not yet acknowledged, by queue",
-                m.queue_unacked.clone(),
-            );
-            r.register(
-                "sluice_queue_consumers",
-                "Consumers holding unacknowledged messages, by queue",
-                m.queue_consumers.clone(),
-            );
-            r.register(
-                "sluice_queue_delivered",
-                "Deliveries (redeliveries included), by queue",
-                m.queue_delivered.clone(),
-            );
-            r.register(
-                "sluice_queue_acked",
-                "Messages acknowledged, by queue",
-                m.queue_acked.clone(),
-            );
-            r.register(
-                "sluice_queue_returned",
-                "Messages returned for redelivery (nack with requeue, release), by queue",
-                m.queue_returned.clone(),
-            );
+            m.register_queue_families(&mut r);
         }
         m
+    }
+
+    /// The per-queue families (`sluice_queue_*`).
+    fn register_queue_families(&self, r: &mut Registry) {
+        r.register(
+            "sluice_queue_messages_ready",
+            "Messages ready for delivery, by queue",
+            self.queue_ready.clone(),
+        );
+        r.register(
+            "sluice_queue_messages_unacked",
+            "Messages delivered and not yet acknowledged, by queue",
+            self.queue_unacked.clone(),
+        );
+        r.register(
+            "sluice_queue_consumers",
+            "Consumers holding unacknowledged messages, by queue",
+            self.queue_consumers.clone(),
+        );
+        r.register(
+            "sluice_queue_delivered",
+            "Deliveries (redeliveries included), by queue",
+            self.queue_delivered.clone(),
+        );
+        r.register(
+            "sluice_queue_acked",
+            "Messages acknowledged, by queue",
+            self.queue_acked.clone(),
+        );
+        r.register(
+            "sluice_queue_returned",
+            "Messages returned for redelivery (nack with requeue, release), by queue",
+            self.queue_returned.clone(),
+        );
+        r.register(
+            "sluice_queue_published",
+            "Messages stored in the queue by publishes, by queue",
+            self.queue_published.clone(),
+        );
+        r.register(
+            "sluice_queue_consumers_subscribed",
+            "Consumers subscribed to the queue, holding messages or not, by queue",
+            self.queue_subscribed.clone(),
+        );
     }
 
     /// Counts one request of `api` on the front door speaking `protocol` ("kafka", later
@@ -232,6 +254,53 @@ pub struct TopicCounters {
     pub records_in: Counter,
     pub bytes_out: Counter,
     pub records_out: Counter,
+}
+
+impl BrokerMetrics {
+    /// Counts one message stored in queue `queue` by a publish.
+    pub fn count_published(&self, queue: &str) {
+        self.queue_published
+            .get_or_create(&queue_labels(queue))
+            .inc();
+    }
+
+    /// Sets how many consumers are subscribed to `queue` (`None`: the queue went, its
+    /// series too).
+    pub fn set_subscribed(&self, queue: &str, consumers: Option<u32>) {
+        let labels = queue_labels(queue);
+        match consumers {
+            Some(n) => {
+                self.queue_subscribed
+                    .get_or_create(&labels)
+                    .set(i64::from(n));
+            }
+            None => {
+                self.queue_subscribed.remove(&labels);
+            }
+        }
+    }
+
+    /// The per-queue counters of `queue` since the start: (published, delivered, acked,
+    /// returned). Reading creates no series.
+    pub fn queue_totals(&self, queue: &str) -> QueueTotals {
+        let labels = queue_labels(queue);
+        let read = |f: &Family<Labels, Counter>| f.get(&labels).map_or(0, |c| c.get());
+        QueueTotals {
+            published: read(&self.queue_published),
+            delivered: read(&self.queue_delivered),
+            acked: read(&self.queue_acked),
+            returned: read(&self.queue_returned),
+        }
+    }
+}
+
+/// A queue's counters since the broker started (see [`BrokerMetrics::queue_totals`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueTotals {
+    pub published: u64,
+    pub delivered: u64,
+    pub acked: u64,
+    pub returned: u64,
 }
 
 /// The label set of one queue's metrics.

@@ -160,7 +160,7 @@ async fn delivery_limit_purge_and_delete() {
 }
 
 /// `/metrics` per queue: ready, unacked, consumers holding messages, and the delivered /
-/// acked / returned counters.
+/// acked / returned / published counters.
 #[tokio::test]
 async fn per_queue_metrics() {
     let dir = tempfile::tempdir().unwrap();
@@ -182,6 +182,22 @@ async fn per_queue_metrics() {
         "sluice_queue_delivered_total{queue=\"jobs\"} 3",
         "sluice_queue_acked_total{queue=\"jobs\"} 1",
         "sluice_queue_returned_total{queue=\"jobs\"} 1",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
+    }
+    // Publishes through the queue API count per queue (the five above were plain produces).
+    assert_eq!(publish_limited(&b, "jobs", "one more").await, Ok(()));
+    let totals = b.metrics().queue_totals("jobs");
+    assert_eq!(
+        (totals.published, totals.delivered, totals.acked),
+        (1, 3, 1)
+    );
+    b.metrics().set_subscribed("jobs", Some(2));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &b.metrics().registry.lock()).unwrap();
+    for line in [
+        "sluice_queue_published_total{queue=\"jobs\"} 1",
+        "sluice_queue_consumers_subscribed{queue=\"jobs\"} 2",
     ] {
         assert!(text.contains(line), "missing `{line}` in\n{text}");
     }

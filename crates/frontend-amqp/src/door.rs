@@ -149,8 +149,13 @@ pub fn locked(queue: &str) -> AmqpError {
 impl Door {
     pub fn new(broker: Arc<Broker>, config: AmqpConfig) -> Door {
         let access = access_of(&config);
+        let topology = Topology::open(&broker, &access.vhosts);
+        // Every queue has its consumer series from the start, at 0 until one subscribes.
+        for queue in broker.list_queues() {
+            broker.metrics().set_subscribed(&queue, Some(0));
+        }
         Door {
-            topology: Topology::open(&broker, &access.vhosts),
+            topology,
             broker,
             config,
             access,
@@ -206,6 +211,13 @@ impl Door {
         })
     }
 
+    /// A queue was created: its consumer series starts at 0.
+    pub fn queue_declared(&self, queue: &str) {
+        self.broker
+            .metrics()
+            .set_subscribed(queue, Some(self.consumer_count(queue)));
+    }
+
     pub fn consumer_count(&self, queue: &str) -> u32 {
         self.queues.lock().get(queue).map_or(0, |u| u.consumers)
     }
@@ -230,6 +242,9 @@ impl Door {
             priority,
             has_room: true,
         });
+        self.broker
+            .metrics()
+            .set_subscribed(queue, Some(u.consumers));
         self.broker.queue_touch(queue);
         Ok(u.generation)
     }
@@ -244,6 +259,9 @@ impl Door {
             };
             u.members.retain(|m| m.id != id);
             let last = u.leave();
+            self.broker
+                .metrics()
+                .set_subscribed(queue, Some(u.consumers));
             // x-expires counts from the last consumer's leaving.
             self.broker.queue_touch(queue);
             if last && u.owner.is_none() {
@@ -334,6 +352,7 @@ impl Door {
         }
         self.topology.forget_exclusive(&self.broker, name)?;
         self.queues.lock().remove(name);
+        self.broker.metrics().set_subscribed(name, None);
         self.wake_consumers();
         Ok(())
     }

@@ -26,6 +26,9 @@
 //!   consumers, exclusive owners); `errors.rs` — reply codes.
 //! - `alarm.rs` — resource alarms (free disk, resident memory): publishers blocked.
 //! - [`AmqpConfig`] (`config.rs`) — listener settings and their config keys.
+//! - [`DoorHandle`] (`manage.rs`) — the door's shared state, opened once and served with
+//!   [`serve_handle`]; its management operations (queues, exchanges, bindings by vhost and
+//!   name) back the admin HTTP API's `/api/…` (docs/http-api.md).
 //!
 //! Invariants callers and tests may rely on:
 //! - A frame larger than the negotiated frame_max, or one `amq-protocol` cannot decode,
@@ -51,6 +54,7 @@ mod delivery;
 mod door;
 pub mod errors;
 mod handshake;
+mod manage;
 mod message;
 mod outbox;
 mod publish;
@@ -64,8 +68,12 @@ mod vhost;
 
 pub use codec::{FrameError, PROTOCOL_HEADER, decode_frame, decode_protocol_header, encode_frame};
 pub use config::{AmqpConfig, CONFIG_KEYS};
+pub use manage::{
+    BindingView, DoorHandle, ExchangeSpec, ExchangeView, ManageError, ManageErrorKind,
+    ManageResult, QueueSpec, QueueView,
+};
 pub use message::{HEADER_EXCHANGE, HEADER_PROPERTIES, Message};
-pub use server::serve;
+pub use server::{serve, serve_handle};
 
 /// This door's protocol label (`/health`, the start banner, request metrics).
 pub const PROTOCOL: &str = "amqp";

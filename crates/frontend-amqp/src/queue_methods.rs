@@ -85,7 +85,7 @@ fn value_text(v: &AMQPValue) -> String {
 /// `__consumer_offsets`, `__transaction_state`), which a queue over them would expose and
 /// queue.delete would remove; `amq.…` is reserved for server-named queues (RabbitMQ's rule,
 /// checked on a non-passive declare only).
-fn check_queue_name(name: &str, declaring: bool) -> Result<(), AmqpError> {
+pub(crate) fn check_queue_name(name: &str, declaring: bool) -> Result<(), AmqpError> {
     if name.starts_with("__") || (declaring && name.starts_with("amq.")) {
         return Err(AmqpError::channel(
             ACCESS_REFUSED,
@@ -236,6 +236,9 @@ impl Session {
                 {
                     tracing::warn!(queue = %name, error = %e, "setting a stream queue's retention failed");
                 }
+            }
+            if created {
+                self.door.queue_declared(&name);
             }
             if created && d.exclusive {
                 if d.durable {

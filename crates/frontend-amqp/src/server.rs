@@ -12,18 +12,27 @@ use tokio::task::JoinSet;
 
 use crate::config::AmqpConfig;
 use crate::connection;
-use crate::door::Door;
+use crate::manage::DoorHandle;
 
 /// Serves AMQP clients on `listener` until `shutdown` flips to true.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     config: AmqpConfig,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    serve_handle(listener, DoorHandle::open(broker, config), shutdown).await
+}
+
+/// [`serve`] on a door opened beforehand (whose handle the admin API also holds).
+pub async fn serve_handle(
+    listener: TcpListener,
+    handle: DoorHandle,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let grace = Duration::from_millis(config.shutdown_grace_ms);
-    let slots = Arc::new(Semaphore::new(config.max_connections));
-    let door = Arc::new(Door::new(broker, config));
+    let door = handle.0;
+    let grace = Duration::from_millis(door.config.shutdown_grace_ms);
+    let slots = Arc::new(Semaphore::new(door.config.max_connections));
     let policies = tokio::spawn(door.clone().run_policies(shutdown.clone()));
     let mut tasks = JoinSet::new();
     loop {

@@ -193,7 +193,7 @@ fn not_found(name: &str) -> AmqpError {
 }
 
 /// Whether (internal) `name` is a built-in exchange of its vhost.
-fn is_builtin(name: &str) -> bool {
+pub(crate) fn is_builtin(name: &str) -> bool {
     let local = split(name).1;
     builtin().iter().any(|(n, _)| *n == local)
 }
@@ -259,21 +259,35 @@ impl Topology {
         self.exchanges.read().get(name).cloned()
     }
 
+    /// Every exchange (built-in ones included) by internal name, in name order.
+    pub fn exchanges(&self) -> Vec<(String, Exchange)> {
+        self.exchanges
+            .read()
+            .iter()
+            .map(|(n, x)| (n.clone(), x.clone()))
+            .collect()
+    }
+
+    /// Every binding, in the set's order (by source exchange).
+    pub fn bindings(&self) -> Vec<Binding> {
+        self.bindings.read().iter().cloned().collect()
+    }
+
     pub fn exchange_or_404(&self, name: &str) -> Result<Exchange, AmqpError> {
         self.exchange(name).ok_or_else(|| not_found(name))
     }
 
-    /// exchange.declare: creates it, or checks an existing one is declared alike
-    /// (406 PRECONDITION_FAILED naming the first difference, as RabbitMQ).
+    /// exchange.declare: creates it (true), or checks an existing one is declared alike
+    /// (false; 406 PRECONDITION_FAILED naming the first difference, as RabbitMQ).
     pub fn declare_exchange(
         &self,
         broker: &Broker,
         name: &str,
         wanted: Exchange,
         passive: bool,
-    ) -> Result<(), AmqpError> {
+    ) -> Result<bool, AmqpError> {
         if passive {
-            return self.exchange_or_404(name).map(|_| ());
+            return self.exchange_or_404(name).map(|_| false);
         }
         let _changing = self.changing.lock();
         if let Some(existing) = self.exchange(name) {
@@ -286,7 +300,7 @@ impl Topology {
                     ),
                 ));
             }
-            return Ok(());
+            return Ok(false);
         }
         if split(name).1.starts_with("amq.") {
             return Err(AmqpError::channel(
@@ -301,7 +315,7 @@ impl Topology {
             .persist_extension(NS_EXCHANGE, name, Some(wanted.saved_value()), true)
             .map_err(|e| from_broker(&e))?;
         self.exchanges.write().insert(name.to_string(), wanted);
-        Ok(())
+        Ok(true)
     }
 
     /// exchange.delete with its bindings (as source and as destination); `if_unused`:
@@ -391,8 +405,8 @@ impl Topology {
     }
 
     /// queue.bind or exchange.bind (a queue destination's existence is the caller's
-    /// check; an exchange destination must exist).
-    pub fn bind(&self, broker: &Broker, binding: Binding) -> Result<(), AmqpError> {
+    /// check; an exchange destination must exist). True when the binding is new.
+    pub fn bind(&self, broker: &Broker, binding: Binding) -> Result<bool, AmqpError> {
         let default = |n: &str| split(n).1.is_empty();
         if default(&binding.exchange)
             || matches!(&binding.destination, Destination::Exchange(d) if default(d))
@@ -408,7 +422,7 @@ impl Topology {
             self.exchange_or_404(d)?;
         }
         if self.bindings.read().contains(&binding) {
-            return Ok(());
+            return Ok(false);
         }
         broker
             .persist_extension(
@@ -419,7 +433,7 @@ impl Topology {
             )
             .map_err(|e| from_broker(&e))?;
         self.bindings.write().insert(binding);
-        Ok(())
+        Ok(true)
     }
 
     /// queue.unbind or exchange.unbind; unbinding what is not bound is not an error. The

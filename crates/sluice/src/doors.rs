@@ -29,6 +29,15 @@ pub trait FrontDoor: Send {
     /// What clients are told to connect to, given the bound listener (`None`: the
     /// protocol has no such notion).
     fn advertised(&self, bound: std::net::SocketAddr) -> Option<String>;
+    /// Opens what the door's connections share, once, after every listener is bound and
+    /// before [`FrontDoor::serve`]; returns its queues, exchanges and bindings for the
+    /// admin API's `/api/…`, when the door has them (AMQP).
+    fn amqp_management(
+        &mut self,
+        _broker: &Arc<broker::Broker>,
+    ) -> Option<Arc<dyn admin::api::AmqpManagement>> {
+        None
+    }
     /// Serves clients on `listener` until `shutdown` flips to true, then finishes in-flight
     /// requests and returns.
     fn serve(
@@ -54,6 +63,8 @@ pub fn configured(settings: &Layered, server: &ServerConfig) -> Vec<Box<dyn Fron
 /// The doors, bound and serving.
 pub struct RunningDoors {
     pub listeners: Vec<admin::DoorListener>,
+    /// The AMQP door's management operations, for the admin API.
+    pub amqp: Option<Arc<dyn admin::api::AmqpManagement>>,
     tasks: JoinSet<(&'static str, std::io::Result<()>)>,
 }
 
@@ -73,9 +84,13 @@ pub async fn start(
     }
     let mut running = RunningDoors {
         listeners: Vec::with_capacity(bound.len()),
+        amqp: None,
         tasks: JoinSet::new(),
     };
-    for (door, listener) in bound {
+    for (mut door, listener) in bound {
+        if let Some(m) = door.amqp_management(broker) {
+            running.amqp = Some(m);
+        }
         let address = listener.local_addr()?;
         let protocol = door.protocol();
         running.listeners.push(admin::DoorListener {
@@ -192,6 +207,8 @@ impl FrontDoor for KafkaDoor {
 /// The AMQP 0-9-1 door (`frontend-amqp`).
 struct AmqpDoor {
     config: frontend_amqp::AmqpConfig,
+    /// Opened by `amqp_management` (else by `serve`).
+    handle: Option<frontend_amqp::DoorHandle>,
 }
 
 impl AmqpDoor {
@@ -201,6 +218,7 @@ impl AmqpDoor {
                 shutdown_grace_ms: server.shutdown_timeout_ms,
                 ..frontend_amqp::AmqpConfig::from_settings(settings)
             },
+            handle: None,
         }
     }
 }
@@ -218,18 +236,28 @@ impl FrontDoor for AmqpDoor {
         None
     }
 
+    fn amqp_management(
+        &mut self,
+        broker: &Arc<broker::Broker>,
+    ) -> Option<Arc<dyn admin::api::AmqpManagement>> {
+        let handle = self
+            .handle
+            .get_or_insert_with(|| {
+                frontend_amqp::DoorHandle::open(broker.clone(), self.config.clone())
+            })
+            .clone();
+        Some(Arc::new(crate::amqp_admin::AmqpAdmin(handle)))
+    }
+
     fn serve(
         self: Box<Self>,
         listener: TcpListener,
         broker: Arc<broker::Broker>,
         shutdown: watch::Receiver<bool>,
     ) -> BoxedServe {
-        Box::pin(frontend_amqp::serve(
-            listener,
-            broker,
-            self.config,
-            shutdown,
-        ))
+        let AmqpDoor { config, handle } = *self;
+        let handle = handle.unwrap_or_else(|| frontend_amqp::DoorHandle::open(broker, config));
+        Box::pin(frontend_amqp::serve_handle(listener, handle, shutdown))
     }
 }
 

@@ -1,11 +1,15 @@
 //! `sluice`: the one binary. `sluice server` runs the broker; every other subcommand is a
-//! command-line client that talks to a broker (Sluice or Kafka) over the Kafka protocol.
+//! command-line client that talks to a broker (Sluice or Kafka) over the Kafka protocol, or
+//! for AMQP queues, exchanges and bindings to a Sluice server's admin HTTP API.
 //!
 //! Where to look: `config/` (server configuration: every crate's keys gathered), `server.rs`
 //! (wiring storage, broker and admin HTTP; signals), `doors.rs` (the front-door registry:
-//! where a protocol plugs in), `storage_cmd.rs` (`sluice storage check|repair`), `cli/` (the
-//! client subcommands and their output, over the `kafka-client` crate).
+//! where a protocol plugs in), `amqp_admin.rs` (the AMQP door behind the admin API's
+//! `/api/…`), `storage_cmd.rs` (`sluice storage check|repair`), `cli/` (the client
+//! subcommands and their output, over the `kafka-client` crate, and for AMQP objects over
+//! the admin HTTP API).
 
+mod amqp_admin;
 mod bench;
 mod cli;
 mod config;
@@ -52,13 +56,13 @@ fn main() -> ExitCode {
             Command::Server(args) => server::run(args).await,
             Command::Storage(cmd) => storage_cmd::run(cmd).await,
             other => {
-                cli::run(
-                    other,
-                    cli.bootstrap_server,
-                    cli.output,
-                    cli.request_timeout_ms,
-                )
-                .await
+                let target = cli::Target {
+                    bootstrap: cli.bootstrap_server,
+                    admin: cli.admin,
+                    output: cli.output,
+                    request_timeout_ms: cli.request_timeout_ms,
+                };
+                cli::run(other, target).await
             }
         }
     });

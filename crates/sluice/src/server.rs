@@ -140,8 +140,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<i32> {
             doors: doors.listeners.clone(),
             admin: listener.local_addr()?,
         };
-        let server = admin::AdminServer::new(broker.clone(), data_dir.clone(), listeners)
+        let mut server = admin::AdminServer::new(broker.clone(), data_dir.clone(), listeners)
             .with_storage_sampler(storage_sampler(store.clone()));
+        if let Some(amqp) = doors.amqp.clone() {
+            server = server.with_amqp(amqp);
+        }
         Some(spawn_admin(listener, server, shutdown_rx.clone())?)
     } else {
         None
@@ -198,7 +201,7 @@ fn announce(
     admin_addr: Option<SocketAddr>,
 ) {
     let admin = match admin_addr {
-        Some(a) => format!("http://{a} (/metrics, /health)"),
+        Some(a) => format!("http://{a} (/metrics, /health, /api)"),
         None => "disabled".to_string(),
     };
     let listeners: Vec<String> = doors

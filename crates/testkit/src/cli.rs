@@ -22,13 +22,15 @@ pub fn assert_success(out: &Output, args: &[&str]) {
 }
 
 /// Runs `sluice --bootstrap-server <bootstrap> <args>` (stdin from `stdin`, else empty) and
-/// returns its output; `SLUICE_BOOTSTRAP` from the test's environment is not passed on.
-pub fn cli(bootstrap: &str, args: &[&str], stdin: Option<&str>) -> Output {
+/// returns its output; `SLUICE_BOOTSTRAP` and `SLUICE_ADMIN` from the test's environment are
+/// not passed on.
+pub fn cli<S: AsRef<std::ffi::OsStr>>(bootstrap: &str, args: &[S], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(sluice_bin());
     cmd.arg("--bootstrap-server")
         .arg(bootstrap)
         .args(args)
         .env_remove("SLUICE_BOOTSTRAP")
+        .env_remove("SLUICE_ADMIN")
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

@@ -236,14 +236,21 @@ impl Server {
         self.spawn();
     }
 
-    /// Runs a CLI command against this server.
+    /// Runs a CLI command against this server (its Kafka listener and its admin API).
     pub fn cli(&self, args: &[&str]) -> Output {
-        cli(&self.bootstrap(), args, None)
+        cli(&self.bootstrap(), &self.with_admin(args), None)
     }
 
     /// Runs a CLI command with `stdin` as its input.
     pub fn cli_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        cli(&self.bootstrap(), args, Some(stdin))
+        cli(&self.bootstrap(), &self.with_admin(args), Some(stdin))
+    }
+
+    /// `--admin <admin addr>` before `args`.
+    fn with_admin(&self, args: &[&str]) -> Vec<String> {
+        let mut full = vec!["--admin".to_string(), self.admin_addr()];
+        full.extend(args.iter().map(|a| a.to_string()));
+        full
     }
 
     /// Runs a CLI command that must succeed; returns its stdout.

@@ -206,6 +206,7 @@ impl Broker {
             if !takes[i] {
                 continue;
             }
+            self.metrics.count_published(&q.name);
             q.bytes_added(body_bytes);
             if let Some(state) = guards[i].as_deref_mut()
                 && q.policy.limits.overflow == Overflow::DropHead

@@ -8,8 +8,9 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success
   1    usage or configuration error (bad flag, unknown config key, invalid value)
-  2    broker unreachable (connection refused, timed out, or dropped)
-  3    the broker answered with an error (e.g. topic already exists, unknown group)
+  2    broker unreachable (connection refused, timed out, or dropped); for queue, exchange
+       and binding commands, its admin API
+  3    the broker answered with an error (e.g. topic already exists, unknown group or queue)
   4    consume: --count not reached before --timeout-ms
   5    storage check: damage found; storage repair: offsets would be lost (see --skip-damaged)
   130  server: stopped by a second SIGINT/SIGTERM without finishing the graceful shutdown";
@@ -41,6 +42,17 @@ pub struct Cli {
     #[arg(long, global = true, default_value_t = 30_000)]
     pub request_timeout_ms: u64,
 
+    /// The server's admin HTTP API (host:port), which `queue`, `exchange` and `binding`
+    /// commands use.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_ADMIN",
+        value_name = "HOST:PORT",
+        default_value = crate::cli::admin_http::DEFAULT_ADMIN
+    )]
+    pub admin: String,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -65,6 +77,15 @@ pub enum Command {
     /// Inspect and manage consumer groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Declare, list, describe, purge and delete AMQP queues (through the admin API, --admin).
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Declare, list, describe and delete AMQP exchanges (through the admin API, --admin).
+    #[command(subcommand)]
+    Exchange(ExchangeCommand),
+    /// Add, list and remove AMQP bindings (through the admin API, --admin).
+    #[command(subcommand)]
+    Binding(BindingCommand),
     /// Check or repair a stopped broker's data directory (damaged or missing files).
     #[command(subcommand)]
     Storage(StorageCommand),
@@ -195,6 +216,182 @@ pub enum TopicCommand {
         #[arg(long)]
         if_exists: bool,
     },
+}
+
+/// The vhost an AMQP object lives in (`/` unless told).
+#[derive(Args, Debug, Clone)]
+pub struct VhostArg {
+    /// Virtual host (amqp.vhosts lists the served ones).
+    #[arg(long, default_value = "/")]
+    pub vhost: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    /// List queues with their ready and unacknowledged messages and consumers.
+    List {
+        /// Only this vhost's queues (default: every vhost's).
+        #[arg(long)]
+        vhost: Option<String>,
+    },
+    /// Declare a queue (durable unless --transient); succeeds if it exists alike.
+    Declare {
+        /// Name of the queue.
+        name: String,
+        #[command(flatten)]
+        vhost: VhostArg,
+        /// Not durable: deleted when the server restarts.
+        #[arg(long)]
+        transient: bool,
+        /// Deleted when its last consumer goes.
+        #[arg(long)]
+        auto_delete: bool,
+        /// Queue argument, e.g. --arg x-message-ttl=60000 (repeatable).
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
+    },
+    /// Show a queue: flags, arguments and policy, ready and unacknowledged messages,
+    /// consumers, counters and bindings.
+    Describe {
+        /// Name of the queue.
+        name: String,
+        #[command(flatten)]
+        vhost: VhostArg,
+    },
+    /// Drop a queue's ready messages (unacknowledged ones stay with their consumers).
+    Purge {
+        /// Name of the queue.
+        name: String,
+        #[command(flatten)]
+        vhost: VhostArg,
+    },
+    /// Delete a queue with its messages and bindings (its consumers are cancelled).
+    Delete {
+        /// Name of the queue.
+        name: String,
+        #[command(flatten)]
+        vhost: VhostArg,
+        /// Refuse if the queue has consumers.
+        #[arg(long)]
+        if_unused: bool,
+        /// Refuse if the queue holds messages.
+        #[arg(long)]
+        if_empty: bool,
+        /// Succeed if the queue does not exist.
+        #[arg(long)]
+        if_exists: bool,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeType {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExchangeType::Direct => "direct",
+            ExchangeType::Fanout => "fanout",
+            ExchangeType::Topic => "topic",
+            ExchangeType::Headers => "headers",
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExchangeCommand {
+    /// List exchanges, built-in ones included.
+    List {
+        /// Only this vhost's exchanges (default: every vhost's).
+        #[arg(long)]
+        vhost: Option<String>,
+    },
+    /// Declare an exchange (durable unless --transient); succeeds if it exists alike.
+    Declare {
+        /// Name of the exchange.
+        name: String,
+        /// How it routes.
+        #[arg(long = "type", short = 't', value_enum, default_value_t = ExchangeType::Direct)]
+        kind: ExchangeType,
+        #[command(flatten)]
+        vhost: VhostArg,
+        /// Not durable: deleted when the server restarts.
+        #[arg(long)]
+        transient: bool,
+        /// Deleted when its last binding (as a source) goes.
+        #[arg(long)]
+        auto_delete: bool,
+        /// Clients may not publish to it; only exchange-to-exchange bindings feed it.
+        #[arg(long)]
+        internal: bool,
+        /// Where messages it routes nowhere go.
+        #[arg(long, value_name = "EXCHANGE")]
+        alternate_exchange: Option<String>,
+    },
+    /// Show an exchange and its bindings (from it and to it).
+    Describe {
+        /// Name of the exchange.
+        name: String,
+        #[command(flatten)]
+        vhost: VhostArg,
+    },
+    /// Delete an exchange with its bindings.
+    Delete {
+        /// Name of the exchange.
+        name: String,
+        #[command(flatten)]
+        vhost: VhostArg,
+        /// Refuse if it is the source of a binding.
+        #[arg(long)]
+        if_unused: bool,
+        /// Succeed if the exchange does not exist.
+        #[arg(long)]
+        if_exists: bool,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DestinationType {
+    Queue,
+    Exchange,
+}
+
+/// One binding: source exchange, destination, routing key, arguments.
+#[derive(Args, Debug)]
+pub struct BindingArgs {
+    /// The exchange messages come from.
+    pub source: String,
+    /// The queue (or with --destination-type exchange, the exchange) they go to.
+    pub destination: String,
+    /// Routing key (a pattern for topic exchanges).
+    #[arg(long, short = 'k', default_value = "")]
+    pub routing_key: String,
+    /// What the destination is.
+    #[arg(long, value_enum, default_value_t = DestinationType::Queue)]
+    pub destination_type: DestinationType,
+    /// Binding argument, e.g. --arg x-match=any for a headers exchange (repeatable).
+    #[arg(long = "arg", value_name = "KEY=VALUE")]
+    pub args: Vec<String>,
+    #[command(flatten)]
+    pub vhost: VhostArg,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BindingCommand {
+    /// List bindings.
+    List {
+        /// Only this vhost's bindings (default: every vhost's).
+        #[arg(long)]
+        vhost: Option<String>,
+    },
+    /// Bind a queue (or an exchange) to an exchange; succeeds if the binding exists.
+    Add(BindingArgs),
+    /// Remove a binding (same source, destination, routing key and arguments as added).
+    Remove(BindingArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -386,5 +583,53 @@ mod tests {
             Cli::try_parse_from(["sluice", "group", "reset-offsets", "g"]).is_err(),
             "a target is required"
         );
+    }
+
+    #[test]
+    fn parses_amqp_object_commands() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "--admin",
+            "127.0.0.1:18080",
+            "queue",
+            "declare",
+            "orders",
+            "--vhost",
+            "dev",
+            "--arg",
+            "x-message-ttl=60000",
+        ])
+        .unwrap();
+        assert_eq!(cli.admin, "127.0.0.1:18080");
+        match cli.command {
+            Command::Queue(QueueCommand::Declare {
+                name, vhost, args, ..
+            }) => {
+                assert_eq!((name.as_str(), vhost.vhost.as_str()), ("orders", "dev"));
+                assert_eq!(args, ["x-message-ttl=60000"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "sluice", "binding", "add", "logs", "errors", "-k", "*.error",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Binding(BindingCommand::Add(b)) => {
+                assert_eq!(b.vhost.vhost, "/", "the default vhost");
+                assert_eq!(b.destination_type, DestinationType::Queue);
+                assert_eq!(b.routing_key, "*.error");
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["sluice", "exchange", "declare", "logs", "-t", "topic"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Exchange(ExchangeCommand::Declare {
+                kind: ExchangeType::Topic,
+                ..
+            })
+        ));
     }
 }

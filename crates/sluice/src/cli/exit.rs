@@ -1,5 +1,6 @@
 //! Exit codes (documented in `sluice --help`) and the mapping from errors to them.
 
+use crate::cli::admin_http::AdminError;
 use crate::config::ConfigError;
 use kafka_client::ClientError;
 
@@ -35,6 +36,12 @@ pub fn exit_code_for(e: &anyhow::Error) -> i32 {
                     EXIT_UNREACHABLE
                 }
                 ClientError::Protocol { .. } | ClientError::Broker { .. } => EXIT_BROKER_ERROR,
+            };
+        }
+        if let Some(a) = cause.downcast_ref::<AdminError>() {
+            return match a {
+                AdminError::Unreachable { .. } => EXIT_UNREACHABLE,
+                AdminError::Api { .. } => EXIT_BROKER_ERROR,
             };
         }
         if cause.downcast_ref::<ConfigError>().is_some()

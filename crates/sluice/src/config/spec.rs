@@ -16,14 +16,14 @@ const SERVER_KEYS: &[KeySpec] = &[
         kind: Kind::Bool,
         default: "true",
         kafka_name: None,
-        doc: "Serve the admin HTTP endpoints (/metrics, /health).",
+        doc: "Serve the admin HTTP endpoints (/metrics, /health, /api).",
     },
     KeySpec {
         key: "admin.listener",
         kind: Kind::Addr,
         default: "\"0.0.0.0:8080\"",
         kafka_name: None,
-        doc: "Address of the admin HTTP server (/metrics, /health).",
+        doc: "Address of the admin HTTP server (/metrics, /health, /api).",
     },
     KeySpec {
         key: "storage.dir",
