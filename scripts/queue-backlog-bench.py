@@ -42,6 +42,17 @@ def rss(pid):
     return 0
 
 
+def rss_parts(pid):
+    """Anonymous and file-backed resident bytes (smaps_rollup), for the log."""
+    parts = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("Anonymous", "Rss"):
+                parts[k] = int(v.split()[0]) * 1024
+    return f"rss {parts.get('Rss', 0) / 2**20:.1f} MiB, anonymous {parts.get('Anonymous', 0) / 2**20:.1f} MiB"
+
+
 class Server:
     def __init__(self, work):
         self.data = os.path.join(work, "data")
@@ -100,7 +111,7 @@ def main():
         time.sleep(1)
         rss_empty = rss(srv.proc.pid)
         fill(srv, "backlog", 1_000_000)
-        log(f"backlog queue: {ready(srv, 'backlog'):,} ready")
+        log(f"backlog queue: {ready(srv, 'backlog'):,} ready; {rss_parts(srv.proc.pid)}")
         rates = {"empty": [], "backlog": []}
         for r in range(args.rounds):
             for q in (["empty", "backlog"] if r % 2 == 0 else ["backlog", "empty"]):
@@ -109,10 +120,11 @@ def main():
                                check=True, capture_output=True) if q == "empty" else None
                 rate = amqp_publish_rate(srv, q, args.publishes)
                 rates[q].append(rate)
-                log(f"round {r + 1} {q}: {rate:,.0f} msgs/s")
+                log(f"round {r + 1} {q}: {rate:,.0f} msgs/s; {rss_parts(srv.proc.pid)}")
         if args.backlog > 1_000_000:
             fill(srv, "backlog", args.backlog - 1_000_000 - args.rounds * args.publishes)
         time.sleep(1)
+        log(f"filled: {rss_parts(srv.proc.pid)}")
         depth = ready(srv, "backlog")
         rss_full = rss(srv.proc.pid)
         e, b = statistics.median(rates["empty"]), statistics.median(rates["backlog"])

@@ -481,6 +481,8 @@ impl Inner {
             plan_run(&r, min_run, &mut plan);
         }
         pass.bytes_walked += walked;
+        // The walk read headers through the mapping: its pages need not stay resident.
+        seg.drop_resident(st.resume_at, at);
         st.done = finished;
         st.resume_at = if finished { 0 } else { at };
         plan

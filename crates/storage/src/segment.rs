@@ -125,6 +125,30 @@ impl Segment {
         &self.map[..]
     }
 
+    /// Unmaps the pages of `[from, to)` (segment-relative) from this process: a scan that
+    /// touched them (the cleaner's walk) does not leave them counted in the broker's
+    /// resident memory. The page cache keeps them; a later read maps them again. Errors
+    /// are ignored (only memory accounting depends on it).
+    pub fn drop_resident(&self, from: u64, to: u64) {
+        const PAGE: u64 = 4096;
+        let from = from.next_multiple_of(PAGE);
+        let to = to.min(self.map.len() as u64) / PAGE * PAGE;
+        if to <= from {
+            return;
+        }
+        // SAFETY: the mapping is read-only and shared (`Mmap::map` of a file): MADV_DONTNEED
+        // only drops this process's page-table entries, and the next access maps the same
+        // page-cache page again, so bytes borrowed from the range (zero-copy reads) keep
+        // their contents.
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                from as usize,
+                (to - from) as usize,
+            )
+        };
+    }
+
     /// True if `[at, at+len)` (segment-relative) lies in the checked prefix.
     pub fn is_verified(&self, at: u64, len: u64) -> bool {
         at + len <= self.verified.load(Ordering::Acquire)
