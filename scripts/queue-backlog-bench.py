@@ -129,8 +129,10 @@ def main():
         rss_full = rss(srv.proc.pid)
         e, b = statistics.median(rates["empty"]), statistics.median(rates["backlog"])
         print(f"publish into an empty queue: {e:,.0f} msgs/s (median of {args.rounds})")
+        paired = statistics.median(x / y for x, y in zip(rates["backlog"], rates["empty"]))
         print(f"publish into a queue with >= 1,000,000 ready: {b:,.0f} msgs/s "
-              f"({b / e:.3f}× the empty queue's rate)")
+              f"({b / e:.3f}× the empty queue's median rate; median of the per-round "
+              f"ratios {paired:.3f}×)")
         print(f"broker RSS with the queues empty: {rss_empty / 2**20:.1f} MiB; with {depth:,} "
               f"ready: {rss_full / 2**20:.1f} MiB (+{(rss_full - rss_empty) / 2**20:.1f} MiB)")
     finally:
