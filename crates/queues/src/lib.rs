@@ -138,6 +138,7 @@
 //! never allocates more entries than the remaining bytes could hold.
 
 mod acquire;
+mod backoff;
 mod config;
 mod delivery;
 mod error;
@@ -149,7 +150,12 @@ mod queue_state;
 mod range_set;
 mod record;
 mod recovery;
+mod schedule;
+mod timer;
 
+pub use backoff::{
+    Backoff, BackoffError, MAX_BACKOFF_MS, MAX_LADDER_STEPS, ROCKETMQ_LEVELS_MS, RetryPolicy,
+};
 pub use config::{
     DEFAULT_LEASE_MS, DEFAULT_MAX_SCAN, DEFAULT_SNAPSHOT_EVERY_BYTES,
     DEFAULT_SNAPSHOT_EVERY_RECORDS, MAX_ACQUIRE, QueueConfig,
@@ -163,7 +169,10 @@ pub use policy::{Limits, MAX_PRIORITY, Overflow, effective_priority, expires_at,
 pub use queue_state::{Footprint, QueueState};
 pub use range_set::RangeSet;
 pub use record::{
-    DeliveredRun, FORMAT_VERSION, MAX_RECORD_ENTRIES, MAX_RUN_LEN, Record, SettleOutcome, Snapshot,
+    DeliveredRun, FORMAT_VERSION, FORMAT_VERSION_1, MAX_RECORD_ENTRIES, MAX_RUN_LEN, Record,
+    ScheduledEntry, SettleOutcome, Snapshot,
 };
+pub use schedule::Retried;
+pub use timer::TimerFootprint;
 
 pub use common::{Offset, TimestampMs};

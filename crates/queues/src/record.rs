@@ -4,12 +4,16 @@
 
 use std::ops::Range;
 
-use common::Offset;
+use common::{Offset, TimestampMs};
 
 use crate::error::DecodeError;
 
-/// The format version every record starts with.
-pub const FORMAT_VERSION: u8 = 1;
+/// The newest format version. Every record starts with its version byte; a record written
+/// the same way as in version 1 (no scheduling) is written as version 1, byte for byte, so a
+/// queue that never schedules writes what an older reader reads. Both versions decode.
+pub const FORMAT_VERSION: u8 = 2;
+/// The first format version (no scheduled offsets).
+pub const FORMAT_VERSION_1: u8 = 1;
 /// Most entries (runs or ranges) in one `Delivered` or `Settled` record: at 16 bytes an
 /// entry, a record stays under 64 KiB. The outbox splits larger ones.
 pub const MAX_RECORD_ENTRIES: usize = 4096;
@@ -21,6 +25,9 @@ const KIND_DELIVERED: u8 = 1;
 const KIND_SETTLED: u8 = 2;
 const KIND_LOG_START: u8 = 3;
 const KIND_SNAPSHOT: u8 = 4;
+const KIND_SCHEDULED: u8 = 5;
+const KIND_RELEASED_THROUGH: u8 = 6;
+const KIND_SNAPSHOT_SCHEDULED: u8 = 7;
 const HEADER_BYTES: usize = 2;
 const ENTRY_BYTES: usize = 16;
 
@@ -36,6 +43,14 @@ impl DeliveredRun {
     pub fn end(&self) -> Offset {
         self.start + i64::from(self.len)
     }
+}
+
+/// A message hidden until `due_ms` (a scheduled or delayed message, or a retry waiting out
+/// its backoff).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScheduledEntry {
+    pub offset: Offset,
+    pub due_ms: TimestampMs,
 }
 
 /// How settled offsets ended. Recovery treats all alike (settled is final); the outcome is
@@ -57,8 +72,12 @@ pub struct Snapshot {
     pub cursor: Offset,
     /// Settled ranges within `low_water..cursor`, ascending.
     pub settled: Vec<Range<Offset>>,
-    /// Delivered at least once and not settled (in flight or returned), ascending.
+    /// Delivered at least once and not settled (in flight, returned, or scheduled for a
+    /// retry), ascending.
     pub delivered: Vec<DeliveredRun>,
+    /// How many scheduled offsets the [`Record::SnapshotScheduled`] records right after this
+    /// one carry (0: none follow). The snapshot counts only once all of them are read.
+    pub scheduled: u64,
 }
 
 /// One persisted change to a queue's delivery state. Replaying records in order, each on the
@@ -76,8 +95,17 @@ pub enum Record {
     },
     /// The log start moved here: forget everything below.
     LogStart(Offset),
-    /// The whole state; records before it are no longer needed.
+    /// The whole state; records before it are no longer needed. When it has scheduled
+    /// offsets, they follow in [`Record::SnapshotScheduled`] records.
     Snapshot(Snapshot),
+    /// These offsets are hidden until their due time (a later entry for the same offset
+    /// replaces an earlier one). Version 2.
+    Scheduled(Vec<ScheduledEntry>),
+    /// Every offset scheduled by an earlier record and due at or before this time is
+    /// available again (`QueueState::release_due` ran at this time). Version 2.
+    ReleasedThrough(TimestampMs),
+    /// Part of the scheduled offsets of the `Snapshot` just before. Version 2.
+    SnapshotScheduled(Vec<ScheduledEntry>),
 }
 
 impl Record {
@@ -86,8 +114,18 @@ impl Record {
         match self {
             Record::Delivered(runs) => runs.len(),
             Record::Settled { ranges, .. } => ranges.len(),
-            Record::LogStart(_) => 0,
+            Record::LogStart(_) | Record::ReleasedThrough(_) => 0,
             Record::Snapshot(s) => s.settled.len() + s.delivered.len(),
+            Record::Scheduled(entries) | Record::SnapshotScheduled(entries) => entries.len(),
+        }
+    }
+
+    /// The version this record is written as: 1 unless it needs version 2.
+    pub fn version(&self) -> u8 {
+        match self {
+            Record::Delivered(_) | Record::Settled { .. } | Record::LogStart(_) => FORMAT_VERSION_1,
+            Record::Snapshot(s) if s.scheduled == 0 => FORMAT_VERSION_1,
+            _ => FORMAT_VERSION,
         }
     }
 
@@ -98,14 +136,21 @@ impl Record {
                 Record::Delivered(runs) => 4 + ENTRY_BYTES * runs.len(),
                 Record::Settled { ranges, .. } => 1 + 4 + ENTRY_BYTES * ranges.len(),
                 Record::LogStart(_) => 8,
-                Record::Snapshot(_) => 3 * 8 + 2 * 4 + ENTRY_BYTES * self.entry_count(),
+                Record::Snapshot(s) => {
+                    3 * 8
+                        + 2 * 4
+                        + ENTRY_BYTES * self.entry_count()
+                        + if s.scheduled > 0 { 8 } else { 0 }
+                }
+                Record::Scheduled(e) | Record::SnapshotScheduled(e) => 4 + ENTRY_BYTES * e.len(),
+                Record::ReleasedThrough(_) => 8,
             }
     }
 
     /// Appends the record's bytes to `out` (format: crate doc §FORMAT).
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.reserve(self.encoded_len());
-        out.push(FORMAT_VERSION);
+        out.push(self.version());
         match self {
             Record::Delivered(runs) => {
                 out.push(KIND_DELIVERED);
@@ -127,6 +172,21 @@ impl Record {
                 }
                 put_ranges(out, &s.settled);
                 put_runs(out, &s.delivered);
+                if s.scheduled > 0 {
+                    out.extend_from_slice(&s.scheduled.to_be_bytes());
+                }
+            }
+            Record::Scheduled(entries) => {
+                out.push(KIND_SCHEDULED);
+                put_entries(out, entries);
+            }
+            Record::ReleasedThrough(at) => {
+                out.push(KIND_RELEASED_THROUGH);
+                out.extend_from_slice(&at.to_be_bytes());
+            }
+            Record::SnapshotScheduled(entries) => {
+                out.push(KIND_SNAPSHOT_SCHEDULED);
+                put_entries(out, entries);
             }
         }
     }
@@ -141,10 +201,12 @@ impl Record {
     pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         let mut r = Reader { bytes, pos: 0 };
         let version = r.u8()?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION_1 && version != FORMAT_VERSION {
             return Err(DecodeError::UnknownVersion(version));
         }
-        let record = match r.u8()? {
+        let v2 = version == FORMAT_VERSION;
+        let kind = r.u8()?;
+        let record = match kind {
             KIND_DELIVERED => Record::Delivered(r.runs(MAX_RECORD_ENTRIES, false)?),
             KIND_SETTLED => {
                 let outcome = match r.u8()? {
@@ -166,9 +228,15 @@ impl Record {
                 }
                 Record::LogStart(offset)
             }
-            KIND_SNAPSHOT => Record::Snapshot(r.snapshot()?),
+            KIND_SNAPSHOT => Record::Snapshot(r.snapshot(v2)?),
+            KIND_SCHEDULED if v2 => Record::Scheduled(r.entries()?),
+            KIND_RELEASED_THROUGH if v2 => Record::ReleasedThrough(r.i64()?),
+            KIND_SNAPSHOT_SCHEDULED if v2 => Record::SnapshotScheduled(r.entries()?),
             other => return Err(DecodeError::UnknownKind(other)),
         };
+        if record.version() != version {
+            return Err(DecodeError::WrongVersion { version, kind });
+        }
         match bytes.len() - r.pos {
             0 => Ok(record),
             extra => Err(DecodeError::TrailingBytes(extra)),
@@ -190,6 +258,14 @@ fn put_runs(out: &mut Vec<u8>, runs: &[DeliveredRun]) {
         out.extend_from_slice(&run.start.to_be_bytes());
         out.extend_from_slice(&run.len.to_be_bytes());
         out.extend_from_slice(&run.delivery_count.to_be_bytes());
+    }
+}
+
+fn put_entries(out: &mut Vec<u8>, entries: &[ScheduledEntry]) {
+    out.extend_from_slice(&count_u32(entries.len()).to_be_bytes());
+    for e in entries {
+        out.extend_from_slice(&e.offset.to_be_bytes());
+        out.extend_from_slice(&e.due_ms.to_be_bytes());
     }
 }
 
@@ -222,6 +298,10 @@ impl Reader<'_> {
 
     fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.take()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.take()?))
     }
 
     fn i64(&mut self) -> Result<Offset, DecodeError> {
@@ -292,7 +372,24 @@ impl Reader<'_> {
         Ok(out)
     }
 
-    fn snapshot(&mut self) -> Result<Snapshot, DecodeError> {
+    /// Scheduled entries: non-negative offsets, any due time, any order.
+    fn entries(&mut self) -> Result<Vec<ScheduledEntry>, DecodeError> {
+        let n = self.count(MAX_RECORD_ENTRIES)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (offset, due_ms) = (self.i64()?, self.i64()?);
+            if offset < 0 {
+                return Err(DecodeError::InvalidRange {
+                    start: offset,
+                    end: offset,
+                });
+            }
+            out.push(ScheduledEntry { offset, due_ms });
+        }
+        Ok(out)
+    }
+
+    fn snapshot(&mut self, v2: bool) -> Result<Snapshot, DecodeError> {
         let (log_start, low_water, cursor) = (self.i64()?, self.i64()?, self.i64()?);
         if !(0 <= log_start && log_start <= low_water && low_water <= cursor) {
             return Err(DecodeError::InvalidMarks {
@@ -303,6 +400,7 @@ impl Reader<'_> {
         }
         let settled = self.ranges(usize::MAX)?;
         let delivered = self.runs(usize::MAX, true)?;
+        let scheduled = if v2 { self.u64()? } else { 0 };
         let outside = |start: Offset, end: Offset| start < low_water || end > cursor;
         if let Some(r) = settled.iter().find(|r| outside(r.start, r.end)) {
             return Err(DecodeError::InvalidRange {
@@ -323,6 +421,7 @@ impl Reader<'_> {
             cursor,
             settled,
             delivered,
+            scheduled,
         })
     }
 }
