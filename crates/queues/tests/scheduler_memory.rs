@@ -125,9 +125,9 @@ fn ten_million_offsets_scheduled_over_a_year_cost_under_ten_bytes_each() {
 
 #[test]
 fn the_steady_state_cost_includes_the_gaps_released_messages_leave() {
-    // A year in: half of the scheduled messages were released, delivered and acked in due
-    // order, so settled runs interleave with the still-scheduled offsets. The index stays
-    // compact; the settled gaps cost what any gap costs (`RangeSet`, ~40 bytes a range).
+    // Half a year in: half of the scheduled messages were released, delivered and acked in
+    // due order, so settled runs interleave with the still-scheduled offsets. The index
+    // stays compact, and so do the gaps (`RangeSet` chunks: a bitmap at worst).
     let _serial = SERIAL.lock().unwrap();
     let n = 1_000_000i64;
     let before = live();
@@ -156,6 +156,11 @@ fn the_steady_state_cost_includes_the_gaps_released_messages_leave() {
     assert!(left > 450_000 && left < 550_000);
     let index = q.timer_footprint().heap_bytes as f64 / left as f64;
     assert!(index <= 10.0, "index {index:.2} bytes per offset");
+    let all = bytes as f64 / left as f64;
+    assert!(
+        all <= 12.0,
+        "whole state {all:.2} bytes per scheduled offset"
+    );
 }
 
 #[test]
