@@ -63,6 +63,8 @@ pub enum DecodeError {
         low_water: Offset,
         cursor: Offset,
     },
+    #[error("invalid packed scheduled entry at byte {at}")]
+    InvalidPacked { at: usize },
     #[error("{0} bytes after the record")]
     TrailingBytes(usize),
 }

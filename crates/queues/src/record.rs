@@ -53,6 +53,124 @@ pub struct ScheduledEntry {
     pub due_ms: TimestampMs,
 }
 
+/// Scheduled entries packed for a snapshot part (`Record::SnapshotScheduled`): per entry,
+/// the offset as a zigzag varint delta from the previous entry's (the first from 0) and the
+/// due time as a varint delta from `base_due` (the part's earliest). Entries taken from the
+/// time index bucket by bucket come in about offset order, so this is ~6 bytes an entry
+/// where the plain form is 16 — what keeps a snapshot of 10 M scheduled offsets near 60 MB.
+/// Built by [`PackedEntries::pack`]; decoding checks every byte.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackedEntries {
+    base_due: TimestampMs,
+    count: u32,
+    bytes: Vec<u8>,
+}
+
+impl PackedEntries {
+    /// Packs `entries` (at most [`MAX_RECORD_ENTRIES`], offsets non-negative), in order.
+    pub fn pack(entries: &[ScheduledEntry]) -> PackedEntries {
+        assert!(
+            entries.len() <= MAX_RECORD_ENTRIES,
+            "a part holds at most 4096"
+        );
+        let base_due = entries.iter().map(|e| e.due_ms).min().unwrap_or(0);
+        let mut bytes = Vec::with_capacity(entries.len() * 6);
+        let mut prev: Offset = 0;
+        for e in entries {
+            assert!(e.offset >= 0, "offsets are non-negative");
+            put_varint(&mut bytes, zigzag(e.offset.wrapping_sub(prev)));
+            put_varint(&mut bytes, e.due_ms.wrapping_sub(base_due) as u64);
+            prev = e.offset;
+        }
+        bytes.shrink_to_fit();
+        PackedEntries {
+            base_due,
+            count: entries.len() as u32,
+            bytes,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The entries, in the order packed.
+    pub fn iter(&self) -> impl Iterator<Item = ScheduledEntry> + '_ {
+        let mut pos = 0;
+        let mut prev: Offset = 0;
+        (0..self.count).map(move |_| {
+            let (d, n) = get_varint(&self.bytes[pos..]).expect("checked when built");
+            pos += n;
+            let (due, n) = get_varint(&self.bytes[pos..]).expect("checked when built");
+            pos += n;
+            prev = prev.wrapping_add(unzigzag(d));
+            ScheduledEntry {
+                offset: prev,
+                due_ms: self.base_due.wrapping_add(due as i64),
+            }
+        })
+    }
+
+    /// Checks packed bytes from a record: exactly `count` well-formed entries, offsets
+    /// non-negative, due times within `i64`.
+    fn check(base_due: TimestampMs, count: u32, bytes: &[u8]) -> Result<(), DecodeError> {
+        let mut pos = 0;
+        let mut prev: i128 = 0;
+        for _ in 0..count {
+            let bad = |pos: usize| DecodeError::InvalidPacked { at: pos };
+            let (d, n) = get_varint(&bytes[pos..]).ok_or(bad(pos))?;
+            pos += n;
+            let (due, n) = get_varint(&bytes[pos..]).ok_or(bad(pos))?;
+            pos += n;
+            prev += i128::from(unzigzag(d));
+            let due = i128::from(base_due) + i128::from(due);
+            if prev < 0 || prev > i128::from(Offset::MAX) || due > i128::from(TimestampMs::MAX) {
+                return Err(bad(pos));
+            }
+        }
+        match bytes.len() - pos {
+            0 => Ok(()),
+            extra => Err(DecodeError::TrailingBytes(extra)),
+        }
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A varint and its length; `None` if truncated or longer than 64 bits.
+fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        let bits = u64::from(b & 0x7f);
+        if i == 9 && bits > 1 {
+            return None;
+        }
+        v |= bits << (7 * i);
+        if b < 0x80 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
 /// How settled offsets ended. Recovery treats all alike (settled is final); the outcome is
 /// kept for the dead-letter machinery and for operators reading the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,8 +222,8 @@ pub enum Record {
     /// Every offset scheduled by an earlier record and due at or before this time is
     /// available again (`QueueState::release_due` ran at this time). Version 2.
     ReleasedThrough(TimestampMs),
-    /// Part of the scheduled offsets of the `Snapshot` just before. Version 2.
-    SnapshotScheduled(Vec<ScheduledEntry>),
+    /// Part of the scheduled offsets of the `Snapshot` just before, packed. Version 2.
+    SnapshotScheduled(PackedEntries),
 }
 
 impl Record {
@@ -116,7 +234,8 @@ impl Record {
             Record::Settled { ranges, .. } => ranges.len(),
             Record::LogStart(_) | Record::ReleasedThrough(_) => 0,
             Record::Snapshot(s) => s.settled.len() + s.delivered.len(),
-            Record::Scheduled(entries) | Record::SnapshotScheduled(entries) => entries.len(),
+            Record::Scheduled(entries) => entries.len(),
+            Record::SnapshotScheduled(packed) => packed.len(),
         }
     }
 
@@ -142,7 +261,8 @@ impl Record {
                         + ENTRY_BYTES * self.entry_count()
                         + if s.scheduled > 0 { 8 } else { 0 }
                 }
-                Record::Scheduled(e) | Record::SnapshotScheduled(e) => 4 + ENTRY_BYTES * e.len(),
+                Record::Scheduled(e) => 4 + ENTRY_BYTES * e.len(),
+                Record::SnapshotScheduled(p) => 8 + 4 + 4 + p.bytes.len(),
                 Record::ReleasedThrough(_) => 8,
             }
     }
@@ -184,9 +304,12 @@ impl Record {
                 out.push(KIND_RELEASED_THROUGH);
                 out.extend_from_slice(&at.to_be_bytes());
             }
-            Record::SnapshotScheduled(entries) => {
+            Record::SnapshotScheduled(p) => {
                 out.push(KIND_SNAPSHOT_SCHEDULED);
-                put_entries(out, entries);
+                out.extend_from_slice(&p.base_due.to_be_bytes());
+                out.extend_from_slice(&p.count.to_be_bytes());
+                out.extend_from_slice(&count_u32(p.bytes.len()).to_be_bytes());
+                out.extend_from_slice(&p.bytes);
             }
         }
     }
@@ -231,7 +354,7 @@ impl Record {
             KIND_SNAPSHOT => Record::Snapshot(r.snapshot(v2)?),
             KIND_SCHEDULED if v2 => Record::Scheduled(r.entries()?),
             KIND_RELEASED_THROUGH if v2 => Record::ReleasedThrough(r.i64()?),
-            KIND_SNAPSHOT_SCHEDULED if v2 => Record::SnapshotScheduled(r.entries()?),
+            KIND_SNAPSHOT_SCHEDULED if v2 => Record::SnapshotScheduled(r.packed()?),
             other => return Err(DecodeError::UnknownKind(other)),
         };
         if record.version() != version {
@@ -370,6 +493,31 @@ impl Reader<'_> {
             out.push(run);
         }
         Ok(out)
+    }
+
+    /// A packed snapshot part: at most `MAX_RECORD_ENTRIES` entries, every byte checked.
+    fn packed(&mut self) -> Result<PackedEntries, DecodeError> {
+        let base_due = self.i64()?;
+        let count = self.u32()?;
+        let len = self.u32()? as usize;
+        if count as usize > MAX_RECORD_ENTRIES {
+            return Err(DecodeError::TooManyEntries {
+                claimed: u64::from(count),
+                max: MAX_RECORD_ENTRIES as u64,
+            });
+        }
+        let rest = self.bytes.len() - self.pos;
+        if len > rest {
+            return Err(DecodeError::Truncated { needed: len - rest });
+        }
+        let bytes = &self.bytes[self.pos..self.pos + len];
+        PackedEntries::check(base_due, count, bytes)?;
+        self.pos += len;
+        Ok(PackedEntries {
+            base_due,
+            count,
+            bytes: bytes.to_vec(),
+        })
     }
 
     /// Scheduled entries: non-negative offsets, any due time, any order.

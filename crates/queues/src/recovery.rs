@@ -9,7 +9,9 @@ use crate::error::DecodeError;
 use crate::outbox::Outbox;
 use crate::queue_state::QueueState;
 use crate::range_set::RangeSet;
-use crate::record::{DeliveredRun, MAX_RECORD_ENTRIES, MAX_RUN_LEN, Record, Snapshot};
+use crate::record::{
+    DeliveredRun, MAX_RECORD_ENTRIES, MAX_RUN_LEN, PackedEntries, Record, ScheduledEntry, Snapshot,
+};
 use crate::schedule::Scheduler;
 use crate::timer::Timer;
 
@@ -58,17 +60,31 @@ impl QueueState {
     }
 
     /// The snapshot as records: the `Snapshot`, then its scheduled offsets in
-    /// `SnapshotScheduled` records of at most [`MAX_RECORD_ENTRIES`] entries (16 bytes each).
+    /// `SnapshotScheduled` records of at most [`MAX_RECORD_ENTRIES`] entries, packed (~6
+    /// bytes an entry; built part by part, so nothing larger is held on the way).
     pub fn snapshot_records(&self) -> Vec<Record> {
         let snapshot = self.snapshot();
-        let entries = self.scheduled_entries();
-        debug_assert_eq!(entries.len() as u64, snapshot.scheduled);
+        let expected = snapshot.scheduled;
         let mut out = vec![Record::Snapshot(snapshot)];
-        out.extend(
-            entries
-                .chunks(MAX_RECORD_ENTRIES)
-                .map(|chunk| Record::SnapshotScheduled(chunk.to_vec())),
-        );
+        let mut part: Vec<ScheduledEntry> = Vec::with_capacity(MAX_RECORD_ENTRIES);
+        let mut packed = 0u64;
+        if let Some(scheduler) = &self.scheduler {
+            scheduler.timer.for_each(|due_ms, offset| {
+                if self.is_scheduled(offset) {
+                    part.push(ScheduledEntry { offset, due_ms });
+                    if part.len() == MAX_RECORD_ENTRIES {
+                        out.push(Record::SnapshotScheduled(PackedEntries::pack(&part)));
+                        packed += part.len() as u64;
+                        part.clear();
+                    }
+                }
+            });
+        }
+        if !part.is_empty() {
+            packed += part.len() as u64;
+            out.push(Record::SnapshotScheduled(PackedEntries::pack(&part)));
+        }
+        debug_assert_eq!(packed, expected);
         out
     }
 
@@ -86,11 +102,11 @@ impl QueueState {
         let mut outbox = Outbox::default();
         for record in records {
             outbox.note_persisted(&record);
-            if let Record::SnapshotScheduled(entries) = record {
+            if let Record::SnapshotScheduled(packed) = record {
                 // Part of the staged snapshot; an orphan part (its snapshot torn) is ignored.
                 if let Some((mut next, missing)) = staged.take() {
-                    let missing = missing.saturating_sub(entries.len() as u64);
-                    next.schedule(entries.iter().map(|e| (e.offset, e.due_ms)));
+                    let missing = missing.saturating_sub(packed.len() as u64);
+                    next.schedule(packed.iter().map(|e| (e.offset, e.due_ms)));
                     if missing == 0 {
                         image = next;
                     } else {
@@ -115,17 +131,27 @@ impl QueueState {
         state
     }
 
-    /// [`QueueState::recover`] from encoded records; the first that does not decode is the
-    /// error.
+    /// [`QueueState::recover`] from encoded records, decoding one at a time (nothing but
+    /// the state is held); the first that does not decode is the error.
     pub fn recover_encoded<'a>(
         config: QueueConfig,
         records: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Self, DecodeError> {
+        let mut error = None;
         let decoded = records
             .into_iter()
-            .map(Record::decode)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self::recover(config, decoded))
+            .map_while(|bytes| match Record::decode(bytes) {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    error = Some(e);
+                    None
+                }
+            });
+        let state = Self::recover(config, decoded);
+        match error {
+            Some(e) => Err(e),
+            None => Ok(state),
+        }
     }
 }
 
@@ -193,8 +219,11 @@ impl Image {
     fn apply(&mut self, record: Record) {
         match record {
             Record::Snapshot(s) => *self = Image::from_snapshot(s),
-            Record::SnapshotScheduled(entries) | Record::Scheduled(entries) => {
+            Record::Scheduled(entries) => {
                 self.schedule(entries.iter().map(|e| (e.offset, e.due_ms)));
+            }
+            Record::SnapshotScheduled(packed) => {
+                self.schedule(packed.iter().map(|e| (e.offset, e.due_ms)));
             }
             Record::ReleasedThrough(at) => {
                 let mut released = Vec::new();
@@ -244,34 +273,34 @@ impl Image {
         let settled = &state.settled;
         let live = |o: Offset| o >= low_water && o < cursor && !settled.contains(o);
         self.timer.retain(|_, o| live(o));
-        let mut scheduled: Vec<Offset> = Vec::with_capacity(self.timer.len());
-        self.timer.for_each(|_, o| scheduled.push(o));
-        scheduled.sort_unstable();
-        let before = scheduled.len();
-        scheduled.dedup();
-        if scheduled.len() != before {
-            // The same offset scheduled twice (a torn or repeated stretch of records): keep
-            // the latest due time, so nothing comes out early.
+        // Below the cursor, whatever is neither settled, scheduled nor delivered was passed
+        // over by a filter or released: available, never delivered. (A `RangeSet`, so even
+        // millions of scheduled holes cost at most a bit an offset on the way.)
+        let mut skipped = RangeSet::from_range(low_water..cursor);
+        for range in state.settled.iter() {
+            skipped.remove(range);
+        }
+        let mut repeated = false;
+        let mut scheduler = Scheduler::default();
+        self.timer.for_each(|_, o| {
+            if skipped.remove(o..o + 1) == 0 {
+                // The same offset scheduled twice (a torn or repeated stretch of records).
+                repeated = true;
+            }
+            if let Some(count) = self.counts.remove(&o) {
+                scheduler.counts.insert(o, count);
+            }
+        });
+        for &o in self.counts.keys() {
+            skipped.remove(o..o + 1);
+        }
+        if repeated {
+            // Keep the latest due time, so nothing comes out early.
             dedup_keep_latest(&mut self.timer);
         }
-        // Below the cursor, whatever is neither settled, delivered nor scheduled was passed
-        // over by a filter or released: available, never delivered.
-        state.skipped = gaps(
-            low_water..cursor,
-            &state.settled,
-            self.counts.keys().copied(),
-            scheduled.iter().copied(),
-        );
-        if !scheduled.is_empty() {
-            let mut scheduler = Scheduler {
-                timer: self.timer,
-                counts: BTreeMap::new(),
-            };
-            for &o in &scheduled {
-                if let Some(count) = self.counts.remove(&o) {
-                    scheduler.counts.insert(o, count);
-                }
-            }
+        state.skipped = skipped;
+        if !self.timer.is_empty() {
+            scheduler.timer = self.timer;
             state.scheduler = Some(Box::new(scheduler));
         }
         state.returned = self.counts;
@@ -296,44 +325,4 @@ fn dedup_keep_latest(timer: &mut Timer) {
         }
         latest.get(&o) == Some(&d) && kept.insert(o)
     });
-}
-
-/// The offsets of `span` in neither `taken`, `a` nor `b` (both ascending), as ranges.
-fn gaps(
-    span: std::ops::Range<Offset>,
-    taken: &RangeSet,
-    a: impl Iterator<Item = Offset>,
-    b: impl Iterator<Item = Offset>,
-) -> RangeSet {
-    let mut out = RangeSet::new();
-    let mut ranges = taken.iter().peekable();
-    let (mut a, mut b) = (a.peekable(), b.peekable());
-    let mut pos = span.start;
-    while pos < span.end {
-        // The next occupied range at or after `pos`.
-        let next_range = ranges.peek().map(|r| r.start);
-        let next = [next_range, a.peek().copied(), b.peek().copied()]
-            .into_iter()
-            .flatten()
-            .min();
-        let Some(next) = next else {
-            out.insert(pos..span.end);
-            break;
-        };
-        if next > pos {
-            out.insert(pos..next.min(span.end));
-        }
-        let end = if next_range == Some(next) {
-            ranges.next().map_or(next + 1, |r| r.end)
-        } else {
-            if a.peek() == Some(&next) {
-                a.next();
-            } else {
-                b.next();
-            }
-            next + 1
-        };
-        pos = pos.max(end);
-    }
-    out
 }

@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use sluice_queues::{
     DecodeError, DeliveredRun, FORMAT_VERSION, FORMAT_VERSION_1, MAX_RECORD_ENTRIES, MAX_RUN_LEN,
-    Offset, Record, ScheduledEntry, SettleOutcome, Snapshot,
+    Offset, PackedEntries, Record, ScheduledEntry, SettleOutcome, Snapshot,
 };
 
 /// Ascending, disjoint ranges from `base`, from (gap, len) pairs.
@@ -48,7 +48,7 @@ fn record() -> impl Strategy<Value = Record> {
     });
     prop_oneof![
         entries.clone().prop_map(Record::Scheduled),
-        entries.prop_map(Record::SnapshotScheduled),
+        entries.prop_map(|e| Record::SnapshotScheduled(PackedEntries::pack(&e))),
         any::<i64>().prop_map(Record::ReleasedThrough),
         (base.clone(), run_shape.clone()).prop_map(|(b, s)| Record::Delivered(runs_from(b, &s))),
         (base.clone(), range_shape.clone(), 0u8..3).prop_map(|(b, s, o)| Record::Settled {
@@ -240,4 +240,58 @@ fn an_outbox_never_emits_a_record_over_the_entry_limit() {
         assert!(r.entry_count() <= MAX_RECORD_ENTRIES);
         assert_eq!(Record::decode(&r.to_bytes()).as_ref(), Ok(r));
     }
+}
+
+#[test]
+fn snapshot_parts_are_packed_and_checked_byte_by_byte() {
+    // Offsets a few apart, due times within a quarter of an hour: ~5 bytes an entry.
+    let entries: Vec<ScheduledEntry> = (0..MAX_RECORD_ENTRIES as i64)
+        .map(|i| ScheduledEntry {
+            offset: 1_000_000 + 7 * i,
+            due_ms: 1_700_000_000_000 + (i * 7919) % 900_000,
+        })
+        .collect();
+    let packed = PackedEntries::pack(&entries);
+    assert_eq!(packed.iter().collect::<Vec<_>>(), entries);
+    let record = Record::SnapshotScheduled(packed);
+    let bytes = record.to_bytes();
+    assert!(
+        bytes.len() <= 6 * entries.len(),
+        "{} bytes for {} entries",
+        bytes.len(),
+        entries.len()
+    );
+    assert_eq!(Record::decode(&bytes), Ok(record));
+
+    let one = Record::SnapshotScheduled(PackedEntries::pack(&[ScheduledEntry {
+        offset: 3,
+        due_ms: 10,
+    }]))
+    .to_bytes();
+    // version, kind, base_due (8), count (4), byte length (4), then the entry.
+    assert_eq!(&one[18..], &[6, 0], "offset +3 zigzagged, due +0");
+    let mut negative = one.clone();
+    negative[18] = 5; // offset -3
+    assert!(matches!(
+        Record::decode(&negative),
+        Err(DecodeError::InvalidPacked { .. })
+    ));
+    let mut overlong = one[..18].to_vec();
+    overlong[17] = 12; // 12 bytes follow: an 11-byte varint and a due
+    overlong.extend_from_slice(&[0xff; 10]);
+    overlong.extend_from_slice(&[0x01, 0x00]);
+    assert!(matches!(
+        Record::decode(&overlong),
+        Err(DecodeError::InvalidPacked { .. })
+    ));
+    let mut extra = one.clone();
+    extra[17] = 3;
+    extra.push(0);
+    assert_eq!(Record::decode(&extra), Err(DecodeError::TrailingBytes(1)));
+    let mut too_many = one.clone();
+    too_many[10..14].copy_from_slice(&(MAX_RECORD_ENTRIES as u32 + 1).to_be_bytes());
+    assert!(matches!(
+        Record::decode(&too_many),
+        Err(DecodeError::TooManyEntries { .. })
+    ));
 }

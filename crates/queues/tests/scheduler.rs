@@ -378,3 +378,16 @@ fn a_million_offsets_due_in_the_same_second_release_with_work_bounded_by_their_n
     let records = q.drain_records();
     assert_eq!(records, vec![Record::ReleasedThrough(now + 3_601 * SECOND)]);
 }
+
+#[test]
+fn an_offset_scheduled_twice_in_the_records_keeps_its_latest_due_time() {
+    // Not something the outbox writes without a release between, but a torn or repeated
+    // stretch of records must not let the message out early.
+    let entry = |due_ms| Record::Scheduled(vec![ScheduledEntry { offset: 0, due_ms }]);
+    let records = [Record::LogStart(0), entry(500), entry(100)];
+    let mut r = QueueState::recover(QueueConfig::default(), records);
+    r.check_invariants().unwrap();
+    assert_eq!((r.scheduled(), r.ready(1)), (1, 0));
+    assert_eq!(r.release_due(499), Vec::<Offset>::new());
+    assert_eq!(r.release_due(500), vec![0]);
+}
