@@ -207,8 +207,9 @@ impl fmt::Display for Backoff {
 }
 
 impl RetryPolicy {
-    /// The policy of `x-retry-backoff` and `x-retry-max` (either may be absent: no backoff
-    /// string means `None`, no policy).
+    /// The policy of `x-retry-backoff` and `x-retry-max`. Without `x-retry-backoff` there is
+    /// no policy (`None`: a nack requeues at once, limited by `x-delivery-limit`), though a
+    /// malformed `x-retry-max` is still an error.
     pub fn parse(
         backoff: Option<&str>,
         max_retries: Option<&str>,

@@ -56,16 +56,17 @@
 //! has any (`range_set.rs`). Nothing per ready message. A scheduled message costs 6.6
 //! bytes in the time index when 10 M are spread over a year (measured with a counting
 //! allocator in `tests/scheduler_memory.rs`; ~9 bytes at 1 M, where each ~17-minute bucket
-//! holds fewer; recovering them from a snapshot peaks at ~10 bytes each, taking the
-//! snapshot at ~7). Half a year into a 1 M schedule whose released messages were delivered and
-//! acked — settled runs interleaved with the scheduled offsets, about one gap per two — the
-//! whole state measures ~9.5 bytes per still-scheduled offset. Nothing is allocated for
+//! holds fewer; taking a snapshot of them peaks at ~7 bytes each, recovering from it at
+//! ~10). Half a year into a 1 M schedule whose released messages were delivered and acked
+//! — settled runs interleaved with the scheduled offsets, about one gap per two — the whole
+//! state measures ~9.5 bytes per still-scheduled offset. Nothing is allocated for
 //! scheduling until something is scheduled.
 //!
 //! Invariants (checked by [`QueueState::check_invariants`], which the model test runs after
 //! every step): `log_start <= low_water <= cursor`; the settled, leased, returned, skipped
 //! and scheduled sets are disjoint and cover exactly `low_water..cursor` (the time index
-//! holds each scheduled offset exactly once); `low_water` itself is not settled.
+//! holds each scheduled offset exactly once, besides settled ones it has not dropped yet);
+//! `low_water` itself is not settled.
 //!
 //! # What callers may rely on
 //!

@@ -51,8 +51,8 @@ pub struct Retried {
 
 impl QueueState {
     /// Hides `offset` until `due_ms`: a delayed or scheduled message. The offset must be at
-    /// or above the cursor (the caller just appended it; offsets the cursor passes stay
-    /// available) or available (a ready message, which keeps its delivery count). Anything
+    /// or above the cursor (the caller just appended it, so it is below the log end; offsets
+    /// the cursor passes stay available) or available (a ready message, which keeps its delivery count). Anything
     /// else — in flight, settled, already scheduled, below the log start — is
     /// [`QueueError::NotAvailable`] and changes nothing. A due time in the past is released
     /// by the next [`QueueState::release_due`] or acquire. Queues a `Scheduled` record.
