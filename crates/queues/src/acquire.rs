@@ -22,7 +22,9 @@ pub(crate) enum Source {
 impl QueueState {
     /// Leases up to `request.max_n` available messages to `request.consumer`, smallest
     /// offsets first: a message nacked with requeue or released goes out again before newer
-    /// ones (its original position, as RabbitMQ does). Queues one `Delivered` record.
+    /// ones (its original position, as RabbitMQ does). Scheduled offsets due at
+    /// `request.now_ms` are released first ([`QueueState::release_due`]); the others stay
+    /// hidden. Queues one `Delivered` record.
     pub fn acquire(&mut self, request: &Acquire) -> Acquired {
         self.acquire_filtered(request, |_| Verdict::Deliver)
     }
@@ -36,6 +38,7 @@ impl QueueState {
         request: &Acquire,
         mut filter: impl FnMut(Offset) -> Verdict,
     ) -> Acquired {
+        self.release_due(request.now_ms);
         let max_n = request.max_n.min(MAX_ACQUIRE) as usize;
         let max_scan = request.max_scan.unwrap_or(self.config.max_scan).max(1);
         let lease_ms = request.lease_ms.unwrap_or(self.config.lease_ms);

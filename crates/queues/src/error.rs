@@ -22,6 +22,13 @@ pub enum QueueError {
         consumer: ConsumerId,
         holder: ConsumerId,
     },
+    /// The offset cannot be scheduled: it is not available (in flight, settled, already
+    /// scheduled, or below the log start).
+    #[error("offset {offset} cannot be scheduled: it is not available")]
+    NotAvailable { offset: Offset },
+    /// The offset is not scheduled (never was, already released, or settled).
+    #[error("offset {offset} is not scheduled")]
+    NotScheduled { offset: Offset },
     /// A range whose end is before its start.
     #[error("invalid offset range {start}..{end}")]
     InvalidRange { start: Offset, end: Offset },
@@ -37,6 +44,9 @@ pub enum DecodeError {
     UnknownVersion(u8),
     #[error("unknown record kind {0}")]
     UnknownKind(u8),
+    /// A record of a kind written at a lower version (each record has exactly one encoding).
+    #[error("record kind {kind} is not written as version {version}")]
+    WrongVersion { version: u8, kind: u8 },
     #[error("unknown settle outcome {0}")]
     UnknownOutcome(u8),
     #[error("record claims {claimed} entries; at most {max} allowed")]
@@ -53,6 +63,8 @@ pub enum DecodeError {
         low_water: Offset,
         cursor: Offset,
     },
+    #[error("invalid packed scheduled entry at byte {at}")]
+    InvalidPacked { at: usize },
     #[error("{0} bytes after the record")]
     TrailingBytes(usize),
 }

@@ -127,6 +127,7 @@ impl QueueState {
         request: &Acquire,
         mut rank: impl FnMut(Offset) -> Option<u8>,
     ) -> Acquired {
+        self.release_due(request.now_ms);
         let max_scan = request.max_scan.unwrap_or(self.config.max_scan).max(1) as usize;
         let mut candidates: Vec<(std::cmp::Reverse<u8>, Offset)> = Vec::new();
         let mut pos = request.from.max(self.low_water);

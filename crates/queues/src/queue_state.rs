@@ -13,6 +13,7 @@ use crate::lease::Leases;
 use crate::outbox::Outbox;
 use crate::range_set::RangeSet;
 use crate::record::{Record, SettleOutcome};
+use crate::schedule::Scheduler;
 
 /// The delivery state of one queue over its partition's offsets. See the crate doc for the
 /// model; in short, every offset `>= log_start` is in exactly one of these places:
@@ -23,13 +24,15 @@ use crate::record::{Record, SettleOutcome};
 /// | `settled`                  | settled (acked, dead or purged)            |
 /// | `leases`                   | acquired by one consumer until a deadline  |
 /// | `returned`                 | available, delivered before (with count)   |
-/// | `skipped`                  | available, never delivered (a filter passed over it) |
+/// | `skipped`                  | available, never delivered (a filter passed over it, or released from a schedule) |
+/// | in none of the above       | scheduled: hidden until due (`schedule.rs`)  |
 /// | `>= cursor`                | available, never delivered (or not yet in the log) |
 ///
 /// Invariants (checked by [`QueueState::check_invariants`]): `log_start <= low_water <=
-/// cursor`; `settled`, `leases`, `returned` and `skipped` are disjoint and together cover
-/// exactly `low_water..cursor`; `low_water` is not settled (it is the first offset that
-/// is not, or `cursor`).
+/// cursor`; `settled`, `leases`, `returned`, `skipped` and the scheduled offsets are
+/// disjoint and together cover exactly `low_water..cursor`, where the scheduled offsets are
+/// the live entries of the time index, each once; `low_water` is not settled (it is the
+/// first offset that is not, or `cursor`).
 #[derive(Clone, Debug)]
 pub struct QueueState {
     pub(crate) config: QueueConfig,
@@ -40,6 +43,8 @@ pub struct QueueState {
     pub(crate) skipped: RangeSet,
     pub(crate) returned: BTreeMap<Offset, u32>,
     pub(crate) leases: Leases,
+    /// Due times of scheduled offsets; `None` (no heap) while nothing is scheduled.
+    pub(crate) scheduler: Option<Box<Scheduler>>,
     pub(crate) outbox: Outbox,
 }
 
@@ -51,6 +56,11 @@ pub struct Footprint {
     pub returned: usize,
     pub leases: usize,
     pub consumers: usize,
+    /// Entries in the scheduled-offset index (scheduled offsets, plus settled ones not yet
+    /// dropped); see [`QueueState::timer_footprint`] for its bytes.
+    pub scheduled_entries: usize,
+    /// Scheduled offsets delivered before (retries), each with its count.
+    pub scheduled_counts: usize,
 }
 
 impl QueueState {
@@ -72,6 +82,7 @@ impl QueueState {
             skipped: RangeSet::new(),
             returned: BTreeMap::new(),
             leases: Leases::default(),
+            scheduler: None,
             outbox: Outbox::default(),
         }
     }
@@ -147,6 +158,8 @@ impl QueueState {
             returned: self.returned.len(),
             leases: self.leases.len(),
             consumers: self.leases.consumer_count(),
+            scheduled_entries: self.scheduler.as_ref().map_or(0, |s| s.timer.len()),
+            scheduled_counts: self.scheduler.as_ref().map_or(0, |s| s.counts.len()),
         }
     }
 
@@ -298,6 +311,11 @@ impl QueueState {
         self.cursor = self.cursor.max(new_start);
         self.low_water = self.low_water.max(new_start);
         self.advance_low_water();
+        if let Some(scheduler) = self.scheduler.as_mut() {
+            // Scheduled offsets below the new start are gone with the log.
+            scheduler.counts = scheduler.counts.split_off(&new_start);
+            self.compact_scheduler();
+        }
         self.outbox.push(Record::LogStart(new_start));
         lost
     }
@@ -360,7 +378,11 @@ impl QueueState {
     }
 
     /// Every offset of `set` must be leased to `consumer`; the first that is not is the error.
-    fn check_held(&self, consumer: ConsumerId, set: &RangeSet) -> Result<(), QueueError> {
+    pub(crate) fn check_held(
+        &self,
+        consumer: ConsumerId,
+        set: &RangeSet,
+    ) -> Result<(), QueueError> {
         for range in set.iter() {
             let mut expect = range.start;
             for (offset, lease) in self.leases.range(range.clone()) {
@@ -472,6 +494,24 @@ impl QueueState {
         for (offset, _) in self.leases.iter() {
             add("leased", offset..offset + 1)?;
         }
+        if let Some(scheduler) = &self.scheduler {
+            let mut live = Vec::new();
+            scheduler.timer.for_each(|_, offset| {
+                if self.is_scheduled(offset) {
+                    live.push(offset);
+                }
+            });
+            for offset in live {
+                add("scheduled", offset..offset + 1)?;
+            }
+            if let Some((&offset, _)) = scheduler
+                .counts
+                .iter()
+                .find(|&(&o, &c)| c == 0 || !self.is_scheduled(o))
+            {
+                return Err(format!("retry count kept for {offset}, not scheduled"));
+            }
+        }
         if seen.len() != span.end.abs_diff(span.start) {
             return Err(format!("states cover {} of {span:?}", seen.len()));
         }
@@ -486,7 +526,7 @@ impl QueueState {
     }
 }
 
-fn offsets_to_set(offsets: &[Offset]) -> Result<RangeSet, QueueError> {
+pub(crate) fn offsets_to_set(offsets: &[Offset]) -> Result<RangeSet, QueueError> {
     let mut set = RangeSet::new();
     for &offset in offsets {
         let Some(end) = offset.checked_add(1) else {
@@ -500,7 +540,7 @@ fn offsets_to_set(offsets: &[Offset]) -> Result<RangeSet, QueueError> {
     Ok(set)
 }
 
-fn ranges_to_set(ranges: &[Range<Offset>]) -> Result<RangeSet, QueueError> {
+pub(crate) fn ranges_to_set(ranges: &[Range<Offset>]) -> Result<RangeSet, QueueError> {
     let mut set = RangeSet::new();
     for range in ranges {
         if range.end < range.start {

@@ -5,11 +5,18 @@
 //! coalesce in between) must recover a queue that delivers exactly the unsettled messages,
 //! each with the right `redelivered` flag and delivery count — from all records and from the
 //! last snapshot onwards.
+//!
+//! Scheduling (issue 16) is in the same model: offsets scheduled at publish time or from the
+//! ready set, nacks with a backoff policy, explicit releases, cancels, clock jumps forward
+//! and backward, and restarts that continue with the recovered queue (from all records or
+//! from the last snapshot). Nothing comes out before its due time, due offsets come out in
+//! `(due, offset)` order, nothing is lost or duplicated.
 
 use proptest::prelude::*;
 use sluice_queues::{
-    Acquire, Acquired, ConsumerId, DeadLetter, DeadReason, Delivery, LostLease, Offset,
-    QueueConfig, QueueError, QueueState, Record, Released, Verdict,
+    Acquire, Acquired, Backoff, ConsumerId, DeadLetter, DeadReason, Delivery, LostLease, Offset,
+    QueueConfig, QueueError, QueueState, Record, Released, Retried, RetryPolicy, ScheduledEntry,
+    Verdict,
 };
 
 const CONSUMERS: u64 = 3;
@@ -25,6 +32,11 @@ enum Slot {
         count: u32,
     },
     Settled,
+    /// Hidden until `due`, delivered `count` times before.
+    Scheduled {
+        due: i64,
+        count: u32,
+    },
 }
 
 struct Model {
@@ -44,6 +56,7 @@ impl Model {
     }
 
     fn acquire(&mut self, req: &Acquire, filter: impl Fn(Offset) -> bool) -> Acquired {
+        self.release(req.now_ms);
         let mut out = Acquired::default();
         let mut scanned = 0;
         let max_scan = req.max_scan.unwrap_or(u32::MAX);
@@ -163,13 +176,15 @@ impl Model {
             .count() as u64
     }
 
-    /// What a recovered queue must deliver: every unsettled message, with its count.
-    fn after_restart(&self) -> Vec<Delivery> {
+    /// What a recovered queue must deliver once it released what is due at `now`: every
+    /// unsettled message not scheduled later, with its count.
+    fn after_restart(&self, now: i64) -> Vec<Delivery> {
         (self.log_start..self.log_end)
             .filter_map(|o| {
                 let count = match self.slots[o as usize] {
                     Slot::Available(count) | Slot::Held { count, .. } => count,
-                    Slot::Settled => return None,
+                    Slot::Scheduled { due, count } if due <= now => count,
+                    Slot::Scheduled { .. } | Slot::Settled => return None,
                 };
                 Some(Delivery {
                     offset: o,
@@ -251,6 +266,70 @@ enum Op {
     AdvanceLogStart(i64),
     Purge(i64),
     Snapshot,
+    /// Schedule an offset `delay` ms from now (negative: overdue).
+    Schedule {
+        what: Sched,
+        delay: i64,
+    },
+    NackLater {
+        consumer: u64,
+        targets: Vec<Target>,
+        policy: usize,
+    },
+    ReleaseDue,
+    ClockBack(i64),
+    Cancel(Vec<Sched>),
+    /// Drain, persist, and continue with the queue recovered from every record (or from the
+    /// last snapshot on).
+    Restart {
+        from_snapshot: bool,
+    },
+}
+
+/// Names an offset to schedule or cancel.
+#[derive(Clone, Debug)]
+enum Sched {
+    /// Append one message and name it.
+    Fresh,
+    /// An available offset.
+    Ready(prop::sample::Index),
+    /// A scheduled offset.
+    Scheduled(prop::sample::Index),
+    Raw(i64),
+}
+
+fn sched() -> impl Strategy<Value = Sched> {
+    prop_oneof![
+        4 => Just(Sched::Fresh),
+        2 => any::<prop::sample::Index>().prop_map(Sched::Ready),
+        2 => any::<prop::sample::Index>().prop_map(Sched::Scheduled),
+        1 => (0i64..40).prop_map(Sched::Raw),
+    ]
+}
+
+fn policies() -> Vec<RetryPolicy> {
+    vec![
+        RetryPolicy {
+            backoff: Backoff::Fixed(15),
+            max_retries: None,
+        },
+        RetryPolicy {
+            backoff: Backoff::Exponential {
+                initial_ms: 4,
+                multiplier_milli: 2_000,
+                max_ms: 50,
+            },
+            max_retries: Some(2),
+        },
+        RetryPolicy {
+            backoff: Backoff::Ladder(vec![30, 3, 0]),
+            max_retries: Some(0),
+        },
+        RetryPolicy {
+            backoff: Backoff::Fixed(0),
+            max_retries: Some(4),
+        },
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -287,6 +366,13 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0i64..4).prop_map(Op::AdvanceLogStart),
         1 => (0i64..6).prop_map(Op::Purge),
         1 => Just(Op::Snapshot),
+        4 => (sched(), -20i64..120).prop_map(|(what, delay)| Op::Schedule { what, delay }),
+        2 => (0..CONSUMERS, targets(), 0usize..4)
+            .prop_map(|(consumer, targets, policy)| Op::NackLater { consumer, targets, policy }),
+        2 => Just(Op::ReleaseDue),
+        1 => (1i64..80).prop_map(Op::ClockBack),
+        1 => proptest::collection::vec(sched(), 1..3).prop_map(Op::Cancel),
+        1 => any::<bool>().prop_map(|from_snapshot| Op::Restart { from_snapshot }),
     ]
 }
 
@@ -397,8 +483,157 @@ fn step(q: &mut QueueState, m: &mut Model, op: &Op) -> Result<(), TestCaseError>
             prop_assert_eq!(q.purge_below(up_to), purged);
         }
         Op::Snapshot => q.write_snapshot(),
+        _ => step_schedule(q, m, op)?,
     }
     Ok(())
+}
+
+/// The scheduling operations (issue 16).
+fn step_schedule(q: &mut QueueState, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
+    match op.clone() {
+        Op::Schedule { what, delay } => {
+            let Some(offset) = m.resolve_sched(&what) else {
+                return Ok(());
+            };
+            let due = m.now_ms + delay;
+            let want = match m.slot(offset) {
+                Some(Slot::Available(count)) => {
+                    m.slots[offset as usize] = Slot::Scheduled { due, count };
+                    Ok(())
+                }
+                _ => Err(QueueError::NotAvailable { offset }),
+            };
+            prop_assert_eq!(q.schedule(offset, due), want);
+        }
+        Op::NackLater {
+            consumer,
+            targets,
+            policy,
+        } => {
+            let policy = &policies()[policy];
+            let offsets = m.resolve(consumer, &targets);
+            let want = m
+                .check_held(consumer, &offsets)
+                .map(|sorted| m.nack_later(&sorted, policy));
+            prop_assert_eq!(
+                q.nack_later(ConsumerId(consumer), &offsets, m.now_ms, policy),
+                want
+            );
+        }
+        Op::ReleaseDue => {
+            let want = m.release(m.now_ms);
+            prop_assert_eq!(q.release_due(m.now_ms), want);
+        }
+        Op::ClockBack(ms) => m.now_ms -= ms,
+        Op::Cancel(whats) => {
+            let offsets: Vec<Offset> = whats.iter().filter_map(|w| m.resolve_sched(w)).collect();
+            let mut sorted = offsets.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            let bad = sorted
+                .iter()
+                .find(|&&o| !matches!(m.slot(o), Some(Slot::Scheduled { .. })));
+            let want = match bad {
+                Some(&offset) => Err(QueueError::NotScheduled { offset }),
+                None => {
+                    for &o in &sorted {
+                        m.slots[o as usize] = Slot::Settled;
+                    }
+                    Ok(sorted.len() as u64)
+                }
+            };
+            prop_assert_eq!(q.cancel_scheduled(&offsets), want);
+        }
+        // Handled by the driver, which owns the persisted records.
+        Op::Restart { .. } => {}
+        _ => unreachable!("not a scheduling operation: {op:?}"),
+    }
+    Ok(())
+}
+
+impl Model {
+    fn resolve_sched(&mut self, what: &Sched) -> Option<Offset> {
+        let pick = |from: Vec<Offset>, i: &prop::sample::Index| {
+            (!from.is_empty()).then(|| from[i.index(from.len())])
+        };
+        match what {
+            Sched::Fresh => {
+                self.append(1);
+                Some(self.log_end - 1)
+            }
+            Sched::Ready(i) => pick(self.offsets(|s| matches!(s, Slot::Available(_))), i),
+            Sched::Scheduled(i) => pick(self.offsets(|s| matches!(s, Slot::Scheduled { .. })), i),
+            Sched::Raw(o) => (*o < self.log_end).then_some(*o),
+        }
+    }
+
+    fn offsets(&self, pred: impl Fn(Slot) -> bool) -> Vec<Offset> {
+        (self.log_start..self.log_end)
+            .filter(|&o| pred(self.slots[o as usize]))
+            .collect()
+    }
+
+    /// Scheduled offsets due at `now`, in (due, offset) order, made available.
+    fn release(&mut self, now: i64) -> Vec<Offset> {
+        let mut due: Vec<(i64, Offset)> = (self.log_start..self.log_end)
+            .filter_map(|o| match self.slots[o as usize] {
+                Slot::Scheduled { due, .. } if due <= now => Some((due, o)),
+                _ => None,
+            })
+            .collect();
+        due.sort_unstable();
+        for &(_, o) in &due {
+            if let Slot::Scheduled { count, .. } = self.slots[o as usize] {
+                self.slots[o as usize] = Slot::Available(count);
+            }
+        }
+        due.into_iter().map(|(_, o)| o).collect()
+    }
+
+    fn nack_later(&mut self, sorted: &[Offset], policy: &RetryPolicy) -> Retried {
+        let mut out = Retried::default();
+        for &o in sorted {
+            let Slot::Held { count, .. } = self.slots[o as usize] else {
+                unreachable!("checked held");
+            };
+            if policy.exhausted(count) || self.limit.is_some_and(|l| count > l) {
+                self.slots[o as usize] = Slot::Settled;
+                out.dead.push(DeadLetter {
+                    offset: o,
+                    delivery_count: count,
+                    reason: DeadReason::DeliveryLimit,
+                });
+            } else {
+                let due = self.now_ms + policy.backoff.delay_ms(count);
+                self.slots[o as usize] = Slot::Scheduled { due, count };
+                out.scheduled.push(ScheduledEntry {
+                    offset: o,
+                    due_ms: due,
+                });
+            }
+        }
+        out
+    }
+
+    fn scheduled(&self) -> Vec<(i64, Offset)> {
+        let mut out: Vec<(i64, Offset)> = (self.log_start..self.log_end)
+            .filter_map(|o| match self.slots[o as usize] {
+                Slot::Scheduled { due, .. } => Some((due, o)),
+                _ => None,
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// A restart voids every lease.
+    fn restart(&mut self) {
+        for slot in &mut self.slots {
+            if let Slot::Held { count, .. } = *slot {
+                *slot = Slot::Available(count);
+            }
+        }
+    }
 }
 
 impl Model {
@@ -445,6 +680,16 @@ impl Model {
 fn check_counts(q: &QueueState, m: &Model) -> Result<(), TestCaseError> {
     q.check_invariants().map_err(TestCaseError::fail)?;
     prop_assert_eq!(q.ready(m.log_end), m.ready());
+    let scheduled = m.scheduled();
+    prop_assert_eq!(q.scheduled(), scheduled.len() as u64);
+    if let Some(&(first, _)) = scheduled.first() {
+        // Never later than the next real release (a cancelled entry may make it earlier).
+        prop_assert!(
+            q.next_due().is_some_and(|d| d <= first),
+            "{:?}",
+            q.next_due()
+        );
+    }
     prop_assert_eq!(q.unacked(), m.held(|_, _| true).len() as u64);
     for c in 0..CONSUMERS {
         prop_assert_eq!(
@@ -464,7 +709,18 @@ fn check_recovery(
     let mut r = QueueState::recover_encoded(config.clone(), records.iter().map(Vec::as_slice))
         .map_err(|e| TestCaseError::fail(format!("recovery failed: {e}")))?;
     r.check_invariants().map_err(TestCaseError::fail)?;
-    let want = m.after_restart();
+    let scheduled = m.scheduled();
+    prop_assert_eq!(r.scheduled(), scheduled.len() as u64);
+    // Everything overdue comes out at once, in due order; nothing else.
+    let due: Vec<Offset> = scheduled
+        .iter()
+        .filter(|&&(d, _)| d <= m.now_ms)
+        .map(|&(_, o)| o)
+        .collect();
+    prop_assert_eq!(r.release_due(m.now_ms), due.clone());
+    r.check_invariants().map_err(TestCaseError::fail)?;
+    prop_assert_eq!(r.scheduled(), (scheduled.len() - due.len()) as u64);
+    let want = m.after_restart(m.now_ms);
     prop_assert_eq!(r.ready(m.log_end), want.len() as u64);
     prop_assert_eq!(r.unacked(), 0);
     let req = Acquire::new(ConsumerId(99), u32::MAX, m.log_end, m.now_ms).max_scan(u32::MAX);
@@ -484,6 +740,8 @@ fn check_torn_recovery(
     let mut r = QueueState::recover_encoded(config.clone(), records.iter().map(Vec::as_slice))
         .map_err(|e| TestCaseError::fail(format!("recovery failed: {e}")))?;
     r.check_invariants().map_err(TestCaseError::fail)?;
+    // Whatever is still scheduled is not lost: release it all and look.
+    r.release_due(i64::MAX);
     let req = Acquire::new(ConsumerId(99), u32::MAX, m.log_end, m.now_ms).max_scan(u32::MAX);
     let delivered = r.acquire(&req).deliveries;
     let from = r.log_start().max(m.log_start);
@@ -492,7 +750,10 @@ fn check_torn_recovery(
         let d = next.next_if(|d| d.offset == o);
         match (m.slots[o as usize], d) {
             (Slot::Settled, _) => {}
-            (Slot::Available(count) | Slot::Held { count, .. }, Some(d)) => {
+            (
+                Slot::Available(count) | Slot::Held { count, .. } | Slot::Scheduled { count, .. },
+                Some(d),
+            ) => {
                 prop_assert!(
                     d.delivery_count <= count + 1,
                     "offset {o}: {d:?}, real count {count}"
@@ -505,7 +766,7 @@ fn check_torn_recovery(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(1024))]
 
     #[test]
     fn engine_matches_model_and_recovers(
@@ -529,6 +790,21 @@ proptest! {
         let mut persisted: Vec<Vec<u8>> = Vec::new();
         let mut last_snapshot = 0;
         for (i, (op, drain)) in ops.iter().enumerate() {
+            if let Op::Restart { from_snapshot } = op {
+                for record in q.drain_records() {
+                    if matches!(record, Record::Snapshot(_)) {
+                        last_snapshot = persisted.len();
+                    }
+                    persisted.push(record.to_bytes());
+                }
+                let from = if *from_snapshot { last_snapshot } else { 0 };
+                q = QueueState::recover_encoded(
+                    config.clone(),
+                    persisted[from..].iter().map(Vec::as_slice),
+                )
+                .map_err(|e| TestCaseError::fail(format!("recovery failed: {e}")))?;
+                m.restart();
+            }
             step(&mut q, &mut m, op)?;
             check_counts(&q, &m)?;
             // Records left in the outbox coalesce with later ones; recovery is checked
