@@ -43,6 +43,15 @@ pub enum PendingProduce {
 }
 
 impl PendingProduce {
+    /// The offset the produce's first record got (`None` for a retried duplicate: it is
+    /// where the original went).
+    pub fn base_offset(&self) -> Option<Offset> {
+        match self {
+            PendingProduce::Append(pending, _) => Some(pending.appended.base_offset),
+            PendingProduce::Duplicate { produced, .. } => Some(produced.base_offset),
+        }
+    }
+
     /// True when [`PendingProduce::acked`] will not wait (nothing to fsync).
     pub fn is_acked(&self) -> bool {
         match self {
@@ -280,11 +289,12 @@ impl Broker {
     /// idempotent or transactional producer are refused (their sequence state is one
     /// partition's). Like [`Broker::produce_begin`], the batch is readable when this
     /// returns and the result resolves when it is durable.
+    /// Returns the acknowledgement and the batch's base offset in each topic.
     pub fn produce_shared_begin(
         &self,
         topics: &[&str],
         batches: BytesMut,
-    ) -> Result<PendingProduce> {
+    ) -> Result<(PendingProduce, Vec<Offset>)> {
         if self.is_shutting_down() {
             return Err(BrokerError::ShuttingDown);
         }
@@ -305,7 +315,7 @@ impl Broker {
             all_counters.push((counters, seen.records));
         }
         let len = batches.len() as u64;
-        let (_, pending) = self
+        let (appended, pending) = self
             .store
             .append_shared_begin(&pids, batches)
             .inspect_err(|e| log_append_failure(topics[0], 0, e))?;
@@ -313,7 +323,8 @@ impl Broker {
             counters.bytes_in.inc_by(len);
             counters.records_in.inc_by(records);
         }
-        Ok(PendingProduce::Append(pending, stamped))
+        let bases = appended.iter().map(|a| a.base_offset).collect();
+        Ok((PendingProduce::Append(pending, stamped), bases))
     }
 
     /// Reads whole batches from the one holding `offset`, up to about `max_bytes`.

@@ -61,6 +61,12 @@ pub struct BrokerMetrics {
     /// `sluice_queue_consumers_subscribed{queue}`: consumers subscribed now (an AMQP
     /// basic.consume), whether or not they hold messages; kept by the door that has them
     pub queue_subscribed: Family<Labels, Gauge>,
+    /// `sluice_queue_messages_scheduled{queue}`: delayed or retrying messages not yet due
+    /// (refreshed at scrape)
+    pub queue_scheduled: Family<Labels, Gauge>,
+    /// `sluice_queue_dead_lettered_total{queue,reason}`: messages settled dead (rejected,
+    /// expired, maxlen, delivery_limit), dead-lettered or dropped
+    pub queue_dead: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for BrokerMetrics {
@@ -100,6 +106,8 @@ impl BrokerMetrics {
             queue_returned: Family::default(),
             queue_published: Family::default(),
             queue_subscribed: Family::default(),
+            queue_scheduled: Family::default(),
+            queue_dead: Family::default(),
         };
         {
             let mut r = m.registry.lock();
@@ -203,6 +211,16 @@ impl BrokerMetrics {
             "Consumers subscribed to the queue, holding messages or not, by queue",
             self.queue_subscribed.clone(),
         );
+        r.register(
+            "sluice_queue_messages_scheduled",
+            "Delayed or retrying messages not yet due, by queue",
+            self.queue_scheduled.clone(),
+        );
+        r.register(
+            "sluice_queue_dead_lettered",
+            "Messages settled dead (dead-lettered, or dropped without a target), by queue and reason",
+            self.queue_dead.clone(),
+        );
     }
 
     /// Counts one request of `api` on the front door speaking `protocol` ("kafka", later
@@ -258,6 +276,13 @@ pub struct TopicCounters {
 
 impl BrokerMetrics {
     /// Counts one message stored in queue `queue` by a publish.
+    /// Counts `n` messages of `queue` settled dead for `reason`.
+    pub fn count_dead(&self, queue: &str, reason: &str, n: u64) {
+        let mut labels = queue_labels(queue);
+        labels.push(("reason".to_string(), reason.to_string()));
+        self.queue_dead.get_or_create(&labels).inc_by(n);
+    }
+
     pub fn count_published(&self, queue: &str) {
         self.queue_published
             .get_or_create(&queue_labels(queue))

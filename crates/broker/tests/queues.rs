@@ -292,6 +292,7 @@ async fn publish_limited(b: &Broker, queue: &str, body: &str) -> Result<(), bool
             &[queue.to_string()],
             BytesMut::from(&batch.build()[..]),
             body.len() as u64,
+            None,
         )
         .await
         .unwrap();

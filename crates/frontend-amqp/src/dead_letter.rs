@@ -15,8 +15,9 @@
 //! with `reject-publish` drops it.
 //!
 //! The policy task ([`Door::run_policies`]) republishes what the broker's dead-letter box
-//! holds, sweeps expired messages off queue heads every [`SWEEP_EVERY`], and deletes queues
-//! unused for their `x-expires`.
+//! holds, makes due delayed and retrying messages deliverable (waking consumers), sweeps
+//! expired messages off queue heads every [`SWEEP_EVERY`], deletes queues unused for their
+//! `x-expires`, and checks the resource alarms (`alarm.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,6 +212,12 @@ impl Door {
                 () = self.broker.dead_letters_ready() => {}
                 _ = resources.tick() => self.check_resources(),
                 _ = ticks.tick() => {
+                    // Delayed and retrying messages that are due come back: wake consumers.
+                    match self.broker.queue_release_due() {
+                        Ok(true) => self.wake_consumers(),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "releasing due messages failed"),
+                    }
                     if let Err(e) = self.broker.queue_sweep().await {
                         tracing::warn!(error = %e, "sweeping expired messages failed");
                     }
@@ -290,14 +297,16 @@ impl Door {
         if targets.is_empty() {
             tracing::debug!(queue, exchange, "dead letter routed nowhere: dropped");
         }
-        self.store(&targets, &out).await;
+        self.store(&targets, &out, None).await;
     }
 
     /// Stores `msg` in each of `queues` under their limits; says which queues refused it
     /// (`reject-publish`) with whether they dead-letter it, and whether every store worked.
     /// The message is written when this returns; [`Stores::pending`] resolves once it is
     /// durable (`flush = sync`).
-    pub async fn store(&self, queues: &[String], msg: &Message) -> Stores {
+    /// `due_ms`: a delayed message (an `x-delayed-message` exchange) stays invisible in
+    /// the queues until then.
+    pub async fn store(&self, queues: &[String], msg: &Message, due_ms: Option<i64>) -> Stores {
         let mut out = Stores {
             refused: Vec::new(),
             ok: true,
@@ -306,10 +315,10 @@ impl Door {
         if queues.is_empty() {
             return out;
         }
-        let batch = msg.to_batch(self.broker.now_ms());
+        let batch = msg.to_batch(self.broker.now_ms(), due_ms);
         match self
             .broker
-            .queue_publish(queues, batch, msg.body.len() as u64)
+            .queue_publish(queues, batch, msg.body.len() as u64, due_ms)
             .await
         {
             Ok(routed) => {

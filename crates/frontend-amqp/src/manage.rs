@@ -444,6 +444,7 @@ impl DoorHandle {
             None => None,
         };
         let wanted = Exchange {
+            delayed: false,
             kind,
             durable: spec.durable,
             auto_delete: spec.auto_delete,
@@ -631,6 +632,7 @@ mod tests {
     #[test]
     fn views_use_local_names() {
         let x = Exchange {
+            delayed: false,
             kind: ExchangeKind::Topic,
             durable: true,
             auto_delete: false,

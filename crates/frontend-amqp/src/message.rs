@@ -55,7 +55,8 @@ pub fn encode_properties(p: &BasicProperties) -> Vec<u8> {
 
 impl Message {
     /// A one-record batch for the produce path, stamped `timestamp_ms`.
-    pub fn to_batch(&self, timestamp_ms: i64) -> BytesMut {
+    /// `due_ms`: a delayed message's due time (the queue layer's `queue.due_ms` header).
+    pub fn to_batch(&self, timestamp_ms: i64, due_ms: Option<i64>) -> BytesMut {
         let properties = encode_properties(&self.properties);
         let mut headers: Vec<(&[u8], Option<&[u8]>)> = vec![
             (HEADER_EXCHANGE.as_bytes(), Some(self.exchange.as_bytes())),
@@ -74,6 +75,13 @@ impl Message {
         let priority = self.properties.priority().map(|p| p.to_string());
         if let Some(priority) = &priority {
             headers.push((HEADER_PRIORITY.as_bytes(), Some(priority.as_bytes())));
+        }
+        let due = due_ms.map(|d| d.to_string());
+        if let Some(due) = &due {
+            headers.push((
+                broker::queue::HEADER_DUE_MS.as_bytes(),
+                Some(due.as_bytes()),
+            ));
         }
         let mut b = BatchBuilder::new();
         b.record(

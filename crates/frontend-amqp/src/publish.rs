@@ -20,6 +20,34 @@ use crate::connection::Session;
 use crate::errors::{AmqpError, NO_ROUTE, PRECONDITION_FAILED, UNEXPECTED_FRAME, truncate};
 use crate::message::Message;
 
+/// The longest delay an `x-delay` header may ask for: one year (longer is cut to it).
+pub const MAX_DELAY_MS: i64 = 365 * 24 * 3_600_000;
+
+/// A message's `x-delay` header (milliseconds; any integer type, or a decimal string), when
+/// it asks for a delay (> 0). Used on `x-delayed-message` exchanges.
+pub fn delay_ms(properties: &BasicProperties) -> Option<i64> {
+    use amq_protocol::types::AMQPValue as V;
+    let v = properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get("x-delay")?
+        .clone();
+    let ms = match v {
+        V::ShortShortInt(n) => i64::from(n),
+        V::ShortShortUInt(n) => i64::from(n),
+        V::ShortInt(n) => i64::from(n),
+        V::ShortUInt(n) => i64::from(n),
+        V::LongInt(n) => i64::from(n),
+        V::LongUInt(n) => i64::from(n),
+        V::LongLongInt(n) => n,
+        V::LongString(s) => s.to_string().trim().parse().ok()?,
+        V::ShortString(s) => s.as_str().trim().parse().ok()?,
+        _ => return None,
+    };
+    (ms > 0).then(|| ms.min(MAX_DELAY_MS))
+}
+
 /// What [`Session::route_and_store`] did with a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored {
@@ -178,11 +206,18 @@ impl Session {
         if queues.is_empty() && mandatory {
             self.basic_return(ch, msg);
         }
+        let due_ms = self
+            .door
+            .topology
+            .exchange(&exchange)
+            .filter(|x| x.delayed)
+            .and_then(|_| delay_ms(&msg.properties))
+            .map(|delay| self.door.broker.now_ms().saturating_add(delay));
         let crate::dead_letter::Stores {
             refused,
             ok,
             pending,
-        } = self.door.store(&queues, msg).await;
+        } = self.door.store(&queues, msg, due_ms).await;
         // A full queue with reject-publish(-dlx) refuses it: the confirm is a nack, the
         // other queues keep it (RabbitMQ), and reject-publish-dlx dead-letters it.
         for (queue, dead_letter) in &refused {

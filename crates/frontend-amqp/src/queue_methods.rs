@@ -38,10 +38,30 @@ fn settings_of(
     out
 }
 
+/// The exchange type of RabbitMQ's delayed-message plugin.
+pub const DELAYED_TYPE: &str = "x-delayed-message";
+
 /// exchange.declare's flags and arguments as the exchange wanted.
 fn exchange_of(d: &exchange::Declare) -> Result<Exchange, AmqpError> {
+    let delayed = d.kind.as_str() == DELAYED_TYPE;
+    let kind = if delayed {
+        // The delayed-message plugin's rule: the routing type is `x-delayed-type`.
+        let routing = d.arguments.inner().get("x-delayed-type").map(value_text);
+        match routing.as_deref().map(ExchangeKind::parse) {
+            Some(Ok(kind)) => kind,
+            _ => {
+                return Err(AmqpError::channel(
+                    PRECONDITION_FAILED,
+                    "Invalid argument, 'x-delayed-type' must be an existing exchange type",
+                ));
+            }
+        }
+    } else {
+        ExchangeKind::parse(d.kind.as_str())?
+    };
     Ok(Exchange {
-        kind: ExchangeKind::parse(d.kind.as_str())?,
+        delayed,
+        kind,
         durable: d.durable,
         auto_delete: d.auto_delete,
         internal: d.internal,

@@ -108,6 +108,9 @@ pub struct Exchange {
     pub internal: bool,
     /// The `alternate-exchange` argument: where messages this exchange routes nowhere go.
     pub alternate: Option<String>,
+    /// An `x-delayed-message` exchange (RabbitMQ's delayed-message plugin): routes as
+    /// `kind` (its `x-delayed-type`), each message when its `x-delay` header says.
+    pub delayed: bool,
 }
 
 /// What a binding delivers to. Queues order before exchanges, so the bindings of one
@@ -212,6 +215,7 @@ mod tests {
 
     fn exchange(kind: ExchangeKind, alternate: Option<&str>) -> Exchange {
         Exchange {
+            delayed: false,
             kind,
             durable: false,
             auto_delete: false,

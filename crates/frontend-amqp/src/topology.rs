@@ -89,6 +89,9 @@ impl Exchange {
         if let Some(ae) = &self.alternate {
             v["alternate-exchange"] = json!(ae);
         }
+        if self.delayed {
+            v["delayed"] = json!(true);
+        }
         v
     }
 
@@ -99,6 +102,7 @@ impl Exchange {
             auto_delete: v["auto_delete"].as_bool().unwrap_or(false),
             internal: v["internal"].as_bool().unwrap_or(false),
             alternate: v["alternate-exchange"].as_str().map(str::to_string),
+            delayed: v["delayed"].as_bool().unwrap_or(false),
         })
     }
 
@@ -106,8 +110,12 @@ impl Exchange {
     /// and current values.
     fn inequivalence(&self, other: &Exchange) -> Option<(&'static str, String, String)> {
         let opt = |a: &Option<String>| a.as_deref().map_or("none", |n| split(n).1).to_string();
+        let kind = |x: &Exchange| match x.delayed {
+            true => format!("{} ({})", crate::queue_methods::DELAYED_TYPE, x.kind.name()),
+            false => x.kind.name().to_string(),
+        };
         [
-            ("type", other.kind.name().into(), self.kind.name().into()),
+            ("type", kind(other), kind(self)),
             (
                 "durable",
                 other.durable.to_string(),
@@ -209,6 +217,7 @@ impl Topology {
             let vhost = Vhost(vhost.clone());
             for (n, kind) in builtin() {
                 let x = Exchange {
+                    delayed: false,
                     kind,
                     durable: true,
                     auto_delete: false,
@@ -570,6 +579,7 @@ mod tests {
     #[test]
     fn saved_exchanges_read_back_and_old_entries_still_load() {
         let x = Exchange {
+            delayed: false,
             kind: ExchangeKind::Topic,
             durable: true,
             auto_delete: true,
@@ -585,6 +595,7 @@ mod tests {
     #[test]
     fn a_redeclare_names_the_first_difference() {
         let x = Exchange {
+            delayed: false,
             kind: ExchangeKind::Direct,
             durable: true,
             auto_delete: false,
@@ -593,6 +604,7 @@ mod tests {
         };
         assert_eq!(x.inequivalence(&x.clone()), None);
         let other = Exchange {
+            delayed: false,
             alternate: Some("ae".into()),
             ..x.clone()
         };

@@ -30,7 +30,7 @@ use queues::{DeadLetter, DeadReason, Overflow};
 use super::{QueueHandle, body_len};
 use crate::broker::Broker;
 use crate::data_path::PendingProduce;
-use crate::error::Result;
+use crate::error::{BrokerError, Result};
 use crate::record_read::StoredRecord;
 
 /// Most dead letters waiting for a door.
@@ -98,6 +98,9 @@ impl Broker {
         if dead.is_empty() {
             return Ok(());
         }
+        for d in dead {
+            self.metrics.count_dead(&q.name, d.reason.name(), 1);
+        }
         let Some(exchange) = q.policy.dead_letter_exchange.clone() else {
             tracing::debug!(queue = %q.name, n = dead.len(), "dead messages dropped: no dead-letter exchange");
             return Ok(());
@@ -147,11 +150,16 @@ impl Broker {
     /// The message is written (readable) when this returns; [`Routed::pending`] resolves
     /// when it is durable (`flush = sync`), for a publisher confirm. Nothing waits for the
     /// disk under a queue's lock.
+    ///
+    /// With `due_ms` (a delayed message: AMQP's `x-delayed-message` exchange), each queue
+    /// that takes it holds it scheduled, invisible to consumers until then (stored once,
+    /// now; `queues` §Scheduling); the record should carry [`super::HEADER_DUE_MS`] too.
     pub async fn queue_publish(
         &self,
         names: &[String],
         batch: BytesMut,
         body_bytes: u64,
+        due_ms: Option<i64>,
     ) -> Result<Routed> {
         let mut handles = names
             .iter()
@@ -161,10 +169,12 @@ impl Broker {
         handles.dedup_by(|a, b| a.name == b.name);
         // Limited queues are locked across the store, in name order (no deadlock between
         // two publishers): publishers to one take turns, so the check and the store see
-        // the same queue.
+        // the same queue. So is every queue of a delayed message: no consumer may take it
+        // between the store and its schedule.
+        let delayed = due_ms.is_some_and(|due| due > self.now_ms());
         let mut guards = Vec::with_capacity(handles.len());
         for q in &handles {
-            guards.push(match q.policy.limits.is_set() {
+            guards.push(match q.policy.limits.is_set() || delayed {
                 true => Some(q.state.lock().await),
                 false => None,
             });
@@ -197,14 +207,31 @@ impl Broker {
             .filter(|(_, take)| **take)
             .map(|(q, _)| q.topic.as_str())
             .collect();
-        let pending = match &topics[..] {
-            [] => None,
-            [topic] => Some(self.produce_begin(topic, 0, batch).await?),
-            _ => Some(self.produce_shared_begin(&topics, batch)?),
+        let (pending, mut bases) = match &topics[..] {
+            [] => (None, Vec::new()),
+            [topic] => {
+                let p = self.produce_begin(topic, 0, batch).await?;
+                let base = p.base_offset();
+                (Some(p), vec![base])
+            }
+            _ => {
+                let (p, bases) = self.produce_shared_begin(&topics, batch)?;
+                (Some(p), bases.into_iter().map(Some).collect())
+            }
         };
+        bases.reverse();
         for (i, q) in handles.iter().enumerate() {
             if !takes[i] {
                 continue;
+            }
+            let base = bases.pop();
+            if let (true, Some(due), Some(state), Some(Some(offset))) =
+                (delayed, due_ms, guards[i].as_deref_mut(), base)
+            {
+                state
+                    .schedule(offset, due)
+                    .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
+                self.save(q, state)?;
             }
             self.metrics.count_published(&q.name);
             q.bytes_added(body_bytes);
@@ -355,6 +382,34 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// Makes the scheduled messages that are due deliverable, in every queue whose earliest
+    /// one is (a door calls this every few tens of milliseconds; an acquire does it too).
+    /// True when any came back: consumers should look again. A queue busy at this instant
+    /// is looked at next time.
+    pub fn queue_release_due(&self) -> Result<bool> {
+        let now = self.now_ms();
+        let due: Vec<Arc<QueueHandle>> = self
+            .queues
+            .by_name
+            .read()
+            .values()
+            .filter(|q| q.next_due.load(Ordering::Relaxed) <= now)
+            .cloned()
+            .collect();
+        let mut any = false;
+        for q in due {
+            let Ok(mut state) = q.state.try_lock() else {
+                continue;
+            };
+            if !state.release_due(now).is_empty() {
+                any = true;
+                q.head_changed();
+            }
+            self.save(&q, &mut state)?;
+        }
+        Ok(any)
     }
 
     /// Marks queue `name` used now (a consumer came or went): `x-expires` counts from here.

@@ -35,7 +35,9 @@ use crate::metadata::{MetaRecord, QueueRecord};
 use crate::record_read::StoredRecord;
 
 pub use dead::{DeadLettered, Routed};
-pub use policy::{HEADER_PRIORITY, HEADER_TTL_MS, QUORUM_DELIVERY_LIMIT, QueuePolicy};
+pub use policy::{
+    HEADER_DUE_MS, HEADER_PRIORITY, HEADER_TTL_MS, QUORUM_DELIVERY_LIMIT, QueuePolicy,
+};
 pub use queues::{DeadLetter, DeadReason};
 pub use share::{AckType, SHARE_QUEUE_PREFIX, ShareAcquired};
 
@@ -60,6 +62,8 @@ pub struct QueueCounts {
     pub ready: u64,
     pub unacked: u64,
     pub consumers_holding: usize,
+    /// Delayed or retrying messages not yet due.
+    pub scheduled: u64,
 }
 
 /// One open queue.
@@ -86,6 +90,9 @@ pub(crate) struct QueueHandle {
     live_head: AtomicI64,
     /// Ready body bytes, for `x-max-length-bytes` (changed only under the state lock).
     bytes: parking_lot::Mutex<ReadyBytes>,
+    /// When the earliest scheduled message is due (`i64::MAX`: none), kept by every save
+    /// so the release tick needs no lock to skip a queue (`Broker::queue_release_due`).
+    next_due: AtomicI64,
     /// Priority queues: the priorities of the ready messages of the last acquire's window
     /// (records do not change, so a later acquire reads only what is new).
     priorities: parking_lot::Mutex<HashMap<Offset, u8>>,
@@ -129,6 +136,7 @@ impl QueueHandle {
             last_used: AtomicI64::new(now),
             next_sweep: AtomicI64::new(i64::MIN),
             live_head: AtomicI64::new(i64::MIN),
+            next_due: AtomicI64::new(i64::MAX),
             bytes: parking_lot::Mutex::new(ReadyBytes::default()),
             priorities: parking_lot::Mutex::new(HashMap::new()),
             state: tokio::sync::Mutex::new(state),
@@ -417,6 +425,8 @@ impl Broker {
         if state.snapshot_due() {
             state.write_snapshot();
         }
+        q.next_due
+            .store(state.next_due().unwrap_or(i64::MAX), Ordering::Relaxed);
         let records = state.drain_records();
         state_log::append(self, q.state_partition, &records)
     }
@@ -448,6 +458,9 @@ impl Broker {
         let mut state = q.state.lock().await;
         let now = self.now_ms();
         q.touch(now);
+        if !state.release_due(now).is_empty() {
+            q.head_changed();
+        }
         let expired_leases = state.expire(now);
         q.track_released(&expired_leases);
         let mut dead = expired_leases.dead;
@@ -494,9 +507,15 @@ impl Broker {
             }
             let mut nothing_there = Vec::new();
             let mut expired = Vec::new();
+            let mut early = Vec::new();
             let mut handed_back = false;
             for d in acquired.deliveries {
                 match records.remove(&d.offset) {
+                    // A delayed message whose schedule record a crash lost: not before its
+                    // time (scheduled again).
+                    Some(record) if q.policy.due(&record).is_some_and(|due| due > now) => {
+                        early.push((d.offset, q.policy.due(&record).unwrap_or(now)));
+                    }
                     Some(record) if queues::is_expired(q.policy.expiry(&record), now) => {
                         q.bytes_taken(d.offset, body_len(&record), false);
                         expired.push(d.offset);
@@ -523,6 +542,14 @@ impl Broker {
                 state
                     .ack(ConsumerId(consumer), &nothing_there)
                     .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
+            }
+            if !early.is_empty() {
+                let offsets: Vec<Offset> = early.iter().map(|(o, _)| *o).collect();
+                let _ = state.nack(ConsumerId(consumer), &offsets, true);
+                for (o, due) in early {
+                    let _ = state.schedule(o, due);
+                }
+                handed_back = true;
             }
             if expired.is_empty() || handed_back {
                 break;
@@ -639,6 +666,18 @@ impl Broker {
     ) -> Result<Vec<DeadLetter>> {
         let q = self.queue(name)?;
         let mut state = q.state.lock().await;
+        if requeue && let Some(retry) = q.policy.retry.as_ref() {
+            // Retry with backoff: back after the policy's delay, or dead once out of retries.
+            let retried = state
+                .nack_later(ConsumerId(consumer), offsets, self.now_ms(), retry)
+                .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
+            let later: Vec<Offset> = retried.scheduled.iter().map(|e| e.offset).collect();
+            q.bytes_returned(&later);
+            q.bytes_settled(retried.dead.iter().map(|d| d.offset));
+            self.emit_dead(&q, &retried.dead, HashMap::new())?;
+            self.save(&q, &mut state)?;
+            return Ok(retried.dead);
+        }
         let released = state
             .nack(ConsumerId(consumer), offsets, requeue)
             .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
@@ -691,6 +730,7 @@ impl Broker {
             ready: state.ready(end),
             unacked: state.unacked(),
             consumers_holding: state.consumers_holding(),
+            scheduled: state.scheduled(),
         })
     }
 
@@ -709,6 +749,7 @@ impl Broker {
         self.metrics.queue_ready.clear();
         self.metrics.queue_unacked.clear();
         self.metrics.queue_consumers.clear();
+        self.metrics.queue_scheduled.clear();
         for q in queues {
             let Ok(state) = q.state.try_lock() else {
                 continue;
@@ -727,6 +768,9 @@ impl Broker {
             m.queue_consumers
                 .get_or_create(&labels)
                 .set(state.consumers_holding() as i64);
+            m.queue_scheduled
+                .get_or_create(&labels)
+                .set(state.scheduled() as i64);
         }
     }
 

@@ -15,6 +15,10 @@ use crate::record_read::StoredRecord;
 pub const HEADER_TTL_MS: &str = "queue.ttl_ms";
 /// Record header: the message's priority, 0–255 (decimal; AMQP's `priority`).
 pub const HEADER_PRIORITY: &str = "queue.priority";
+/// Record header: when a delayed message becomes deliverable, in epoch milliseconds
+/// (decimal; AMQP's `x-delay` on an `x-delayed-message` exchange). Kept with the message, so
+/// a crash that loses its schedule record cannot deliver it early.
+pub const HEADER_DUE_MS: &str = "queue.due_ms";
 
 /// RabbitMQ 4's default delivery limit for quorum queues.
 pub const QUORUM_DELIVERY_LIMIT: u32 = 20;
@@ -36,6 +40,9 @@ pub struct QueuePolicy {
     pub limits: Limits,
     /// `x-max-priority`.
     pub max_priority: Option<u8>,
+    /// `x-retry-backoff`, `x-retry-max`: a message nacked with requeue comes back after
+    /// the backoff's delay, not at once (`queues::RetryPolicy`).
+    pub retry: Option<queues::RetryPolicy>,
 }
 
 fn invalid(arg: &str, value: &str, why: &str) -> String {
@@ -102,6 +109,11 @@ impl QueuePolicy {
             None if quorum => Some(QUORUM_DELIVERY_LIMIT),
             None => None,
         };
+        p.retry = queues::RetryPolicy::parse(
+            settings.get("x-retry-backoff").map(String::as_str),
+            settings.get("x-retry-max").map(String::as_str),
+        )
+        .map_err(|e| format!("invalid arg 'x-retry-backoff'/'x-retry-max': {e}"))?;
         Ok(p)
     }
 
@@ -120,6 +132,11 @@ impl QueuePolicy {
             self.message_ttl_ms,
             header_number(record, HEADER_TTL_MS),
         )
+    }
+
+    /// When `record` (a delayed message) becomes deliverable, if it is delayed.
+    pub fn due(&self, record: &StoredRecord) -> Option<TimestampMs> {
+        header_number(record, HEADER_DUE_MS)
     }
 
     /// `record`'s priority in this queue (0 when the queue has none).
