@@ -183,11 +183,23 @@ class Sluice:
         else:
             raise RuntimeError(f"sluice exited before its banner; see {self.data}.log")
 
-    def stored_bytes(self):
-        """Bytes on disk under the data directory (blocks, not apparent size)."""
-        out = subprocess.run(["du", "-s", "--block-size=1", self.data], capture_output=True,
-                             text=True).stdout
+    def stored_bytes(self, sub=""):
+        """Bytes on disk under the data directory, or `sub` of it (blocks, not apparent
+        size)."""
+        out = subprocess.run(["du", "-s", "--block-size=1", os.path.join(self.data, sub)],
+                             capture_output=True, text=True).stdout
         return int(out.split()[0]) if out else 0
+
+    def commit_log_bytes(self):
+        """Bytes written to the commit log (its write position: segment files are sparse
+        and preallocated, so their blocks say little)."""
+        total = 0
+        d = os.path.join(self.data, "store", "commitlog")
+        for name in os.listdir(d) if os.path.isdir(d) else []:
+            if name.endswith(".log"):
+                # Sparse: count the blocks allocated.
+                total += os.stat(os.path.join(d, name)).st_blocks * 512
+        return total
 
     def stop(self):
         self.proc.terminate()
@@ -291,6 +303,8 @@ def main():
                                       opts.sample)
                             r["stored bytes per message"] = s.stored_bytes() / r[
                                 "messages published"]
+                            r["commit-log bytes per message"] = s.commit_log_bytes() / r[
+                                "messages published"]
                         finally:
                             s.stop()
                     runs[scenario][broker].append(r)
@@ -337,6 +351,11 @@ def main():
         t = med("transient", "sluice", "stored bytes per message")
         print(f"\nSluice stored bytes per published message: one queue {t:,.0f},"
               f" fan-out to 10 queues {f:,.0f} ({f / t:.2f}× one queue)")
+        f = med("fanout", "sluice", "commit-log bytes per message")
+        t = med("transient", "sluice", "commit-log bytes per message")
+        print(f"Sluice commit-log bytes per published message: one queue {t:,.0f},"
+              f" fan-out to 10 queues {f:,.0f} ({f / t:.2f}× one queue; the rest is each"
+              " queue's consume-queue slots and index entries)")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ impl FakeDoor {
             messages: 0,
             messages_ready: 0,
             messages_unacknowledged: 0,
+            messages_scheduled: 0,
             consumers: 0,
             message_stats: MessageStats::default(),
         })

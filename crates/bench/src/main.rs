@@ -11,6 +11,7 @@
 mod amqp;
 mod baseline;
 mod cpu;
+mod delay;
 mod load;
 mod report;
 
@@ -44,6 +45,9 @@ enum Command {
     E2e(load::E2eArgs),
     /// AMQP 0-9-1 publishers and consumers (lapin): messages/s end to end.
     Amqp(amqp::AmqpArgs),
+    /// Scheduled messages (an x-delayed-message exchange), all due at once: how late they
+    /// become visible.
+    Delay(delay::DelayArgs),
 }
 
 fn main() {
@@ -54,6 +58,7 @@ fn main() {
         Command::Consume(args) => load::consume(&args),
         Command::E2e(args) => load::e2e(&args),
         Command::Amqp(args) => amqp::run(&args),
+        Command::Delay(args) => delay::run(&args),
     };
     match result {
         Ok(report) => report.print(cli.output),

@@ -315,6 +315,14 @@ impl BrokerMetrics {
             delivered: read(&self.queue_delivered),
             acked: read(&self.queue_acked),
             returned: read(&self.queue_returned),
+            dead_lettered: ["rejected", "expired", "maxlen", "delivery_limit"]
+                .iter()
+                .map(|reason| {
+                    let mut l = labels.clone();
+                    l.push(("reason".to_string(), reason.to_string()));
+                    self.queue_dead.get(&l).map_or(0, |c| c.get())
+                })
+                .sum(),
         }
     }
 }
@@ -326,6 +334,8 @@ pub struct QueueTotals {
     pub delivered: u64,
     pub acked: u64,
     pub returned: u64,
+    /// Settled dead (dead-lettered, or dropped without a target), every reason.
+    pub dead_lettered: u64,
 }
 
 /// The label set of one queue's metrics.

@@ -35,12 +35,14 @@ fn queue_info(q: QueueView) -> QueueInfo {
         messages: q.counts.ready + q.counts.unacked,
         messages_ready: q.counts.ready,
         messages_unacknowledged: q.counts.unacked,
+        messages_scheduled: q.counts.scheduled,
         consumers: q.consumers,
         message_stats: MessageStats {
             published: q.totals.published,
             delivered: q.totals.delivered,
             acked: q.totals.acked,
             returned: q.totals.returned,
+            dead_lettered: q.totals.dead_lettered,
         },
     }
 }

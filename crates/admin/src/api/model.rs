@@ -25,6 +25,9 @@ pub struct QueueInfo {
     pub messages: u64,
     pub messages_ready: u64,
     pub messages_unacknowledged: u64,
+    /// Delayed or retrying messages not yet due (not counted in `messages`).
+    #[serde(default)]
+    pub messages_scheduled: u64,
     /// Consumers subscribed now, holding messages or not.
     pub consumers: u32,
     /// Counters since the broker started.
@@ -55,6 +58,12 @@ pub struct QueuePolicyInfo {
     pub overflow: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_priority: Option<u8>,
+    /// `x-retry-backoff`, in its own syntax (`exponential:1s,2,60s`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_backoff: Option<String>,
+    /// `x-retry-max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_max: Option<u32>,
 }
 
 impl From<&broker::queue::QueuePolicy> for QueuePolicyInfo {
@@ -70,6 +79,8 @@ impl From<&broker::queue::QueuePolicy> for QueuePolicyInfo {
             max_length_bytes: p.limits.max_length_bytes,
             overflow: limited.then(|| p.limits.overflow.name().to_string()),
             max_priority: p.max_priority,
+            retry_backoff: p.retry.as_ref().map(|r| r.backoff.to_string()),
+            retry_max: p.retry.as_ref().and_then(|r| r.max_retries),
         }
     }
 }
@@ -84,6 +95,9 @@ pub struct MessageStats {
     pub acked: u64,
     /// Handed back for redelivery (nack or reject with requeue, consumer gone).
     pub returned: u64,
+    /// Settled dead: dead-lettered, or dropped without a dead-letter exchange.
+    #[serde(default)]
+    pub dead_lettered: u64,
 }
 
 /// What a queue declare asks for (`PUT /api/queues/{vhost}/{name}`; arguments already as

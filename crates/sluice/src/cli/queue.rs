@@ -174,18 +174,20 @@ async fn describe(ctx: &Ctx, client: &AdminClient, vhost: &str, name: &str) -> a
         q.exclusive
     );
     crate::outln!(
-        "  ready: {}  unacked: {}  consumers: {}",
+        "  ready: {}  unacked: {}  scheduled: {}  consumers: {}",
         q.messages_ready,
         q.messages_unacknowledged,
+        q.messages_scheduled,
         q.consumers
     );
     let s = &q.message_stats;
     crate::outln!(
-        "  published: {}  delivered: {}  acked: {}  returned: {}  (since the server started)",
+        "  published: {}  delivered: {}  acked: {}  returned: {}  dead-lettered: {}  (since the server started)",
         s.published,
         s.delivered,
         s.acked,
-        s.returned
+        s.returned,
+        s.dead_lettered
     );
     if q.arguments.is_empty() {
         crate::outln!("Arguments: (none)");
@@ -272,6 +274,15 @@ fn policy_lines(p: &QueuePolicyInfo) -> Vec<(String, String)> {
     }
     if let Some(o) = &p.overflow {
         add("when full", o.clone());
+    }
+    if let Some(b) = &p.retry_backoff {
+        add("retry after", b.clone());
+    }
+    if let Some(n) = p.retry_max {
+        add(
+            "retries",
+            format!("at most {n}, then dead (delivery_limit)"),
+        );
     }
     if let Some(n) = p.max_priority {
         add("max priority", n.to_string());
