@@ -84,17 +84,15 @@ async fn connect(url: &str) -> Result<Connection> {
         .context("no AMQP broker answered")
 }
 
-async fn run_async(args: &DelayArgs) -> Result<Report> {
-    let name = format!("bench-delay-{}", epoch_ms());
-    let setup = connect(&args.url).await?;
-    let ch = setup.create_channel().await?;
+/// The run's `x-delayed-message` exchange (routing as direct) and its queue, both `name`.
+async fn declare(ch: &lapin::Channel, name: &str) -> Result<()> {
     let mut xargs = FieldTable::default();
     xargs.insert(
         "x-delayed-type".into(),
         AMQPValue::LongString("direct".into()),
     );
     ch.exchange_declare(
-        name.as_str().into(),
+        name.into(),
         ExchangeKind::Custom("x-delayed-message".into()),
         ExchangeDeclareOptions::default(),
         xargs,
@@ -102,22 +100,25 @@ async fn run_async(args: &DelayArgs) -> Result<Report> {
     .await
     .context("declaring an x-delayed-message exchange (is the delayed-message plugin on?)")?;
     ch.queue_declare(
-        name.as_str().into(),
+        name.into(),
         QueueDeclareOptions::default(),
         FieldTable::default(),
     )
     .await?;
     ch.queue_bind(
-        name.as_str().into(),
-        name.as_str().into(),
+        name.into(),
+        name.into(),
         "k".into(),
         QueueBindOptions::default(),
         FieldTable::default(),
     )
     .await?;
-    // Due on a whole second, `due_in_secs` from now.
-    let due = (epoch_ms() + args.due_in_secs as i64 * 1000) / 1000 * 1000;
+    Ok(())
+}
 
+/// Publishes `--count` messages due at `due` (spread over `--spread-secs` after it);
+/// returns the seconds it took.
+async fn publish_all(args: &DelayArgs, name: &str, due: i64) -> Result<f64> {
     // Publishers: every message due at `due`.
     let started = Instant::now();
     let body = vec![b'x'; args.size];
@@ -125,7 +126,7 @@ async fn run_async(args: &DelayArgs) -> Result<Report> {
     for p in 0..args.publishers {
         let per = args.count / u64::from(args.publishers)
             + u64::from(u64::from(p) < args.count % u64::from(args.publishers));
-        let (url, name, body) = (args.url.clone(), name.clone(), body.clone());
+        let (url, name, body) = (args.url.clone(), name.to_string(), body.clone());
         let spread_ms = args.spread_secs as i64 * 1000;
         tasks.push(tokio::spawn(async move {
             let conn = connect(&url).await?;
@@ -167,7 +168,18 @@ async fn run_async(args: &DelayArgs) -> Result<Report> {
     for t in tasks {
         t.await??;
     }
-    let publish_secs = started.elapsed().as_secs_f64();
+    Ok(started.elapsed().as_secs_f64())
+}
+
+async fn run_async(args: &DelayArgs) -> Result<Report> {
+    let name = format!("bench-delay-{}", epoch_ms());
+    let setup = connect(&args.url).await?;
+    let ch = setup.create_channel().await?;
+    declare(&ch, &name).await?;
+    // Due on a whole second, `due_in_secs` from now.
+    let due = (epoch_ms() + args.due_in_secs as i64 * 1000) / 1000 * 1000;
+
+    let publish_secs = publish_all(args, &name, due).await?;
     let published_at = epoch_ms();
     if published_at >= due {
         bail!("publishing took {publish_secs:.1} s, past the due time: raise --due-in-secs");

@@ -882,6 +882,10 @@ check("consumer priorities (x-priority): the higher one first, the lower one whe
       lambda: policies.consumer_priorities(connect))
 check("queue policies survive a restart (priority order, length limit, TTL into the DLQ)",
       lambda: policies.policies_survive_restart(connect, os.environ["SLUICE_RESTART"]))
+check("x-delayed-message: due order, never early, across a restart",
+      lambda: policies.delayed_exchange_in_due_order(connect, os.environ["SLUICE_RESTART"]))
+check("x-retry-backoff: retries after 300 and 600 ms (±10%), then dead-lettered",
+      lambda: policies.retry_with_backoff(connect))
 check("kill -9: every confirmed message after the restart, acked ones never, in-flight ones "
       "redelivered; exclusive queues gone",
       survives_kill_9)

@@ -372,3 +372,68 @@ def consumer_priorities(connect):
     assert high == ["c0", "c1", "c2"], (high, low)
     assert low == [f"c{i}" for i in range(3, 10)], (high, low)
     conn.close()
+
+
+def delayed_exchange_in_due_order(connect, restart):
+    """x-delayed-message (sluice's scheduler; RabbitMQ's plugin is not in Debian): a spread
+    of x-delay values comes back in due order and never early, also across a restart with
+    messages still waiting."""
+    conn = connect()
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.exchange_declare("pol_delayed", exchange_type="x-delayed-message", durable=True,
+                        arguments={"x-delayed-type": "direct"})
+    ch.queue_declare("pol_delayed_q", durable=True)
+    ch.queue_bind("pol_delayed_q", "pol_delayed", routing_key="k")
+    start = time.time()
+    delays = [2500, 400, 1500, 0, 3000, 800]
+    for d in delays:
+        ch.basic_publish("pol_delayed", "k", str(d).encode(), pika.BasicProperties(
+            delivery_mode=2, headers={"x-delay": d}))
+    # Waiting messages are not ready.
+    assert _count(ch, "pol_delayed_q") <= 1, _count(ch, "pol_delayed_q")
+    conn.close()
+    # A restart while most wait: they keep their due times.
+    subprocess.run(restart, shell=True, check=True, timeout=120)
+    conn = connect()
+    ch = conn.channel()
+    got = []
+    deadline = time.time() + 10
+    while len(got) < len(delays) and time.time() < deadline:
+        method, _props, body = ch.basic_get("pol_delayed_q", auto_ack=True)
+        if method is None:
+            time.sleep(0.02)
+            continue
+        got.append((int(body), (time.time() - start) * 1000))
+    assert [g[0] for g in got] == sorted(delays), got
+    for d, at in got:
+        assert at >= d, f"delayed {d} ms, delivered after {at:.0f} ms"
+    conn.close()
+
+
+def retry_with_backoff(connect):
+    """x-retry-backoff: a nacked message comes back after 300, 600 ms (±10 %), then after
+    x-retry-max retries it is dead-lettered with reason delivery_limit."""
+    conn = connect()
+    ch = conn.channel()
+    _declare_dlq(ch, "pol_retry_dlx", "pol_retry_dlq", "r")
+    ch.queue_declare("pol_retry", arguments={
+        "x-retry-backoff": "exponential:300ms,2,10s", "x-retry-max": 2,
+        "x-dead-letter-exchange": "pol_retry_dlx", "x-dead-letter-routing-key": "r"})
+    ch.basic_publish("", "pol_retry", b"flaky")
+    times = []
+    deadline = time.time() + 10
+    while len(times) < 3 and time.time() < deadline:
+        method, _props, _body = ch.basic_get("pol_retry")
+        if method is None:
+            time.sleep(0.005)
+            continue
+        times.append(time.time())
+        ch.basic_nack(method.delivery_tag, requeue=True)
+    assert len(times) == 3, times
+    gaps = [(b - a) * 1000 for a, b in zip(times, times[1:])]
+    for want, gap in zip([300, 600], gaps):
+        assert abs(gap - want) <= want * 0.1 + 30, f"retry after {gap:.0f} ms, want {want}"
+    dead = _get_all(ch, "pol_retry_dlq", 1)
+    assert _x_death(dead[0][1])[0]["reason"] == "delivery_limit", dead[0][1].headers
+    conn.close()
