@@ -42,14 +42,9 @@ async fn scheduled_messages_survive_kill9_and_come_once_never_early() {
         .expect("the test finishes within 240 s");
 }
 
-async fn run() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start_with(&dir.path().join("data"), &["--set", "storage.flush=sync"]);
-    let conn = connect(&server).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+/// The `later` x-delayed-message exchange (routing as direct) and the durable `due` queue
+/// bound to it with key `k`.
+async fn declare(ch: &lapin::Channel) {
     let mut args = FieldTable::default();
     args.insert(
         "x-delayed-type".into(),
@@ -85,6 +80,17 @@ async fn run() {
     )
     .await
     .unwrap();
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(&dir.path().join("data"), &["--set", "storage.flush=sync"]);
+    let conn = connect(&server).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    declare(&ch).await;
 
     // Publish: message i is due 6–9 s after its publish; the body says when.
     let mut inflight = std::collections::VecDeque::new();
