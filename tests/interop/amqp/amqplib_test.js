@@ -1224,7 +1224,12 @@ async function delayedExchange() {
   });
   for (const d of delays) ch.publish('aj_delayed', 'k', Buffer.from(String(d)), { headers: { 'x-delay': d }, persistent: true });
   await ch.waitForConfirms();
-  // Scheduled messages are not ready: the queue holds none while they wait.
+  // While they wait, /metrics counts them as scheduled (the one with x-delay 0 is not).
+  if (process.env.ADMIN_URL) {
+    const text = await (await fetch(`${process.env.ADMIN_URL}/metrics`)).text();
+    const m = text.match(/sluice_queue_messages_scheduled\{queue="aj_delayed_q"\} (\d+)/);
+    assert.ok(m && Number(m[1]) >= 4, `scheduled gauge: ${m && m[0]}`);
+  }
   await eventually('every delayed message', () => got.length === delays.length, 5000);
   assert.deepEqual(got.map((g) => g[0]), [...delays].sort((a, b) => a - b), 'delivered in due order');
   for (const [d, at] of got) {
@@ -1266,6 +1271,10 @@ async function retryBackoff() {
   const death = dead[0].properties.headers['x-death'][0];
   assert.equal(death.reason, 'delivery_limit');
   assert.equal(death.queue, 'aj_retry');
+  if (process.env.ADMIN_URL) {
+    const text = await (await fetch(`${process.env.ADMIN_URL}/metrics`)).text();
+    assert.match(text, /sluice_queue_dead_lettered_total\{queue="aj_retry",reason="delivery_limit"\} 1\b/);
+  }
 }
 
 (async () => {
