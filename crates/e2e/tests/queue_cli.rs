@@ -305,7 +305,7 @@ async fn counts_follow_what_the_application_does(server: &Server) -> App {
     assert_eq!(counts(&other), (0, 0, 0), "dev's orders got nothing");
     let text = ok(server, &["queue", "describe", "orders"]);
     assert!(
-        text.contains("ready: 2  unacked: 1  consumers: 1"),
+        text.contains("ready: 2  unacked: 1  scheduled: 0  consumers: 1"),
         "{text}"
     );
     assert!(

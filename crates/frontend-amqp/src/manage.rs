@@ -461,6 +461,9 @@ impl DoorHandle {
     /// refused while it is the source of a binding.
     pub fn delete_exchange(&self, vhost: &str, name: &str, if_unused: bool) -> ManageResult<()> {
         let internal = self.internal(vhost, name, "exchange")?;
+        // The API says what is not there (404), as RabbitMQ's management API does; the AMQP
+        // method's delete of a missing exchange is delete-ok.
+        self.0.topology.exchange_or_404(&internal)?;
         self.0
             .topology
             .delete_exchange(self.broker(), &internal, if_unused)?;
