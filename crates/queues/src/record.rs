@@ -139,15 +139,15 @@ impl PackedEntries {
     }
 }
 
-fn zigzag(v: i64) -> u64 {
+pub(crate) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-fn unzigzag(v: u64) -> i64 {
+pub(crate) fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -156,7 +156,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// A varint and its length; `None` if truncated or longer than 64 bits.
-fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+pub(crate) fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
     let mut v = 0u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
         let bits = u64::from(b & 0x7f);

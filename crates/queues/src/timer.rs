@@ -23,6 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::{Offset, TimestampMs};
 
+use crate::record::{put_varint, unzigzag, zigzag};
+
 /// Due times per far bucket: `2^20` ms, about 17.5 minutes (30,000 buckets a year).
 const BUCKET_SHIFT: u32 = 20;
 const BUCKET_MS: i64 = 1 << BUCKET_SHIFT;
@@ -68,35 +70,12 @@ impl Bucket {
 
 const MAX_VARINT: usize = 10;
 
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 /// Reads a varint the index wrote itself (so always well formed).
 fn get_varint(bytes: &[u8], pos: &mut usize) -> u64 {
-    let mut v = 0u64;
-    let mut shift = 0;
-    loop {
-        let b = bytes[*pos];
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return v;
-        }
-        shift += 7;
-    }
+    let (v, n) = crate::record::get_varint(&bytes[*pos..])
+        .expect("the time index holds only varints it wrote");
+    *pos += n;
+    v
 }
 
 fn bucket_of(due: TimestampMs) -> i64 {
