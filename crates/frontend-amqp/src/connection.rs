@@ -74,9 +74,8 @@ pub struct Connection {
     /// Channels opened so far (each channel's epoch).
     opened: u64,
     /// A resource alarm holds this publishing connection: not read from (`alarm.rs`).
+    /// connection.blocked was sent while it is, if the client asked for it.
     blocked: bool,
-    /// connection.blocked was sent and connection.unblocked not yet.
-    told_blocked: bool,
 }
 
 /// What a frame asks of its channel.
@@ -129,7 +128,6 @@ pub async fn run(
         waits: VecDeque::new(),
         opened: 0,
         blocked: false,
-        told_blocked: false,
     };
     let stop = match conn.handshake().await {
         Ok(()) => conn.serve(shutdown).await,
@@ -241,10 +239,9 @@ impl Connection {
             // Its frames waited in the socket: the silence was ours.
             self.last_received = Instant::now();
         }
-        if !self.session.blocked_notify || blocked == self.told_blocked {
+        if !self.session.blocked_notify {
             return;
         }
-        self.told_blocked = blocked;
         let method = match alarm {
             Some(reason) => connection::AMQPMethod::Blocked(connection::Blocked {
                 reason: crate::errors::truncate(&reason, 255).into(),

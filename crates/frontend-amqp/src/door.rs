@@ -108,6 +108,8 @@ pub struct Door {
     wake: watch::Sender<u64>,
     /// What is short (disk, memory), if anything: publishers are blocked (`alarm.rs`).
     alarm: watch::Sender<crate::alarm::Alarm>,
+    /// The limits the alarm checks (the memory default read once, at start).
+    alarm_limits: crate::alarm::Limits,
     queues: Mutex<HashMap<String, QueueUse>>,
     next_name: AtomicU64,
     next_generation: AtomicU64,
@@ -148,6 +150,13 @@ pub fn locked(queue: &str) -> AmqpError {
 
 impl Door {
     pub fn new(broker: Arc<Broker>, config: AmqpConfig) -> Door {
+        let alarm_limits = crate::alarm::Limits {
+            disk_free: config.disk_free_limit_bytes,
+            memory: match config.memory_high_watermark_bytes {
+                0 => crate::alarm::default_memory_limit(),
+                n => n,
+            },
+        };
         let access = access_of(&config);
         let topology = Topology::open(&broker, &access.vhosts);
         // Every queue has its consumer series from the start, at 0 until one subscribes.
@@ -161,6 +170,7 @@ impl Door {
             access,
             wake: watch::channel(0).0,
             alarm: watch::channel(None).0,
+            alarm_limits,
             queues: Mutex::new(HashMap::new()),
             next_name: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
@@ -182,14 +192,7 @@ impl Door {
 
     /// Looks at the free disk space and resident memory (`alarm.rs`).
     pub fn check_resources(&self) {
-        let limits = crate::alarm::Limits {
-            disk_free: self.config.disk_free_limit_bytes,
-            memory: match self.config.memory_high_watermark_bytes {
-                0 => crate::alarm::default_memory_limit(),
-                n => n,
-            },
-        };
-        let now = crate::alarm::check(&self.broker.config().data_dir, limits);
+        let now = crate::alarm::check(&self.broker.config().data_dir, self.alarm_limits);
         crate::alarm::update(&self.alarm, now);
     }
 

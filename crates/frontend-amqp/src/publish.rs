@@ -206,11 +206,8 @@ impl Session {
         if queues.is_empty() && mandatory {
             self.basic_return(ch, msg);
         }
-        let due_ms = self
-            .door
-            .topology
-            .exchange(&exchange)
-            .filter(|x| x.delayed)
+        let due_ms = Some(&exchange)
+            .filter(|x| self.door.topology.is_delayed(x))
             .and_then(|_| delay_ms(&msg.properties))
             .map(|delay| self.door.broker.now_ms().saturating_add(delay));
         let crate::dead_letter::Stores {

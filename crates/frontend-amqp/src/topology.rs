@@ -268,6 +268,11 @@ impl Topology {
         self.exchanges.read().get(name).cloned()
     }
 
+    /// Whether `name` is an `x-delayed-message` exchange (no copy of it: every publish asks).
+    pub fn is_delayed(&self, name: &str) -> bool {
+        self.exchanges.read().get(name).is_some_and(|x| x.delayed)
+    }
+
     /// Every exchange (built-in ones included) by internal name, in name order.
     pub fn exchanges(&self) -> Vec<(String, Exchange)> {
         self.exchanges
