@@ -207,7 +207,7 @@ impl Broker {
             .filter(|(_, take)| **take)
             .map(|(q, _)| q.topic.as_str())
             .collect();
-        let (pending, mut bases) = match &topics[..] {
+        let (pending, bases) = match &topics[..] {
             [] => (None, Vec::new()),
             [topic] => {
                 let p = self.produce_begin(topic, 0, batch).await?;
@@ -219,12 +219,13 @@ impl Broker {
                 (Some(p), bases.into_iter().map(Some).collect())
             }
         };
-        bases.reverse();
+        // One base offset per queue that took it, in `handles` order.
+        let mut bases = bases.into_iter();
         for (i, q) in handles.iter().enumerate() {
             if !takes[i] {
                 continue;
             }
-            let base = bases.pop();
+            let base = bases.next();
             if let (true, Some(due), Some(state), Some(Some(offset))) =
                 (delayed, due_ms, guards[i].as_deref_mut(), base)
             {

@@ -510,11 +510,13 @@ impl Broker {
             let mut early = Vec::new();
             let mut handed_back = false;
             for d in acquired.deliveries {
-                match records.remove(&d.offset) {
+                let record = records.remove(&d.offset);
+                let due = record.as_ref().and_then(|r| q.policy.due(r));
+                match record {
                     // A delayed message whose schedule record a crash lost: not before its
                     // time (scheduled again).
-                    Some(record) if q.policy.due(&record).is_some_and(|due| due > now) => {
-                        early.push((d.offset, q.policy.due(&record).unwrap_or(now)));
+                    Some(_) if let Some(due) = due.filter(|&due| due > now) => {
+                        early.push((d.offset, due));
                     }
                     Some(record) if queues::is_expired(q.policy.expiry(&record), now) => {
                         q.bytes_taken(d.offset, body_len(&record), false);
